@@ -1,0 +1,78 @@
+from collections import Counter
+
+import pytest
+import torch
+import torchreid
+
+import torchreid_fgdi
+from torchreid_fgdi.data import DomainBalancedIdentitySampler, DomainImageDataManager
+
+SOURCES = ["synth_a", "synth_b", "synth_c"]
+
+
+def _manager(root, **kwargs):
+    args = dict(root=root, sources=SOURCES, targets="synth_d", height=32, width=16, workers=0, use_gpu=False)
+    args.update(kwargs)
+    return DomainImageDataManager(**args)
+
+
+def test_torchreid_datamanager_gives_dsetid_per_source(tiny_root):
+    dm = torchreid.data.ImageDataManager(root=tiny_root, sources=SOURCES, targets="synth_d", height=32, width=16,
+                                         workers=0, use_gpu=False)
+    train = dm.train_loader.dataset.train
+    for dsetid, name in enumerate(SOURCES):
+        paths = {path for path, _, _, d in train if d == dsetid}
+        assert paths and all(f"/{name}/" in p for p in paths)
+    assert {d for *_, d in train} == {0, 1, 2}
+
+
+def test_pids_contiguous_across_sources_and_domain_ranges(tiny_root):
+    dm = _manager(tiny_root)
+    assert dm.num_train_domains == 3
+    assert dm.num_train_pids == 36
+    assert dm.domain_pid_ranges == [(0, 12), (12, 24), (24, 36)]
+    for _, pid, _, dsetid in dm.train_items:
+        start, stop = dm.domain_pid_ranges[dsetid]
+        assert start <= pid < stop
+
+
+def test_combineall_adds_test_identities_per_source(tiny_root):
+    dm = _manager(tiny_root, combineall=True)
+    assert dm.num_train_pids == 3 * (12 + 8)
+    assert dm.domain_pid_ranges == [(0, 20), (20, 40), (40, 60)]
+
+
+@pytest.mark.parametrize("sampler", ["RandomIdentitySampler", "DomainBalancedIdentitySampler"])
+def test_identity_samplers_give_p_by_k_batches(tiny_root, sampler):
+    dm = _manager(tiny_root, train_sampler=sampler, batch_size_train=12, num_instances=2)
+    batches = list(dm.train_loader)
+    assert len(batches) >= 3
+    for batch in batches:
+        counts = Counter(batch["pid"].tolist())
+        assert len(counts) == 6 and set(counts.values()) == {2}
+        if sampler == "DomainBalancedIdentitySampler":
+            pid_domain = dict(zip(batch["pid"].tolist(), batch["dsetid"].tolist()))
+            assert Counter(pid_domain.values()) == {0: 2, 1: 2, 2: 2}
+
+
+def test_domain_balanced_sampler_rejects_uneven_split():
+    items = [(f"{i}.jpg", i // 4, 0, i // 16) for i in range(48)]  # 3 domains x 4 pids x 4 images
+    with pytest.raises(ValueError, match="cannot be split evenly over 3 domains"):
+        DomainBalancedIdentitySampler(items, batch_size=16, num_instances=4)
+    assert len(list(DomainBalancedIdentitySampler(items, batch_size=12, num_instances=4))) == 48
+
+
+def test_train_loader_test_is_ordered_and_unaugmented(tiny_root):
+    dm = _manager(tiny_root, transforms=["random_flip", "random_crop"], batch_size_test=16)
+    first = list(dm.train_loader_test)
+    second = list(dm.train_loader_test)
+    paths = [p for b in first for p in b["impath"]]
+    assert paths == [item[0] for item in dm.train_items]
+    assert torch.equal(torch.cat([b["img"] for b in first]), torch.cat([b["img"] for b in second]))
+    assert torch.cat([b["dsetid"] for b in first]).tolist() == [item[3] for item in dm.train_items]
+
+
+def test_missing_domain_is_generated_on_first_use(tmp_path):
+    dataset = torchreid_fgdi.data.IMAGE_DATASETS["synth_d"](root=str(tmp_path), verbose=False)
+    assert (tmp_path / "synth_d" / "query").is_dir()
+    assert dataset.num_train_pids == 60

@@ -1,0 +1,11 @@
+"""CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models and
+engines into torchreid and applies the fixes in `torchreid_fgdi.compat`."""
+from . import compat
+
+compat.apply()
+
+from .registry import register_all  # noqa: E402
+
+register_all()
+
+__version__ = "0.1.0"

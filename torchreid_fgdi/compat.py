@@ -1,0 +1,68 @@
+"""Fixes for torchreid-pip 0.2.5 under current numpy / torch, applied once on import.
+
+Each fix names the breakage it repairs; each has a test in tests/test_compat.py that fails
+without it. Nothing else in this package patches torchreid.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import torch
+
+_SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
+
+
+def alias_submodules() -> None:
+    """Make upstream-style imports (`import torchreid.data`, `from torchreid.utils import X`) work.
+
+    torchreid-pip keeps the code under `torchreid.reid.*` and only re-exports the subpackages
+    as attributes, so torchreid's own documented imports raise ModuleNotFoundError.
+    """
+    import torchreid
+
+    if not hasattr(torchreid, "reid"):
+        return
+    for name in _SUBMODULES:
+        sys.modules.setdefault(f"torchreid.{name}", importlib.import_module(f"torchreid.reid.{name}"))
+
+
+def allow_numpy_scalars_in_checkpoints() -> None:
+    """Let torchreid load the checkpoints it writes itself.
+
+    `save_checkpoint` stores `rank1` as a numpy scalar and `load_checkpoint` calls `torch.load`
+    with torch>=2.6's default `weights_only=True`, which refuses numpy scalars, so
+    `load_checkpoint`, `load_pretrained_weights`, `resume_from_checkpoint` and
+    `FeatureExtractor(model_path=...)` fail on every checkpoint torchreid saved. Numpy scalars
+    and dtypes are plain data, so allowing them keeps the safe loader.
+    """
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    dtypes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    torch.serialization.add_safe_globals([multiarray.scalar, np.dtype, *dtypes])
+
+
+def image_dataset_registry() -> dict:
+    """torchreid's name -> class table of image datasets.
+
+    torchreid offers `register_image_dataset` (which raises on a second call) but no way to
+    look a name up, so idempotent registration has to read the table.
+    """
+    from torchreid.reid.data import datasets
+
+    return vars(datasets)["__image_datasets"]
+
+
+def model_registry() -> dict:
+    """torchreid's name -> builder table behind `build_model` and `show_avai_models`.
+
+    torchreid has no `register_model`; a plugin model is a new entry in this table.
+    """
+    from torchreid.reid import models
+
+    return vars(models)["__model_factory"]
+
+
+def apply() -> None:
+    alias_submodules()
+    allow_numpy_scalars_in_checkpoints()

@@ -1,0 +1,88 @@
+"""A torchreid ImageDataManager that knows which source domain each training image comes from."""
+from __future__ import annotations
+
+import torch
+import torchreid
+
+from .samplers import DomainBalancedIdentitySampler
+
+SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}
+
+
+class DomainImageDataManager(torchreid.data.ImageDataManager):
+    """Multi-source data with a contiguous domain id (torchreid's ``dsetid``) per source dataset.
+
+    Everything of torchreid's ImageDataManager works as before; on top of it:
+
+    - ``num_train_domains`` and ``domain_pid_ranges`` (the [start, stop) of the relabelled pids of
+      each domain; pids are contiguous across sources, in the order of ``sources``);
+    - ``train_sampler='DomainBalancedIdentitySampler'``: P x K batches with P / num_domains
+      identities from every source (torchreid's samplers remain available by name);
+    - ``train_loader_test``: every training image once, in order, with the test transform
+      (CLIP-FGDI's stage 2 caches un-augmented image features from it);
+    - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source).
+
+    Args:
+        Same as ``torchreid.data.ImageDataManager``.
+
+    Examples::
+
+        import torchreid_fgdi
+        datamanager = torchreid_fgdi.data.DomainImageDataManager(
+            root='reid-data', sources=['synth_a', 'synth_b', 'synth_c'], targets='synth_d',
+            height=64, width=32, batch_size_train=24, num_instances=4,
+            train_sampler='DomainBalancedIdentitySampler', workers=0)
+        print(datamanager.num_train_domains, datamanager.domain_pid_ranges)
+    """
+
+    def __init__(
+        self,
+        root: str = "",
+        sources=None,
+        targets=None,
+        *,
+        train_sampler: str = "RandomSampler",
+        batch_size_train: int = 32,
+        batch_size_test: int = 32,
+        num_instances: int = 4,
+        **kwargs,
+    ):
+        ours = SAMPLERS.get(train_sampler)
+        super().__init__(
+            root=root,
+            sources=sources,
+            targets=targets,
+            train_sampler="RandomSampler" if ours else train_sampler,
+            batch_size_train=batch_size_train,
+            batch_size_test=batch_size_test,
+            num_instances=num_instances,
+            **kwargs,
+        )
+        trainset = self.train_loader.dataset
+        self.train_items = trainset.train
+        self.num_train_domains = trainset.num_datasets
+        self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
+        if ours:
+            sampler = ours(self.train_items, batch_size_train, num_instances)
+            self.train_loader = self._loader(trainset, sampler=sampler, batch_size=batch_size_train, drop_last=True)
+        # torchreid's Dataset needs non-empty query/gallery lists; mode="train" reads only `train`.
+        items = self.train_items
+        testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
+        self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
+        template = self.train_loader
+        return torch.utils.data.DataLoader(
+            dataset, num_workers=template.num_workers, pin_memory=self.use_gpu, **kwargs
+        )
+
+    @staticmethod
+    def _pid_ranges(items: list, num_domains: int) -> list[tuple[int, int]]:
+        pids = [set() for _ in range(num_domains)]
+        for _, pid, _, dsetid in items:
+            pids[dsetid].add(pid)
+        ranges = [(min(p), max(p) + 1) for p in pids]
+        for d, ((start, stop), p) in enumerate(zip(ranges, pids)):
+            if len(p) != stop - start:
+                raise RuntimeError(f"pids of domain {d} are not contiguous: {sorted(p)[:10]}...")
+        return ranges

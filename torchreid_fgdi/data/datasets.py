@@ -1,0 +1,74 @@
+"""torchreid image datasets for the generated domains, read from `root` like any other.
+
+A missing domain is generated on first use, as torchreid downloads a missing public dataset.
+"""
+from __future__ import annotations
+
+import glob
+import os.path as osp
+import re
+
+import torchreid
+
+from .synthetic import DOMAIN_STYLES, generate_domain
+
+_NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$")
+
+
+def parse_market_name(path: str) -> tuple[int, int]:
+    """(pid, 0-based camid) from a Market-1501 file name such as `0001_c1s1_000151_01.jpg`."""
+    match = _NAME.match(osp.basename(path))
+    if match is None:
+        raise ValueError(
+            f'cannot parse "{path}": expected a Market-1501 name like 0001_c1s1_000151_01.jpg '
+            "(pid, camera, sequence, frame, box)"
+        )
+    return int(match.group(1)), int(match.group(2)) - 1
+
+
+class SyntheticDomain(torchreid.data.ImageDataset):
+    """One generated domain (see `torchreid_fgdi.data.synthetic`) in Market-1501 layout.
+
+    Args:
+        root (str): folder holding the domain folders, e.g. ``reid-data``.
+
+    Examples::
+
+        import torchreid, torchreid_fgdi
+        datamanager = torchreid.data.ImageDataManager(
+            root='reid-data', sources=['synth_a', 'synth_b', 'synth_c'], targets='synth_d',
+            height=64, width=32)
+    """
+
+    domain = ""
+
+    def __init__(self, root: str = "", **kwargs):
+        self.root = osp.abspath(osp.expanduser(root))
+        self.dataset_dir = osp.join(self.root, self.domain)
+        if not osp.isdir(self.dataset_dir):
+            print(f'=> Generating synthetic domain "{self.domain}" in "{self.dataset_dir}"')
+            generate_domain(self.root, self.domain)
+        self.train_dir = osp.join(self.dataset_dir, "bounding_box_train")
+        self.query_dir = osp.join(self.dataset_dir, "query")
+        self.gallery_dir = osp.join(self.dataset_dir, "bounding_box_test")
+        self.check_before_run([self.train_dir, self.query_dir, self.gallery_dir])
+        train = self.process_dir(self.train_dir, relabel=True)
+        query = self.process_dir(self.query_dir)
+        gallery = self.process_dir(self.gallery_dir)
+        super().__init__(train, query, gallery, **kwargs)
+
+    @staticmethod
+    def process_dir(dir_path: str, relabel: bool = False) -> list[tuple[str, int, int]]:
+        items = [(path, *parse_market_name(path)) for path in sorted(glob.glob(osp.join(dir_path, "*.jpg")))]
+        if not items:
+            raise RuntimeError(f'no images in "{dir_path}": expected Market-1501 .jpg files there')
+        if relabel:
+            label = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+            items = [(path, label[pid], camid) for path, pid, camid in items]
+        return items
+
+
+SYNTHETIC_DATASETS = {
+    name: type(name, (SyntheticDomain,), {"domain": name, "__doc__": SyntheticDomain.__doc__})
+    for name in DOMAIN_STYLES
+}

@@ -1,0 +1,67 @@
+"""Multi-target testing for every engine of the plugin."""
+from __future__ import annotations
+
+import json
+import os.path as osp
+
+import torch
+import torchreid
+
+from ..evaluation import average_results, evaluate_features, extract_features, format_table
+
+
+class MultiTargetTestMixin:
+    """Replaces torchreid's `Engine.test` so that every target's result is kept, not printed only.
+
+    torchreid's `test` returns the Rank-1 of the last target alone; here each target's mAP and CMC
+    land in `self.test_results` (and `results.json` / `results.md` in `save_dir`), the average over
+    the targets is reported, and `test` returns the mean Rank-1 so `run` and `save_model` work
+    unchanged. Put it before the torchreid engine in the bases.
+    """
+
+    test_results: dict
+
+    def test(
+        self,
+        dist_metric="euclidean",
+        normalize_feature=False,
+        visrank=False,
+        visrank_topk=10,
+        save_dir="",
+        use_metric_cuhk03=False,
+        ranks=(1, 5, 10, 20),
+        rerank=False,
+    ) -> float:
+        self.set_model_mode("eval")
+        device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.test_results = {}
+        for name, loaders in self.test_loader.items():
+            query = extract_features(loaders["query"], self.extract_features, device)
+            gallery = extract_features(loaders["gallery"], self.extract_features, device)
+            res = evaluate_features(query, gallery, dist_metric, normalize_feature, rerank, use_metric_cuhk03)
+            distmat = res.pop("distmat")
+            self.test_results[name] = res
+            print(f"##### {name}: mAP {res['mAP']:.1%} | " + " | ".join(
+                f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"])))
+            if visrank:
+                torchreid.utils.visualize_ranked_results(
+                    distmat,
+                    self.datamanager.fetch_test_loaders(name),
+                    self.datamanager.data_type,
+                    width=self.datamanager.width,
+                    height=self.datamanager.height,
+                    save_dir=osp.join(save_dir, "visrank_" + name),
+                    topk=visrank_topk,
+                )
+            if self.writer is not None:
+                self.writer.add_scalar(f"Test/{name}/rank1", res["cmc"][0], self.epoch)
+                self.writer.add_scalar(f"Test/{name}/mAP", res["mAP"], self.epoch)
+        table = format_table(self.test_results, self.datamanager.sources)
+        print(table)
+        if save_dir:
+            with open(osp.join(save_dir, "results.md"), "w") as f:
+                f.write(table)
+            with open(osp.join(save_dir, "results.json"), "w") as f:
+                json.dump({n: {"mAP": r["mAP"], "cmc": r["cmc"][:50].tolist()} for n, r in self.test_results.items()},
+                          f, indent=1)
+        return float(average_results(self.test_results, self.test_results)["cmc"][0])

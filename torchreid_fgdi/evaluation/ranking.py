@@ -1,0 +1,46 @@
+"""Per-target re-ID evaluation with torchreid's metrics (distance matrix, re-ranking, CMC, mAP)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchreid
+
+
+@torch.no_grad()
+def extract_features(
+    loader, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Features, pids and camids of every image a test loader yields, in loader order."""
+    feats, pids, camids = [], [], []
+    for data in loader:
+        feats.append(forward(data["img"].to(device)).float().cpu())
+        pids.append(data["pid"].numpy())
+        camids.append(data["camid"].numpy())
+    return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
+
+
+def evaluate_features(
+    query: tuple[torch.Tensor, np.ndarray, np.ndarray],
+    gallery: tuple[torch.Tensor, np.ndarray, np.ndarray],
+    dist_metric: str = "euclidean",
+    normalize_feature: bool = False,
+    rerank: bool = False,
+    use_metric_cuhk03: bool = False,
+) -> dict:
+    """{'mAP', 'cmc' (numpy, ranks 1..50), 'distmat'} for one query / gallery pair."""
+    qf, q_pids, q_camids = query
+    gf, g_pids, g_camids = gallery
+    if normalize_feature:
+        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+    distmat = torchreid.metrics.compute_distance_matrix(qf, gf, dist_metric).numpy()
+    if rerank:
+        distmat_qq = torchreid.metrics.compute_distance_matrix(qf, qf, dist_metric).numpy()
+        distmat_gg = torchreid.metrics.compute_distance_matrix(gf, gf, dist_metric).numpy()
+        distmat = torchreid.utils.re_ranking(distmat, distmat_qq, distmat_gg)
+    cmc, mAP = torchreid.metrics.evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03
+    )
+    return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}

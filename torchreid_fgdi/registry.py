@@ -1,0 +1,16 @@
+"""Puts everything the plugin adds into torchreid's registries, once per process."""
+from __future__ import annotations
+
+import torchreid
+
+from . import compat
+from .data import IMAGE_DATASETS
+
+
+def register_all() -> None:
+    """Idempotent: a second call (or a re-import) changes nothing."""
+    datasets = compat.image_dataset_registry()
+    for name, cls in IMAGE_DATASETS.items():
+        if datasets.get(name) is not cls:
+            datasets.pop(name, None)
+            torchreid.data.register_image_dataset(name, cls)
