@@ -1,4 +1,5 @@
 """Each torchreid-pip breakage, shown without the fix (fresh interpreter) and fixed after import."""
+
 import subprocess
 import sys
 

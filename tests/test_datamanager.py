@@ -17,8 +17,9 @@ def _manager(root, **kwargs):
 
 
 def test_torchreid_datamanager_gives_dsetid_per_source(tiny_root):
-    dm = torchreid.data.ImageDataManager(root=tiny_root, sources=SOURCES, targets="synth_d", height=32, width=16,
-                                         workers=0, use_gpu=False)
+    dm = torchreid.data.ImageDataManager(
+        root=tiny_root, sources=SOURCES, targets="synth_d", height=32, width=16, workers=0, use_gpu=False
+    )
     train = dm.train_loader.dataset.train
     for dsetid, name in enumerate(SOURCES):
         paths = {path for path, _, _, d in train if d == dsetid}

@@ -14,7 +14,9 @@ SMALL = SyntheticSize(train_ids=5, test_ids=4)
 
 
 def _digest(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.jpg"))}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.jpg"))
+    }
 
 
 def test_generator_is_deterministic_per_seed(tmp_path):
@@ -46,20 +48,35 @@ def test_domains_differ_in_global_style(tiny_root):
     """Each domain's mean colour statistics differ from the others': a real domain shift."""
     stats = {}
     for name in DOMAIN_STYLES:
-        imgs = [np.asarray(Image.open(p).resize((32, 64)), dtype=np.float32)
-                for p in sorted(Path(tiny_root, name, "bounding_box_train").glob("*.jpg"))]
+        imgs = [
+            np.asarray(Image.open(p).resize((32, 64)), dtype=np.float32)
+            for p in sorted(Path(tiny_root, name, "bounding_box_train").glob("*.jpg"))
+        ]
         stats[name] = np.stack(imgs).mean(axis=(0, 1, 2))
     names = list(stats)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             assert np.abs(stats[a] - stats[b]).max() > 5, (a, b, stats[a], stats[b])
 
 
 def test_command_line_writes_requested_domains(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "torchreid_fgdi.data.synthetic", "--root", str(tmp_path), "--domains", "synth_c",
-         "--train-ids", "3", "--test-ids", "2"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "torchreid_fgdi.data.synthetic",
+            "--root",
+            str(tmp_path),
+            "--domains",
+            "synth_c",
+            "--train-ids",
+            "3",
+            "--test-ids",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "synth_c" in out.stdout
     assert os.listdir(tmp_path) == ["synth_c"]

@@ -1,5 +1,6 @@
 """CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models and
 engines into torchreid and applies the fixes in `torchreid_fgdi.compat`."""
+
 from . import compat
 
 compat.apply()

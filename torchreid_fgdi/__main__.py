@@ -3,6 +3,7 @@
 The same steps as torchreid's `scripts/main.py`: config -> data manager -> model -> optimizer
 and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_dir`).
 """
+
 from __future__ import annotations
 
 import argparse

@@ -3,6 +3,7 @@
 Each fix names the breakage it repairs; each has a test in tests/test_compat.py that fails
 without it. Nothing else in this package patches torchreid.
 """
+
 from __future__ import annotations
 
 import importlib

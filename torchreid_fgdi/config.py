@@ -4,6 +4,7 @@ A config file may only set keys that exist here (yacs rejects the rest), so a ty
 before any work starts. The helpers turn a config into the keyword arguments of torchreid's
 builders, exactly as torchreid's own `scripts/main.py` does.
 """
+
 from __future__ import annotations
 
 from yacs.config import CfgNode as CN

@@ -1,4 +1,5 @@
 """Puts everything the plugin adds into torchreid's registries, once per process."""
+
 from __future__ import annotations
 
 import torchreid

@@ -1,4 +1,5 @@
 """Data: the generated benchmark, its torchreid datasets, samplers and the domain data manager."""
+
 from .datamanager import DomainImageDataManager
 from .datasets import SYNTHETIC_DATASETS, SyntheticDomain
 from .samplers import DomainBalancedIdentitySampler

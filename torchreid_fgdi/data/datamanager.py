@@ -1,4 +1,5 @@
 """A torchreid ImageDataManager that knows which source domain each training image comes from."""
+
 from __future__ import annotations
 
 import torch
@@ -72,9 +73,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
 
     def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
         template = self.train_loader
-        return torch.utils.data.DataLoader(
-            dataset, num_workers=template.num_workers, pin_memory=self.use_gpu, **kwargs
-        )
+        return torch.utils.data.DataLoader(dataset, num_workers=template.num_workers, pin_memory=self.use_gpu, **kwargs)
 
     @staticmethod
     def _pid_ranges(items: list, num_domains: int) -> list[tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 A missing domain is generated on first use, as torchreid downloads a missing public dataset.
 """
+
 from __future__ import annotations
 
 import glob
@@ -69,6 +70,5 @@ class SyntheticDomain(torchreid.data.ImageDataset):
 
 
 SYNTHETIC_DATASETS = {
-    name: type(name, (SyntheticDomain,), {"domain": name, "__doc__": SyntheticDomain.__doc__})
-    for name in DOMAIN_STYLES
+    name: type(name, (SyntheticDomain,), {"domain": name, "__doc__": SyntheticDomain.__doc__}) for name in DOMAIN_STYLES
 }

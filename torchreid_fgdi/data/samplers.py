@@ -1,4 +1,5 @@
 """Training samplers that torchreid lacks."""
+
 from __future__ import annotations
 
 import random

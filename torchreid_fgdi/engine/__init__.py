@@ -1,4 +1,5 @@
 """Engines: torchreid `Engine` subclasses, chosen by the config's `loss.name`."""
+
 from __future__ import annotations
 
 from .baselines import ImageSoftmaxEngine, ImageTripletEngine

@@ -1,4 +1,5 @@
 """torchreid's own engines, with multi-target test results, for the built-in baselines."""
+
 import torchreid
 
 from .testing import MultiTargetTestMixin

@@ -1,4 +1,5 @@
 """Multi-target testing for every engine of the plugin."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ class MultiTargetTestMixin:
             res = evaluate_features(query, gallery, dist_metric, normalize_feature, rerank, use_metric_cuhk03)
             distmat = res.pop("distmat")
             self.test_results[name] = res
-            print(f"##### {name}: mAP {res['mAP']:.1%} | " + " | ".join(
-                f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"])))
+            print(
+                f"##### {name}: mAP {res['mAP']:.1%} | "
+                + " | ".join(f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"]))
+            )
             if visrank:
                 torchreid.utils.visualize_ranked_results(
                     distmat,
@@ -62,6 +65,9 @@ class MultiTargetTestMixin:
             with open(osp.join(save_dir, "results.md"), "w") as f:
                 f.write(table)
             with open(osp.join(save_dir, "results.json"), "w") as f:
-                json.dump({n: {"mAP": r["mAP"], "cmc": r["cmc"][:50].tolist()} for n, r in self.test_results.items()},
-                          f, indent=1)
+                json.dump(
+                    {n: {"mAP": r["mAP"], "cmc": r["cmc"][:50].tolist()} for n, r in self.test_results.items()},
+                    f,
+                    indent=1,
+                )
         return float(average_results(self.test_results, self.test_results)["cmc"][0])

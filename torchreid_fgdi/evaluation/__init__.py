@@ -1,4 +1,5 @@
 """Evaluation: features -> distances -> CMC / mAP per target, and the tables users read."""
+
 from .ranking import evaluate_features, extract_features
 from .report import average_results, format_table
 

@@ -1,4 +1,5 @@
 """Per-target re-ID evaluation with torchreid's metrics (distance matrix, re-ranking, CMC, mAP)."""
+
 from __future__ import annotations
 
 from typing import Callable

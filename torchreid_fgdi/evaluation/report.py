@@ -1,4 +1,5 @@
 """Result tables: one row per target, marked source or unseen, and the averages over targets."""
+
 from __future__ import annotations
 
 import numpy as np

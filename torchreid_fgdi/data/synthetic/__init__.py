@@ -11,6 +11,7 @@ Usage::
 
     python -m torchreid_fgdi.data.synthetic --root reid-data
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -195,13 +196,17 @@ def _draw_person(draw, rng, ident: dict, cam: dict, view: str, h: int, w: int):
     if ident["accessory"] == "shoulder_bag":
         side = 1 if view != "side" else -1
         draw.line((cx - side * half_w, neck, cx + side * half_w, hip), fill=ident["accessory_color"], width=2)
-        draw.rectangle((cx + side * half_w - 3, hip - 6, cx + side * half_w + 5, hip + 4), fill=ident["accessory_color"])
+        draw.rectangle(
+            (cx + side * half_w - 3, hip - 6, cx + side * half_w + 5, hip + 4), fill=ident["accessory_color"]
+        )
 
     face = ident["hair"] if view == "back" else ident["skin"]
     draw.ellipse((cx - head_r, top, cx + head_r, top + 2 * head_r), fill=face)
     draw.chord((cx - head_r, top, cx + head_r, top + 2 * head_r), 180, 360, fill=ident["hair"])
     if ident["accessory"] == "hat":
-        draw.rectangle((cx - head_r * 1.3, top - 1, cx + head_r * 1.3, top + head_r * 0.6), fill=ident["accessory_color"])
+        draw.rectangle(
+            (cx - head_r * 1.3, top - 1, cx + head_r * 1.3, top + head_r * 0.6), fill=ident["accessory_color"]
+        )
 
 
 def _apply_light_and_style(img: Image.Image, rng, cam: dict, style: DomainStyle) -> Image.Image:
@@ -279,8 +284,9 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
     return final
 
 
-def generate(root: str, names=tuple(DOMAIN_STYLES), size: SyntheticSize = SyntheticSize(), seed: int = 0,
-             overwrite: bool = False) -> list[str]:
+def generate(
+    root: str, names=tuple(DOMAIN_STYLES), size: SyntheticSize = SyntheticSize(), seed: int = 0, overwrite: bool = False
+) -> list[str]:
     """Generates the named domains under `root`, skipping those already there unless `overwrite`."""
     written = []
     for name in names:

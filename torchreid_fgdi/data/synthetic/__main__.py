@@ -1,4 +1,5 @@
 """Command line of the generator: `python -m torchreid_fgdi.data.synthetic --root DIR`."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,9 @@ from . import DOMAIN_STYLES, SyntheticSize, generate
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Writes the synthetic multi-domain re-ID benchmark in Market-1501 layout.")
+    parser = argparse.ArgumentParser(
+        description="Writes the synthetic multi-domain re-ID benchmark in Market-1501 layout."
+    )
     parser.add_argument("--root", required=True, help="folder to write the domains into")
     parser.add_argument("--domains", nargs="+", default=list(DOMAIN_STYLES), choices=list(DOMAIN_STYLES))
     parser.add_argument("--train-ids", type=int, default=SyntheticSize.train_ids)
