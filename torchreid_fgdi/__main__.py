@@ -7,11 +7,13 @@ and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import os.path as osp
 import sys
 import time
+from collections.abc import Iterator
 
-import torch
 import torchreid
 
 from . import config as config_lib
@@ -28,27 +30,48 @@ def build_config(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="KEY VALUE pairs overriding the config")
     args = parser.parse_args(argv)
 
-    cfg = config_lib.get_default_config()
-    cfg.use_gpu = torch.cuda.is_available()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    if args.root:
-        cfg.data.root = args.root
-    if args.sources:
-        cfg.data.sources = args.sources
-    if args.targets:
-        cfg.data.targets = args.targets
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    return cfg
+    opts = list(args.opts)
+    for key, value in (("data.root", args.root), ("data.sources", args.sources), ("data.targets", args.targets)):
+        if value:
+            opts += [key, str(value)]
+    return config_lib.load_config(args.config_file, opts)
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> None:
+        for stream in self.streams:
+            stream.write(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+@contextlib.contextmanager
+def log_to_file(path: str) -> Iterator[None]:
+    """Copies stdout into `path` while the block runs, like torchreid's `Logger`.
+
+    torchreid's `Logger` replaces `sys.stdout` for good and closes the console when collected,
+    which breaks anything that runs after `main` in the same process (tests, notebooks).
+    """
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    with open(path, "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
+        yield
 
 
 def main(argv=None) -> dict:
+    """Trains and tests as the config says; returns the per-target results."""
     cfg = build_config(argv)
+    log_name = ("test.log" if cfg.test.evaluate else "train.log") + time.strftime("-%Y-%m-%d-%H-%M-%S")
+    with log_to_file(osp.join(cfg.data.save_dir, log_name)):
+        return run(cfg)
+
+
+def run(cfg) -> dict:
     torchreid.utils.set_random_seed(cfg.train.seed)
-    log_name = "test.log" if cfg.test.evaluate else "train.log"
-    log_name += time.strftime("-%Y-%m-%d-%H-%M-%S")
-    sys.stdout = torchreid.utils.Logger(osp.join(cfg.data.save_dir, log_name))
     print(f"Show configuration\n{cfg}\n")
 
     datamanager = DomainImageDataManager(**config_lib.imagedata_kwargs(cfg))
@@ -72,7 +95,6 @@ def main(argv=None) -> dict:
         )
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
     engine.run(**run_kwargs)
-    sys.stdout.flush()
     return engine.test_results
 
 

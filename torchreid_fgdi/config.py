@@ -7,6 +7,9 @@ builders, exactly as torchreid's own `scripts/main.py` does.
 
 from __future__ import annotations
 
+import difflib
+
+import yaml
 from yacs.config import CfgNode as CN
 
 
@@ -101,6 +104,40 @@ def get_default_config() -> CN:
     cfg.test.visrank_topk = 10
 
     cfg.use_gpu = True  # used only where CUDA is available
+    return cfg
+
+
+def _flat_keys(node: CN, prefix: str = "") -> list[str]:
+    keys = []
+    for name, value in node.items():
+        key = prefix + name
+        keys.extend(_flat_keys(value, key + ".") if isinstance(value, CN) else [key])
+    return keys
+
+
+def check_keys(cfg: CN, keys, where: str) -> None:
+    """Rejects keys the defaults do not have, naming the closest valid ones."""
+    valid = _flat_keys(cfg)
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise KeyError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def load_config(config_file: str = "", opts=()) -> CN:
+    """Defaults, then the YAML file, then `KEY VALUE` pairs; frozen. Unknown keys fail first."""
+    cfg = get_default_config()
+    if config_file:
+        with open(config_file) as f:
+            check_keys(cfg, _flat_keys(CN(yaml.safe_load(f) or {})), config_file)
+        cfg.merge_from_file(config_file)
+    opts = list(opts)
+    if len(opts) % 2:
+        raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
+    check_keys(cfg, opts[0::2], "the command line")
+    cfg.merge_from_list(opts)
+    cfg.freeze()
     return cfg
 
 

@@ -18,7 +18,7 @@ def average_results(results: dict[str, dict], names) -> dict:
 
 
 def format_table(results: dict[str, dict], sources, title: str = "") -> str:
-    """A Markdown table of mAP / Rank-k in percent, with averages over unseen and all targets."""
+    """A Markdown table of mAP / Rank-k in percent, with the averages over source and over unseen targets."""
     head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in RANKS) + " |"
     lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(RANKS))]
 
@@ -27,10 +27,10 @@ def format_table(results: dict[str, dict], sources, title: str = "") -> str:
         return f"| {name} | {kind} | {100 * res['mAP']:.1f} | {ranks} |"
 
     unseen = [n for n in results if n not in sources]
+    seen = [n for n in results if n in sources]
     for name, res in results.items():
         lines.append(row(name, "unseen" if name in unseen else "source", res))
-    if len(unseen) > 1:
-        lines.append(row("**average**", "unseen", average_results(results, unseen)))
-    if len(results) > 1 and unseen != list(results):
-        lines.append(row("**average**", "all", average_results(results, results)))
+    for kind, names in (("source", seen), ("unseen", unseen)):
+        if len(names) > 1:
+            lines.append(row("**average**", kind, average_results(results, names)))
     return "\n".join(line for line in lines if line) + "\n"
