@@ -1,4 +1,4 @@
-"""The ViT image encoder against the authors' model run on known weights (shared/fixtures)."""
+"""The CLIP towers against the authors' model run on known weights (shared/fixtures)."""
 
 import importlib.util
 from pathlib import Path
@@ -60,3 +60,25 @@ def test_any_input_size_and_overlapping_stride(size, stride, grid):
     assert x11.shape == (3, 32) and x12.shape == (3, 32) and xproj.shape == (3, 16)
     xproj.sum().backward()
     assert clip.visual.conv1.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside this clone")
+def test_text_features_match_the_authors_model():
+    from torchreid_fgdi.models.text import PromptLearner, TextEncoder
+
+    weights = _fixture_module()
+    state = weights.make_state_dict(str(FIXTURES / "authors_fgdi_vitb16_keys.json"), seed=0)
+    _, pids, dsetids = weights.make_inputs(0)
+    expected = torch.load(FIXTURES / "authors_fgdi_vitb16_outputs.pt", weights_only=False)
+
+    clip = open_clip.create_model("ViT-B-16-quickgelu", pretrained=None)
+    prompts = PromptLearner(10, 4, clip.token_embedding, open_clip.get_tokenizer("ViT-B-16"))
+    text = TextEncoder(clip)
+    for module, prefix in ((prompts, "promptlearner."), (text, "text_encoder.")):
+        sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        module.load_state_dict(sub)  # strict: every key of the authors' layout, nothing else
+    with torch.no_grad():
+        identity = text(*prompts(pids))
+        domain = text(*prompts(pids, dsetids))
+    torch.testing.assert_close(identity, expected["text_identity"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(domain, expected["text_domain"], atol=1e-4, rtol=1e-4)
