@@ -1,0 +1,68 @@
+"""The assembled CLIP-FGDI network: authors' checkpoints, eval features, where gradients flow."""
+
+import open_clip
+import pytest
+import torch
+
+from torchreid_fgdi.models.fgdi import FGDI, from_authors_state_dict, to_authors_state_dict
+from torchreid_fgdi.models.heads import GradientReversal
+
+from .test_clip_towers import FIXTURES, _fixture_module
+
+
+def _tiny_fgdi(**kwargs) -> FGDI:
+    clip = open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
+        text_cfg=open_clip.CLIPTextCfg(layers=1, width=16, heads=2, context_length=77),
+        quick_gelu=True,
+    )
+    return FGDI(clip, open_clip.get_tokenizer("ViT-B-16"), num_classes=6, num_domains=3, image_size=(32, 16), **kwargs)
+
+
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside this clone")
+def test_authors_checkpoint_loads_strictly_and_gives_their_features():
+    weights = _fixture_module()
+    state = weights.make_state_dict(str(FIXTURES / "authors_fgdi_vitb16_keys.json"), seed=0)
+    images, _, _ = weights.make_inputs(0)
+    expected = torch.load(FIXTURES / "authors_fgdi_vitb16_outputs.pt", weights_only=False)
+    model = FGDI(open_clip.create_model("ViT-B-16-quickgelu"), open_clip.get_tokenizer("ViT-B-16"), 10, 4)
+    model.load_state_dict(from_authors_state_dict(state))  # strict
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), expected["feat"], atol=1e-4, rtol=1e-4)
+        model.neck_feat = "after"
+        torch.testing.assert_close(model(images), expected["feat_after"], atol=1e-4, rtol=1e-4)
+    back = to_authors_state_dict(model.state_dict())
+    assert back.keys() == state.keys()
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_gradient_reversal_flips_and_scales():
+    x = torch.randn(4, 5, requires_grad=True)
+    (GradientReversal(0.1)(x) * 3).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, -0.3))
+
+
+def test_domain_prompts_leave_identity_vectors_without_gradient():
+    model = _tiny_fgdi().train()
+    pids, dsetids = torch.tensor([0, 3, 5]), torch.tensor([0, 1, 2])
+    model.text_features(pids, dsetids).sum().backward()
+    assert model.promptlearner.clsctx.grad is None
+    assert model.promptlearner.dmctx.grad[[0, 1, 2]].abs().sum() > 0
+    model.zero_grad()
+    model.domain_logits(model.text_features(pids), adversarial=True).sum().backward()
+    grad = model.promptlearner.clsctx.grad
+    assert grad[pids].abs().sum() > 0 and grad[[1, 2, 4]].abs().sum() == 0
+    assert model.dc.fc1.weight.grad is None
+
+
+def test_train_and_eval_outputs():
+    model = _tiny_fgdi()
+    scores, feats = model.train()(torch.randn(4, 3, 32, 16))
+    assert [s.shape for s in scores] == [(4, 6), (4, 6)]
+    assert [f.shape for f in feats] == [(4, 32), (4, 32), (4, 16)]
+    model.eval()
+    x12_xproj = model(torch.randn(2, 3, 32, 16))
+    assert x12_xproj.shape == (2, 48)
+    assert not model.bottleneck.bias.requires_grad
