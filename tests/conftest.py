@@ -1,4 +1,10 @@
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import open_clip
 import pytest
+import torch
 
 from torchreid_fgdi.data.synthetic import SyntheticSize, generate
 
@@ -11,3 +17,28 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("reid-data")
     generate(str(root), size=TINY, seed=0)
     return str(root)
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside this clone")
+
+
+@pytest.fixture(scope="session")
+def authors():
+    """The authors' model run (shared/fixtures): its state dict, inputs and outputs."""
+    spec = importlib.util.spec_from_file_location("authors_weights", FIXTURES / "authors_weights.py")
+    weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weights)
+    state = weights.make_state_dict(str(FIXTURES / "authors_fgdi_vitb16_keys.json"), seed=0)
+    expected = torch.load(FIXTURES / "authors_fgdi_vitb16_outputs.pt", weights_only=False)
+    return SimpleNamespace(state=state, inputs=weights.make_inputs(0), expected=expected)
+
+
+def tiny_clip() -> open_clip.CLIP:
+    """A random CLIP small enough for CPU tests (ViT tower, 8-pixel patches)."""
+    return open_clip.CLIP(
+        embed_dim=16,
+        vision_cfg=open_clip.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
+        text_cfg=open_clip.CLIPTextCfg(layers=1, width=16, heads=2, context_length=77),
+        quick_gelu=True,
+    )

@@ -1,41 +1,32 @@
 """The assembled CLIP-FGDI network: authors' checkpoints, eval features, where gradients flow."""
 
 import open_clip
-import pytest
 import torch
 
 from torchreid_fgdi.models.fgdi import FGDI, from_authors_state_dict, to_authors_state_dict
 from torchreid_fgdi.models.heads import GradientReversal
 
-from .test_clip_towers import FIXTURES, _fixture_module
+from .conftest import needs_fixtures, tiny_clip
 
 
 def _tiny_fgdi(**kwargs) -> FGDI:
-    clip = open_clip.CLIP(
-        embed_dim=16,
-        vision_cfg=open_clip.CLIPVisionCfg(layers=2, width=32, head_width=16, patch_size=8, image_size=32),
-        text_cfg=open_clip.CLIPTextCfg(layers=1, width=16, heads=2, context_length=77),
-        quick_gelu=True,
-    )
-    return FGDI(clip, open_clip.get_tokenizer("ViT-B-16"), num_classes=6, num_domains=3, image_size=(32, 16), **kwargs)
+    tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    return FGDI(tiny_clip(), tokenizer, num_classes=6, num_domains=3, image_size=(32, 16), **kwargs)
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside this clone")
-def test_authors_checkpoint_loads_strictly_and_gives_their_features():
-    weights = _fixture_module()
-    state = weights.make_state_dict(str(FIXTURES / "authors_fgdi_vitb16_keys.json"), seed=0)
-    images, _, _ = weights.make_inputs(0)
-    expected = torch.load(FIXTURES / "authors_fgdi_vitb16_outputs.pt", weights_only=False)
+@needs_fixtures
+def test_authors_checkpoint_loads_strictly_and_gives_their_features(authors):
+    images, _, _ = authors.inputs
     model = FGDI(open_clip.create_model("ViT-B-16-quickgelu"), open_clip.get_tokenizer("ViT-B-16"), 10, 4)
-    model.load_state_dict(from_authors_state_dict(state))  # strict
+    model.load_state_dict(from_authors_state_dict(authors.state))  # strict
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(images), expected["feat"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model(images), authors.expected["feat"], atol=1e-4, rtol=1e-4)
         model.neck_feat = "after"
-        torch.testing.assert_close(model(images), expected["feat_after"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model(images), authors.expected["feat_after"], atol=1e-4, rtol=1e-4)
     back = to_authors_state_dict(model.state_dict())
-    assert back.keys() == state.keys()
-    assert all(torch.equal(back[k], state[k]) for k in state)
+    assert back.keys() == authors.state.keys()
+    assert all(torch.equal(back[k], authors.state[k]) for k in authors.state)
 
 
 def test_gradient_reversal_flips_and_scales():
