@@ -51,18 +51,22 @@ class PromptLearner(nn.Module):
     def forward(self, pids: torch.Tensor, dsetids: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
         """Prompt embeddings [B, 77, dim] and the EOT position: identity prompts, or domain prompts
         of (pid, domain) when ``dsetids`` is given."""
-        n = pids.shape[0]
         if dsetids is None:
-            parts = (self.token_prefix, self.clsctx[pids], self.token_suffix)
-            return torch.cat([p.expand(n, -1, -1) if p.shape[0] == 1 else p for p in parts], 1), self.eot_identity
-        parts = (
+            return self._join(self.token_prefix, self.clsctx[pids], self.token_suffix), self.eot_identity
+        prompts = self._join(
             self.token_prefix_domain,
             self.clsctx[pids].detach(),
             self.token_intermediate_domain,
             self.dmctx[dsetids],
             self.token_suffix_domain,
         )
-        return torch.cat([p.expand(n, -1, -1) if p.shape[0] == 1 else p for p in parts], 1), self.eot_domain
+        return prompts, self.eot_domain
+
+    @staticmethod
+    def _join(*parts: torch.Tensor) -> torch.Tensor:
+        """Concatenates along the sequence, broadcasting the fixed [1, L, dim] template parts to the batch."""
+        n = max(p.shape[0] for p in parts)
+        return torch.cat([p.expand(n, -1, -1) for p in parts], 1)
 
 
 class TextEncoder(nn.Module):
