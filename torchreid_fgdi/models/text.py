@@ -86,11 +86,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, prompts: torch.Tensor, eot_index: int) -> torch.Tensor:
         x = prompts + self.positional_embedding.to(prompts.dtype)
-        batch_first = getattr(self.transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
+        # open_clip's Transformer takes [B, L, D] and handles its own layout (unlike its blocks).
         x = self.transformer(x, attn_mask=self.attn_mask)
-        if not batch_first:
-            x = x.transpose(0, 1)
         x = self.ln_final(x[:, eot_index])
         return x @ self.text_projection
