@@ -39,3 +39,10 @@ def test_torchreid_loads_its_own_checkpoints(tmp_path):
     model = torch.nn.Linear(3, 2)
     torchreid.utils.load_pretrained_weights(model, fpath)
     assert torch.equal(model.weight, checkpoint["state_dict"]["weight"])
+
+
+def test_build_model_forwards_model_arguments():
+    unfixed = _python("import torchreid; torchreid.models.build_model('osnet_x0_25', 3, pretrained=False, x=1)")
+    assert "unexpected keyword argument 'x'" in unfixed.stderr
+    model = torchreid.models.build_model("fgdi_tiny", 3, pretrained=False, num_domains=4, image_size=(32, 16))
+    assert model.promptlearner.dmctx.shape[0] == 4 and model.image_encoder.grid_size == (4, 2)

@@ -3,7 +3,7 @@
 import open_clip
 import torch
 
-from torchreid_fgdi.models.fgdi import FGDI, from_authors_state_dict, to_authors_state_dict
+from torchreid_fgdi.models import FGDI, from_authors_state_dict, to_authors_state_dict
 from torchreid_fgdi.models.heads import GradientReversal
 
 from .conftest import needs_fixtures, tiny_clip

@@ -76,11 +76,9 @@ def run(cfg) -> dict:
 
     datamanager = DomainImageDataManager(**config_lib.imagedata_kwargs(cfg))
     model = torchreid.models.build_model(
-        name=cfg.model.name,
-        num_classes=datamanager.num_train_pids,
-        loss=cfg.loss.name,
-        pretrained=cfg.model.pretrained,
-        use_gpu=datamanager.use_gpu,
+        cfg.model.name,
+        datamanager.num_train_pids,
+        **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
     )
     if cfg.model.load_weights:
         torchreid.utils.load_pretrained_weights(model, cfg.model.load_weights)

@@ -6,6 +6,7 @@ without it. Nothing else in this package patches torchreid.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -64,6 +65,34 @@ def model_registry() -> dict:
     return vars(models)["__model_factory"]
 
 
+def build_model_forwards_extra_kwargs() -> None:
+    """Let `torchreid.models.build_model(name, num_classes, ..., **kwargs)` pass model arguments on.
+
+    torchreid's `build_model` takes a fixed argument list, so a model that needs more than the
+    number of identities (FGDI needs the number of source domains, the input size, the CLIP
+    weights) cannot be built through it. The replacement keeps the signature and behaviour and
+    forwards any extra keyword argument to the model's builder.
+    """
+    from torchreid.reid import models
+
+    original = models.build_model
+    if getattr(original, "forwards_extra_kwargs", False):
+        return
+
+    @functools.wraps(original)
+    def build_model(name, num_classes, loss="softmax", pretrained=True, use_gpu=True, **kwargs):
+        if not kwargs:
+            return original(name, num_classes, loss=loss, pretrained=pretrained, use_gpu=use_gpu)
+        factories = model_registry()
+        if name not in factories:
+            raise KeyError(f"Unknown model: {name}. Must be one of {list(factories)}")
+        return factories[name](num_classes=num_classes, loss=loss, pretrained=pretrained, use_gpu=use_gpu, **kwargs)
+
+    build_model.forwards_extra_kwargs = True
+    models.build_model = build_model
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()
+    build_model_forwards_extra_kwargs()

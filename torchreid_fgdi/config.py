@@ -104,6 +104,16 @@ def get_default_config() -> CN:
     cfg.test.visrank_topk = 10
 
     cfg.use_gpu = True  # used only where CUDA is available
+
+    # CLIP-FGDI (model.name fgdi, fgdi_vit_b32, ..., fgdi_tiny); input size is data.height/width.
+    cfg.fgdi = CN()
+    cfg.fgdi.clip_weights = ""  # open_clip tag or local file; "" = the model's default if model.pretrained
+    cfg.fgdi.clip_cache_dir = ""  # download cache for tags ("" = open_clip's)
+    cfg.fgdi.quick_gelu = None  # None follows the weights (QuickGELU for OpenAI's CLIP)
+    cfg.fgdi.stride = 0  # ViT patch stride; 0 = patch size (CLIP-ReID uses 12)
+    cfg.fgdi.neck_feat = "before"  # eval feature before (authors) or after the BNNecks
+    cfg.fgdi.grl_scale = 0.1  # gradient-reversal scale (the paper's epsilon)
+    cfg.fgdi.num_cameras = 0  # CLIP-ReID camera embedding rows, only to load its SIE checkpoints
     return cfg
 
 
@@ -167,6 +177,26 @@ def imagedata_kwargs(cfg: CN) -> dict:
         "cuhk03_labeled": cfg.cuhk03.labeled,
         "cuhk03_classic_split": cfg.cuhk03.classic_split,
         "market1501_500k": cfg.market1501.use_500k_distractors,
+    }
+
+
+def model_kwargs(cfg: CN, num_domains: int) -> dict:
+    """`torchreid.models.build_model` arguments beyond name and num_classes; FGDI's come from `fgdi`."""
+    from .models import VARIANTS
+
+    if cfg.model.name not in VARIANTS:
+        return {"loss": cfg.loss.name, "pretrained": cfg.model.pretrained, "use_gpu": cfg.use_gpu}
+    return {
+        "pretrained": cfg.fgdi.clip_weights or cfg.model.pretrained,
+        "use_gpu": cfg.use_gpu,
+        "num_domains": num_domains,
+        "image_size": (cfg.data.height, cfg.data.width),
+        "stride": cfg.fgdi.stride or None,
+        "neck_feat": cfg.fgdi.neck_feat,
+        "grl_scale": cfg.fgdi.grl_scale,
+        "quick_gelu": cfg.fgdi.quick_gelu,
+        "num_cameras": cfg.fgdi.num_cameras,
+        "cache_dir": cfg.fgdi.clip_cache_dir or None,
     }
 
 

@@ -6,6 +6,7 @@ import torchreid
 
 from . import compat
 from .data import IMAGE_DATASETS
+from .models import MODEL_FACTORIES
 
 
 def register_all() -> None:
@@ -15,3 +16,6 @@ def register_all() -> None:
         if datasets.get(name) is not cls:
             datasets.pop(name, None)
             torchreid.data.register_image_dataset(name, cls)
+    models = compat.model_registry()
+    for name, factory in MODEL_FACTORIES.items():
+        models[name] = factory

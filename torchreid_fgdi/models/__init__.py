@@ -1,18 +1,30 @@
-"""Models: the CLIP-FGDI network over open_clip's CLIP (torchreid registration still to come)."""
+"""Models: the CLIP-FGDI network over open_clip's CLIP, its registered variants and checkpoint loading."""
 
-from .fgdi import FGDI, from_authors_state_dict, to_authors_state_dict
+from .checkpoints import from_authors_state_dict, from_clipreid_state_dict, load_weights, to_authors_state_dict
+from .clip_weights import WeightsUnavailableError, create_clip
+from .fgdi import FGDI
 from .heads import DomainClassifier, GradientReversal
-from .image_encoder import ViTImageEncoder, resize_pos_embed
+from .image_encoder import ResNetImageEncoder, ViTImageEncoder, build_image_encoder, resize_pos_embed
 from .text import PromptLearner, TextEncoder
+from .variants import MODEL_FACTORIES, VARIANTS, build_fgdi
 
 __all__ = [
     "FGDI",
+    "MODEL_FACTORIES",
+    "VARIANTS",
     "DomainClassifier",
     "GradientReversal",
     "PromptLearner",
+    "ResNetImageEncoder",
     "TextEncoder",
     "ViTImageEncoder",
+    "WeightsUnavailableError",
+    "build_fgdi",
+    "build_image_encoder",
+    "create_clip",
     "from_authors_state_dict",
+    "from_clipreid_state_dict",
+    "load_weights",
     "resize_pos_embed",
     "to_authors_state_dict",
 ]

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
-from .image_encoder import ViTImageEncoder
+from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
 
 
@@ -16,10 +16,12 @@ class FGDI(nn.Module):
     Eval mode returns the re-ID feature, so torchreid's ``Engine.test`` and ``FeatureExtractor``
     work unchanged: concat(CLS of x12, CLS of xproj) before the BNNecks (``neck_feat='before'``,
     the authors' setting) or after them (``'after'``). Train mode returns
-    ``(scores, feats)``: the two classifiers' logits and the CLS features (x11, x12, xproj).
+    ``(scores, feats)``: the two classifiers' logits and the CLS features (x11, x12, xproj)
+    (for ResNet towers: pooled layer3, pooled layer4, attention pool).
 
     Args:
-        clip: an ``open_clip.CLIP`` with a ViT image tower (its modules are reused, not copied).
+        clip: an ``open_clip.CLIP`` with a ViT or ModifiedResNet image tower (its modules are
+            reused, not copied).
         tokenizer: the CLIP tokenizer.
         num_classes: identities over all sources.
         num_domains: source domains.
@@ -27,6 +29,9 @@ class FGDI(nn.Module):
         stride: patch stride (``None``: the patch size).
         grl_scale: gradient-reversal scale epsilon (paper: 0.1).
         neck_feat: ``'before'`` or ``'after'`` the BNNecks for the eval feature.
+        num_cameras: > 0 adds CLIP-ReID's camera embedding (SIE, ``cv_embed``), used when
+            ``forward`` is given ``camids``; only for loading CLIP-ReID models trained with it.
+        sie_coe: CLIP-ReID's scale on the camera embedding.
     """
 
     def __init__(
@@ -39,12 +44,14 @@ class FGDI(nn.Module):
         stride: int | None = None,
         grl_scale: float = 0.1,
         neck_feat: str = "before",
+        num_cameras: int = 0,
+        sie_coe: float = 3.0,
     ):
         super().__init__()
         if neck_feat not in ("before", "after"):
             raise ValueError(f"neck_feat must be 'before' or 'after', got {neck_feat!r}")
         self.neck_feat = neck_feat
-        self.image_encoder = ViTImageEncoder(clip.visual, image_size, stride)
+        self.image_encoder = build_image_encoder(clip.visual, image_size, stride)
         self.text_encoder = TextEncoder(clip)
         self.promptlearner = PromptLearner(num_classes, num_domains, clip.token_embedding, tokenizer)
         width, proj_dim = self.image_encoder.width, self.image_encoder.output_dim
@@ -56,9 +63,18 @@ class FGDI(nn.Module):
         self.grl = GradientReversal(grl_scale)
         self.dcgrl = DomainClassifier(text_dim, num_domains)
         self.dc = DomainClassifier(text_dim, num_domains)
+        self.sie_coe = sie_coe
+        if num_cameras:
+            if not isinstance(self.image_encoder, ViTImageEncoder):
+                raise ValueError("num_cameras (CLIP-ReID's camera embedding) exists for ViT backbones only")
+            self.cv_embed = nn.Parameter(torch.empty(num_cameras, width))
+            nn.init.trunc_normal_(self.cv_embed, std=0.02)
 
-    def forward(self, x: torch.Tensor):
-        x11, x12, xproj = self.image_encoder(x)
+    def forward(self, x: torch.Tensor, camids: torch.Tensor | None = None):
+        if camids is not None and hasattr(self, "cv_embed"):
+            x11, x12, xproj = self.image_encoder(x, self.sie_coe * self.cv_embed[camids])
+        else:
+            x11, x12, xproj = self.image_encoder(x)
         if not self.training and self.neck_feat == "before":
             return torch.cat([x12, xproj], 1)
         feat, feat_proj = self.bottleneck(x12), self.bottleneck_proj(xproj)
@@ -73,24 +89,3 @@ class FGDI(nn.Module):
     def domain_logits(self, text: torch.Tensor, adversarial: bool) -> torch.Tensor:
         """``dcgrl`` behind the gradient reversal (identity prompts), or ``dc`` on detached features."""
         return self.dcgrl(self.grl(text)) if adversarial else self.dc(text.detach())
-
-
-_AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
-
-
-def _swap_prefix(state: dict, old: str, new: str) -> dict:
-    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
-
-
-def from_authors_state_dict(state: dict) -> dict:
-    """The authors' (Qi5Lei/CLIP-FGDI) checkpoint keys in this model's layout.
-
-    Only the image tower differs: theirs is ``image_encoder.*``, ours keeps open_clip's module
-    under ``image_encoder.visual.*``.
-    """
-    return _swap_prefix(state, _AUTHORS_IMAGE, _OURS_IMAGE)
-
-
-def to_authors_state_dict(state: dict) -> dict:
-    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`)."""
-    return _swap_prefix(state, _OURS_IMAGE, _AUTHORS_IMAGE)

@@ -1,4 +1,9 @@
-"""CLIP's image tower read at the depths CLIP-FGDI uses, over open_clip's own modules."""
+"""CLIP's image tower read at the depths CLIP-FGDI uses, over open_clip's own modules.
+
+Both encoders return three features per image (METHOD.md): ``(last_but_one, last, projected)``.
+open_clip's modules are kept as they are, so their state-dict keys and pretrained weights load
+unchanged; only their intermediate outputs are read.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from torch import nn
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
-    """Class row kept, patch rows resampled bilinearly to `new_grid`, as the authors do at load time.
+    """Class row kept, grid rows resampled bilinearly to `new_grid`, as the authors do at load time.
 
     Unchanged (the same tensor) when the grids match.
     """
@@ -20,14 +25,35 @@ def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_gri
     return torch.cat([cls, grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1)])
 
 
-class ViTImageEncoder(nn.Module):
+def _resized(param: nn.Parameter, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> nn.Parameter:
+    with torch.no_grad():
+        return nn.Parameter(resize_pos_embed(param.data, old_grid, new_grid))
+
+
+class _GridCheck:
+    """Inputs must give the grid the position embedding was resized to; say how to fix it if not."""
+
+    grid_size: tuple[int, int]
+    image_size: tuple[int, int]
+
+    def _check_grid(self, grid: tuple[int, int], images: torch.Tensor) -> None:
+        if tuple(grid) != self.grid_size:
+            raise ValueError(
+                f"input of size {tuple(images.shape[-2:])} gives a {grid[0]}x{grid[1]} grid, but the model was built "
+                f"for {self.image_size} ({self.grid_size[0]}x{self.grid_size[1]}): resize the inputs or build "
+                "the model with image_size=(height, width) of the data (data.height / data.width in a config)"
+            )
+
+
+class ViTImageEncoder(_GridCheck, nn.Module):
     """open_clip's VisionTransformer, returning the CLS tokens of METHOD.md's three features.
 
     - ``x11``: after block L-1 (no LayerNorm), ``x12``: after the last block and ``ln_post``,
-      ``xproj``: ``x12 @ proj``. open_clip's modules are kept as they are (their state-dict keys
-      and pretrained weights load unchanged); only their intermediate outputs are read.
+      ``xproj``: ``x12 @ proj``.
     - Any input size and patch stride (overlapping patches when stride < patch size): the
       position embedding is resampled once, here, to the new grid.
+    - ``cls_offset`` (CLIP-ReID's camera embedding) is added to the class token before the
+      position embedding.
 
     Args:
         visual: ``open_clip.CLIP(...).visual`` (a ViT).
@@ -41,19 +67,23 @@ class ViTImageEncoder(nn.Module):
         patch = visual.conv1.kernel_size
         stride = (stride, stride) if stride else visual.conv1.stride
         visual.conv1.stride = stride
-        old_grid = visual.grid_size
+        self.image_size = tuple(image_size)
         self.grid_size = tuple((size - p) // s + 1 for size, p, s in zip(image_size, patch, stride))
-        with torch.no_grad():
-            resized = resize_pos_embed(visual.positional_embedding.data, old_grid, self.grid_size)
-        visual.positional_embedding = nn.Parameter(resized)
+        visual.positional_embedding = _resized(visual.positional_embedding, visual.grid_size, self.grid_size)
         visual.grid_size = self.grid_size
         self.width = visual.class_embedding.shape[0]
         self.output_dim = visual.proj.shape[1]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, cls_offset: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.visual
-        x = v.conv1(x).flatten(2).transpose(1, 2)
+        images, x = x, v.conv1(x)
+        self._check_grid(x.shape[-2:], images)
+        x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        if cls_offset is not None:
+            cls = cls + cls_offset.to(x.dtype).unsqueeze(1)
         x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
         batch_first = getattr(v.transformer, "batch_first", True)
         if not batch_first:
@@ -66,3 +96,53 @@ class ViTImageEncoder(nn.Module):
             x11, x12 = x11.transpose(0, 1), x12.transpose(0, 1)
         x12_cls = v.ln_post(x12[:, 0])
         return x11[:, 0], x12_cls, x12_cls @ v.proj
+
+
+class ResNetImageEncoder(_GridCheck, nn.Module):
+    """open_clip's ModifiedResNet as CLIP-ReID and the authors use it.
+
+    - ``layer4`` runs at stride 1 (last-stride-1, a 16x downsampling overall), and the attention
+      pool's position embedding is resampled to the resulting grid.
+    - Features: global average of ``layer3``'s map, global average of ``layer4``'s map, and the
+      attention-pool output (the projected, mean-token query).
+
+    Args:
+        visual: ``open_clip.CLIP(...).visual`` (a ModifiedResNet).
+        image_size: (height, width) of the inputs, multiples of 16.
+    """
+
+    def __init__(self, visual: nn.Module, image_size: tuple[int, int]):
+        super().__init__()
+        if any(size % 16 for size in image_size):
+            raise ValueError(f"ResNet CLIP encoders need height and width divisible by 16, got {tuple(image_size)}")
+        self.visual = visual
+        first = visual.layer4[0]
+        first.stride = 1
+        first.avgpool = nn.Identity()
+        setattr(first.downsample, "-1", nn.Identity())
+        pool = visual.attnpool
+        native = visual.image_size if isinstance(visual.image_size, (tuple, list)) else (visual.image_size,) * 2
+        self.image_size = tuple(image_size)
+        self.grid_size = (image_size[0] // 16, image_size[1] // 16)
+        old_grid = (native[0] // 32, native[1] // 32)
+        pool.positional_embedding = _resized(pool.positional_embedding, old_grid, self.grid_size)
+        self.width = pool.k_proj.in_features
+        self.output_dim = visual.output_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        v = self.visual
+        x3 = v.layer3(v.layer2(v.layer1(v.stem(x))))
+        x4 = v.layer4(x3)
+        self._check_grid(x4.shape[-2:], x)
+        return x3.mean(dim=(2, 3)), x4.mean(dim=(2, 3)), v.attnpool(x4)
+
+
+def build_image_encoder(visual: nn.Module, image_size: tuple[int, int], stride: int | None = None) -> nn.Module:
+    """The encoder for open_clip's image tower: ViT or ModifiedResNet."""
+    if hasattr(visual, "attnpool"):
+        if stride:
+            raise ValueError(f"stride={stride} applies to ViT patches only; ResNet encoders take stride=None")
+        return ResNetImageEncoder(visual, image_size)
+    if hasattr(visual, "conv1") and hasattr(visual, "class_embedding"):
+        return ViTImageEncoder(visual, image_size, stride)
+    raise TypeError(f"unsupported CLIP image tower {type(visual).__name__}: expected a ViT or a ModifiedResNet")

@@ -1,0 +1,102 @@
+"""FGDI weights in and out: our checkpoints through torchreid, the authors' and CLIP-ReID's layouts."""
+
+import numpy as np
+import pytest
+import torch
+import torchreid
+
+from torchreid_fgdi.models import build_fgdi, load_weights, resize_pos_embed, to_authors_state_dict
+
+SIZE = (64, 32)
+
+
+def _domain_part(key: str) -> bool:
+    """FGDI's additions to CLIP-ReID: domain vectors, domain-template buffers, domain classifiers."""
+    return key.startswith(("promptlearner.dmctx", "dc.", "dcgrl.")) or key.endswith("_domain")
+
+
+def _trained_like(model):
+    """Moves the BN statistics off their initial values so a lost buffer would show in the features."""
+    with torch.no_grad():
+        model.train()(torch.randn(8, 3, *model.image_encoder.image_size))
+    return model.eval()
+
+
+def _features(model, images, camids=None):
+    with torch.no_grad():
+        return model.eval()(images, camids)
+
+
+def _as_clipreid(state: dict) -> dict:
+    """Our state dict written the way CLIP-ReID's `build_transformer` names it (no domain parts)."""
+    out = {}
+    for key, value in to_authors_state_dict(state).items():
+        if _domain_part(key):
+            continue
+        key = key.replace("promptlearner.clsctx", "prompt_learner.cls_ctx").replace("promptlearner.", "prompt_learner.")
+        out[key] = value
+    return out
+
+
+def test_authors_layout_loads_and_gives_the_same_features(tmp_path):
+    source = _trained_like(build_fgdi("fgdi_tiny", 5, num_domains=3, pretrained=False))
+    torch.save(to_authors_state_dict(source.state_dict()), tmp_path / "authors.pth")
+    model = build_fgdi("fgdi_tiny", 5, num_domains=3, pretrained=False)
+    assert load_weights(model, str(tmp_path / "authors.pth")) == []
+    images = torch.randn(2, 3, *SIZE)
+    torch.testing.assert_close(_features(model, images), _features(source, images), atol=0, rtol=0)
+
+
+def test_clipreid_checkpoint_with_camera_embedding_gives_the_same_features(tmp_path):
+    source = _trained_like(build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False, num_cameras=6))
+    torch.save({"module." + k: v for k, v in _as_clipreid(source.state_dict()).items()}, tmp_path / "clipreid.pth")
+    model = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False, num_cameras=6)
+    kept = load_weights(model, str(tmp_path / "clipreid.pth"))
+    assert sorted(kept) == sorted(k for k in model.state_dict() if _domain_part(k))
+    assert "promptlearner.dmctx" in kept and "dcgrl.fc1.weight" in kept
+    images, camids = torch.randn(3, 3, *SIZE), torch.tensor([0, 5, 2])
+    torch.testing.assert_close(_features(model, images, camids), _features(source, images, camids), atol=0, rtol=0)
+    torch.testing.assert_close(model.text_features(torch.tensor([4])), source.text_features(torch.tensor([4])))
+    # CLIP-ReID's SIE: coe * cv_embed[cam] is added to the class token before the position embedding.
+    visual = model.image_encoder.visual
+    with torch.no_grad():
+        visual.class_embedding += model.sie_coe * model.cv_embed[5]
+    torch.testing.assert_close(_features(model, images[1:2]), _features(source, images[1:2], camids[1:2]))
+
+    without_cameras = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False)
+    with pytest.raises(ValueError, match=r"unexpected: cv_embed.*"):
+        load_weights(without_cameras, str(tmp_path / "clipreid.pth"))
+    wrong_ids = build_fgdi("fgdi_tiny", 7, num_domains=2, pretrained=False, num_cameras=6)
+    with pytest.raises(ValueError, match=r"classifier.weight: checkpoint \(5, 64\) vs model \(7, 64\)"):
+        load_weights(wrong_ids, str(tmp_path / "clipreid.pth"))
+
+
+def test_position_embedding_is_resampled_from_the_checkpoints_grid():
+    source = build_fgdi("fgdi_tiny", 3, pretrained=False)  # 64x32 -> 8x4 grid
+    model = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))  # 6x6 grid
+    with pytest.raises(ValueError, match=r"non-square grid of 32 positions.*ckpt_grid"):
+        load_weights(model, source.state_dict())
+    load_weights(model, source.state_dict(), ckpt_grid=(8, 4))
+    key = "image_encoder.visual.positional_embedding"
+    expected = resize_pos_embed(source.state_dict()[key], (8, 4), (6, 6))
+    torch.testing.assert_close(model.state_dict()[key], expected, atol=0, rtol=0)
+
+
+def test_our_checkpoints_round_trip_through_torchreid(tmp_path):
+    source = _trained_like(build_fgdi("fgdi_tiny", 4, num_domains=2, pretrained=False))
+    state = {"state_dict": source.state_dict(), "epoch": 3, "rank1": np.float64(0.5), "optimizer": None}
+    torchreid.utils.save_checkpoint(state, str(tmp_path))
+    path = str(tmp_path / "model.pth.tar-3")
+    images = torch.randn(2, 3, *SIZE)
+
+    restored = build_fgdi("fgdi_tiny", 4, num_domains=2, pretrained=False)
+    torchreid.utils.load_pretrained_weights(restored, path)
+    torch.testing.assert_close(_features(restored, images), _features(source, images), atol=0, rtol=0)
+    assert all(torch.equal(v, restored.state_dict()[k]) for k, v in source.state_dict().items())
+
+    ours = build_fgdi("fgdi_tiny", 4, num_domains=2, pretrained=False)
+    assert load_weights(ours, path) == []
+    torch.testing.assert_close(_features(ours, images), _features(source, images), atol=0, rtol=0)
+
+    extractor = torchreid.utils.FeatureExtractor("fgdi_tiny", model_path=path, image_size=SIZE, device="cpu")
+    torch.testing.assert_close(extractor(images), _features(source, images), atol=0, rtol=0)

@@ -1,0 +1,135 @@
+"""Loading FGDI weights from our checkpoints, the authors' (Qi5Lei/CLIP-FGDI) and CLIP-ReID's.
+
+The three layouts differ only in names and in the position embedding's grid (it follows each
+run's input size), so loading is: detect the layout, rename, resample the grid, load strictly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from .image_encoder import resize_pos_embed
+
+_AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
+_CLIPREID_PROMPTS = {"prompt_learner.cls_ctx": "promptlearner.clsctx"}
+_POS_EMBEDS = ("image_encoder.visual.positional_embedding", "image_encoder.visual.attnpool.positional_embedding")
+# FGDI parts a CLIP-ReID model does not have: they keep their initial values.
+_NOT_IN_CLIPREID = (
+    "promptlearner.dmctx",
+    "promptlearner.token_prefix_domain",
+    "promptlearner.token_intermediate_domain",
+    "promptlearner.token_suffix_domain",
+    "dc.",
+    "dcgrl.",
+)
+
+
+def _swap_prefix(state: Mapping, old: str, new: str) -> dict:
+    return {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
+
+
+def from_authors_state_dict(state: Mapping) -> dict:
+    """The authors' checkpoint keys in this model's layout.
+
+    Only the image tower differs: theirs is ``image_encoder.*``, ours keeps open_clip's module
+    under ``image_encoder.visual.*``.
+    """
+    return _swap_prefix(state, _AUTHORS_IMAGE, _OURS_IMAGE)
+
+
+def to_authors_state_dict(state: Mapping) -> dict:
+    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`)."""
+    return _swap_prefix(state, _OURS_IMAGE, _AUTHORS_IMAGE)
+
+
+def from_clipreid_state_dict(state: Mapping) -> dict:
+    """A CLIP-ReID (Syliz517/CLIP-ReID) checkpoint in this model's layout.
+
+    Besides the image prefix, CLIP-ReID names the prompt learner ``prompt_learner`` and its
+    vectors ``cls_ctx``; its optional camera embedding ``cv_embed`` keeps its name.
+    """
+    renamed = {}
+    for key, value in from_authors_state_dict(state).items():
+        key = _CLIPREID_PROMPTS.get(key, key)
+        renamed["promptlearner." + key[len("prompt_learner.") :] if key.startswith("prompt_learner.") else key] = value
+    return renamed
+
+
+def detect_layout(state: Mapping) -> str:
+    """``'fgdi'`` (ours), ``'authors'`` or ``'clipreid'``."""
+    if any(k.startswith("prompt_learner.") for k in state):
+        return "clipreid"
+    if any(k.startswith(_OURS_IMAGE) for k in state):
+        return "fgdi"
+    if any(k.startswith(_AUTHORS_IMAGE) for k in state):
+        return "authors"
+    raise ValueError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
+
+
+_CONVERTERS = {"fgdi": dict, "authors": from_authors_state_dict, "clipreid": from_clipreid_state_dict}
+
+
+def _grid_of(rows: int, ckpt_grid: tuple[int, int] | None, key: str) -> tuple[int, int]:
+    if ckpt_grid is not None:
+        if ckpt_grid[0] * ckpt_grid[1] + 1 != rows:
+            raise ValueError(f"{key} has {rows - 1} grid rows, which is not ckpt_grid={tuple(ckpt_grid)}")
+        return tuple(ckpt_grid)
+    side = math.isqrt(rows - 1)
+    if side * side != rows - 1:
+        raise ValueError(
+            f"{key} holds a non-square grid of {rows - 1} positions (the checkpoint's input size differs from this "
+            "model's); pass ckpt_grid=(rows, cols) of the checkpoint, e.g. (16, 8) for 256x128 at stride 16"
+        )
+    return side, side
+
+
+def read_state_dict(source: str | Mapping) -> dict:
+    """A state dict from a file or a mapping: torchreid / CLIP-ReID files wrap it or not, DataParallel
+    prefixes ``module.``."""
+    if isinstance(source, Mapping):
+        state = source
+    else:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    if "state_dict" in state:
+        state = state["state_dict"]
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, int] | None = None) -> list[str]:
+    """Loads an FGDI, authors' or CLIP-ReID checkpoint (file or state dict) into `model`.
+
+    Position embeddings are resampled from the checkpoint's grid to the model's; everything else
+    must match exactly. Returns the keys the checkpoint lacks by design and that keep their
+    initial values (CLIP-ReID has no domain prompts or domain classifiers).
+
+    Raises:
+        ValueError: naming every mismatched key and what to change.
+    """
+    state = read_state_dict(source)
+    layout = detect_layout(state)
+    state = _CONVERTERS[layout](state)
+    own = model.state_dict()
+    for key in _POS_EMBEDS:
+        if key in state and key in own and state[key].shape != own[key].shape:
+            old = _grid_of(state[key].shape[0], ckpt_grid, key)
+            state[key] = resize_pos_embed(state[key], old, model.image_encoder.grid_size)
+    kept = [k for k in own if k not in state and layout == "clipreid" and k.startswith(_NOT_IN_CLIPREID)]
+    problems = [f"missing: {k}" for k in own if k not in state and k not in kept]
+    problems += [f"unexpected: {k}" for k in state if k not in own]
+    problems += [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if problems:
+        hint = (
+            "build the model with the checkpoint's backbone, num_classes (classifier rows), num_domains (dmctx rows)"
+            " and, for CLIP-ReID's camera embedding (cv_embed), num_cameras"
+        )
+        raise ValueError(f"{layout} checkpoint does not fit this model ({hint}):\n  " + "\n  ".join(problems))
+    model.load_state_dict(state, strict=False)
+    return kept

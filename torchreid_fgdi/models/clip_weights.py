@@ -1,0 +1,168 @@
+"""One way in for CLIP weights: an open_clip tag or a local file, resolved before anything is built.
+
+A tag is looked up in the local caches first; if it is not there and its host cannot be reached
+within a few seconds, the error says how to pass a local file instead of waiting out
+open_clip's and huggingface_hub's retries.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+import urllib.error
+import urllib.request
+import zipfile
+
+import open_clip
+import torch
+from torch import nn
+
+PROBE_TIMEOUT = 4.0
+_JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """A pretrained tag that is neither cached nor downloadable from here."""
+
+
+def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Any HTTP answer counts; the probe runs in a thread because DNS lookups ignore socket timeouts."""
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+            answered.set()
+        except urllib.error.HTTPError:
+            answered.set()
+        except (OSError, ValueError):
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answered.is_set()
+
+
+def _hf_location(tag_cfg: dict) -> tuple[str, list[str]] | None:
+    if not tag_cfg.get("hf_hub"):
+        return None
+    repo, filename = os.path.split(tag_cfg["hf_hub"])
+    filename = filename or open_clip.constants.HF_WEIGHTS_NAME
+    if filename == open_clip.constants.HF_WEIGHTS_NAME:
+        return repo, [open_clip.constants.HF_SAFE_WEIGHTS_NAME, filename]
+    return repo, [filename]
+
+
+def _cached_copy(tag_cfg: dict, cache_dir: str | None) -> str | None:
+    hf = _hf_location(tag_cfg)
+    if hf:
+        from huggingface_hub import try_to_load_from_cache
+
+        for filename in hf[1]:
+            found = try_to_load_from_cache(hf[0], filename, cache_dir=cache_dir)
+            if isinstance(found, str):
+                return found
+    if tag_cfg.get("url"):
+        path = os.path.join(cache_dir or os.path.expanduser("~/.cache/clip"), os.path.basename(tag_cfg["url"]))
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
+    """The local file behind `weights` (a file path, or an open_clip tag for `arch`)."""
+    if os.path.isfile(weights):
+        return weights
+    if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
+        raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
+    tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(arch)
+        raise ValueError(
+            f"{weights!r} is neither a file nor an open_clip tag for {arch} (tags: {', '.join(tags) or 'none'})"
+        )
+    cached = _cached_copy(tag_cfg, cache_dir)
+    if cached:
+        return cached
+    hf = _hf_location(tag_cfg)
+    if hf:
+        from huggingface_hub import constants
+
+        source, probe = f"{constants.ENDPOINT}/{hf[0]}", constants.ENDPOINT
+    else:
+        source = probe = tag_cfg["url"]
+    if not _host_reachable(probe):
+        raise WeightsUnavailableError(
+            f"cannot fetch CLIP weights {weights!r} for {arch}: {probe} is unreachable (offline?) and they are "
+            f"not in the local cache. Pass a local file instead, e.g. build_model(..., pretrained='/path/to/"
+            f"{arch}.pt') or `fgdi.clip_weights: /path/to/{arch}.pt` in a config. Accepted files: OpenAI's JIT "
+            "archive, an open_clip checkpoint (.bin/.pt/.safetensors) or a CLIP state dict. Download one where "
+            f"there is internet ({source})."
+        )
+    return open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
+
+
+def tag_uses_quick_gelu(arch: str, weights: str | None) -> bool:
+    """QuickGELU unless `weights` is an open_clip tag trained with GELU (OpenAI's weights and the
+    authors' code use QuickGELU; a local file is assumed to be OpenAI's)."""
+    if not weights or os.path.isfile(weights):
+        return True
+    return bool(open_clip.get_pretrained_cfg(arch, weights).get("quick_gelu", False))
+
+
+def _is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
+
+
+def _load_file(clip: nn.Module, path: str) -> None:
+    if _is_torchscript(path):
+        state = torch.jit.load(path, map_location="cpu").state_dict()
+        rebuilt = {name for name, _ in clip.named_buffers()} - set(clip.state_dict())  # e.g. attn_mask
+        for key in (*_JIT_META_KEYS, *rebuilt):
+            state.pop(key, None)
+        clip.load_state_dict(state)
+    else:
+        open_clip.load_checkpoint(clip, path, strict=True)
+
+
+def create_clip(
+    arch: str | dict, weights: str | None = None, quick_gelu: bool | None = None, cache_dir: str | None = None
+) -> tuple[nn.Module, object]:
+    """An ``open_clip.CLIP`` and its tokenizer.
+
+    Args:
+        arch: an open_clip model name (``'ViT-B-16'``, ``'RN50'``...) or an open_clip model config dict.
+        weights: ``None`` (random init), an open_clip tag, or a local file.
+        quick_gelu: ``None`` follows the weights (see `tag_uses_quick_gelu`).
+        cache_dir: where tags are downloaded (open_clip's default when ``None``).
+    """
+    if isinstance(arch, dict):
+        if weights and not os.path.isfile(weights):
+            raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
+        name, model_cfg = "custom CLIP config", copy.deepcopy(arch)
+    else:
+        name, model_cfg = arch, open_clip.get_model_config(arch)
+        if model_cfg is None:
+            raise ValueError(f"unknown open_clip model {arch!r}; known: {', '.join(open_clip.list_models())}")
+    path = resolve_weights(arch, weights, cache_dir) if weights and isinstance(arch, str) else weights
+    if quick_gelu is None:
+        quick_gelu = tag_uses_quick_gelu(arch, weights) if isinstance(arch, str) else True
+    model_cfg.pop("custom_text", None)
+    clip = open_clip.CLIP(**model_cfg, quick_gelu=quick_gelu)
+    if path:
+        try:
+            _load_file(clip, path)
+        except (RuntimeError, AssertionError) as err:  # open_clip asserts on some size mismatches
+            details = " ".join(line.strip() for line in str(err).splitlines()[:3])[:400]
+            raise ValueError(
+                f"{path} does not hold {name} weights ({details}); pick the fgdi model whose backbone matches "
+                "the file (see torchreid_fgdi.models.VARIANTS)"
+            ) from err
+    tokenizer = open_clip.get_tokenizer(arch) if isinstance(arch, str) else open_clip.SimpleTokenizer()
+    return clip.eval(), tokenizer

@@ -1,0 +1,87 @@
+"""The registered FGDI models: a table of backbones (configs as data) and one builder.
+
+Every name builds through `build_fgdi`, which torchreid reaches as
+``torchreid.models.build_model(name, num_classes, num_domains=..., pretrained=..., ...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from torch import nn
+
+from .clip_weights import create_clip
+from .fgdi import FGDI
+
+# A random CLIP small enough to train on a CPU: for tests and the synthetic demo.
+TINY_CLIP = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
+}
+
+VARIANTS: dict[str, dict] = {
+    "fgdi": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_vit_b16": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_vit_b32": {"clip": "ViT-B-32", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_vit_l14": {"clip": "ViT-L-14", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_rn50": {"clip": "RN50", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_rn101": {"clip": "RN101", "weights": "openai", "image_size": (224, 224)},
+    "fgdi_tiny": {"clip": TINY_CLIP, "weights": None, "image_size": (64, 32)},
+}
+
+
+def build_fgdi(
+    variant: str,
+    num_classes: int,
+    num_domains: int = 1,
+    pretrained: bool | str | None = True,
+    image_size: tuple[int, int] | None = None,
+    stride: int | None = None,
+    neck_feat: str = "before",
+    grl_scale: float = 0.1,
+    quick_gelu: bool | None = None,
+    num_cameras: int = 0,
+    cache_dir: str | None = None,
+    loss: str = "fgdi",
+    use_gpu: bool = True,
+) -> FGDI:
+    """Builds a registered FGDI model.
+
+    Args:
+        variant: a key of `VARIANTS`.
+        num_classes: identities over all sources.
+        num_domains: source domains.
+        pretrained: ``True`` for the variant's default CLIP weights (OpenAI's; ``fgdi_tiny`` has
+            none and stays random), ``False``/``None`` for random init, or an open_clip tag or a
+            local file (OpenAI JIT archive, open_clip checkpoint, state dict).
+        image_size: (height, width); the variant's default when ``None``.
+        stride: ViT patch stride (``None``: the patch size; 12 for CLIP-ReID's overlapping patches).
+        neck_feat: eval feature ``'before'`` (authors) or ``'after'`` the BNNecks.
+        grl_scale: gradient-reversal scale (paper's epsilon).
+        quick_gelu: ``None`` follows the weights (QuickGELU for OpenAI's and for random init).
+        num_cameras: CLIP-ReID's camera embedding rows (only to load CLIP-ReID SIE checkpoints).
+        cache_dir: download cache for tags.
+        loss, use_gpu: accepted for torchreid's ``build_model`` signature; the FGDI engine
+            decides the losses and the device.
+    """
+    spec = VARIANTS[variant]
+    weights = spec["weights"] if pretrained is True else (pretrained or None)
+    clip, tokenizer = create_clip(spec["clip"], weights, quick_gelu, cache_dir)
+    return FGDI(
+        clip,
+        tokenizer,
+        num_classes,
+        num_domains,
+        image_size=tuple(image_size or spec["image_size"]),
+        stride=stride or None,
+        grl_scale=grl_scale,
+        neck_feat=neck_feat,
+        num_cameras=num_cameras,
+    )
+
+
+# name -> builder, for torchreid's model table.
+MODEL_FACTORIES: dict[str, functools.partial[nn.Module]] = {
+    name: functools.partial(build_fgdi, name) for name in VARIANTS
+}
