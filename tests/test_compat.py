@@ -8,6 +8,7 @@ import torch
 import torchreid
 
 import torchreid_fgdi  # noqa: F401
+from torchreid_fgdi import compat
 
 SUBMODULE_IMPORTS = "import torchreid.data, torchreid.utils; from torchreid.utils import FeatureExtractor"
 
@@ -46,3 +47,24 @@ def test_build_model_forwards_model_arguments():
     assert "unexpected keyword argument 'x'" in unfixed.stderr
     model = torchreid.models.build_model("fgdi_tiny", 3, pretrained=False, num_domains=4, image_size=(32, 16))
     assert model.promptlearner.dmctx.shape[0] == 4 and model.image_encoder.grid_size == (4, 2)
+
+
+def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
+    rng = np.random.default_rng(0)
+    q_pids, q_cams = np.array([0, 1, 2]), np.array([0, 1, 0])
+    g_pids, g_cams = np.repeat(np.arange(6), 4), np.tile([0, 1, 1, 1], 6)  # 24 images; 23, 21, 23 usable
+    distmat = rng.random((3, 24))
+    unfixed = _python(
+        "import numpy as np, torchreid\n"
+        f"d = np.array({distmat.tolist()})\n"
+        f"torchreid.metrics.evaluate_rank(d, np.array({q_pids.tolist()}), np.array({g_pids.tolist()}), "
+        f"np.array({q_cams.tolist()}), np.array({g_cams.tolist()}), use_cython=False)"
+    )
+    assert "inhomogeneous shape" in unfixed.stderr
+    cmc, mAP = compat.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
+    assert len(cmc) == 21
+    ranked = [np.argsort(d) for d in distmat]
+    usable = [r[~((g_pids[r] == q_pids[i]) & (g_cams[r] == q_cams[i]))] for i, r in enumerate(ranked)]
+    first_hit = [int(np.flatnonzero(g_pids[u] == q_pids[i])[0]) for i, u in enumerate(usable)]
+    torch.testing.assert_close(cmc, np.mean([np.arange(21) >= h for h in first_hit], 0).astype(np.float32))
+    assert 0 < mAP <= 1

@@ -1,7 +1,9 @@
 """`python -m torchreid_fgdi --config-file CFG [KEY VALUE ...]`: train and test from a config.
 
 The same steps as torchreid's `scripts/main.py`: config -> data manager -> model -> optimizer
-and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_dir`).
+and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_dir`). FGDI
+models run through the three-stage `ImageFGDIEngine`, which owns its optimizers; every other
+torchreid model through torchreid's softmax / triplet engine.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torchreid
 
 from . import config as config_lib
 from .data import DomainImageDataManager
-from .engine import build_engine
+from .engine import ImageFGDIEngine, build_engine
+from .models import FGDI, load_weights
 
 
 def build_config(argv=None):
@@ -80,6 +83,8 @@ def run(cfg) -> dict:
         datamanager.num_train_pids,
         **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
     )
+    if isinstance(model, FGDI):
+        return run_fgdi(cfg, datamanager, model)
     if cfg.model.load_weights:
         torchreid.utils.load_pretrained_weights(model, cfg.model.load_weights)
     if datamanager.use_gpu:
@@ -93,6 +98,17 @@ def run(cfg) -> dict:
         )
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
     engine.run(**run_kwargs)
+    return engine.test_results
+
+
+def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
+    if cfg.model.load_weights:
+        kept = load_weights(model, cfg.model.load_weights)
+        print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
+    engine = ImageFGDIEngine(datamanager, model, settings=cfg.fgdi, use_gpu=datamanager.use_gpu)
+    if cfg.model.resume:
+        engine.resume(cfg.model.resume)
+    engine.run(**config_lib.fgdi_run_kwargs(cfg))
     return engine.test_results
 
 

@@ -92,6 +92,24 @@ def build_model_forwards_extra_kwargs() -> None:
     models.build_model = build_model
 
 
+def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03=False):
+    """torchreid's `evaluate_rank`, also on galleries with fewer than `max_rank` usable images.
+
+    torchreid's Python Market-1501 metric cuts each query's CMC at `max_rank` after dropping the
+    gallery images of the query's own identity and camera; when fewer than `max_rank` remain, the
+    curves differ in length and stacking them raises ``ValueError: ... inhomogeneous shape``.
+    Ranks are then capped at the smallest usable gallery, so the CMC is shorter but exact.
+    """
+    from torchreid.reid import metrics
+
+    if not use_metric_cuhk03:
+        same = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+        max_rank = max(1, min(max_rank, int((len(g_pids) - same.sum(1)).min())))
+    return metrics.evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, use_metric_cuhk03=use_metric_cuhk03
+    )
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()

@@ -114,6 +114,37 @@ def get_default_config() -> CN:
     cfg.fgdi.neck_feat = "before"  # eval feature before (authors) or after the BNNecks
     cfg.fgdi.grl_scale = 0.1  # gradient-reversal scale (the paper's epsilon)
     cfg.fgdi.num_cameras = 0  # CLIP-ReID camera embedding rows, only to load its SIE checkpoints
+    # The three stages (defaults: the paper's / authors' values). Batches of stages 1 and 3 are
+    # train.batch_size with sampler.*; train.optim / lr / max_epoch are the baselines' keys.
+    cfg.fgdi.stage1_epochs = 3  # image-encoder adaptation
+    cfg.fgdi.stage2a_epochs = 120  # identity prompts
+    cfg.fgdi.stage2b_epochs = 30  # domain prompts
+    cfg.fgdi.stage3_epochs = 60  # image encoder with text guidance
+    cfg.fgdi.label_smooth = 0.1
+    cfg.fgdi.id_weight = 1.0
+    cfg.fgdi.triplet_weight = 1.0
+    cfg.fgdi.beta = 0.1  # stage 3: (1 - beta) * i2t cross-entropy + beta * domain guidance
+    cfg.fgdi.guide_direction = "paper"  # "paper" (pull to invariant, push from domain prompt) or "authors"
+    cfg.fgdi.precision = "auto"  # auto (fp16 autocast on CUDA, fp32 on CPU), fp32, bf16, fp16
+    cfg.fgdi.checkpoint_every = 5  # epochs, within a stage; a checkpoint also ends every stage
+    cfg.fgdi.image = CN()  # Adam for stages 1 and 3 (one optimizer and schedule across both)
+    cfg.fgdi.image.lr = 5e-6
+    cfg.fgdi.image.bias_lr_factor = 2.0
+    cfg.fgdi.image.weight_decay = 1e-4
+    cfg.fgdi.image.milestones = [30, 50]  # epochs counted over stage 1 then stage 3
+    cfg.fgdi.image.gamma = 0.1
+    cfg.fgdi.image.warmup_factor = 0.1
+    cfg.fgdi.image.warmup_epochs = 10
+    cfg.fgdi.prompt = CN()  # stage 2: Adam on cached image features
+    cfg.fgdi.prompt.batch_size = 128
+    cfg.fgdi.prompt.lr = 3.5e-4  # identity / domain vectors
+    cfg.fgdi.prompt.classifier_lr = 0.01  # domain classifiers
+    cfg.fgdi.prompt.weight_decay = 1e-4
+    cfg.fgdi.prompt.warmup_epochs = 5
+    cfg.fgdi.prompt.warmup_lr = 1e-5
+    cfg.fgdi.prompt.min_lr = 1e-6
+    cfg.fgdi.prompt.omega = 0.01  # weight of the domain classifier's cross-entropy
+    cfg.fgdi.prompt.temperature = 1.0  # SupCon
     return cfg
 
 
@@ -245,3 +276,9 @@ def engine_run_kwargs(cfg: CN) -> dict:
         "ranks": cfg.test.ranks,
         "rerank": cfg.test.rerank,
     }
+
+
+def fgdi_run_kwargs(cfg: CN) -> dict:
+    """`ImageFGDIEngine.run` arguments: torchreid's, minus the epoch keys the stages replace."""
+    replaced = ("max_epoch", "start_epoch", "fixbase_epoch", "open_layers", "start_eval")
+    return {k: v for k, v in engine_run_kwargs(cfg).items() if k not in replaced}

@@ -1,8 +1,10 @@
-"""Engines: torchreid `Engine` subclasses, chosen by the config's `loss.name`."""
+"""Engines: torchreid `Engine` subclasses; FGDI's three stages, and torchreid's own for baselines
+(chosen by the config's `loss.name`)."""
 
 from __future__ import annotations
 
 from .baselines import ImageSoftmaxEngine, ImageTripletEngine
+from .fgdi import ImageFGDIEngine
 from .testing import MultiTargetTestMixin
 
 ENGINES = {"softmax": ImageSoftmaxEngine, "triplet": ImageTripletEngine}
@@ -24,4 +26,11 @@ def build_engine(cfg, datamanager, model, optimizer, scheduler):
     )
 
 
-__all__ = ["ENGINES", "ImageSoftmaxEngine", "ImageTripletEngine", "MultiTargetTestMixin", "build_engine"]
+__all__ = [
+    "ENGINES",
+    "ImageFGDIEngine",
+    "ImageSoftmaxEngine",
+    "ImageTripletEngine",
+    "MultiTargetTestMixin",
+    "build_engine",
+]

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 import torchreid
 
+from .. import compat
+
 
 @torch.no_grad()
 def extract_features(
@@ -31,7 +33,7 @@ def evaluate_features(
     rerank: bool = False,
     use_metric_cuhk03: bool = False,
 ) -> dict:
-    """{'mAP', 'cmc' (numpy, ranks 1..50), 'distmat'} for one query / gallery pair."""
+    """{'mAP', 'cmc' (numpy, ranks 1..50, fewer on a tiny gallery), 'distmat'} for one query / gallery pair."""
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
     if normalize_feature:
@@ -41,7 +43,5 @@ def evaluate_features(
         distmat_qq = torchreid.metrics.compute_distance_matrix(qf, qf, dist_metric).numpy()
         distmat_gg = torchreid.metrics.compute_distance_matrix(gf, gf, dist_metric).numpy()
         distmat = torchreid.utils.re_ranking(distmat, distmat_qq, distmat_gg)
-    cmc, mAP = torchreid.metrics.evaluate_rank(
-        distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03
-    )
+    cmc, mAP = compat.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
     return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}

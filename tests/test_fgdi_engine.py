@@ -1,0 +1,167 @@
+"""The three-stage engine: what each stage trains, that it learns, exact resume, cached prompts, CLI."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import torchreid
+
+from torchreid_fgdi.__main__ import main
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.data import DomainImageDataManager
+from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.models import build_fgdi
+
+CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
+SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "2", "fgdi.stage3_epochs", "2"]
+SHORT += ["fgdi.checkpoint_every", "1", "fgdi.prompt.batch_size", "32", "train.print_freq", "1000"]
+IMAGE_SIDE = ("image_encoder.", "bottleneck.", "bottleneck_proj.", "classifier.", "classifier_proj.")
+
+
+def _engine(root, *opts):
+    cfg = load_config(CONFIG, ["data.root", root, "train.batch_size", "24", *SHORT, *opts])
+    torchreid.utils.set_random_seed(cfg.train.seed)
+    dm = DomainImageDataManager(
+        root=root,
+        sources=cfg.data.sources,
+        targets=["synth_d"],
+        height=64,
+        width=32,
+        workers=0,
+        use_gpu=False,
+        batch_size_train=24,
+        batch_size_test=100,
+        num_instances=4,
+        train_sampler="DomainBalancedIdentitySampler",
+    )
+    model = build_fgdi("fgdi_tiny", dm.num_train_pids, num_domains=dm.num_train_domains, pretrained=False)
+    return ImageFGDIEngine(dm, model, settings=cfg.fgdi, use_gpu=False)
+
+
+def _run(engine, save_dir):
+    engine.run(save_dir=str(save_dir), print_freq=1000)
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_root, tmp_path_factory):
+    """One uninterrupted short run: its engine and save_dir (checkpoints after every stage)."""
+    save_dir = tmp_path_factory.mktemp("fgdi-run")
+    engine = _engine(tiny_root)
+    _run(engine, save_dir)
+    return engine, save_dir
+
+
+def _changed(before: dict, after: dict) -> set:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_each_stage_trains_exactly_its_parameters(finished):
+    engine, save_dir = finished
+    checkpoints = save_dir / "checkpoints"
+    states = {s: _load(checkpoints / f"{s}.pth") for s in ("stage1", "stage2a", "stage2b", "stage3")}
+    keys = list(states["stage1"])
+    image = {k for k in keys if k.startswith(IMAGE_SIDE)} - {"bottleneck.bias", "bottleneck_proj.bias"}
+    assert _changed(states["stage1"], states["stage2a"]) == {
+        k for k in keys if k.startswith(("promptlearner.clsctx", "dcgrl."))
+    }
+    assert _changed(states["stage2a"], states["stage2b"]) == {
+        k for k in keys if k.startswith(("promptlearner.dmctx", "dc."))
+    }
+    assert _changed(states["stage2b"], states["stage3"]) == image
+    untouched = [k for k in keys if k.startswith(("text_encoder.", "promptlearner.token"))] + ["bottleneck.bias"]
+    assert untouched and not _changed({k: states["stage1"][k] for k in untouched}, states["stage3"])
+
+
+def test_stage1_changes_only_the_image_side(tiny_root, tmp_path):
+    engine = _engine(tiny_root, "fgdi.stage2a_epochs", "0", "fgdi.stage2b_epochs", "0", "fgdi.stage3_epochs", "0")
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    _run(engine, tmp_path)
+    image = {k for k in before if k.startswith(IMAGE_SIDE)} - {"bottleneck.bias", "bottleneck_proj.bias"}
+    assert _changed(before, engine.model.state_dict()) == image
+
+
+def test_losses_fall(tiny_root):
+    engine = _engine(tiny_root)
+    engine.stage = "stage1"
+    engine._enter("stage1")
+    batch = next(iter(engine.train_loader))
+    engine.model.train()
+    first = engine.forward_backward(batch)["loss"]
+    for _ in range(5):
+        last = engine.forward_backward(batch)["loss"]
+    assert last < 0.8 * first, (first, last)
+    engine._enter("stage2a")
+    summaries = [engine.train_prompts("stage2a") for _ in range(3)]
+    assert summaries[-1]["loss"] < summaries[0]["loss"]
+
+
+def test_cached_stage3_prompt_features_equal_fresh_encodings(finished):
+    engine, _ = finished
+    invariant, relevant = engine._text_cache  # what stage 3 trained against
+    pids = torch.arange(engine.datamanager.num_train_pids)
+    domains = torch.tensor([next(d for _, p, _, d in engine.datamanager.train_items if p == i) for i in pids])
+    engine.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(invariant, engine.model.text_features(pids), atol=0, rtol=0)
+        torch.testing.assert_close(relevant, engine.model.text_features(pids, domains), atol=0, rtol=0)
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage,after_steps", [("stage2a", 1), ("stage3", 9)])
+def test_a_killed_run_resumes_to_the_same_weights(finished, tiny_root, tmp_path, stage, after_steps):
+    uninterrupted, _ = finished
+    killed = _engine(tiny_root)
+    steps = {"n": 0}
+    real = killed.forward_backward if stage == "stage3" else killed.train_prompts
+
+    def dying(*args):
+        if killed.stage == stage:
+            steps["n"] += 1
+            if steps["n"] > after_steps:
+                raise _Killed
+        return real(*args)
+
+    setattr(killed, "forward_backward" if stage == "stage3" else "train_prompts", dying)
+    with pytest.raises(_Killed):
+        _run(killed, tmp_path)
+    resumed = _engine(tiny_root)
+    torch.manual_seed(12345)  # a different RNG state: resume must restore its own
+    resumed.resume(str(tmp_path / "checkpoints" / "latest.pth"))
+    assert resumed.stage == stage and resumed.stage_epoch >= 1
+    _run(resumed, tmp_path)
+    want, got = uninterrupted.model.state_dict(), resumed.model.state_dict()
+    assert not _changed(want, got)
+
+
+def test_resume_rejects_a_plain_weights_file(tiny_root, tmp_path):
+    engine = _engine(tiny_root)
+    torch.save({"state_dict": engine.model.state_dict()}, tmp_path / "weights.pth")
+    with pytest.raises(ValueError, match="not an FGDI engine checkpoint.*model.load_weights"):
+        engine.resume(str(tmp_path / "weights.pth"))
+
+
+def test_bfloat16_autocast_trains_on_cpu_and_fp16_needs_cuda(tiny_root):
+    engine = _engine(tiny_root, "fgdi.precision", "bf16")
+    engine._enter("stage1")
+    engine.model.train()
+    losses = engine.forward_backward(next(iter(engine.train_loader)))
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    with pytest.raises(ValueError, match="fp16 needs CUDA; use bf16 or fp32"):
+        _engine(tiny_root, "fgdi.precision", "fp16")
+
+
+def test_command_line_trains_all_stages_and_tests_a_checkpoint(tiny_root, tmp_path):
+    args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *SHORT]
+    results = main(args)
+    assert list(results) == ["synth_a", "synth_b", "synth_c", "synth_d"]
+    assert "| synth_d | unseen |" in (tmp_path / "results.md").read_text()
+    final = tmp_path / "checkpoints" / "stage3.pth"
+    tested = main(args + ["test.evaluate", "True", "model.load_weights", str(final)])
+    assert tested["synth_d"]["mAP"] == pytest.approx(results["synth_d"]["mAP"])

@@ -1,0 +1,357 @@
+"""The three-stage CLIP-FGDI engine over torchreid's `Engine`."""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+import random
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchreid
+
+from . import schedules
+from .losses import domain_guidance, id_loss, supcon, triplet_loss
+from .testing import MultiTargetTestMixin
+
+STAGES = ("stage1", "stage2a", "stage2b", "stage3", "done")
+IMAGE_STAGES = ("stage1", "stage3")
+_TEXT_CHUNK = 128
+
+
+def _default_settings():
+    from ..config import get_default_config
+
+    return get_default_config().fgdi
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: fp16 autocast (with a grad scaler) on CUDA, fp32 elsewhere."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"fgdi.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fgdi.precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+    return precision
+
+
+class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
+    """Trains CLIP-FGDI in its stages (METHOD.md) and tests with torchreid's evaluation.
+
+    1. ``stage1``: image encoder, ID + triplet loss.
+    2. ``stage2a``: identity prompts and the adversarial domain classifier on image features
+       extracted once; ``stage2b``: domain prompts and the plain domain classifier.
+    3. ``stage3``: image encoder, ID + triplet + i2t cross-entropy against every identity's text
+       feature + domain guidance; the prompt features are constant here, so encoded once.
+
+    Each stage trains exactly its parameters (the others keep ``requires_grad=False``). Stages 1
+    and 3 share one Adam and one schedule (as the authors'); each prompt stage has its own.
+    Checkpoints (``save_dir/checkpoints``) hold everything ``resume`` needs to continue a
+    stopped run exactly, mid-stage included.
+
+    Args:
+        datamanager: a torchreid image data manager whose training items carry ``dsetid``.
+        model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
+        settings: the config's ``fgdi`` section (defaults: the paper's values).
+        use_gpu: use CUDA if available.
+    """
+
+    def __init__(self, datamanager, model, settings=None, use_gpu: bool = True):
+        super().__init__(datamanager, use_gpu)
+        self.s = settings if settings is not None else _default_settings()
+        self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.precision = resolve_precision(self.s.precision, self.device)
+        self.model = model.to(self.device)
+        self._frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+        self.optimizers, self.schedulers = self._build_optimizers()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        self.register_model("model", model, self.optimizers["image"], self.schedulers["image"])
+        self.stage, self.stage_epoch, self.image_epoch = STAGES[0], 0, 0
+        self._image_cache = None
+        self._text_cache = None
+        self._resume_rng = None
+        self.last_rank1 = 0.0
+
+    # ---- parameters and optimizers -------------------------------------------------------
+    def _params(self, stage: str) -> dict[str, torch.nn.Parameter]:
+        if stage in IMAGE_STAGES:
+            prefixes = ("image_encoder.", "bottleneck", "classifier", "cv_embed")
+        elif stage == "stage2a":
+            prefixes = ("promptlearner.clsctx", "dcgrl.")
+        elif stage == "stage2b":
+            prefixes = ("promptlearner.dmctx", "dc.")
+        else:
+            prefixes = ()
+        return {n: p for n, p in self.model.named_parameters() if n.startswith(prefixes) and n not in self._frozen}
+
+    def _build_optimizers(self):
+        s = self.s
+        image = self._params("stage1")
+        groups = [
+            {"params": [p for n, p in image.items() if "bias" not in n], "lr": s.image.lr},
+            {"params": [p for n, p in image.items() if "bias" in n], "lr": s.image.lr * s.image.bias_lr_factor},
+        ]
+        optimizers = {"image": torch.optim.Adam(groups, weight_decay=s.image.weight_decay)}
+        schedulers = {
+            "image": schedules.image_scheduler(
+                optimizers["image"], s.image.milestones, s.image.gamma, s.image.warmup_factor, s.image.warmup_epochs
+            )
+        }
+        for stage, vectors, classifier in (
+            ("stage2a", "promptlearner.clsctx", "dcgrl."),
+            ("stage2b", "promptlearner.dmctx", "dc."),
+        ):
+            params = self._params(stage)
+            groups = [
+                {"params": [params[vectors]], "lr": s.prompt.lr},
+                {"params": [p for n, p in params.items() if n.startswith(classifier)], "lr": s.prompt.classifier_lr},
+            ]
+            optimizers[stage] = torch.optim.Adam(groups, weight_decay=s.prompt.weight_decay)
+            schedulers[stage] = schedules.prompt_scheduler(
+                optimizers[stage], self._epochs(stage), s.prompt.warmup_epochs, s.prompt.warmup_lr, s.prompt.min_lr
+            )
+        return optimizers, schedulers
+
+    def _epochs(self, stage: str) -> int:
+        return int(getattr(self.s, f"{stage}_epochs", 0))
+
+    def _enter(self, stage: str) -> None:
+        """Leaves only `stage`'s parameters trainable and builds what the stage reads once."""
+        trainable = set(self._params(stage))
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in trainable)
+        if stage in ("stage2a", "stage2b") and self._image_cache is None:
+            self._image_cache = self.extract_image_features()
+        if stage == "stage3":
+            self._text_cache = self.encode_prompts()
+
+    def _autocast(self):
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+    # ---- what stages 2 and 3 compute once ------------------------------------------------
+    @torch.no_grad()
+    def extract_image_features(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected image features (CLS of xproj) of every training image, un-augmented."""
+        loader = getattr(self.datamanager, "train_loader_test", None)
+        if loader is None:
+            raise TypeError("stage 2 reads every training image once: use torchreid_fgdi.data.DomainImageDataManager")
+        self.model.eval()
+        feats, pids, dsetids = [], [], []
+        for data in loader:
+            with self._autocast():
+                _, _, xproj = self.model.image_encoder(data["img"].to(self.device))
+            feats.append(xproj.float())
+            pids.append(data["pid"])
+            dsetids.append(data["dsetid"])
+        return torch.cat(feats), torch.cat(pids).to(self.device), torch.cat(dsetids).to(self.device)
+
+    def pid_domains(self) -> torch.Tensor:
+        """The source domain of every training identity."""
+        domains = torch.zeros(self.datamanager.num_train_pids, dtype=torch.long)
+        for _, pid, _, dsetid in self.datamanager.train_loader.dataset.train:
+            domains[pid] = dsetid
+        return domains
+
+    @torch.no_grad()
+    def encode_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Identity-prompt and domain-prompt text features of every identity (constant in stage 3)."""
+        self.model.eval()
+        pids = torch.arange(self.datamanager.num_train_pids, device=self.device)
+        domains = self.pid_domains().to(self.device)
+        invariant = torch.cat([self.model.text_features(c) for c in pids.split(_TEXT_CHUNK)])
+        relevant = torch.cat([self.model.text_features(c, domains[c]) for c in pids.split(_TEXT_CHUNK)])
+        return invariant.float(), relevant.float()
+
+    # ---- training steps ------------------------------------------------------------------
+    def forward_backward(self, data: dict) -> dict:
+        s = self.s
+        imgs, pids = data["img"].to(self.device), data["pid"].to(self.device)
+        with self._autocast():
+            scores, feats = self.model(imgs)
+        terms = {"id": id_loss(scores, pids, s.label_smooth), "triplet": triplet_loss(feats, pids)}
+        loss = s.id_weight * terms["id"] + s.triplet_weight * terms["triplet"]
+        if self.stage == "stage3":
+            invariant, relevant = self._text_cache
+            xproj = feats[2].float()
+            terms["i2t"] = id_loss([xproj @ invariant.t()], pids, s.label_smooth)
+            terms["guide"] = domain_guidance(xproj, invariant[pids], relevant[pids], s.guide_direction)
+            loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
+        self._step(self.optimizers["image"], loss)
+        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+
+    def train_prompts(self, stage: str) -> dict:
+        """One stage-2 epoch over the cached image features, in a fresh random order."""
+        s, adversarial = self.s.prompt, stage == "stage2a"
+        feats, pids, dsetids = self._image_cache
+        self.model.train()
+        batch = min(s.batch_size, len(pids))
+        order = torch.randperm(len(pids)).to(self.device)
+        meters = torchreid.utils.MetricMeter()
+        for start in range(0, len(pids) - batch + 1, batch):
+            idx = order[start : start + batch]
+            img, pid, dom = feats[idx], pids[idx], dsetids[idx]
+            with self._autocast():
+                text = self.model.text_features(pid, None if adversarial else dom)
+                logits = self.model.domain_logits(text, adversarial)
+            terms = {
+                "i2t": supcon(img, text, pid, pid, s.temperature),
+                "t2i": supcon(text, img, pid, pid, s.temperature),
+                "domain": F.cross_entropy(logits.float(), dom),
+            }
+            loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
+            self._step(self.optimizers[stage], loss)
+            meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+        self.schedulers[stage].step()
+        return {name: meter.avg for name, meter in meters.meters.items()}
+
+    # ---- the run -------------------------------------------------------------------------
+    def run(
+        self,
+        save_dir: str = "log",
+        print_freq: int = 10,
+        eval_freq: int = -1,
+        test_only: bool = False,
+        dist_metric: str = "euclidean",
+        normalize_feature: bool = False,
+        visrank: bool = False,
+        visrank_topk: int = 10,
+        use_metric_cuhk03: bool = False,
+        ranks=(1, 5, 10, 20),
+        rerank: bool = False,
+    ) -> None:
+        """Runs the stages from where the engine stands (the start, or a resumed checkpoint), then tests.
+
+        ``eval_freq`` > 0 also tests every that many stage-3 epochs.
+        """
+        test_kwargs = {
+            "dist_metric": dist_metric,
+            "normalize_feature": normalize_feature,
+            "visrank": visrank,
+            "visrank_topk": visrank_topk,
+            "save_dir": save_dir,
+            "use_metric_cuhk03": use_metric_cuhk03,
+            "ranks": list(ranks),
+            "rerank": rerank,
+        }
+        if test_only:
+            self.test(**test_kwargs)
+            return
+        if self.writer is None:
+            self.writer = torch.utils.tensorboard.SummaryWriter(log_dir=save_dir)
+        self.max_epoch = self._epochs("stage1") + self._epochs("stage3")
+        started = time.time()
+        while self.stage != "done":
+            self._enter(self.stage)
+            if self._resume_rng is not None:
+                set_rng_state(self._resume_rng)
+                self._resume_rng = None
+            epochs = self._epochs(self.stage)
+            while self.stage_epoch < epochs:
+                self._train_epoch(print_freq)
+                self.stage_epoch += 1
+                finished = self.stage_epoch == epochs
+                if self.stage == "stage3" and eval_freq > 0 and self.stage_epoch % eval_freq == 0 and not finished:
+                    self.last_rank1 = self.test(**test_kwargs)
+                if self.stage_epoch % max(self.s.checkpoint_every, 1) == 0 and not finished:
+                    self.save_checkpoint(save_dir)
+            completed = self.stage
+            self.stage, self.stage_epoch = STAGES[STAGES.index(self.stage) + 1], 0
+            self.save_checkpoint(save_dir, completed)
+        print(f"=> Trained all stages in {time.time() - started:.0f} s; final test")
+        self.last_rank1 = self.test(**test_kwargs)
+        self.save_checkpoint(save_dir, "stage3")
+        self.writer.close()
+
+    def _train_epoch(self, print_freq: int) -> None:
+        if self.stage in IMAGE_STAGES:
+            self.epoch = self.image_epoch
+            print(f"=> {self.stage} epoch {self.stage_epoch + 1}/{self._epochs(self.stage)}")
+            self.train(print_freq=print_freq)
+            self.image_epoch += 1
+            return
+        summary = self.train_prompts(self.stage)
+        done = self.stage_epoch + 1
+        lr = self.optimizers[self.stage].param_groups[0]["lr"]
+        print(
+            f"=> {self.stage} epoch {done}/{self._epochs(self.stage)} "
+            + " ".join(f"{k} {v:.4f}" for k, v in summary.items())
+            + f" lr {lr:.2e}"
+        )
+        for name, value in summary.items():
+            self.writer.add_scalar(f"Prompt/{self.stage}/{name}", value, done)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint_state(self) -> dict:
+        return {
+            "state_dict": self.model.state_dict(),
+            "epoch": self.image_epoch,
+            "rank1": float(self.last_rank1),
+            "stage": self.stage,
+            "stage_epoch": self.stage_epoch,
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "rng": get_rng_state(),
+        }
+
+    def save_checkpoint(self, save_dir: str, name: str = "") -> str:
+        """Writes ``latest.pth`` (and ``<name>.pth``) atomically: a killed save leaves the previous file."""
+        folder = osp.join(save_dir, "checkpoints")
+        os.makedirs(folder, exist_ok=True)
+        state = self.checkpoint_state()
+        for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
+            path = osp.join(folder, filename)
+            torch.save(state, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        return osp.join(folder, "latest.pth")
+
+    def resume(self, path: str) -> None:
+        """Continues from a checkpoint of this engine: model, optimizers, schedules, stage, RNG."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing = {"stage", "optimizers", "schedulers", "rng"} - set(state)
+        if missing:
+            raise ValueError(
+                f"{path} is not an FGDI engine checkpoint (no {', '.join(sorted(missing))}); "
+                "to start from its weights use model.load_weights instead of model.resume"
+            )
+        self.model.load_state_dict(state["state_dict"])
+        for key, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][key])
+        for key, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][key])
+        self.scaler.load_state_dict(state["scaler"])
+        self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
+        self.last_rank1 = state["rank1"]
+        self._resume_rng = state["rng"]
+        print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
+
+
+def get_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
