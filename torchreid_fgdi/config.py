@@ -8,6 +8,7 @@ builders, exactly as torchreid's own `scripts/main.py` does.
 from __future__ import annotations
 
 import difflib
+import os.path as osp
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -166,13 +167,29 @@ def check_keys(cfg: CN, keys, where: str) -> None:
             raise KeyError(f"unknown config key {key!r} in {where}{hint}")
 
 
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_config_file(path: str) -> dict:
+    """A YAML config as a dict; ``_BASE_: other.yaml`` (relative to the file) is read first and
+    overridden, so a variant config holds only what differs."""
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    base = data.pop("_BASE_", None)
+    return _merged(read_config_file(osp.join(osp.dirname(path), base)), data) if base else data
+
+
 def load_config(config_file: str = "", opts=()) -> CN:
     """Defaults, then the YAML file, then `KEY VALUE` pairs; frozen. Unknown keys fail first."""
     cfg = get_default_config()
     if config_file:
-        with open(config_file) as f:
-            check_keys(cfg, _flat_keys(CN(yaml.safe_load(f) or {})), config_file)
-        cfg.merge_from_file(config_file)
+        data = CN(read_config_file(config_file))
+        check_keys(cfg, _flat_keys(data), config_file)
+        cfg.merge_from_other_cfg(data)
     opts = list(opts)
     if len(opts) % 2:
         raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")

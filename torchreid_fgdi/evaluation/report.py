@@ -17,20 +17,49 @@ def average_results(results: dict[str, dict], names) -> dict:
     }
 
 
+def _percent(res: dict, rank: int | None) -> str:
+    if rank is None:
+        return f"{100 * res['mAP']:.1f}"
+    return f"{100 * res['cmc'][rank - 1]:.1f}" if len(res["cmc"]) >= rank else "-"
+
+
+def _rows(results: dict[str, dict], sources) -> list[tuple[str, str, dict]]:
+    """(target, 'source'/'unseen', result) per target, then the averages over each group of >1."""
+    kind = {n: "source" if n in sources else "unseen" for n in results}
+    rows = [(n, kind[n], r) for n, r in results.items()]
+    for group in ("source", "unseen"):
+        names = [n for n in results if kind[n] == group]
+        if len(names) > 1:
+            rows.append(("**average**", group, average_results(results, names)))
+    return rows
+
+
 def format_table(results: dict[str, dict], sources, title: str = "") -> str:
     """A Markdown table of mAP / Rank-k in percent, with the averages over source and over unseen targets."""
     head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in RANKS) + " |"
     lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(RANKS))]
 
-    def row(name: str, kind: str, res: dict) -> str:
-        ranks = " | ".join(f"{100 * res['cmc'][r - 1]:.1f}" if len(res["cmc"]) >= r else "-" for r in RANKS)
-        return f"| {name} | {kind} | {100 * res['mAP']:.1f} | {ranks} |"
-
-    unseen = [n for n in results if n not in sources]
-    seen = [n for n in results if n in sources]
-    for name, res in results.items():
-        lines.append(row(name, "unseen" if name in unseen else "source", res))
-    for kind, names in (("source", seen), ("unseen", unseen)):
-        if len(names) > 1:
-            lines.append(row("**average**", kind, average_results(results, names)))
+    for name, kind, res in _rows(results, sources):
+        lines.append(f"| {name} | {kind} | " + " | ".join(_percent(res, r) for r in (None, *RANKS)) + " |")
     return "\n".join(line for line in lines if line) + "\n"
+
+
+def compare_tables(runs: dict[str, dict[str, dict]], sources) -> tuple[str, str]:
+    """Several models' results side by side, as Markdown (mAP / R1) and CSV (mAP, R1, R5, R10).
+
+    Args:
+        runs: model label -> that model's per-target results (the same targets for all).
+        sources: the training domains, to mark targets source or unseen.
+    """
+    labels = list(runs)
+    tables = {label: _rows(results, sources) for label, results in runs.items()}
+    md = ["| target | domain | " + " | ".join(f"{m} mAP | {m} R1" for m in labels) + " |"]
+    md.append("|" + "---|" * (2 + 2 * len(labels)))
+    csv = ["model,target,domain,mAP," + ",".join(f"R{r}" for r in RANKS)]
+    for i, (name, kind, _) in enumerate(tables[labels[0]]):
+        cells = [f"{_percent(tables[m][i][2], None)} | {_percent(tables[m][i][2], 1)}" for m in labels]
+        md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+        for m in labels:
+            res = tables[m][i][2]
+            csv.append(",".join([m, name.strip("*"), kind] + [_percent(res, r) for r in (None, *RANKS)]))
+    return "\n".join(md) + "\n", "\n".join(csv) + "\n"
