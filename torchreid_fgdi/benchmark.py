@@ -13,11 +13,9 @@ import json
 import os
 import os.path as osp
 
-import numpy as np
-
 from . import __main__ as cli
 from .config import load_config
-from .evaluation import compare_tables
+from .evaluation import compare_tables, result_from_json
 
 
 def _label(cfg, config_file: str, taken: set) -> str:
@@ -31,7 +29,7 @@ def _collected(save_dir: str) -> dict:
     if not osp.isfile(path):
         raise FileNotFoundError(f"--collect: {path} does not exist; run the config first (drop --collect)")
     with open(path) as f:
-        return {name: {"mAP": r["mAP"], "cmc": np.asarray(r["cmc"])} for name, r in json.load(f).items()}
+        return {name: result_from_json(r) for name, r in json.load(f).items()}
 
 
 def main(argv=None) -> dict[str, dict]:

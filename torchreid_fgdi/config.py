@@ -30,6 +30,7 @@ def get_default_config() -> CN:
     cfg.data.targets = ["synth_a", "synth_b", "synth_c", "synth_d"]
     cfg.data.workers = 2
     cfg.data.split_id = 0
+    cfg.data.test_splits = 10  # PRID, GRID, VIPeR, iLIDS: mean over random splits 0..9 (1: split_id only)
     cfg.data.height = 256
     cfg.data.width = 128
     cfg.data.combineall = False
@@ -212,6 +213,7 @@ def imagedata_kwargs(cfg: CN) -> dict:
         "norm_std": cfg.data.norm_std,
         "use_gpu": cfg.use_gpu,
         "split_id": cfg.data.split_id,
+        "test_splits": cfg.data.test_splits,
         "combineall": cfg.data.combineall,
         "load_train_targets": cfg.data.load_train_targets,
         "batch_size_train": cfg.train.batch_size,

@@ -8,6 +8,8 @@ import torchreid
 from .samplers import DomainBalancedIdentitySampler
 
 SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}
+# Small targets the literature evaluates over their 10 random splits (torchreid generates them).
+SPLIT_TARGETS = ("prid", "grid", "viper", "ilids")
 
 
 class DomainImageDataManager(torchreid.data.ImageDataManager):
@@ -21,7 +23,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
       identities from every source (torchreid's samplers remain available by name);
     - ``train_loader_test``: every training image once, in order, with the test transform
       (CLIP-FGDI's stage 2 caches un-augmented image features from it);
-    - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source).
+    - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source);
+    - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
+      0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``.
 
     Args:
         Same as ``torchreid.data.ImageDataManager``.
@@ -46,8 +50,15 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         batch_size_train: int = 32,
         batch_size_test: int = 32,
         num_instances: int = 4,
+        test_splits: int = 1,
         **kwargs,
     ):
+        if test_splits < 1:
+            raise ValueError(f"test_splits must be >= 1, got {test_splits}")
+        self.root, self.test_splits, self.batch_size_test = root, test_splits, batch_size_test
+        self._dataset_kwargs = {
+            k: kwargs[k] for k in ("cuhk03_labeled", "cuhk03_classic_split", "market1501_500k") if k in kwargs
+        }
         ours = SAMPLERS.get(train_sampler)
         super().__init__(
             root=root,
@@ -70,6 +81,26 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def test_split_ids(self, name: str) -> list[int] | None:
+        """The random splits target `name` is tested on, or ``None`` for its one fixed split."""
+        return list(range(self.test_splits)) if name in SPLIT_TARGETS and self.test_splits > 1 else None
+
+    def test_split_loaders(self, name: str, split_id: int) -> dict[str, torch.utils.data.DataLoader]:
+        """Query and gallery loaders of target `name` on random split `split_id`."""
+        loaders = {}
+        for mode in ("query", "gallery"):
+            dataset = torchreid.data.datasets.init_image_dataset(
+                name,
+                root=self.root,
+                split_id=split_id,
+                mode=mode,
+                transform=self.transform_te,
+                verbose=False,
+                **self._dataset_kwargs,
+            )
+            loaders[mode] = self._loader(dataset, batch_size=self.batch_size_test, shuffle=False, drop_last=False)
+        return loaders
 
     def _loader(self, dataset, **kwargs) -> torch.utils.data.DataLoader:
         template = self.train_loader

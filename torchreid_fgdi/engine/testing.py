@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os.path as osp
 
 import torch
 import torchreid
 
-from ..evaluation import average_results, evaluate_features, extract_features, format_table
+from ..evaluation import (
+    average_results,
+    evaluate_features,
+    extract_features,
+    format_split_table,
+    format_table,
+    result_to_json,
+    split_summary,
+)
 
 
 class MultiTargetTestMixin:
@@ -36,17 +45,29 @@ class MultiTargetTestMixin:
         self.set_model_mode("eval")
         device = torch.device("cuda" if self.use_gpu else "cpu")
         self.test_results = {}
+        split_ids = getattr(self.datamanager, "test_split_ids", lambda name: None)
         for name, loaders in self.test_loader.items():
-            query = extract_features(loaders["query"], self.extract_features, device)
-            gallery = extract_features(loaders["gallery"], self.extract_features, device)
-            res = evaluate_features(query, gallery, dist_metric, normalize_feature, rerank, use_metric_cuhk03)
-            distmat = res.pop("distmat")
+            evaluate = functools.partial(
+                self._evaluate_target,
+                device=device,
+                dist_metric=dist_metric,
+                normalize_feature=normalize_feature,
+                rerank=rerank,
+                use_metric_cuhk03=use_metric_cuhk03,
+            )
+            splits = split_ids(name)
+            if splits is None:
+                res, distmat = evaluate(loaders)
+            else:
+                per_split = [evaluate(self.datamanager.test_split_loaders(name, i))[0] for i in splits]
+                res, distmat = split_summary(per_split), None
             self.test_results[name] = res
             print(
                 f"##### {name}: mAP {res['mAP']:.1%} | "
                 + " | ".join(f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"]))
+                + (f" (mean of {len(splits)} splits)" if splits else "")
             )
-            if visrank:
+            if visrank and distmat is not None:
                 torchreid.utils.visualize_ranked_results(
                     distmat,
                     self.datamanager.fetch_test_loaders(name),
@@ -60,14 +81,17 @@ class MultiTargetTestMixin:
                 self.writer.add_scalar(f"Test/{name}/rank1", res["cmc"][0], self.epoch)
                 self.writer.add_scalar(f"Test/{name}/mAP", res["mAP"], self.epoch)
         table = format_table(self.test_results, self.datamanager.sources)
+        table += format_split_table(self.test_results)
         print(table)
         if save_dir:
             with open(osp.join(save_dir, "results.md"), "w") as f:
                 f.write(table)
             with open(osp.join(save_dir, "results.json"), "w") as f:
-                json.dump(
-                    {n: {"mAP": r["mAP"], "cmc": r["cmc"][:50].tolist()} for n, r in self.test_results.items()},
-                    f,
-                    indent=1,
-                )
+                json.dump({n: result_to_json(r) for n, r in self.test_results.items()}, f, indent=1)
         return float(average_results(self.test_results, self.test_results)["cmc"][0])
+
+    def _evaluate_target(self, loaders: dict, device, **kwargs) -> tuple[dict, object]:
+        query = extract_features(loaders["query"], self.extract_features, device)
+        gallery = extract_features(loaders["gallery"], self.extract_features, device)
+        res = evaluate_features(query, gallery, **kwargs)
+        return res, res.pop("distmat")

@@ -1,6 +1,24 @@
 """Evaluation: features -> distances -> CMC / mAP per target, and the tables users read."""
 
 from .ranking import evaluate_features, extract_features
-from .report import average_results, compare_tables, format_table
+from .report import (
+    average_results,
+    compare_tables,
+    format_split_table,
+    format_table,
+    result_from_json,
+    result_to_json,
+    split_summary,
+)
 
-__all__ = ["average_results", "compare_tables", "evaluate_features", "extract_features", "format_table"]
+__all__ = [
+    "average_results",
+    "compare_tables",
+    "evaluate_features",
+    "extract_features",
+    "format_split_table",
+    "format_table",
+    "result_from_json",
+    "result_to_json",
+    "split_summary",
+]

@@ -17,6 +17,47 @@ def average_results(results: dict[str, dict], names) -> dict:
     }
 
 
+def split_summary(per_split: list[dict]) -> dict:
+    """A target's result over its random splits: the mean (as `mAP` / `cmc`), the spread, each split."""
+    mean = average_results(dict(enumerate(per_split)), range(len(per_split)))
+    return {
+        **mean,
+        "mAP_std": float(np.std([r["mAP"] for r in per_split])),
+        "rank1_std": float(np.std([r["cmc"][0] for r in per_split])),
+        "splits": per_split,
+    }
+
+
+def result_to_json(res: dict) -> dict:
+    out = {"mAP": res["mAP"], "cmc": np.asarray(res["cmc"])[:50].tolist()}
+    if "splits" in res:
+        out.update(mAP_std=res["mAP_std"], rank1_std=res["rank1_std"])
+        out["splits"] = [result_to_json(r) for r in res["splits"]]
+    return out
+
+
+def result_from_json(data: dict) -> dict:
+    res = {**data, "cmc": np.asarray(data["cmc"])}
+    if "splits" in data:
+        res["splits"] = [result_from_json(r) for r in data["splits"]]
+    return res
+
+
+def format_split_table(results: dict[str, dict]) -> str:
+    """Per-split mAP / Rank-1 of the targets tested over random splits, with mean ± std ('' if none)."""
+    split = {n: r for n, r in results.items() if "splits" in r}
+    if not split:
+        return ""
+    lines = ["", "| target | splits | mAP (mean ± std) | R1 (mean ± std) | mAP per split |", "|---|---|---|---|---|"]
+    for name, res in split.items():
+        each = " ".join(f"{100 * r['mAP']:.1f}" for r in res["splits"])
+        lines.append(
+            f"| {name} | {len(res['splits'])} | {100 * res['mAP']:.1f} ± {100 * res['mAP_std']:.1f} | "
+            f"{100 * res['cmc'][0]:.1f} ± {100 * res['rank1_std']:.1f} | {each} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _percent(res: dict, rank: int | None) -> str:
     if rank is None:
         return f"{100 * res['mAP']:.1f}"
