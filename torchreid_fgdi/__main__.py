@@ -1,4 +1,4 @@
-"""`python -m torchreid_fgdi --config-file CFG [KEY VALUE ...]`: train and test from a config.
+"""`python -m torchreid_fgdi --config-file CFG [CFG ...] [KEY VALUE ...]`: train and test from configs.
 
 The same steps as torchreid's `scripts/main.py`: config -> data manager -> model -> optimizer
 and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_dir`). FGDI
@@ -20,24 +20,31 @@ import torchreid
 
 from . import config as config_lib
 from .data import DomainImageDataManager
+from .data.readiness import ensure_datasets
 from .engine import ImageFGDIEngine, build_engine
 from .models import FGDI, load_weights
 
 
 def build_config(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", type=str, default="", help="path to a yacs YAML config")
+    parser.add_argument(
+        "--config-file", nargs="+", default=[], help="yacs YAML config(s), merged in order (e.g. model, protocol)"
+    )
     parser.add_argument("-s", "--sources", nargs="+", help="source datasets (overrides the config)")
     parser.add_argument("-t", "--targets", nargs="+", help="target datasets (overrides the config)")
     parser.add_argument("--root", type=str, default="", help="root folder of the datasets")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="KEY VALUE pairs overriding the config")
     args = parser.parse_args(argv)
 
-    opts = list(args.opts)
+    # --config-file takes every following word; the first one that is not a YAML file starts KEY VALUE.
+    files = list(args.config_file)
+    split = next((i for i, word in enumerate(files) if not word.endswith((".yaml", ".yml"))), len(files))
+    opts = files[split:] + list(args.opts)
+    files = files[:split]
     for key, value in (("data.root", args.root), ("data.sources", args.sources), ("data.targets", args.targets)):
         if value:
             opts += [key, str(value)]
-    return config_lib.load_config(args.config_file, opts)
+    return config_lib.load_config(files, opts)
 
 
 class _Tee:
@@ -77,6 +84,7 @@ def run(cfg) -> dict:
     torchreid.utils.set_random_seed(cfg.train.seed)
     print(f"Show configuration\n{cfg}\n")
 
+    ensure_datasets(cfg.data.root, [*cfg.data.sources, *cfg.data.targets])
     datamanager = DomainImageDataManager(**config_lib.imagedata_kwargs(cfg))
     model = torchreid.models.build_model(
         cfg.model.name,

@@ -1,27 +1,50 @@
-"""`python -m torchreid_fgdi.benchmark --configs A.yaml B.yaml [KEY VALUE ...]`: models side by side.
+"""Models side by side: on one set of configs, or over a whole cross-domain protocol.
 
-Runs every config (or, with ``--collect``, reads the ``results.json`` a finished run left in its
-``data.save_dir``) and prints one table with each model's mAP / Rank-1 per target and the
-averages over source and unseen targets; ``benchmark.md`` and ``benchmark.csv`` go to ``--out``.
-KEY VALUE pairs and ``--root`` apply to every config.
+- ``python -m torchreid_fgdi.benchmark --configs A.yaml B.yaml [KEY VALUE ...]``: configs that
+  train and test on the same data, one column pair per config.
+- ``python -m torchreid_fgdi.benchmark --protocol p1 [--models fgdi osnet_ain_x1_0 ...]``: every
+  setting of the protocol (``configs/protocols/p1.yaml``, or each file of ``configs/protocols/p2/``)
+  merged with each model's ``configs/models/<model>.yaml``; one row per target (or per setting),
+  the average over the unseen targets, and the paper's reported numbers for fgdi beside them.
+
+Every dataset is checked before anything trains. ``--collect`` reads the ``results.json`` that
+finished runs left in their ``data.save_dir`` instead of training. ``benchmark.md`` and
+``benchmark.csv`` go to ``--out``. KEY VALUE pairs and ``--root`` apply to every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import os.path as osp
 
 from . import __main__ as cli
 from .config import load_config
+from .data.readiness import ensure_datasets
 from .evaluation import compare_tables, result_from_json
 
+MODELS = ("fgdi", "osnet_ain_x1_0", "osnet_x1_0", "resnet50")
+# CLIP-FGDI ViT-B/16 as its authors report it (mAP, Rank-1): README averages, Protocol-1 log per target.
+PAPER = {
+    "p1": {"prid": (80.0, 71.0), "grid": (76.2, 68.8), "viper": (81.4, 74.7), "ilids": (91.6, 86.7)},
+    "p2": {},
+    "p3": {},
+}
+PAPER_AVERAGE = {"p1": (82.2, 75.5), "p2": (51.6, 65.1), "p3": (54.3, 67.6)}
 
-def _label(cfg, config_file: str, taken: set) -> str:
-    label = cfg.model.name if cfg.model.name not in taken else osp.splitext(osp.basename(config_file))[0]
-    taken.add(label)
-    return label
+
+def protocol_settings(protocol: str, configs_dir: str) -> list[str]:
+    """The protocol's data configs: one file, or every file of its folder."""
+    single = osp.join(configs_dir, "protocols", f"{protocol}.yaml")
+    files = (
+        [single] if osp.isfile(single) else sorted(glob.glob(osp.join(configs_dir, "protocols", protocol, "*.yaml")))
+    )
+    if not files:
+        known = sorted(osp.splitext(p)[0] for p in os.listdir(osp.join(configs_dir, "protocols")))
+        raise ValueError(f"unknown protocol {protocol!r} under {configs_dir}/protocols; known: {', '.join(known)}")
+    return files
 
 
 def _collected(save_dir: str) -> dict:
@@ -32,9 +55,36 @@ def _collected(save_dir: str) -> dict:
         return {name: result_from_json(r) for name, r in json.load(f).items()}
 
 
+def _jobs(args) -> list[tuple[str, str | None, list[str]]]:
+    """(column label, row prefix or None, config files) for every run."""
+    if args.configs:
+        labels, jobs = set(), []
+        for path in args.configs:
+            name = load_config(path).model.name
+            label = name if name not in labels else osp.splitext(osp.basename(path))[0]
+            labels.add(label)
+            jobs.append((label, None, [path]))
+        return jobs
+    settings = protocol_settings(args.protocol, args.configs_dir)
+    models = {m: osp.join(args.configs_dir, "models", f"{m}.yaml") for m in args.models}
+    for path in models.values():
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"no model config {path}; models: {', '.join(MODELS)} or your own file there")
+    prefix = len(settings) > 1
+    return [
+        (m, osp.splitext(osp.basename(s))[0] if prefix else None, [path, s])
+        for s in settings
+        for m, path in models.items()
+    ]
+
+
 def main(argv=None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", nargs="+", required=True, help="yacs YAML configs, one per model")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--configs", nargs="+", help="configs on the same data, one per model")
+    what.add_argument("--protocol", help="p1, p2, p3, single (a file or folder under configs/protocols)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="model configs for --protocol")
+    parser.add_argument("--configs-dir", default="configs", help="holds models/ and protocols/")
     parser.add_argument("--root", default="", help="root folder of the datasets (overrides every config)")
     parser.add_argument("--collect", action="store_true", help="read finished runs instead of training")
     parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
@@ -42,19 +92,26 @@ def main(argv=None) -> dict[str, dict]:
     args = parser.parse_args(argv)
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
 
-    cfgs = {path: load_config(path, opts) for path in args.configs}  # every config checked before any run
-    sources = {tuple(cfg.data.sources) for cfg in cfgs.values()}
-    targets = {tuple(cfg.data.targets) for cfg in cfgs.values()}
-    if len(sources) > 1 or len(targets) > 1:
-        raise ValueError(f"the configs must train and test on the same data; sources {sources}, targets {targets}")
-    runs, taken = {}, set()
-    for path, cfg in cfgs.items():
-        label = _label(cfg, path, taken)
-        if args.collect:
-            runs[label] = _collected(cfg.data.save_dir)
-        else:
-            runs[label] = cli.main(["--config-file", path, *opts])
-    markdown, csv = compare_tables(runs, sources.pop())
+    jobs = _jobs(args)
+    cfgs = [load_config(files, opts) for _, _, files in jobs]  # every config checked before any run
+    if args.configs and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
+        raise ValueError("the --configs must train and test on the same data (sources and targets)")
+    if not args.collect:
+        for root in {c.data.root for c in cfgs}:
+            ensure_datasets(root, [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)])
+    runs: dict[str, dict] = {}
+    source_rows = set()
+    for (label, prefix, files), cfg in zip(jobs, cfgs):
+        results = _collected(cfg.data.save_dir) if args.collect else cli.main(["--config-file", *files, *opts])
+        for target, res in results.items():
+            row = target if prefix is None else (prefix if len(results) == 1 else f"{prefix}/{target}")
+            runs.setdefault(label, {})[row] = res
+            if target in cfg.data.sources:
+                source_rows.add(row)
+    reference = None
+    if args.protocol in PAPER:
+        reference = {**PAPER[args.protocol], "**average**": PAPER_AVERAGE[args.protocol]}
+    markdown, csv = compare_tables(runs, source_rows, reference)
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, "benchmark.md"), "w") as f:
         f.write(markdown)

@@ -176,18 +176,25 @@ def _merged(base: dict, over: dict) -> dict:
 
 
 def read_config_file(path: str) -> dict:
-    """A YAML config as a dict; ``_BASE_: other.yaml`` (relative to the file) is read first and
-    overridden, so a variant config holds only what differs."""
+    """A YAML config as a dict; ``_BASE_: other.yaml`` (or a list, relative to the file) is read
+    first and overridden, so a variant config holds only what differs."""
     with open(path) as f:
         data = yaml.safe_load(f) or {}
-    base = data.pop("_BASE_", None)
-    return _merged(read_config_file(osp.join(osp.dirname(path), base)), data) if base else data
+    bases = data.pop("_BASE_", [])
+    merged: dict = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merged(merged, read_config_file(osp.join(osp.dirname(path), base)))
+    return _merged(merged, data)
 
 
-def load_config(config_file: str = "", opts=()) -> CN:
-    """Defaults, then the YAML file, then `KEY VALUE` pairs; frozen. Unknown keys fail first."""
+def load_config(config_files: str | list[str] = (), opts=()) -> CN:
+    """Defaults, then each YAML file in order (e.g. a model config, then a protocol config), then
+    `KEY VALUE` pairs; frozen. Unknown keys fail first. ``{model}`` in ``data.save_dir`` becomes
+    ``model.name``, so one protocol config serves every model."""
     cfg = get_default_config()
-    if config_file:
+    for config_file in [config_files] if isinstance(config_files, str) else config_files:
+        if not config_file:
+            continue
         data = CN(read_config_file(config_file))
         check_keys(cfg, _flat_keys(data), config_file)
         cfg.merge_from_other_cfg(data)
@@ -196,6 +203,7 @@ def load_config(config_file: str = "", opts=()) -> CN:
         raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
     check_keys(cfg, opts[0::2], "the command line")
     cfg.merge_from_list(opts)
+    cfg.data.save_dir = cfg.data.save_dir.replace("{model}", cfg.model.name)
     cfg.freeze()
     return cfg
 

@@ -85,20 +85,25 @@ def format_table(results: dict[str, dict], sources, title: str = "") -> str:
     return "\n".join(line for line in lines if line) + "\n"
 
 
-def compare_tables(runs: dict[str, dict[str, dict]], sources) -> tuple[str, str]:
+def compare_tables(
+    runs: dict[str, dict[str, dict]], sources, reference: dict[str, tuple[float, float]] | None = None
+) -> tuple[str, str]:
     """Several models' results side by side, as Markdown (mAP / R1) and CSV (mAP, R1, R5, R10).
 
     Args:
-        runs: model label -> that model's per-target results (the same targets for all).
-        sources: the training domains, to mark targets source or unseen.
+        runs: model label -> that model's per-row results (the same rows for all).
+        sources: the rows that are training domains (the others are unseen).
+        reference: optional row -> (mAP, R1) in percent, shown as a ``paper`` column.
     """
     labels = list(runs)
     tables = {label: _rows(results, sources) for label, results in runs.items()}
-    md = ["| target | domain | " + " | ".join(f"{m} mAP | {m} R1" for m in labels) + " |"]
-    md.append("|" + "---|" * (2 + 2 * len(labels)))
+    head = [f"{m} mAP | {m} R1" for m in labels] + (["paper mAP | paper R1"] if reference is not None else [])
+    md = ["| target | domain | " + " | ".join(head) + " |", "|" + "---|" * (2 + 2 * len(head))]
     csv = ["model,target,domain,mAP," + ",".join(f"R{r}" for r in RANKS)]
     for i, (name, kind, _) in enumerate(tables[labels[0]]):
         cells = [f"{_percent(tables[m][i][2], None)} | {_percent(tables[m][i][2], 1)}" for m in labels]
+        if reference is not None:
+            cells.append(" | ".join(f"{v:.1f}" for v in reference[name]) if name in reference else "- | -")
         md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
         for m in labels:
             res = tables[m][i][2]

@@ -1,0 +1,128 @@
+"""Is every dataset of a run on disk, in the layout its torchreid class reads? Checked before any work.
+
+torchreid itself would try a dead download URL (or fail deep inside parsing) for a missing
+folder; here a run with a missing part does not start, and the message shows the expected
+layout and where the dataset is obtained.
+"""
+
+from __future__ import annotations
+
+import os
+import os.path as osp
+from dataclasses import dataclass
+
+from .synthetic import DOMAIN_STYLES
+
+
+@dataclass(frozen=True)
+class Layout:
+    """`variants`: alternative lists of paths under ``root`` (any one complete list is enough)."""
+
+    variants: tuple[tuple[str, ...], ...]
+    source: str
+
+
+def _one(*paths: str) -> tuple[tuple[str, ...], ...]:
+    return (paths,)
+
+
+_MSMT17 = tuple(
+    (
+        f"msmt17/{v}/{train}",
+        f"msmt17/{v}/{test}",
+        *(f"msmt17/{v}/list_{s}.txt" for s in ("train", "val", "query", "gallery")),
+    )
+    for v, train, test in (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2"))
+)
+_MARKET = "market1501/Market-1501-v15.09.15"
+
+LAYOUTS: dict[str, Layout] = {
+    "market1501": Layout(
+        _one(f"{_MARKET}/bounding_box_train", f"{_MARKET}/query", f"{_MARKET}/bounding_box_test"),
+        "Market-1501-v15.09.15.zip, https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html",
+    ),
+    "dukemtmcreid": Layout(
+        _one(*(f"dukemtmc-reid/DukeMTMC-reID/{d}" for d in ("bounding_box_train", "query", "bounding_box_test"))),
+        "DukeMTMC-reID.zip (withdrawn by its authors: use a copy you are licensed to use)",
+    ),
+    "msmt17": Layout(_MSMT17, "MSMT17_V1 or MSMT17_V2 on request from https://www.pkuvmc.com/dataset.html"),
+    "cuhk03": Layout(
+        _one(
+            "cuhk03/cuhk03_release/cuhk-03.mat",
+            "cuhk03/cuhk03_new_protocol_config_detected.mat",
+            "cuhk03/cuhk03_new_protocol_config_labeled.mat",
+        ),
+        "cuhk03_release.zip from https://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html; the two "
+        "new-protocol .mat files from https://github.com/zhunzhong07/person-re-ranking (evaluation/data/CUHK03)",
+    ),
+    "cuhksysu": Layout(
+        _one("cuhksysu/cropped_images"),
+        "CUHK-SYSU (https://github.com/ShuangLI59/person_search), person boxes cropped to "
+        "cropped_images/p<pid>_s<scene>_<n>.jpg",
+    ),
+    "cuhk02": Layout(
+        _one(*(f"cuhk02/Dataset/P{i}/{cam}" for i in range(1, 6) for cam in ("cam1", "cam2"))),
+        "CUHK02 on request from https://www.ee.cuhk.edu.hk/~xgwang/CUHK_identification.html",
+    ),
+    "prid": Layout(
+        _one("prid2011/prid_2011/single_shot/cam_a", "prid2011/prid_2011/single_shot/cam_b"),
+        "prid_2011.zip, https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11",
+    ),
+    "grid": Layout(
+        _one(
+            "grid/underground_reid/probe",
+            "grid/underground_reid/gallery",
+            "grid/underground_reid/features_and_partitions.mat",
+        ),
+        "underground_reid.zip, https://personal.ie.cuhk.edu.hk/~ccloy/downloads_qmul_underground_reid.html",
+    ),
+    "viper": Layout(
+        _one("viper/VIPeR/cam_a", "viper/VIPeR/cam_b"), "VIPeR.v1.0.zip, https://vision.soe.ucsc.edu/node/178"
+    ),
+    "ilids": Layout(
+        _one("ilids/i-LIDS_Pedestrian/Persons"), "i-LIDS_Pedestrian.tgz, https://www.eecs.qmul.ac.uk/~jason/data/"
+    ),
+}
+
+
+class DatasetsNotReadyError(FileNotFoundError):
+    """Some dataset of the run is missing or incomplete under the data root."""
+
+
+def _present(root: str, path: str) -> bool:
+    full = osp.join(root, path)
+    return osp.isfile(full) or (osp.isdir(full) and any(os.scandir(full)))
+
+
+def check_datasets(root: str, names) -> dict[str, str]:
+    """{name: 'found' | 'generated on first use' | 'not checked (unknown layout)' | 'missing: <paths>'}."""
+    status = {}
+    for name in dict.fromkeys(names):
+        if name in DOMAIN_STYLES:
+            status[name] = "found" if osp.isdir(osp.join(root, name)) else "generated on first use"
+        elif name not in LAYOUTS:
+            status[name] = "not checked (unknown layout)"
+        else:
+            missing = [[p for p in variant if not _present(root, p)] for variant in LAYOUTS[name].variants]
+            best = min(missing, key=len)
+            status[name] = "found" if not best else "missing: " + ", ".join(best)
+    return status
+
+
+def ensure_datasets(root: str, names) -> None:
+    """Prints each dataset's status; raises `DatasetsNotReadyError` (with layouts and sources) if any is missing."""
+    status = check_datasets(root, names)
+    width = max(len(n) for n in status)
+    print(f"=> Datasets under {osp.abspath(root)}")
+    for name, state in status.items():
+        print(f"  {name:<{width}}  {state}")
+    missing = [n for n, state in status.items() if state.startswith("missing")]
+    if missing:
+        parts = []
+        for name in missing:
+            layouts = " or ".join("{" + ", ".join(v) + "}" for v in LAYOUTS[name].variants)
+            parts.append(f"- {name}: expected under {osp.abspath(root)}: {layouts}\n  obtain: {LAYOUTS[name].source}")
+        raise DatasetsNotReadyError(
+            f"{len(missing)} dataset(s) not ready, nothing was started (set data.root / --root to the folder "
+            "holding them):\n" + "\n".join(parts)
+        )
