@@ -77,3 +77,18 @@ def test_missing_domain_is_generated_on_first_use(tmp_path):
     dataset = torchreid_fgdi.data.IMAGE_DATASETS["synth_d"](root=str(tmp_path), verbose=False)
     assert (tmp_path / "synth_d" / "query").is_dir()
     assert dataset.num_train_pids == 60
+
+
+def test_clip_fgdi_transforms_standardise_each_image_and_reach_every_loader(tiny_root):
+    dm = _manager(tiny_root, targets=["synth_d"], transforms=["clip_fgdi"], batch_size_train=12)
+    torch.manual_seed(0)
+    for batch in (next(iter(dm.train_loader)), next(iter(dm.test_loader["synth_d"]["query"]))):
+        images = batch["img"]
+        assert images.shape[1:] == (3, 32, 16)
+        torch.testing.assert_close(images.mean(dim=(2, 3)), torch.zeros(images.shape[:2]), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            images.std(dim=(2, 3), unbiased=False), torch.ones(images.shape[:2]), atol=1e-2, rtol=0
+        )
+    assert dm.train_loader_test.dataset.transform is dm.transform_te
+    with pytest.raises(ValueError, match="whole pipeline"):
+        _manager(tiny_root, transforms=["clip_fgdi", "random_flip"])

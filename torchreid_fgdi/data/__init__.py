@@ -1,9 +1,10 @@
-"""Data: the generated benchmark, its torchreid datasets, samplers and the domain data manager."""
+"""Data: the generated benchmark and its datasets, fixed public datasets, samplers, transforms, the data manager."""
 
 from .datamanager import DomainImageDataManager
 from .datasets import SYNTHETIC_DATASETS, SyntheticDomain
+from .public import PUBLIC_DATASETS
 from .samplers import DomainBalancedIdentitySampler
 
-IMAGE_DATASETS = dict(SYNTHETIC_DATASETS)
+IMAGE_DATASETS = {**SYNTHETIC_DATASETS, **PUBLIC_DATASETS}
 
 __all__ = ["IMAGE_DATASETS", "DomainBalancedIdentitySampler", "DomainImageDataManager", "SyntheticDomain"]

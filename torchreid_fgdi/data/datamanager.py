@@ -6,6 +6,7 @@ import torch
 import torchreid
 
 from .samplers import DomainBalancedIdentitySampler
+from .transforms import CLIP_FGDI, clip_fgdi_transforms
 
 SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}
 # Small targets the literature evaluates over their 10 random splits (torchreid generates them).
@@ -24,6 +25,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
     - ``train_loader_test``: every training image once, in order, with the test transform
       (CLIP-FGDI's stage 2 caches un-augmented image features from it);
     - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source);
+    - ``transforms=['clip_fgdi']``: the authors' train / test pipelines (`data.transforms`);
     - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
       0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``.
 
@@ -71,6 +73,10 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             **kwargs,
         )
         trainset = self.train_loader.dataset
+        transforms = kwargs.get("transforms") or []
+        transforms = [transforms] if isinstance(transforms, str) else list(transforms)
+        if CLIP_FGDI in transforms:
+            self._use_clip_fgdi_transforms(transforms, kwargs.get("height", 256), kwargs.get("width", 128))
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
@@ -81,6 +87,15 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def _use_clip_fgdi_transforms(self, transforms: list, height: int, width: int) -> None:
+        if len(transforms) > 1:
+            raise ValueError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
+        self.transform_tr, self.transform_te = clip_fgdi_transforms(height, width)
+        self.train_loader.dataset.transform = self.transform_tr
+        for loaders in self.test_loader.values():
+            for loader in loaders.values():
+                loader.dataset.transform = self.transform_te
 
     def test_split_ids(self, name: str) -> list[int] | None:
         """The random splits target `name` is tested on, or ``None`` for its one fixed split."""

@@ -1,0 +1,44 @@
+"""The authors' CLIP-FGDI image pipelines, selected with ``data.transforms: [clip_fgdi]``.
+
+They differ from torchreid's: bicubic resize, per-image per-channel standardisation (an
+affine-free InstanceNorm) instead of a dataset mean/std, and AugMix. AugMix is torchvision's
+with the authors' settings (severity 1, 3 chains of depth 1, Dirichlet/Beta alpha 0.1, no
+colour ops); its per-op magnitudes follow torchvision, not their own re-implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision.transforms as T
+
+CLIP_FGDI = "clip_fgdi"
+
+
+class PerImageNorm:
+    """Each channel of each image to zero mean, unit variance (``nn.InstanceNorm2d(3)`` on one image)."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        var = x.var(dim=(1, 2), unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]:
+    """(train, test) transforms of the authors' code for PIL images."""
+    size = (height, width)
+    resize = T.Resize(size, interpolation=T.InterpolationMode.BICUBIC)
+    train = T.Compose(
+        [
+            resize,
+            T.RandomGrayscale(0.1),
+            T.Pad(10),
+            T.RandomCrop(size),
+            T.RandomHorizontalFlip(0.4),
+            T.RandomApply([T.ColorJitter(0.15, 0.1, 0.05, 0.05)], p=0.1),
+            T.RandomApply([T.AugMix(severity=1, mixture_width=3, chain_depth=1, alpha=0.1, all_ops=False)], p=0.6),
+            T.ToTensor(),
+            PerImageNorm(),
+        ]
+    )
+    test = T.Compose([resize, T.ToTensor(), PerImageNorm()])
+    return train, test
