@@ -105,6 +105,7 @@ def run(cfg) -> dict:
             cfg.model.resume, model, optimizer=optimizer, scheduler=scheduler
         )
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
+    engine.evaluator = cfg.test.evaluator
     engine.run(**run_kwargs)
     return engine.test_results
 
@@ -114,6 +115,7 @@ def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
     engine = ImageFGDIEngine(datamanager, model, settings=cfg.fgdi, use_gpu=datamanager.use_gpu)
+    engine.evaluator = cfg.test.evaluator
     if cfg.model.resume:
         engine.resume(cfg.model.resume)
     engine.run(**config_lib.fgdi_run_kwargs(cfg))

@@ -102,6 +102,7 @@ def get_default_config() -> CN:
     cfg.test.eval_freq = -1
     cfg.test.start_eval = 0
     cfg.test.rerank = False
+    cfg.test.evaluator = "fast"  # chunked, vectorised CMC / mAP; "torchreid" for torchreid's own
     cfg.test.visrank = False
     cfg.test.visrank_topk = 10
 

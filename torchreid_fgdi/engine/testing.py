@@ -30,6 +30,7 @@ class MultiTargetTestMixin:
     """
 
     test_results: dict
+    evaluator = "fast"  # or "torchreid" (test.evaluator): see evaluation.evaluate_features
 
     def test(
         self,
@@ -54,6 +55,8 @@ class MultiTargetTestMixin:
                 normalize_feature=normalize_feature,
                 rerank=rerank,
                 use_metric_cuhk03=use_metric_cuhk03,
+                evaluator=self.evaluator,
+                keep_distmat=visrank,
             )
             splits = split_ids(name)
             if splits is None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import torchreid
 
 from .. import compat
+from . import fast_rank
 
 
 @torch.no_grad()
@@ -25,6 +26,9 @@ def extract_features(
     return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
 
 
+EVALUATORS = ("fast", "torchreid")
+
+
 def evaluate_features(
     query: tuple[torch.Tensor, np.ndarray, np.ndarray],
     gallery: tuple[torch.Tensor, np.ndarray, np.ndarray],
@@ -32,8 +36,22 @@ def evaluate_features(
     normalize_feature: bool = False,
     rerank: bool = False,
     use_metric_cuhk03: bool = False,
+    evaluator: str = "fast",
+    keep_distmat: bool = False,
 ) -> dict:
-    """{'mAP', 'cmc' (numpy, ranks 1..50, fewer on a tiny gallery), 'distmat'} for one query / gallery pair."""
+    """{'mAP', 'cmc' (numpy, ranks 1..50, fewer on a tiny gallery), 'distmat'} for one query / gallery pair.
+
+    ``evaluator='fast'`` ranks query chunk by query chunk (no query x gallery matrix unless
+    re-ranking or ``keep_distmat`` needs it, then ``distmat`` is None); ``'torchreid'`` is
+    torchreid's own `evaluate_rank` on the whole matrix.
+    """
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"test.evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+    if evaluator == "fast" and not rerank and not keep_distmat:
+        cmc, mAP = fast_rank.rank_features(
+            query, gallery, dist_metric, normalize_feature, use_metric_cuhk03=use_metric_cuhk03
+        )
+        return {"mAP": mAP, "cmc": cmc, "distmat": None}
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
     if normalize_feature:
@@ -43,5 +61,6 @@ def evaluate_features(
         distmat_qq = torchreid.metrics.compute_distance_matrix(qf, qf, dist_metric).numpy()
         distmat_gg = torchreid.metrics.compute_distance_matrix(gf, gf, dist_metric).numpy()
         distmat = torchreid.utils.re_ranking(distmat, distmat_qq, distmat_gg)
-    cmc, mAP = compat.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
+    rank = fast_rank.evaluate_rank if evaluator == "fast" else compat.evaluate_rank
+    cmc, mAP = rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
     return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}
