@@ -45,15 +45,17 @@ def _cuhk03_cmc(row, q_pid, q_camid, g_pids, g_camids, max_rank: int) -> np.ndar
     drawing from numpy's global generator in torchreid's order (identities by first appearance)."""
     gp, gc = g_pids[row], g_camids[row]
     kept = gp[~((gp == q_pid) & (gc == q_camid))]
-    pids, first_pos = np.unique(kept, return_index=True)
-    pids = pids[np.argsort(first_pos, kind="stable")]
-    positions = [np.flatnonzero(kept == pid) for pid in pids]
-    sizes = np.array([len(p) for p in positions])
-    own = int(np.flatnonzero(pids == q_pid)[0])
+    pids, first_pos, group = np.unique(kept, return_index=True, return_inverse=True)
+    by_position = np.argsort(group, kind="stable")  # kept positions grouped by identity, ascending
+    counts = np.bincount(group)
+    starts = np.cumsum(counts) - counts
+    appearance = np.argsort(first_pos, kind="stable")
+    sizes, starts = counts[appearance], starts[appearance]
+    own = int(np.flatnonzero(pids[appearance] == q_pid)[0])
     ranks = np.arange(1, min(max_rank, len(pids)) + 1)
     cmc = np.zeros(len(ranks), dtype=np.float32)
     for _ in range(_CUHK03_REPEATS):
-        sampled = np.array([p[d] for p, d in zip(positions, np.random.randint(0, sizes))])
+        sampled = by_position[starts + np.random.randint(0, sizes)]
         cmc += (1 + (sampled < sampled[own]).sum() <= ranks).astype(np.float32)
     return cmc / _CUHK03_REPEATS
 
