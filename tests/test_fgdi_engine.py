@@ -147,6 +147,16 @@ def test_resume_rejects_a_plain_weights_file(tiny_root, tmp_path):
         engine.resume(str(tmp_path / "weights.pth"))
 
 
+def test_bfloat16_test_features_are_float32_and_close_to_fp32(tiny_root):
+    fp32, bf16 = _engine(tiny_root), _engine(tiny_root, "fgdi.test_precision", "bf16")
+    images = torch.randn(4, 3, 64, 32)
+    fp32.model.eval(), bf16.model.eval()
+    with torch.no_grad():
+        want, got = fp32.extract_features(images), bf16.extract_features(images)
+    assert got.dtype == torch.float32 and not torch.equal(got, want)
+    assert (got - want).norm() / want.norm() < 0.05
+
+
 def test_bfloat16_autocast_trains_on_cpu_and_fp16_needs_cuda(tiny_root):
     engine = _engine(tiny_root, "fgdi.precision", "bf16")
     engine._enter("stage1")

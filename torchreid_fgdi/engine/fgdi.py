@@ -27,14 +27,14 @@ def _default_settings():
     return get_default_config().fgdi
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, key: str = "fgdi.precision") -> str:
     """``auto``: fp16 autocast (with a grad scaler) on CUDA, fp32 elsewhere."""
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     if precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"fgdi.precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+        raise ValueError(f"{key} must be auto, fp32, bf16 or fp16, got {precision!r}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError("fgdi.precision fp16 needs CUDA; use bf16 or fp32 on CPU")
+        raise ValueError(f"{key} fp16 needs CUDA; use bf16 or fp32 on CPU")
     return precision
 
 
@@ -64,6 +64,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.s = settings if settings is not None else _default_settings()
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(self.s.precision, self.device)
+        self.test_precision = resolve_precision(self.s.test_precision, self.device, "fgdi.test_precision")
         self.model = model.to(self.device)
         self._frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         self.optimizers, self.schedulers = self._build_optimizers()
@@ -128,9 +129,14 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if stage == "stage3":
             self._text_cache = self.encode_prompts()
 
-    def _autocast(self):
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+    def _autocast(self, precision: str | None = None):
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision or self.precision)
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def extract_features(self, input: torch.Tensor) -> torch.Tensor:
+        """Test features under ``fgdi.test_precision``, returned in float32."""
+        with self._autocast(self.test_precision):
+            return self.model(input).float()
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -35,7 +36,9 @@ def warmup_cosine(epoch: int, base_lr: float, epochs: int, warmup_epochs: int, w
 
 def stepped_once(scheduler: LambdaLR) -> LambdaLR:
     """Moves a fresh scheduler to epoch 1, the value the authors' first epoch uses."""
-    scheduler.step()
+    with warnings.catch_warnings():  # "step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
     return scheduler
 
 
