@@ -92,3 +92,29 @@ def test_clip_fgdi_transforms_standardise_each_image_and_reach_every_loader(tiny
     assert dm.train_loader_test.dataset.transform is dm.transform_te
     with pytest.raises(ValueError, match="whole pipeline"):
         _manager(tiny_root, transforms=["clip_fgdi", "random_flip"])
+
+
+def test_distributed_sampler_shares_each_global_batch_disjointly(tiny_root):
+    items = _manager(tiny_root).train_items
+    kwargs = dict(batch_size=24, num_instances=4, seed=5)
+    single = DomainBalancedIdentitySampler(items, **kwargs)
+    ranks = [DomainBalancedIdentitySampler(items, rank=r, world_size=2, **kwargs) for r in (0, 1)]
+    for epoch in (0, 1):
+        for sampler in (single, *ranks):
+            sampler.set_epoch(epoch)
+        whole, halves = list(single), [list(r) for r in ranks]
+        assert len(halves[0]) == len(halves[1]) == len(whole) // 2 > 0
+        for step in range(len(whole) // 24):
+            a, b = halves[0][step * 12 : (step + 1) * 12], halves[1][step * 12 : (step + 1) * 12]
+            assert not set(a) & set(b)
+            assert sorted(a + b) == sorted(whole[step * 24 : (step + 1) * 24])
+            for half in (a, b):  # whole identities: K images of 3 identities
+                assert sorted(Counter(items[i][1] for i in half).values()) == [4, 4, 4]
+    single.set_epoch(0)
+    first = list(single)
+    single.set_epoch(1)
+    assert list(single) != first  # reshuffled per epoch
+    with pytest.raises(ValueError, match="needs a seed"):
+        DomainBalancedIdentitySampler(items, 24, 4, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="cannot be shared by 4 processes"):
+        DomainBalancedIdentitySampler(items, 24, 4, rank=0, world_size=4, seed=0)

@@ -16,18 +16,40 @@ class DomainBalancedIdentitySampler(Sampler):
     in every batch. An identity with fewer than K images is sampled with replacement. Indices
     come out batch by batch, so a DataLoader with `batch_size=P*K` cuts exact P x K batches.
 
+    Distributed (``world_size`` > 1): every rank draws the same global P x K batches from a
+    generator seeded with ``seed`` + epoch (`set_epoch`) and keeps its share of the identities
+    (positions ``rank::world_size`` of each batch, K images each), so per step the ranks' batches
+    are disjoint and together are the single-process batch; the DataLoader's batch size is then
+    ``batch_size / world_size``.
+
     Args:
         data_source (list): items (img_path, pid, camid, dsetid); `dsetid` is the domain.
-        batch_size (int): P * K.
+        batch_size (int): P * K, over all ranks.
         num_instances (int): K, images per identity.
+        balance_domains (bool): False draws identities regardless of domain (torchreid's PK).
+        rank, world_size (int): this process among the distributed ones.
+        seed (int, optional): seeds each epoch's draw (required when distributed); ``None``
+            uses Python's global ``random`` as torchreid's samplers do.
     """
 
-    def __init__(self, data_source: list, batch_size: int, num_instances: int):
+    def __init__(
+        self,
+        data_source: list,
+        batch_size: int,
+        num_instances: int,
+        balance_domains: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int | None = None,
+    ):
+        if world_size > 1 and seed is None:
+            raise ValueError("a distributed sampler needs a seed, so that every rank draws the same batches")
+        self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
         self.index_dic = defaultdict(list)
         pids_of_domain = defaultdict(set)
         for index, (_, pid, _, dsetid) in enumerate(data_source):
             self.index_dic[pid].append(index)
-            pids_of_domain[dsetid].add(pid)
+            pids_of_domain[dsetid if balance_domains else 0].add(pid)
         self.domains = {d: sorted(pids) for d, pids in sorted(pids_of_domain.items())}
         num_domains = len(self.domains)
         if batch_size % num_instances:
@@ -38,6 +60,11 @@ class DomainBalancedIdentitySampler(Sampler):
                 f"batch_size / num_instances = {num_pids} identities per batch cannot be split evenly over "
                 f"{num_domains} domains: choose batch_size = num_instances x a multiple of {num_domains}"
             )
+        if num_pids % world_size:
+            raise ValueError(
+                f"{num_pids} identities per batch cannot be shared by {world_size} processes: choose batch_size = "
+                f"num_instances x a multiple of {world_size}"
+            )
         self.pids_per_domain = num_pids // num_domains
         for d, pids in self.domains.items():
             if len(pids) < self.pids_per_domain:
@@ -46,13 +73,17 @@ class DomainBalancedIdentitySampler(Sampler):
                 )
         self.batch_size = batch_size
         self.num_instances = num_instances
-        self.length = self._count_batches() * batch_size
+        self.length = self._count_batches() * batch_size // world_size
 
-    def _chunks(self, pid: int) -> list[list[int]]:
+    def set_epoch(self, epoch: int) -> None:
+        """Distributed: a new draw for every epoch, the same on every rank."""
+        self.epoch = epoch
+
+    def _chunks(self, pid: int, rng) -> list[list[int]]:
         idxs = list(self.index_dic[pid])
         if len(idxs) < self.num_instances:
-            idxs = random.choices(idxs, k=self.num_instances)
-        random.shuffle(idxs)
+            idxs = rng.choices(idxs, k=self.num_instances)
+        rng.shuffle(idxs)
         usable = len(idxs) - len(idxs) % self.num_instances
         return [idxs[i : i + self.num_instances] for i in range(0, usable, self.num_instances)]
 
@@ -64,17 +95,25 @@ class DomainBalancedIdentitySampler(Sampler):
             for pids in self.domains.values()
         )
 
-    def __iter__(self):
-        chunks = {pid: self._chunks(pid) for pid in self.index_dic}
+    def global_batches(self) -> list[list[list[int]]]:
+        """This epoch's batches over all ranks, each a list of P chunks of K indices."""
+        rng = random if self.seed is None else random.Random(self.seed * 1_000_003 + self.epoch)
+        chunks = {pid: self._chunks(pid, rng) for pid in self.index_dic}
         available = {d: list(pids) for d, pids in self.domains.items()}
-        final = []
+        batches = []
         while all(len(pids) >= self.pids_per_domain for pids in available.values()):
+            batch = []
             for pids in available.values():
-                for pid in random.sample(pids, self.pids_per_domain):
-                    final.extend(chunks[pid].pop())
+                for pid in rng.sample(pids, self.pids_per_domain):
+                    batch.append(chunks[pid].pop())
                     if not chunks[pid]:
                         pids.remove(pid)
-        return iter(final)
+            batches.append(batch)
+        return batches
+
+    def __iter__(self):
+        own = [batch[self.rank :: self.world_size] for batch in self.global_batches()]
+        return iter([index for batch in own for chunk in batch for index in chunk])
 
     def __len__(self) -> int:
         return self.length
