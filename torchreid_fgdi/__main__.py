@@ -21,7 +21,7 @@ import torchreid
 from . import config as config_lib
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
-from .engine import ImageFGDIEngine, build_engine
+from .engine import ImageFGDIEngine, build_engine, distributed
 from .models import FGDI, load_weights
 
 
@@ -75,7 +75,9 @@ def log_to_file(path: str) -> Iterator[None]:
 def main(argv=None) -> dict:
     """Trains and tests as the config says; returns the per-target results."""
     cfg = build_config(argv)
+    rank, _ = distributed.init_from_env()
     log_name = ("test.log" if cfg.test.evaluate else "train.log") + time.strftime("-%Y-%m-%d-%H-%M-%S")
+    log_name += f"-rank{rank}" if rank else ""
     with log_to_file(osp.join(cfg.data.save_dir, log_name)):
         return run(cfg)
 
@@ -85,7 +87,10 @@ def run(cfg) -> dict:
     print(f"Show configuration\n{cfg}\n")
 
     ensure_datasets(cfg.data.root, [*cfg.data.sources, *cfg.data.targets])
-    datamanager = DomainImageDataManager(**config_lib.imagedata_kwargs(cfg))
+    rank, world = distributed.rank(), distributed.world_size()
+    datamanager = DomainImageDataManager(
+        **config_lib.imagedata_kwargs(cfg), rank=rank, world_size=world, seed=cfg.train.seed
+    )
     model = torchreid.models.build_model(
         cfg.model.name,
         datamanager.num_train_pids,
@@ -93,6 +98,8 @@ def run(cfg) -> dict:
     )
     if isinstance(model, FGDI):
         return run_fgdi(cfg, datamanager, model)
+    if world > 1:
+        raise NotImplementedError("torchrun with several processes runs FGDI models; run baselines in one process")
     if cfg.model.load_weights:
         torchreid.utils.load_pretrained_weights(model, cfg.model.load_weights)
     if datamanager.use_gpu:
@@ -107,7 +114,7 @@ def run(cfg) -> dict:
     engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
     engine.evaluator = cfg.test.evaluator
     engine.run(**run_kwargs)
-    return engine.test_results
+    return getattr(engine, "test_results", {})
 
 
 def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
@@ -119,7 +126,7 @@ def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
     if cfg.model.resume:
         engine.resume(cfg.model.resume)
     engine.run(**config_lib.fgdi_run_kwargs(cfg))
-    return engine.test_results
+    return getattr(engine, "test_results", {})
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
     - ``train_loader_test``: every training image once, in order, with the test transform
       (CLIP-FGDI's stage 2 caches un-augmented image features from it);
     - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source);
+    - ``world_size`` > 1 (torchrun): every rank gets its disjoint share of each seeded P x K batch
+      (`DomainBalancedIdentitySampler`; ``RandomIdentitySampler`` without domain balance);
     - ``transforms=['clip_fgdi']``: the authors' train / test pipelines (`data.transforms`);
     - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
       0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``.
@@ -53,6 +55,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         batch_size_test: int = 32,
         num_instances: int = 4,
         test_splits: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
         **kwargs,
     ):
         if test_splits < 1:
@@ -80,7 +85,24 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
-        if ours:
+        if world_size > 1:
+            if not ours and train_sampler != "RandomIdentitySampler":
+                raise ValueError(
+                    f"distributed training shares P x K batches: use train_sampler DomainBalancedIdentitySampler "
+                    f"or RandomIdentitySampler, not {train_sampler}"
+                )
+            sampler = DomainBalancedIdentitySampler(
+                self.train_items,
+                batch_size_train,
+                num_instances,
+                balance_domains=bool(ours),
+                rank=rank,
+                world_size=world_size,
+                seed=seed,
+            )
+            per_rank = batch_size_train // world_size
+            self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
+        elif ours:
             sampler = ours(self.train_items, batch_size_train, num_instances)
             self.train_loader = self._loader(trainset, sampler=sampler, batch_size=batch_size_train, drop_last=True)
         # torchreid's Dataset needs non-empty query/gallery lists; mode="train" reads only `train`.

@@ -12,13 +12,25 @@ import torch
 import torch.nn.functional as F
 import torchreid
 
-from . import schedules
+from . import distributed, schedules
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .testing import MultiTargetTestMixin
 
 STAGES = ("stage1", "stage2a", "stage2b", "stage3", "done")
 IMAGE_STAGES = ("stage1", "stage3")
 _TEXT_CHUNK = 128
+
+
+class _PromptStep(torch.nn.Module):
+    """Stage 2's forward as a module, so DistributedDataParallel can synchronise its gradients."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pids: torch.Tensor, dsetids: torch.Tensor | None, adversarial: bool):
+        text = self.model.text_features(pids, dsetids)
+        return text, self.model.domain_logits(text, adversarial)
 
 
 def _default_settings():
@@ -52,6 +64,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     Checkpoints (``save_dir/checkpoints``) hold everything ``resume`` needs to continue a
     stopped run exactly, mid-stage included.
 
+    Under ``torchrun`` (several processes) each stage trains through DistributedDataParallel:
+    every rank takes its share of each batch, stage-2 features are extracted in shards and
+    gathered, stage-3 prompt features are encoded on rank 0 and broadcast, and rank 0 alone
+    writes checkpoints and evaluates.
+
     Args:
         datamanager: a torchreid image data manager whose training items carry ``dsetid``.
         model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
@@ -74,6 +91,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._image_cache = None
         self._text_cache = None
         self._resume_rng = None
+        self._ddp = None
         self.last_rank1 = 0.0
 
     # ---- parameters and optimizers -------------------------------------------------------
@@ -128,6 +146,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             self._image_cache = self.extract_image_features()
         if stage == "stage3":
             self._text_cache = self.encode_prompts()
+        self._ddp = None
+        if distributed.world_size() > 1 and stage in STAGES[:-1]:
+            module = self.model if stage in IMAGE_STAGES else _PromptStep(self.model)
+            device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
+            self._ddp = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
 
     def _autocast(self, precision: str | None = None):
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision or self.precision)
@@ -152,14 +175,24 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if loader is None:
             raise TypeError("stage 2 reads every training image once: use torchreid_fgdi.data.DomainImageDataManager")
         self.model.eval()
+        shard = list(range(distributed.rank(), len(loader.dataset), distributed.world_size()))
+        if distributed.world_size() > 1:
+            loader = torch.utils.data.DataLoader(
+                torch.utils.data.Subset(loader.dataset, shard),
+                batch_size=loader.batch_size,
+                num_workers=loader.num_workers,
+                pin_memory=loader.pin_memory,
+            )
         feats, pids, dsetids = [], [], []
         for data in loader:
             with self._autocast():
                 _, _, xproj = self.model.image_encoder(data["img"].to(self.device))
-            feats.append(xproj.float())
+            feats.append(xproj.float().cpu())
             pids.append(data["pid"])
             dsetids.append(data["dsetid"])
-        return torch.cat(feats), torch.cat(pids).to(self.device), torch.cat(dsetids).to(self.device)
+        rows = {"feats": torch.cat(feats), "pids": torch.cat(pids), "dsetids": torch.cat(dsetids)}
+        rows = distributed.gather_in_order(rows, shard)
+        return rows["feats"].to(self.device), rows["pids"].to(self.device), rows["dsetids"].to(self.device)
 
     def pid_domains(self) -> torch.Tensor:
         """The source domain of every training identity."""
@@ -173,17 +206,21 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         """Identity-prompt and domain-prompt text features of every identity (constant in stage 3)."""
         self.model.eval()
         pids = torch.arange(self.datamanager.num_train_pids, device=self.device)
+        if not distributed.is_main():
+            dim = self.model.text_encoder.text_projection.shape[1]
+            empty = torch.empty(len(pids), dim, device=self.device)
+            return distributed.broadcast_tensors((empty, empty.clone()))
         domains = self.pid_domains().to(self.device)
         invariant = torch.cat([self.model.text_features(c) for c in pids.split(_TEXT_CHUNK)])
         relevant = torch.cat([self.model.text_features(c, domains[c]) for c in pids.split(_TEXT_CHUNK)])
-        return invariant.float(), relevant.float()
+        return distributed.broadcast_tensors((invariant.float(), relevant.float()))
 
     # ---- training steps ------------------------------------------------------------------
     def forward_backward(self, data: dict) -> dict:
         s = self.s
         imgs, pids = data["img"].to(self.device), data["pid"].to(self.device)
         with self._autocast():
-            scores, feats = self.model(imgs)
+            scores, feats = (self._ddp or self.model)(imgs)
         terms = {"id": id_loss(scores, pids, s.label_smooth), "triplet": triplet_loss(feats, pids)}
         loss = s.id_weight * terms["id"] + s.triplet_weight * terms["triplet"]
         if self.stage == "stage3":
@@ -204,11 +241,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         order = torch.randperm(len(pids)).to(self.device)
         meters = torchreid.utils.MetricMeter()
         for start in range(0, len(pids) - batch + 1, batch):
-            idx = order[start : start + batch]
+            idx = order[start : start + batch][distributed.rank() :: distributed.world_size()]
             img, pid, dom = feats[idx], pids[idx], dsetids[idx]
             with self._autocast():
-                text = self.model.text_features(pid, None if adversarial else dom)
-                logits = self.model.domain_logits(text, adversarial)
+                text, logits = (self._ddp or _PromptStep(self.model))(pid, None if adversarial else dom, adversarial)
             terms = {
                 "i2t": supcon(img, text, pid, pid, s.temperature),
                 "t2i": supcon(text, img, pid, pid, s.temperature),
@@ -250,7 +286,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "rerank": rerank,
         }
         if test_only:
-            self.test(**test_kwargs)
+            self._test(test_kwargs)
             return
         if self.writer is None:
             self.writer = torch.utils.tensorboard.SummaryWriter(log_dir=save_dir)
@@ -267,20 +303,30 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 self.stage_epoch += 1
                 finished = self.stage_epoch == epochs
                 if self.stage == "stage3" and eval_freq > 0 and self.stage_epoch % eval_freq == 0 and not finished:
-                    self.last_rank1 = self.test(**test_kwargs)
+                    self._test(test_kwargs)
                 if self.stage_epoch % max(self.s.checkpoint_every, 1) == 0 and not finished:
                     self.save_checkpoint(save_dir)
             completed = self.stage
             self.stage, self.stage_epoch = STAGES[STAGES.index(self.stage) + 1], 0
             self.save_checkpoint(save_dir, completed)
+        if not distributed.replicas_agree(self.model):
+            raise RuntimeError("the processes' weights diverged during distributed training")
         print(f"=> Trained all stages in {time.time() - started:.0f} s; final test")
-        self.last_rank1 = self.test(**test_kwargs)
+        self._test(test_kwargs)
         self.save_checkpoint(save_dir, "stage3")
         self.writer.close()
+
+    def _test(self, test_kwargs: dict) -> None:
+        """Rank 0 evaluates; the other ranks wait for it."""
+        if distributed.is_main():
+            self.last_rank1 = self.test(**test_kwargs)
+        distributed.barrier()
 
     def _train_epoch(self, print_freq: int) -> None:
         if self.stage in IMAGE_STAGES:
             self.epoch = self.image_epoch
+            if hasattr(self.train_loader.sampler, "set_epoch"):
+                self.train_loader.sampler.set_epoch(self.image_epoch)
             print(f"=> {self.stage} epoch {self.stage_epoch + 1}/{self._epochs(self.stage)}")
             self.train(print_freq=print_freq)
             self.image_epoch += 1
@@ -313,12 +359,16 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     def save_checkpoint(self, save_dir: str, name: str = "") -> str:
         """Writes ``latest.pth`` (and ``<name>.pth``) atomically: a killed save leaves the previous file."""
         folder = osp.join(save_dir, "checkpoints")
-        os.makedirs(folder, exist_ok=True)
         state = self.checkpoint_state()
+        if not distributed.is_main():
+            distributed.barrier()
+            return osp.join(folder, "latest.pth")
+        os.makedirs(folder, exist_ok=True)
         for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
             path = osp.join(folder, filename)
             torch.save(state, path + ".tmp")
             os.replace(path + ".tmp", path)
+        distributed.barrier()
         return osp.join(folder, "latest.pth")
 
     def resume(self, path: str) -> None:

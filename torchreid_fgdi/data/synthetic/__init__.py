@@ -277,7 +277,12 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
     try:
         _write_split(osp.join(tmp, "bounding_box_train"), rng, style, cams, train, size)
         _write_split(osp.join(tmp, "bounding_box_test"), rng, style, cams, test, size, osp.join(tmp, "query"))
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not osp.isdir(final):
+                raise
+            shutil.rmtree(tmp)  # another process (e.g. another torchrun rank) wrote the same domain first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
