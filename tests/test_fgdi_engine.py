@@ -175,3 +175,15 @@ def test_command_line_trains_all_stages_and_tests_a_checkpoint(tiny_root, tmp_pa
     final = tmp_path / "checkpoints" / "stage3.pth"
     tested = main(args + ["test.evaluate", "True", "model.load_weights", str(final)])
     assert tested["synth_d"]["mAP"] == pytest.approx(results["synth_d"]["mAP"])
+
+
+def test_sync_bn_bnnecks_keep_their_checkpoint_layout(tiny_root):
+    plain, synced = _engine(tiny_root), _engine(tiny_root, "fgdi.sync_bn", "True")
+    assert isinstance(synced.model.bottleneck, torch.nn.SyncBatchNorm)
+    assert isinstance(synced.model.bottleneck_proj, torch.nn.SyncBatchNorm)
+    assert synced.model.state_dict().keys() == plain.model.state_dict().keys()
+    assert not synced.model.bottleneck.bias.requires_grad  # still the frozen-bias BNNeck
+    synced._enter("stage1")
+    synced.model.train()
+    losses = synced.forward_backward(next(iter(synced.train_loader)))  # one process: plain batch norm
+    assert torch.isfinite(torch.tensor(losses["loss"]))

@@ -82,6 +82,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(self.s.precision, self.device)
         self.test_precision = resolve_precision(self.s.test_precision, self.device, "fgdi.test_precision")
+        if self.s.sync_bn:
+            model = self._sync_bnnecks(model)
         self.model = model.to(self.device)
         self._frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         self.optimizers, self.schedulers = self._build_optimizers()
@@ -93,6 +95,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._resume_rng = None
         self._ddp = None
         self.last_rank1 = 0.0
+
+    def _sync_bnnecks(self, model: torch.nn.Module) -> torch.nn.Module:
+        """BNNecks as SyncBatchNorm (same parameters and state-dict keys). PyTorch synchronises
+        batch statistics only on GPUs, so several CPU processes are refused."""
+        if distributed.world_size() > 1 and self.device.type != "cuda":
+            raise ValueError("fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes")
+        for name in ("bottleneck", "bottleneck_proj"):
+            setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
+        return model
 
     # ---- parameters and optimizers -------------------------------------------------------
     def _params(self, stage: str) -> dict[str, torch.nn.Parameter]:
