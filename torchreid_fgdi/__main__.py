@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import torch
 import torchreid
 
 from . import config as config_lib
@@ -98,8 +99,6 @@ def run(cfg) -> dict:
     )
     if isinstance(model, FGDI):
         return run_fgdi(cfg, datamanager, model)
-    if world > 1:
-        raise NotImplementedError("torchrun with several processes runs FGDI models; run baselines in one process")
     if cfg.model.load_weights:
         torchreid.utils.load_pretrained_weights(model, cfg.model.load_weights)
     if datamanager.use_gpu:
@@ -111,7 +110,12 @@ def run(cfg) -> dict:
         run_kwargs["start_epoch"] = torchreid.utils.resume_from_checkpoint(
             cfg.model.resume, model, optimizer=optimizer, scheduler=scheduler
         )
-    engine = build_engine(cfg, datamanager, model, optimizer, scheduler)
+    trained = model
+    if world > 1:
+        device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    engine = build_engine(cfg, datamanager, trained, optimizer, scheduler)
+    engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.evaluator = cfg.test.evaluator
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})

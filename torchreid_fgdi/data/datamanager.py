@@ -85,11 +85,19 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
-        if world_size > 1:
+        if world_size > 1 and batch_size_train % world_size:
+            raise ValueError(f"batch_size {batch_size_train} must be a multiple of the {world_size} processes")
+        if world_size > 1 and train_sampler == "RandomSampler":
+            sampler = torch.utils.data.DistributedSampler(
+                trainset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+            )
+            per_rank = batch_size_train // world_size
+            self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
+        elif world_size > 1:
             if not ours and train_sampler != "RandomIdentitySampler":
                 raise ValueError(
-                    f"distributed training shares P x K batches: use train_sampler DomainBalancedIdentitySampler "
-                    f"or RandomIdentitySampler, not {train_sampler}"
+                    f"distributed training supports RandomSampler, RandomIdentitySampler and "
+                    f"DomainBalancedIdentitySampler, not {train_sampler}"
                 )
             sampler = DomainBalancedIdentitySampler(
                 self.train_items,
