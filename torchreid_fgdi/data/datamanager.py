@@ -111,7 +111,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             per_rank = batch_size_train // world_size
             self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
         elif ours:
-            sampler = ours(self.train_items, batch_size_train, num_instances)
+            sampler = ours(self.train_items, batch_size_train, num_instances, seed=seed)
             self.train_loader = self._loader(trainset, sampler=sampler, batch_size=batch_size_train, drop_last=True)
         # torchreid's Dataset needs non-empty query/gallery lists; mode="train" reads only `train`.
         items = self.train_items

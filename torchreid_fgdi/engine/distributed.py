@@ -64,3 +64,16 @@ def replicas_agree(model: torch.nn.Module) -> bool:
     sums = [torch.zeros_like(checksum) for _ in range(world_size())]
     dist.all_gather(sums, checksum)
     return all(torch.equal(s, sums[0]) for s in sums)
+
+
+def gather_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Every rank's share of the batch, concatenated, with gradients flowing back to each share.
+
+    Each rank then computes the batch-wide losses (batch-hard triplet, SupCon) on the whole
+    global batch; DDP's gradient averaging turns that into the single-process gradient.
+    """
+    if world_size() == 1:
+        return tensors
+    from torch.distributed.nn.functional import all_gather
+
+    return tuple(torch.cat(all_gather(t.contiguous())) for t in tensors)

@@ -232,7 +232,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         imgs, pids = data["img"].to(self.device), data["pid"].to(self.device)
         with self._autocast():
             scores, feats = (self._ddp or self.model)(imgs)
-        terms = {"id": id_loss(scores, pids, s.label_smooth), "triplet": triplet_loss(feats, pids)}
+        *batch_feats, batch_pids = distributed.gather_batch(*feats, pids)
+        terms = {"id": id_loss(scores, pids, s.label_smooth), "triplet": triplet_loss(batch_feats, batch_pids)}
         loss = s.id_weight * terms["id"] + s.triplet_weight * terms["triplet"]
         if self.stage == "stage3":
             invariant, relevant = self._text_cache
@@ -256,9 +257,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             img, pid, dom = feats[idx], pids[idx], dsetids[idx]
             with self._autocast():
                 text, logits = (self._ddp or _PromptStep(self.model))(pid, None if adversarial else dom, adversarial)
+            all_img, all_text, all_pid = distributed.gather_batch(img, text, pid)
             terms = {
-                "i2t": supcon(img, text, pid, pid, s.temperature),
-                "t2i": supcon(text, img, pid, pid, s.temperature),
+                "i2t": supcon(all_img, all_text, all_pid, all_pid, s.temperature),
+                "t2i": supcon(all_text, all_img, all_pid, all_pid, s.temperature),
                 "domain": F.cross_entropy(logits.float(), dom),
             }
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
