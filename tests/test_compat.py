@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torchreid
 
@@ -68,3 +69,21 @@ def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
     first_hit = [int(np.flatnonzero(g_pids[u] == q_pids[i])[0]) for i, u in enumerate(usable)]
     torch.testing.assert_close(cmc, np.mean([np.arange(21) >= h for h in first_hit], 0).astype(np.float32))
     assert 0 < mAP <= 1
+
+
+def test_a_corrupt_image_fails_with_its_path_instead_of_hanging(tmp_path):
+    from PIL import Image
+
+    bad, gray = tmp_path / "0001_c1s1_000151_01.jpg", tmp_path / "gray.png"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    Image.new("L", (4, 8)).save(gray)
+    code = f"import torchreid; torchreid.reid.data.datasets.dataset.read_image({str(bad)!r})"
+    try:
+        subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=5)
+        raise AssertionError("torchreid's read_image returned on a corrupt file")
+    except subprocess.TimeoutExpired:
+        pass  # torchreid retries forever
+    dataset = torchreid.data.ImageDataset([(str(bad), 0, 0)], [(str(gray), 0, 0)], [(str(gray), 0, 1)], verbose=False)
+    with pytest.raises(compat.UnreadableImageError, match=r'cannot decode image ".*0001_c1s1_000151_01.jpg"'):
+        dataset[0]
+    assert compat.read_image(str(gray)).mode == "RGB"

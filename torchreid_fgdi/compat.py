@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import sys
+import time
 
 import numpy as np
 import torch
@@ -110,7 +112,45 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     )
 
 
+_READ_ATTEMPTS = 3
+
+
+class UnreadableImageError(OSError):
+    """An image file that PIL cannot decode (corrupt, truncated, empty or not an image)."""
+
+
+def read_image(path: str):
+    """torchreid's `read_image`, but a file that cannot be decoded fails with its path.
+
+    torchreid retries forever on any IOError ("Will redo. Don't worry. Just chill."), so one
+    corrupt or truncated file hangs training inside a DataLoader worker. A few retries cover a
+    flaky network file system; then the error names the file. Grayscale, RGBA, CMYK and palette
+    images are converted to RGB, as torchreid does.
+    """
+    from PIL import Image
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f'image "{path}" does not exist')
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except OSError as err:
+            if attempt == _READ_ATTEMPTS - 1:
+                raise UnreadableImageError(f'cannot decode image "{path}" ({err}): replace or remove the file') from err
+            time.sleep(0.1)
+
+
+def read_images_without_endless_retries() -> None:
+    """Makes torchreid's datasets read images with `read_image` above."""
+    from torchreid.reid.data.datasets import dataset
+    from torchreid.reid.utils import tools
+
+    dataset.read_image = tools.read_image = read_image
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()
     build_model_forwards_extra_kwargs()
+    read_images_without_endless_retries()
