@@ -94,6 +94,13 @@ def build_model_forwards_extra_kwargs() -> None:
     models.build_model = build_model
 
 
+def usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank: int) -> int:
+    """`max_rank` capped at the smallest gallery left to a query once its identity's images from
+    its own camera are dropped (see `evaluate_rank`)."""
+    same = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+    return max(1, min(max_rank, int((len(g_pids) - same.sum(1)).min())))
+
+
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03=False):
     """torchreid's `evaluate_rank`, also on galleries with fewer than `max_rank` usable images.
 
@@ -105,8 +112,7 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     from torchreid.reid import metrics
 
     if not use_metric_cuhk03:
-        same = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
-        max_rank = max(1, min(max_rank, int((len(g_pids) - same.sum(1)).min())))
+        max_rank = usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank)
     return metrics.evaluate_rank(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, use_metric_cuhk03=use_metric_cuhk03
     )

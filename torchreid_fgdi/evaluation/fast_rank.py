@@ -15,14 +15,10 @@ import torch
 import torch.nn.functional as F
 import torchreid
 
+from ..compat import usable_ranks
+
 CHUNK = 256
 _CUHK03_REPEATS = 10
-
-
-def _usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank: int) -> int:
-    """torchreid caps ranks at the gallery size; a smaller usable gallery caps them further (see compat)."""
-    same = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
-    return max(1, min(max_rank, len(g_pids), int((len(g_pids) - same.sum(1)).min())))
 
 
 def _market_stats(order, q_pids, q_camids, g_pids, g_camids):
@@ -93,7 +89,7 @@ class _Accumulator:
 
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03: bool = False):
     """torchreid's `evaluate_rank` (Market-1501 or CUHK03 metric) on a distance matrix."""
-    acc = _Accumulator(_usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
+    acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
     for start in range(0, len(q_pids), CHUNK):
         rows = slice(start, start + CHUNK)
         acc.add(np.argsort(distmat[rows], axis=1), q_pids[rows], q_camids[rows], g_pids, g_camids)
@@ -114,7 +110,7 @@ def rank_features(
     gf, g_pids, g_camids = gallery
     if normalize_feature:
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-    acc = _Accumulator(_usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
+    acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
     for start in range(0, len(q_pids), chunk):
         rows = slice(start, start + chunk)
         dist = torchreid.metrics.compute_distance_matrix(qf[rows], gf, dist_metric).numpy()
