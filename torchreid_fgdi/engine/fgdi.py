@@ -372,10 +372,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     def save_checkpoint(self, save_dir: str, name: str = "") -> str:
         """Writes ``latest.pth`` (and ``<name>.pth``) atomically: a killed save leaves the previous file."""
         folder = osp.join(save_dir, "checkpoints")
-        state = self.checkpoint_state()
         if not distributed.is_main():
             distributed.barrier()
             return osp.join(folder, "latest.pth")
+        state = self.checkpoint_state()
         os.makedirs(folder, exist_ok=True)
         for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
             path = osp.join(folder, filename)
