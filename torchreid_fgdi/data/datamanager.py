@@ -85,38 +85,41 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
-        if world_size > 1 and batch_size_train % world_size:
-            raise ValueError(f"batch_size {batch_size_train} must be a multiple of the {world_size} processes")
-        if world_size > 1 and train_sampler == "RandomSampler":
-            sampler = torch.utils.data.DistributedSampler(
-                trainset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
-            )
+        sampler = self._train_sampler(train_sampler, batch_size_train, num_instances, rank, world_size, seed)
+        if sampler is not None:
             per_rank = batch_size_train // world_size
             self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
-        elif world_size > 1:
-            if not ours and train_sampler != "RandomIdentitySampler":
-                raise ValueError(
-                    f"distributed training supports RandomSampler, RandomIdentitySampler and "
-                    f"DomainBalancedIdentitySampler, not {train_sampler}"
-                )
-            sampler = DomainBalancedIdentitySampler(
-                self.train_items,
-                batch_size_train,
-                num_instances,
-                balance_domains=bool(ours),
-                rank=rank,
-                world_size=world_size,
-                seed=seed,
-            )
-            per_rank = batch_size_train // world_size
-            self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
-        elif ours:
-            sampler = ours(self.train_items, batch_size_train, num_instances, seed=seed)
-            self.train_loader = self._loader(trainset, sampler=sampler, batch_size=batch_size_train, drop_last=True)
         # torchreid's Dataset needs non-empty query/gallery lists; mode="train" reads only `train`.
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def _train_sampler(self, name: str, batch_size: int, num_instances: int, rank: int, world_size: int, seed: int):
+        """The sampler replacing torchreid's, or None to keep it (one process, a torchreid sampler)."""
+        ours = SAMPLERS.get(name)
+        if world_size == 1:
+            return ours(self.train_items, batch_size, num_instances, seed=seed) if ours else None
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} must be a multiple of the {world_size} processes")
+        if name == "RandomSampler":
+            trainset = self.train_loader.dataset
+            return torch.utils.data.DistributedSampler(
+                trainset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+            )
+        if not ours and name != "RandomIdentitySampler":
+            raise ValueError(
+                f"distributed training supports RandomSampler, RandomIdentitySampler and "
+                f"DomainBalancedIdentitySampler, not {name}"
+            )
+        return DomainBalancedIdentitySampler(
+            self.train_items,
+            batch_size,
+            num_instances,
+            balance_domains=bool(ours),
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+        )
 
     def _use_clip_fgdi_transforms(self, transforms: list, height: int, width: int) -> None:
         if len(transforms) > 1:
