@@ -11,7 +11,7 @@ import torchreid
 
 from torchreid_fgdi.config import load_config, model_kwargs
 from torchreid_fgdi.models import VARIANTS, WeightsUnavailableError, build_fgdi, create_clip
-from torchreid_fgdi.models.clip_weights import _host_reachable
+from torchreid_fgdi.models.clip_weights import host_reachable
 
 # (x12 width + xproj width) of each registered backbone: the eval feature's size.
 FEATURE_DIMS = {
@@ -136,7 +136,7 @@ def test_wrong_input_size_names_the_fix():
 def test_offline_tag_fails_fast_with_how_to_pass_a_local_file(tmp_path):
     from huggingface_hub import constants
 
-    if _host_reachable(constants.ENDPOINT):
+    if host_reachable(constants.ENDPOINT):
         pytest.skip("the weights host is reachable: this machine is not offline")
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError, match="Pass a local file instead.*fgdi.clip_weights"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import os.path as osp
 import sys
@@ -106,9 +107,10 @@ def run(cfg) -> dict:
     optimizer = torchreid.optim.build_optimizer(model, **config_lib.optimizer_kwargs(cfg))
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, **config_lib.lr_scheduler_kwargs(cfg))
     run_kwargs = config_lib.engine_run_kwargs(cfg)
-    if cfg.model.resume:
+    resume = resume_path(cfg, fgdi=False)
+    if resume:
         run_kwargs["start_epoch"] = torchreid.utils.resume_from_checkpoint(
-            cfg.model.resume, model, optimizer=optimizer, scheduler=scheduler
+            resume, model, optimizer=optimizer, scheduler=scheduler
         )
     trained = model
     if world > 1:
@@ -121,14 +123,33 @@ def run(cfg) -> dict:
     return getattr(engine, "test_results", {})
 
 
+def resume_path(cfg, fgdi: bool) -> str:
+    """``model.resume``; ``auto`` is the run's newest checkpoint in ``data.save_dir``, or nothing
+    (start afresh) if it has none, so re-running one command continues a killed run."""
+    if cfg.model.resume != "auto":
+        return cfg.model.resume
+    if fgdi:
+        latest = osp.join(cfg.data.save_dir, "checkpoints", "latest.pth")
+        found = [latest] if osp.isfile(latest) else []
+    else:
+        found = sorted(glob.glob(osp.join(cfg.data.save_dir, "model", "model.pth.tar-*")))
+        found.sort(key=lambda path: int(path.rsplit("-", 1)[1]))
+    if not found:
+        print(f"=> model.resume auto: no checkpoint in {cfg.data.save_dir}, starting afresh")
+        return ""
+    print(f"=> model.resume auto: {found[-1]}")
+    return found[-1]
+
+
 def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
     if cfg.model.load_weights:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
     engine = ImageFGDIEngine(datamanager, model, settings=cfg.fgdi, use_gpu=datamanager.use_gpu)
     engine.evaluator = cfg.test.evaluator
-    if cfg.model.resume:
-        engine.resume(cfg.model.resume)
+    resume = resume_path(cfg, fgdi=True)
+    if resume:
+        engine.resume(resume)
     engine.run(**config_lib.fgdi_run_kwargs(cfg))
     return getattr(engine, "test_results", {})
 

@@ -155,8 +155,34 @@ def read_images_without_endless_retries() -> None:
     dataset.read_image = tools.read_image = read_image
 
 
+def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = False) -> None:
+    """torchreid's `save_checkpoint`, written atomically.
+
+    torchreid writes ``model.pth.tar-<epoch>`` in place, so a run killed during a save leaves a
+    truncated newest checkpoint, the one a resume picks. Same files, same printout.
+    """
+    from . import atomic
+
+    if remove_module_from_keys:
+        state["state_dict"] = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+    fpath = os.path.join(save_dir, f"model.pth.tar-{state['epoch']}")
+    atomic.save(state, fpath)
+    print(f'Checkpoint saved to "{fpath}"')
+    if is_best:
+        atomic.save(state, os.path.join(save_dir, "model-best.pth.tar"))
+
+
+def save_checkpoints_atomically() -> None:
+    from torchreid.reid import utils
+    from torchreid.reid.engine import engine
+    from torchreid.reid.utils import torchtools
+
+    utils.save_checkpoint = torchtools.save_checkpoint = engine.save_checkpoint = save_checkpoint
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()
     build_model_forwards_extra_kwargs()
     read_images_without_endless_retries()
+    save_checkpoints_atomically()

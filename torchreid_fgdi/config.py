@@ -7,11 +7,12 @@ builders, exactly as torchreid's own `scripts/main.py` does.
 
 from __future__ import annotations
 
-import difflib
 import os.path as osp
 
 import yaml
 from yacs.config import CfgNode as CN
+
+from .config_checks import check_config, flat_items, typed_overrides
 
 
 def get_default_config() -> CN:
@@ -21,7 +22,7 @@ def get_default_config() -> CN:
     cfg.model.name = "osnet_ain_x0_25"
     cfg.model.pretrained = False  # ImageNet weights for torchreid's models (needs a download)
     cfg.model.load_weights = ""
-    cfg.model.resume = ""
+    cfg.model.resume = ""  # a checkpoint, or "auto": the newest in data.save_dir (none: start afresh)
 
     cfg.data = CN()
     cfg.data.type = "image"
@@ -40,6 +41,7 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.229, 0.224, 0.225]
     cfg.data.save_dir = "log"
     cfg.data.load_train_targets = False
+    cfg.data.skip_unreadable_images = False  # True: decode every image first, drop and report bad ones
 
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomSampler"
@@ -153,24 +155,6 @@ def get_default_config() -> CN:
     return cfg
 
 
-def _flat_keys(node: CN, prefix: str = "") -> list[str]:
-    keys = []
-    for name, value in node.items():
-        key = prefix + name
-        keys.extend(_flat_keys(value, key + ".") if isinstance(value, CN) else [key])
-    return keys
-
-
-def check_keys(cfg: CN, keys, where: str) -> None:
-    """Rejects keys the defaults do not have, naming the closest valid ones."""
-    valid = _flat_keys(cfg)
-    for key in keys:
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise KeyError(f"unknown config key {key!r} in {where}{hint}")
-
-
 def _merged(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
@@ -192,21 +176,18 @@ def read_config_file(path: str) -> dict:
 
 def load_config(config_files: str | list[str] = (), opts=()) -> CN:
     """Defaults, then each YAML file in order (e.g. a model config, then a protocol config), then
-    `KEY VALUE` pairs; frozen. Unknown keys fail first. ``{model}`` in ``data.save_dir`` becomes
-    ``model.name``, so one protocol config serves every model."""
+    `KEY VALUE` pairs; checked (`config_checks`) and frozen. ``{model}`` in ``data.save_dir``
+    becomes ``model.name``, so one protocol config serves every model."""
     cfg = get_default_config()
     for config_file in [config_files] if isinstance(config_files, str) else config_files:
-        if not config_file:
-            continue
-        data = CN(read_config_file(config_file))
-        check_keys(cfg, _flat_keys(data), config_file)
-        cfg.merge_from_other_cfg(data)
+        if config_file:
+            cfg.merge_from_other_cfg(typed_overrides(cfg, flat_items(read_config_file(config_file)), config_file))
     opts = list(opts)
     if len(opts) % 2:
         raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
-    check_keys(cfg, opts[0::2], "the command line")
-    cfg.merge_from_list(opts)
+    cfg.merge_from_other_cfg(typed_overrides(cfg, dict(zip(opts[0::2], opts[1::2])), "the command line"))
     cfg.data.save_dir = cfg.data.save_dir.replace("{model}", cfg.model.name)
+    check_config(cfg)
     cfg.freeze()
     return cfg
 
@@ -225,6 +206,7 @@ def imagedata_kwargs(cfg: CN) -> dict:
         "use_gpu": cfg.use_gpu,
         "split_id": cfg.data.split_id,
         "test_splits": cfg.data.test_splits,
+        "skip_unreadable_images": cfg.data.skip_unreadable_images,
         "combineall": cfg.data.combineall,
         "load_train_targets": cfg.data.load_train_targets,
         "batch_size_train": cfg.train.batch_size,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import torch
 import torchreid
 
+from ..config_checks import IDENTITY_SAMPLERS
+from .image_check import unreadable_images
 from .samplers import DomainBalancedIdentitySampler
 from .transforms import CLIP_FGDI, clip_fgdi_transforms
 
@@ -29,7 +33,11 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
       (`DomainBalancedIdentitySampler`; ``RandomIdentitySampler`` without domain balance);
     - ``transforms=['clip_fgdi']``: the authors' train / test pipelines (`data.transforms`);
     - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
-      0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``.
+      0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``;
+    - ``skip_unreadable_images``: decode every image once, drop those that fail and report them
+      (``skipped_images``); by default a bad image fails when read, naming its path;
+    - P x K settings the identities cannot fill are refused before training
+      (`check_identity_batches`).
 
     Args:
         Same as ``torchreid.data.ImageDataManager``.
@@ -55,6 +63,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         batch_size_test: int = 32,
         num_instances: int = 4,
         test_splits: int = 1,
+        skip_unreadable_images: bool = False,
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
@@ -85,7 +94,18 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
+        self.skipped_images = self._drop_unreadable(kwargs.get("workers", 4)) if skip_unreadable_images else {}
+        check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
         sampler = self._train_sampler(train_sampler, batch_size_train, num_instances, rank, world_size, seed)
+        if sampler is None and self.skipped_images and train_sampler != "RandomSampler":
+            sampler = torchreid.data.sampler.build_train_sampler(
+                self.train_items,
+                train_sampler,
+                batch_size=batch_size_train,
+                num_instances=num_instances,
+                num_cams=kwargs.get("num_cams", 1),
+                num_datasets=kwargs.get("num_datasets", 1),
+            )
         if sampler is not None:
             per_rank = batch_size_train // world_size
             self.train_loader = self._loader(trainset, sampler=sampler, batch_size=per_rank, drop_last=True)
@@ -121,6 +141,20 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             seed=seed,
         )
 
+    def _drop_unreadable(self, workers: int) -> dict[str, str]:
+        """Removes every image that cannot be decoded from the train, query and gallery lists (in
+        place, so the loaders see it) and reports them; {path: why}."""
+        lists = [self.train_items] + [
+            loader.dataset.data for loaders in self.test_loader.values() for loader in loaders.values()
+        ]
+        print("=> data.skip_unreadable_images: decoding every image once")
+        bad = unreadable_images([item[0] for items in lists for item in items], workers)
+        for items in lists:
+            items[:] = [item for item in items if item[0] not in bad]
+        if bad:
+            print(f"=> Skipped {len(bad)} unreadable image(s):\n  " + "\n  ".join(f"{p}: {w}" for p, w in bad.items()))
+        return bad
+
     def _use_clip_fgdi_transforms(self, transforms: list, height: int, width: int) -> None:
         if len(transforms) > 1:
             raise ValueError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
@@ -147,6 +181,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
                 verbose=False,
                 **self._dataset_kwargs,
             )
+            dataset.data[:] = [item for item in dataset.data if item[0] not in self.skipped_images]
             loaders[mode] = self._loader(dataset, batch_size=self.batch_size_test, shuffle=False, drop_last=False)
         return loaders
 
@@ -164,3 +199,28 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             if len(p) != stop - start:
                 raise RuntimeError(f"pids of domain {d} are not contiguous: {sorted(p)[:10]}...")
         return ranges
+
+
+def check_identity_batches(items: list, sampler: str, batch_size: int, num_instances: int) -> None:
+    """Rejects P x K settings the training identities cannot fill, before any work.
+
+    An identity with fewer than K images is sampled with replacement (torchreid's and the
+    authors' behaviour, needed for CUHK-SYSU or MSMT17 with K=4), so that is reported, not refused.
+    """
+    if sampler not in IDENTITY_SAMPLERS:
+        return
+    counts = Counter(item[1] for item in items)
+    most, needed = max(counts.values()), batch_size // num_instances
+    if num_instances > most:
+        raise ValueError(
+            f"sampler.num_instances (K) {num_instances} is more than the images of every training identity "
+            f"(at most {most}): no batch could hold K different images of one identity; choose K <= {most}"
+        )
+    if len(counts) < needed:
+        raise ValueError(
+            f"a batch of {batch_size} needs {needed} identities x K={num_instances} images, but the sources have "
+            f"{len(counts)} identities: lower train.batch_size to at most {len(counts) * num_instances}"
+        )
+    few = sum(count < num_instances for count in counts.values())
+    if few:
+        print(f"=> {few} of {len(counts)} identities have < K={num_instances} images: sampled with replacement")

@@ -11,7 +11,10 @@ import os
 import os.path as osp
 from dataclasses import dataclass
 
+from .name_checks import NAME_CHECKS
 from .synthetic import DOMAIN_STYLES
+
+_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,16 @@ def check_datasets(root: str, names) -> dict[str, str]:
     return status
 
 
+def malformed_files(root: str, names) -> dict[str, list[str]]:
+    """{name: problems} for the datasets whose file names or list files torchreid would misread."""
+    found = [n for n, state in check_datasets(root, names).items() if state == "found" and n in NAME_CHECKS]
+    problems = {name: NAME_CHECKS[name](root) for name in found}
+    return {name: listed for name, listed in problems.items() if listed}
+
+
 def ensure_datasets(root: str, names) -> None:
-    """Prints each dataset's status; raises `DatasetsNotReadyError` (with layouts and sources) if any is missing."""
+    """Prints each dataset's status; raises `DatasetsNotReadyError` if any is missing (with layouts and
+    sources) or has files torchreid would misread (each named)."""
     status = check_datasets(root, names)
     width = max(len(n) for n in status)
     print(f"=> Datasets under {osp.abspath(root)}")
@@ -125,4 +136,12 @@ def ensure_datasets(root: str, names) -> None:
         raise DatasetsNotReadyError(
             f"{len(missing)} dataset(s) not ready, nothing was started (set data.root / --root to the folder "
             "holding them):\n" + "\n".join(parts)
+        )
+    malformed = malformed_files(root, names)
+    if malformed:
+        shown = [f"- {name}: {len(p)} problem(s)\n    " + "\n    ".join(p[:_SHOWN]) for name, p in malformed.items()]
+        raise DatasetsNotReadyError(
+            "files torchreid would misread or crash on, nothing was started:\n"
+            + "\n".join(shown)
+            + ("\n  (first problems only)" if any(len(p) > _SHOWN for p in malformed.values()) else "")
         )

@@ -38,6 +38,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def all_true(flag: bool, device: torch.device) -> bool:
+    """True if `flag` holds on every rank (one tiny all-reduce; free with one process)."""
+    if world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
 def broadcast_tensors(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """Rank 0's values everywhere (same shapes on every rank)."""
     if world_size() > 1:

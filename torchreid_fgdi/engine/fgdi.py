@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import os.path as osp
 import random
 import time
@@ -12,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import torchreid
 
+from .. import atomic
 from . import distributed, schedules
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .testing import MultiTargetTestMixin
@@ -19,6 +19,10 @@ from .testing import MultiTargetTestMixin
 STAGES = ("stage1", "stage2a", "stage2b", "stage3", "done")
 IMAGE_STAGES = ("stage1", "stage3")
 _TEXT_CHUNK = 128
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A NaN or Inf loss: training stops before the step is applied."""
 
 
 class _PromptStep(torch.nn.Module):
@@ -95,6 +99,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._resume_rng = None
         self._ddp = None
         self.last_rank1 = 0.0
+        self.last_checkpoint = ""
+        self.epoch_step = 0
 
     def _sync_bnnecks(self, model: torch.nn.Module) -> torch.nn.Module:
         """BNNecks as SyncBatchNorm (same parameters and state-dict keys). PyTorch synchronises
@@ -172,11 +178,34 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         with self._autocast(self.test_precision):
             return self.model(input).float()
 
-    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, terms: dict) -> None:
+        self.epoch_step += 1
+        self._check_finite(loss, terms)
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
+
+    def _check_finite(self, loss: torch.Tensor, terms: dict) -> None:
+        """Stops on a NaN / Inf loss (on any rank) before anything of the step is applied, so the
+        weights and the last checkpoint stay those of the last good step."""
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if distributed.all_true(finite, self.device):
+            return
+        values = ", ".join(f"{k} {v.item():.6g}" for k, v in {"loss": loss, **terms}.items())
+        values += " (finite here, not on another process)" if finite else ""
+        checkpoint = (
+            f"the last good checkpoint is {self.last_checkpoint} (continue with model.resume {self.last_checkpoint})"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteLossError(
+            f"non-finite loss in {self.stage}, epoch {self.stage_epoch + 1}/{self._epochs(self.stage)}, "
+            f"step {self.epoch_step} of the epoch: {values}. "
+            f"Nothing of this step was applied; {checkpoint}. Usual causes: a learning rate too high for "
+            "the batch (fgdi.image.lr / fgdi.prompt.lr), fp16 overflow (try fgdi.precision bf16 or fp32), "
+            "or a bad image."
+        )
 
     # ---- what stages 2 and 3 compute once ------------------------------------------------
     @torch.no_grad()
@@ -241,7 +270,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             terms["i2t"] = id_loss([xproj @ invariant.t()], pids, s.label_smooth)
             terms["guide"] = domain_guidance(xproj, invariant[pids], relevant[pids], s.guide_direction)
             loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
-        self._step(self.optimizers["image"], loss)
+        self._step(self.optimizers["image"], loss, terms)
         return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
 
     def train_prompts(self, stage: str) -> dict:
@@ -264,7 +293,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 "domain": F.cross_entropy(logits.float(), dom),
             }
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
-            self._step(self.optimizers[stage], loss)
+            self._step(self.optimizers[stage], loss, terms)
             meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
         self.schedulers[stage].step()
         return {name: meter.avg for name, meter in meters.meters.items()}
@@ -336,6 +365,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         distributed.barrier()
 
     def _train_epoch(self, print_freq: int) -> None:
+        self.epoch_step = 0
         if self.stage in IMAGE_STAGES:
             self.epoch = self.image_epoch
             if hasattr(self.train_loader.sampler, "set_epoch"):
@@ -376,13 +406,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             distributed.barrier()
             return osp.join(folder, "latest.pth")
         state = self.checkpoint_state()
-        os.makedirs(folder, exist_ok=True)
         for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
-            path = osp.join(folder, filename)
-            torch.save(state, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            atomic.save(state, osp.join(folder, filename))
+        self.last_checkpoint = osp.join(folder, "latest.pth")
         distributed.barrier()
-        return osp.join(folder, "latest.pth")
+        return self.last_checkpoint
 
     def resume(self, path: str) -> None:
         """Continues from a checkpoint of this engine: model, optimizers, schedules, stage, RNG."""

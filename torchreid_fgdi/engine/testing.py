@@ -9,6 +9,7 @@ import os.path as osp
 import torch
 import torchreid
 
+from .. import atomic
 from ..evaluation import (
     average_results,
     evaluate_features,
@@ -87,10 +88,9 @@ class MultiTargetTestMixin:
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
-            with open(osp.join(save_dir, "results.md"), "w") as f:
-                f.write(table)
-            with open(osp.join(save_dir, "results.json"), "w") as f:
-                json.dump({n: result_to_json(r) for n, r in self.test_results.items()}, f, indent=1)
+            atomic.write_text(osp.join(save_dir, "results.md"), table)
+            saved = {n: result_to_json(r) for n, r in self.test_results.items()}
+            atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
         return float(average_results(self.test_results, self.test_results)["cmc"][0])
 
     def _evaluate_target(self, loaders: dict, device, **kwargs) -> tuple[dict, object]:

@@ -27,7 +27,7 @@ class WeightsUnavailableError(RuntimeError):
     """A pretrained tag that is neither cached nor downloadable from here."""
 
 
-def _host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Any HTTP answer counts; the probe runs in a thread because DNS lookups ignore socket timeouts."""
     answered = threading.Event()
 
@@ -94,7 +94,7 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
         source, probe = f"{constants.ENDPOINT}/{hf[0]}", constants.ENDPOINT
     else:
         source = probe = tag_cfg["url"]
-    if not _host_reachable(probe):
+    if not host_reachable(probe):
         raise WeightsUnavailableError(
             f"cannot fetch CLIP weights {weights!r} for {arch}: {probe} is unreachable (offline?) and they are "
             f"not in the local cache. Pass a local file instead, e.g. build_model(..., pretrained='/path/to/"

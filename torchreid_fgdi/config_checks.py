@@ -1,0 +1,200 @@
+"""Checks that reject a bad config before any data is read or any model is built.
+
+yacs alone names a wrong type without saying where it came from, accepts any model or dataset
+name, and lets inconsistent settings through to fail hours later (or never: a batch size that
+is not a multiple of K silently drops images). Every error here names the key, the source
+(file or command line), what is allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+
+import torch
+from yacs.config import CfgNode as CN
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the fix."""
+
+
+IDENTITY_SAMPLERS = ("RandomIdentitySampler", "DomainBalancedIdentitySampler")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CHOICES = {
+    "data.type": ("image",),
+    "loss.name": ("softmax", "triplet"),
+    "test.dist_metric": ("euclidean", "cosine"),
+    "test.evaluator": ("fast", "torchreid"),
+    "train.optim": ("adam", "amsgrad", "sgd", "rmsprop", "radam"),
+    "train.lr_scheduler": ("single_step", "multi_step", "cosine"),
+    "sampler.train_sampler": (
+        "RandomSampler",
+        "SequentialSampler",
+        "RandomIdentitySampler",
+        "RandomDomainSampler",
+        "RandomDatasetSampler",
+        "DomainBalancedIdentitySampler",
+    ),
+    "fgdi.precision": PRECISIONS,
+    "fgdi.test_precision": PRECISIONS,
+    "fgdi.guide_direction": ("paper", "authors"),
+    "fgdi.neck_feat": ("before", "after"),
+}
+NON_NEGATIVE = (
+    "train.max_epoch",
+    "train.start_epoch",
+    "train.fixbase_epoch",
+    "data.workers",
+    "fgdi.stage1_epochs",
+    "fgdi.stage2a_epochs",
+    "fgdi.stage2b_epochs",
+    "fgdi.stage3_epochs",
+    "fgdi.image.warmup_epochs",
+    "fgdi.prompt.warmup_epochs",
+    "fgdi.num_cameras",
+    "fgdi.stride",
+)
+POSITIVE = (
+    "train.batch_size",
+    "train.lr",
+    "test.batch_size",
+    "sampler.num_instances",
+    "data.height",
+    "data.width",
+    "data.test_splits",
+    "fgdi.checkpoint_every",
+    "fgdi.image.lr",
+    "fgdi.prompt.batch_size",
+    "fgdi.prompt.lr",
+    "fgdi.prompt.classifier_lr",
+    "fgdi.prompt.temperature",
+)
+
+
+def flat_items(node: dict, prefix: str = "") -> dict:
+    """{'a.b.c': value} for a nested dict (or CfgNode)."""
+    items = {}
+    for name, value in node.items():
+        key = prefix + name
+        items.update(flat_items(value, key + ".") if isinstance(value, dict) else {key: value})
+    return items
+
+
+def get(cfg: CN, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def check_keys(cfg: CN, keys, where: str) -> None:
+    """Rejects keys the defaults do not have, naming the closest valid ones."""
+    valid = list(flat_items(cfg))
+    for key in keys:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
+            raise KeyError(f"unknown config key {key!r} in {where}{hint}")
+
+
+def decode(text):
+    """A command-line value as yacs reads it: a Python literal if it parses, else the string."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _kind(default) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        type(default), type(default).__name__
+    )
+
+
+def _coerce_scalar(value, default):
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value if type(value) is type(default) else None
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    return value if type(value) is type(default) else None
+
+
+def coerce(key: str, value, default, where: str):
+    """`value` in the type of `default` (an int where a float is expected is widened, a single
+    string where a list of strings is expected becomes a one-element list)."""
+    if default is None:
+        return value
+    fail = ConfigError(
+        f"config key {key} in {where} must be {_kind(default)} like its default {default!r}, got {value!r}"
+    )
+    if isinstance(default, (list, tuple)):
+        if isinstance(value, str) and all(isinstance(d, str) for d in default):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key} in {where} must be a list like its default {default!r}, got {value!r}")
+        if not default:
+            return list(value)
+        items = [_coerce_scalar(v, default[0]) for v in value]
+        if any(item is None for item in items):
+            raise ConfigError(
+                f"config key {key} in {where} must be a list of {type(default[0]).__name__} "
+                f"like its default {default!r}, got {value!r}"
+            )
+        return items
+    coerced = _coerce_scalar(value, default)
+    if coerced is None:
+        raise fail
+    return coerced
+
+
+def typed_overrides(cfg: CN, items: dict, where: str) -> CN:
+    """`items` ({'a.b': value}) checked against the defaults in `cfg`, as a nested CfgNode to merge."""
+    check_keys(cfg, items, where)
+    nested = CN(new_allowed=True)
+    for key, value in items.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, CN(new_allowed=True))
+        node[leaf] = coerce(key, decode(value) if where == "the command line" else value, get(cfg, key), where)
+    return nested
+
+
+def _name_error(kind: str, name: str, available, key: str) -> ConfigError:
+    close = difflib.get_close_matches(name, available, n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r} in {key}.{hint} Available: {', '.join(sorted(available))}")
+
+
+def check_config(cfg: CN) -> None:
+    """Names, choices, ranges and the P x K batch, each against what the run will need."""
+    from . import compat
+
+    models = compat.model_registry()
+    if cfg.model.name not in models:
+        raise _name_error("model", cfg.model.name, list(models), "model.name")
+    datasets = compat.image_dataset_registry()
+    for key in ("data.sources", "data.targets"):
+        for name in get(cfg, key):
+            if name not in datasets:
+                raise _name_error("dataset", name, list(datasets), key)
+    for key, allowed in CHOICES.items():
+        if get(cfg, key) not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {get(cfg, key)!r}")
+    for key in NON_NEGATIVE:
+        if get(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)}")
+    for key in POSITIVE:
+        if get(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0, got {get(cfg, key)}")
+    for key in ("fgdi.precision", "fgdi.test_precision"):
+        if get(cfg, key) == "fp16" and not (cfg.use_gpu and torch.cuda.is_available()):
+            raise ConfigError(f"{key} fp16 needs CUDA; use bf16 or fp32 on CPU")
+    batch, k = cfg.train.batch_size, cfg.sampler.num_instances
+    if cfg.sampler.train_sampler in IDENTITY_SAMPLERS and batch % k:
+        raise ConfigError(
+            f"train.batch_size {batch} is not a multiple of sampler.num_instances (K) {k}: a P x K batch "
+            f"needs batch_size = P * K, e.g. {max(batch // k, 1) * k} or {(batch // k + 1) * k}"
+        )
