@@ -85,7 +85,7 @@ def test_stage1_changes_only_the_image_side(tiny_root, tmp_path):
 
 
 def test_losses_fall(tiny_root):
-    engine = _engine(tiny_root, "fgdi.stage2a_epochs", "20")  # a prompt schedule still warm after 5 epochs
+    engine = _engine(tiny_root, "fgdi.stage2a_epochs", "20")  # a schedule still warm after 10 epochs
     engine.stage = "stage1"
     engine._enter("stage1")
     batch = next(iter(engine.train_loader))
@@ -95,7 +95,7 @@ def test_losses_fall(tiny_root):
         last = engine.forward_backward(batch)["loss"]
     assert last < 0.8 * first, (first, last)
     engine._enter("stage2a")
-    summaries = [engine.train_prompts("stage2a") for _ in range(6)]
+    summaries = [engine.train_prompts("stage2a") for _ in range(10)]
     assert summaries[-1]["loss"] < summaries[0]["loss"], [round(x["loss"], 3) for x in summaries]
 
 

@@ -52,7 +52,7 @@ def download(url: str, path: str, sha256: str, size: int | None = None, quiet: b
         import gdown
 
         try:
-            got = gdown.download(url, tmp, quiet=quiet, fuzzy=True)
+            got = gdown.download(url, tmp, quiet=quiet)
         except Exception as err:  # gdown raises requests', urllib3's and its own errors
             raise WeightsUnavailableError(f"downloading {url} failed ({err}): {by_hand}") from err
         if got is None or not osp.isfile(tmp):

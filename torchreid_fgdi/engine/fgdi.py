@@ -155,14 +155,21 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         return int(getattr(self.s, f"{stage}_epochs", 0))
 
     def _enter(self, stage: str) -> None:
-        """Leaves only `stage`'s parameters trainable and builds what the stage reads once."""
+        """Leaves only `stage`'s parameters trainable and builds what the stage reads once.
+
+        The random generators are left as found: a DataLoader draws its seed from them even when
+        it does not shuffle, and a run resumed at a stage boundary rebuilds the caches only after
+        restoring the checkpoint's generators, so the stage must start from the same state either way.
+        """
         trainable = set(self._params(stage))
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in trainable)
+        rng = get_rng_state()
         if stage in ("stage2a", "stage2b") and self._image_cache is None:
             self._image_cache = self.extract_image_features()
         if stage == "stage3":
             self._text_cache = self.encode_prompts()
+        set_rng_state(rng)
         self._ddp = None
         if distributed.world_size() > 1 and stage in STAGES[:-1]:
             module = self.model if stage in IMAGE_STAGES else _PromptStep(self.model)

@@ -1,0 +1,317 @@
+"""Bad input, faults and interrupted runs: each is refused or survived, with a message that names it."""
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+import torchreid
+from PIL import Image
+
+from tests.fake_datasets import _img, make_market1501, make_msmt17
+from tests.test_distributed import _free_port
+from tests.test_fgdi_engine import CONFIG, SHORT, _engine
+from torchreid_fgdi.__main__ import main
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.data import DomainImageDataManager
+from torchreid_fgdi.data.readiness import DatasetsNotReadyError, ensure_datasets
+from torchreid_fgdi.engine.fgdi import NonFiniteLossError
+from torchreid_fgdi.models.clip_weights import WeightsUnavailableError
+from torchreid_fgdi.weights import ChecksumError, download
+
+MARKET = "market1501/Market-1501-v15.09.15"
+
+
+# ---- config -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "opts,error",
+    [
+        (["train.max_epoch", "ten"], "train.max_epoch in the command line must be an integer like its default"),
+        (["fgdi.stage3_epochs", "-1"], r"fgdi.stage3_epochs must be >= 0, got -1"),
+        (["model.name", "fgdi_vit_b61"], r"unknown model 'fgdi_vit_b61' in model.name. Did you mean fgdi_vit_b16"),
+        (["data.targets", "['market']"], r"unknown dataset 'market' in data.targets. Did you mean market1501\?"),
+        (["train.batch_size", "30"], r"train.batch_size 30 is not a multiple of sampler.num_instances \(K\) 4"),
+        (["fgdi.guide_direction", "up"], "fgdi.guide_direction must be one of paper, authors; got 'up'"),
+    ],
+)
+def test_a_bad_config_is_rejected_before_any_work(tmp_path, opts, error):
+    root, save_dir = tmp_path / "data", tmp_path / "log"
+    with pytest.raises(ConfigError, match=error):
+        main(["--config-file", CONFIG, "--root", str(root), "data.save_dir", str(save_dir), *opts])
+    assert not root.exists() and not save_dir.exists()
+
+
+def test_unknown_names_list_what_is_available():
+    with pytest.raises(ConfigError) as err:
+        load_config([], ["model.name", "osnet"])
+    assert "Available: " in str(err.value) and "osnet_ain_x1_0" in str(err.value) and "fgdi_tiny" in str(err.value)
+
+
+def test_a_wrong_type_in_a_file_names_the_file_and_a_number_is_widened(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  max_epoch: 3.5\n")
+    with pytest.raises(ConfigError, match=r"train.max_epoch in .*bad.yaml must be an integer like its default 60"):
+        load_config([str(bad)])
+    cfg = load_config([], ["fgdi.image.lr", "1", "data.sources", "market1501"])
+    assert cfg.fgdi.image.lr == 1.0 and isinstance(cfg.fgdi.image.lr, float) and cfg.data.sources == ["market1501"]
+
+
+@pytest.mark.parametrize(
+    "batch,k,error",
+    [
+        ("36", "12", r"num_instances \(K\) 12 is more than the images of every training identity \(at most 9\)"),
+        ("78", "2", r"a batch of 78 needs 39 identities x K=2 images, but the sources have 36 identities"),
+    ],
+)
+def test_a_batch_the_identities_cannot_fill_is_refused_before_the_model_is_built(tiny_root, tmp_path, batch, k, error):
+    args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match=error):
+        main([*args, "train.batch_size", batch, "sampler.num_instances", k])
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == ["train.log"]
+
+
+# ---- data -------------------------------------------------------------------------------
+MARKET_DATA = {"sources": "market1501", "targets": "market1501", "height": 32, "width": 16, "workers": 1}
+
+
+def _market(root, **kwargs):
+    return DomainImageDataManager(root=str(root), **MARKET_DATA, use_gpu=False, batch_size_train=6, **kwargs)
+
+
+def _jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 128), 40).convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+BAD_IMAGES = {"empty": b"", "truncated": _jpeg_bytes()[:400], "not_an_image": b"<html>404</html>"}
+
+
+@pytest.mark.parametrize("kind", list(BAD_IMAGES))
+def test_a_bad_image_fails_inside_a_worker_with_its_path(tmp_path, kind):
+    make_market1501(str(tmp_path))
+    bad = tmp_path / MARKET / "bounding_box_train" / "0007_c1s6_028546_01.jpg"
+    bad.write_bytes(BAD_IMAGES[kind])
+    loader = _market(tmp_path).train_loader
+    with pytest.raises(OSError) as err:
+        list(loader)
+    assert "DataLoader worker" in str(err.value)
+    assert f'cannot decode image "{bad}"' in str(err.value) and "replace or remove the file" in str(err.value)
+
+
+def test_grayscale_rgba_cmyk_and_palette_images_load_as_rgb(tmp_path):
+    make_market1501(str(tmp_path))
+    train = tmp_path / MARKET / "bounding_box_train"
+    for name, mode, fmt in [
+        ("0002_c1s1_000451_03.jpg", "L", "JPEG"),
+        ("0002_c2s1_000551_01.jpg", "RGBA", "PNG"),
+        ("0007_c1s6_028546_01.jpg", "CMYK", "JPEG"),
+        ("0007_c3s3_077419_03.jpg", "P", "PNG"),
+    ]:
+        Image.new("RGB", (8, 16), (200, 10, 10)).convert(mode).save(train / name, format=fmt)
+    batch = next(iter(_market(tmp_path, train_sampler="RandomSampler").train_loader))
+    assert batch["img"].shape == (6, 3, 32, 16)
+
+
+def test_opt_in_skip_drops_counts_and_reports_unreadable_images(tmp_path, capsys):
+    make_market1501(str(tmp_path))
+    bad_train = tmp_path / MARKET / "bounding_box_train" / "0010_c5s1_000001_01.jpg"
+    bad_gallery = tmp_path / MARKET / "bounding_box_test" / "0001_c2s1_000301_01.jpg"
+    bad_train.write_bytes(BAD_IMAGES["truncated"])
+    bad_gallery.write_bytes(b"")
+    dm = _market(tmp_path, skip_unreadable_images=True, train_sampler="RandomIdentitySampler", num_instances=2)
+    assert set(dm.skipped_images) == {str(bad_train), str(bad_gallery)}
+    assert "Skipped 2 unreadable image(s)" in capsys.readouterr().out
+    assert len(dm.train_items) == 5 and str(bad_train) not in [item[0] for item in dm.train_items]
+    gallery = dm.test_loader["market1501"]["gallery"]
+    assert len(gallery.dataset) == 2 and str(bad_gallery) not in [item[0] for item in gallery.dataset.data]
+    assert sum(len(b["pid"]) for b in dm.train_loader) > 0 and len(list(gallery)) == 1  # nothing left to fail
+
+
+def _torchreid_fails_and_the_check_names_it(root, dataset: str, torchreid_error: type) -> str:
+    with pytest.raises(torchreid_error):  # torchreid's own parse, with no file named
+        torchreid.data.datasets.init_image_dataset(dataset, root=str(root), verbose=False)
+    with pytest.raises(DatasetsNotReadyError) as err:
+        ensure_datasets(str(root), [dataset])
+    return str(err.value)
+
+
+def test_file_names_torchreid_would_misread_stop_the_run(tmp_path):
+    make_market1501(str(tmp_path))
+    stray = tmp_path / MARKET / "bounding_box_train" / "copy of 0002.jpg"
+    camera = tmp_path / MARKET / "query" / "0001_c9s1_000001_00.jpg"
+    _img(str(stray)), _img(str(camera))
+    message = _torchreid_fails_and_the_check_names_it(tmp_path, "market1501", AttributeError)
+    assert f"{stray}: the name does not parse as 0002_c1s1_000451_03.jpg" in message
+    assert f"{camera}: camera 9 outside 1..6" in message
+
+
+def test_a_folder_named_like_an_identity_is_caught(tmp_path):
+    root = tmp_path / "exp_3_c1"  # torchreid would read pid 3, camera 1 for every image below it
+    make_market1501(str(root))
+    with pytest.raises(DatasetsNotReadyError, match=r"finds '3_c1' in a folder name first; rename that folder"):
+        ensure_datasets(str(root), ["market1501"])
+
+
+def test_a_blank_or_dangling_msmt17_list_line_is_named(tmp_path):
+    make_msmt17(str(tmp_path))
+    lists = tmp_path / "msmt17" / "MSMT17_V1"
+    with open(lists / "list_query.txt", "a") as f:
+        f.write("\n")
+    with open(lists / "list_gallery.txt", "a") as f:
+        f.write("0009/0009_000_03_0303noon_0001_0.jpg 9\n")
+    message = _torchreid_fails_and_the_check_names_it(tmp_path, "msmt17", ValueError)
+    assert f"{lists / 'list_query.txt'} line 3 is blank; torchreid cannot skip it: delete the line" in message
+    assert f"{lists / 'list_gallery.txt'} line 4: {lists / 'test' / '0009/0009_000_03_0303noon_0001_0.jpg'}" in message
+
+
+# ---- downloads --------------------------------------------------------------------------
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on localhost: the real gdown path without the internet."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_downloads_are_checked_against_their_sha256(served, tmp_path):
+    folder, url = served
+    payload = os.urandom(5000)
+    (folder / "w.pth").write_bytes(payload)
+    good = hashlib.sha256(payload).hexdigest()
+    cache = tmp_path / "cache"
+    path = download(f"{url}/w.pth", str(cache / "w.pth"), good, size=5000, quiet=True)
+    assert open(path, "rb").read() == payload
+    assert download(f"{url}/nothing-there", path, good) == path  # already verified: not fetched again
+    with pytest.raises(ChecksumError, match=f"sha256 {good}, expected {'0' * 64}; it was deleted"):
+        download(f"{url}/w.pth", str(cache / "other.pth"), "0" * 64, quiet=True)
+    assert sorted(p.name for p in cache.iterdir()) == ["w.pth"]  # no partial file left
+    (cache / "w.pth").write_bytes(payload[:100])
+    with pytest.raises(ChecksumError, match="has 100 bytes, expected 5000: a different or damaged file"):
+        download(f"{url}/w.pth", path, good, size=5000)
+    assert (cache / "w.pth").read_bytes() == payload[:100]  # never overwritten
+
+
+def test_an_unreachable_download_says_where_to_put_the_file(tmp_path):
+    url = f"http://127.0.0.1:{_free_port()}/w.pth"
+    target = tmp_path / "w.pth"
+    with pytest.raises(WeightsUnavailableError, match=f"download {url} by hand and put it at {target} \\(sha256 ab"):
+        download(url, str(target), "ab" * 32)
+    assert not target.exists()
+
+
+# ---- numerical faults -------------------------------------------------------------------
+def test_a_nan_loss_stops_with_stage_step_and_terms_and_the_last_checkpoint_loads(tiny_root, tmp_path):
+    engine = _engine(tiny_root)
+
+    def poison(module, inputs, output):
+        if engine.stage == "stage3" and engine.stage_epoch == 1 and engine.epoch_step == 1:
+            return output * float("nan")
+
+    engine.model.bottleneck.register_forward_hook(poison)
+    with pytest.raises(NonFiniteLossError) as err:
+        engine.run(save_dir=str(tmp_path), print_freq=1000)
+    latest = tmp_path / "checkpoints" / "latest.pth"
+    message = str(err.value)
+    assert "non-finite loss in stage3, epoch 2/2, step 2 of the epoch: loss nan, id nan, triplet " in message
+    assert ", i2t " in message and ", guide " in message and f"the last good checkpoint is {latest}" in message
+    state = torch.load(latest, map_location="cpu", weights_only=True)
+    assert (state["stage"], state["stage_epoch"]) == ("stage3", 1)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    _engine(tiny_root).resume(str(latest))
+
+
+# ---- interrupted runs and determinism ---------------------------------------------------
+def _command(root, save_dir, config=CONFIG, *opts):
+    return [
+        sys.executable,
+        "-m",
+        "torchreid_fgdi",
+        "--config-file",
+        config,
+        "--root",
+        root,
+        "data.save_dir",
+        str(save_dir),
+        "model.resume",
+        "auto",
+        *opts,
+    ]
+
+
+FGDI_OPTS = [*SHORT, "train.batch_size", "24"]
+
+
+def _final(save_dir):
+    weights = torch.load(save_dir / "checkpoints" / "stage3.pth", map_location="cpu", weights_only=True)
+    return weights["state_dict"], json.loads((save_dir / "results.json").read_text())
+
+
+def _same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sigkill_at_random_points_resumes_to_the_uninterrupted_result_and_runs_repeat(tiny_root, tmp_path):
+    subprocess.run(_command(tiny_root, tmp_path / "once", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
+    subprocess.run(_command(tiny_root, tmp_path / "twice", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
+    (want, want_results), (again, again_results) = _final(tmp_path / "once"), _final(tmp_path / "twice")
+    assert _same(want, again) and want_results == again_results  # same seed, same CPU result
+
+    seed = int(os.environ.get("FAULTS_SEED", random.randrange(1 << 30)))
+    rng, kills = random.Random(seed), []
+    latest = tmp_path / "killed" / "checkpoints" / "latest.pth"
+    for _ in range(8):  # each run writes 1-3 more checkpoints, then dies at a random moment
+        process = subprocess.Popen(
+            _command(tiny_root, tmp_path / "killed", CONFIG, *FGDI_OPTS),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(rng.randint(1, 3)):
+            before = latest.stat().st_mtime_ns if latest.exists() else 0
+            while process.poll() is None and (not latest.exists() or latest.stat().st_mtime_ns == before):
+                time.sleep(0.005)
+        try:
+            process.wait(timeout=rng.uniform(0, 0.1))
+            break  # finished before the kill
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            state = torch.load(latest, map_location="cpu", weights_only=True)
+            kills.append(f"{state['stage']} epoch {state['stage_epoch']}")
+    subprocess.run(_command(tiny_root, tmp_path / "killed", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
+    got, got_results = _final(tmp_path / "killed")
+    assert kills, f"no kill landed (FAULTS_SEED={seed})"
+    print(f"killed after checkpoints {kills} (FAULTS_SEED={seed})")
+    assert _same(want, got), f"killed after checkpoints {kills} (FAULTS_SEED={seed})"
+    assert got_results == want_results
+
+
+def test_a_baseline_repeats_exactly_with_the_same_seed(tiny_root, tmp_path):
+    config = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
+    opts = ["train.max_epoch", "2", "train.batch_size", "24"]
+    runs = ("once", "twice")
+    for name in runs:
+        subprocess.run(_command(tiny_root, tmp_path / name, config, *opts), check=True, capture_output=True)
+    once, twice = (torchreid.utils.load_checkpoint(str(tmp_path / n / "model" / "model.pth.tar-2")) for n in runs)
+    assert _same(once["state_dict"], twice["state_dict"])
+    assert (tmp_path / "once" / "results.json").read_text() == (tmp_path / "twice" / "results.json").read_text()
