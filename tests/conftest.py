@@ -1,4 +1,7 @@
+import functools
+import http.server
 import importlib.util
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,3 +45,20 @@ def tiny_clip() -> open_clip.CLIP:
         text_cfg=open_clip.CLIPTextCfg(layers=1, width=16, heads=2, context_length=77),
         quick_gelu=True,
     )
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on localhost: the real gdown path without the internet."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

@@ -1,8 +1,6 @@
 """Bad input, faults and interrupted runs: each is refused or survived, with a message that names it."""
 
-import functools
 import hashlib
-import http.server
 import io
 import json
 import os
@@ -10,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -177,23 +174,6 @@ def test_a_blank_or_dangling_msmt17_list_line_is_named(tmp_path):
 
 
 # ---- downloads --------------------------------------------------------------------------
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over HTTP on localhost: the real gdown path without the internet."""
-    folder = tmp_path / "served"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
-    handler = functools.partial(Quiet, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
 def test_downloads_are_checked_against_their_sha256(served, tmp_path):
     folder, url = served
     payload = os.urandom(5000)

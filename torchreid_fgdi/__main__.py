@@ -119,6 +119,7 @@ def run(cfg) -> dict:
     engine = build_engine(cfg, datamanager, trained, optimizer, scheduler)
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.evaluator = cfg.test.evaluator
+    engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
 
@@ -146,7 +147,9 @@ def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
     engine = ImageFGDIEngine(datamanager, model, settings=cfg.fgdi, use_gpu=datamanager.use_gpu)
+    engine.config_text = cfg.dump()
     engine.evaluator = cfg.test.evaluator
+    engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
     resume = resume_path(cfg, fgdi=True)
     if resume:
         engine.resume(resume)

@@ -107,6 +107,8 @@ def get_default_config() -> CN:
     cfg.test.evaluator = "fast"  # chunked, vectorised CMC / mAP; "torchreid" for torchreid's own
     cfg.test.visrank = False
     cfg.test.visrank_topk = 10
+    cfg.test.plots = True  # PNGs in save_dir/plots: CMC, ranked queries, loss curves, domain PCA
+    cfg.test.plot_queries = 4  # queries per target in plots/visrank (test.visrank draws them all)
 
     cfg.use_gpu = True  # used only where CUDA is available
 
@@ -187,6 +189,15 @@ def load_config(config_files: str | list[str] = (), opts=()) -> CN:
         raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
     cfg.merge_from_other_cfg(typed_overrides(cfg, dict(zip(opts[0::2], opts[1::2])), "the command line"))
     cfg.data.save_dir = cfg.data.save_dir.replace("{model}", cfg.model.name)
+    check_config(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def load_config_text(text: str, where: str = "a checkpoint's config") -> CN:
+    """A config dumped with ``cfg.dump()`` (as checkpoints record it), checked like a file."""
+    cfg = get_default_config()
+    cfg.merge_from_other_cfg(typed_overrides(cfg, flat_items(yaml.safe_load(text) or {}), where))
     check_config(cfg)
     cfg.freeze()
     return cfg

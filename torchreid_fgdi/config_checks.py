@@ -53,6 +53,7 @@ NON_NEGATIVE = (
     "fgdi.image.warmup_epochs",
     "fgdi.prompt.warmup_epochs",
     "fgdi.num_cameras",
+    "test.plot_queries",
     "fgdi.stride",
 )
 POSITIVE = (

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 import torchreid
 
 from .. import atomic
-from . import distributed, schedules
+from ..evaluation import plots
+from . import distributed, progress, schedules
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
+from .run_log import RunLog, latest, read_metrics
 from .testing import MultiTargetTestMixin
 
 STAGES = ("stage1", "stage2a", "stage2b", "stage3", "done")
@@ -101,6 +103,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = 0.0
         self.last_checkpoint = ""
         self.epoch_step = 0
+        self.run_log = RunLog("")
+        self.config_text = ""  # the run's config (cfg.dump()), recorded in checkpoints for inference
+        self._bar = None
+        self._epoch_meter = torchreid.utils.MetricMeter()
 
     def _sync_bnnecks(self, model: torch.nn.Module) -> torch.nn.Module:
         """BNNecks as SyncBatchNorm (same parameters and state-dict keys). PyTorch synchronises
@@ -231,7 +237,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 pin_memory=loader.pin_memory,
             )
         feats, pids, dsetids = [], [], []
-        for data in loader:
+        for data in progress.track(loader, "stage2 features"):
             with self._autocast():
                 _, _, xproj = self.model.image_encoder(data["img"].to(self.device))
             feats.append(xproj.float().cpu())
@@ -278,7 +284,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             terms["guide"] = domain_guidance(xproj, invariant[pids], relevant[pids], s.guide_direction)
             loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
         self._step(self.optimizers["image"], loss, terms)
-        return {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+        summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
+        self._epoch_meter.update(summary)
+        return summary
 
     def train_prompts(self, stage: str) -> dict:
         """One stage-2 epoch over the cached image features, in a fresh random order."""
@@ -302,6 +311,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
             self._step(self.optimizers[stage], loss, terms)
             meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
+            meters.update({"domain_acc": (logits.argmax(1) == dom).float().mean().item()})
         self.schedulers[stage].step()
         return {name: meter.avg for name, meter in meters.meters.items()}
 
@@ -337,8 +347,9 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if test_only:
             self._test(test_kwargs)
             return
-        if self.writer is None:
+        if self.writer is None and distributed.is_main():
             self.writer = torch.utils.tensorboard.SummaryWriter(log_dir=save_dir)
+        self.run_log = RunLog(save_dir, self.writer)
         self.max_epoch = self._epochs("stage1") + self._epochs("stage3")
         started = time.time()
         while self.stage != "done":
@@ -346,15 +357,21 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             if self._resume_rng is not None:
                 set_rng_state(self._resume_rng)
                 self._resume_rng = None
+            if self.stage == "stage3" and self.stage_epoch == 0:
+                self._save_domain_features(save_dir, "before stage 3")
             epochs = self._epochs(self.stage)
-            while self.stage_epoch < epochs:
-                self._train_epoch(print_freq)
-                self.stage_epoch += 1
-                finished = self.stage_epoch == epochs
-                if self.stage == "stage3" and eval_freq > 0 and self.stage_epoch % eval_freq == 0 and not finished:
-                    self._test(test_kwargs)
-                if self.stage_epoch % max(self.s.checkpoint_every, 1) == 0 and not finished:
-                    self.save_checkpoint(save_dir)
+            batches = len(self.train_loader) if self.stage in IMAGE_STAGES else 1
+            unit = "batch" if self.stage in IMAGE_STAGES else "epoch"
+            with progress.bar(self.stage, (epochs - self.stage_epoch) * batches, unit) as self._bar:
+                while self.stage_epoch < epochs:
+                    self._train_epoch(print_freq)
+                    self.stage_epoch += 1
+                    finished = self.stage_epoch == epochs
+                    if self.stage == "stage3" and eval_freq > 0 and self.stage_epoch % eval_freq == 0 and not finished:
+                        self._test(test_kwargs)
+                    if self.stage_epoch % max(self.s.checkpoint_every, 1) == 0 and not finished:
+                        self.save_checkpoint(save_dir)
+            self._bar = None
             completed = self.stage
             self.stage, self.stage_epoch = STAGES[STAGES.index(self.stage) + 1], 0
             self.save_checkpoint(save_dir, completed)
@@ -363,7 +380,57 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         print(f"=> Trained all stages in {time.time() - started:.0f} s; final test")
         self._test(test_kwargs)
         self.save_checkpoint(save_dir, "stage3")
-        self.writer.close()
+        if distributed.is_main():
+            self._save_domain_features(save_dir, "after stage 3")
+            if self.plots:
+                self.write_plots(save_dir)
+            self.writer.close()
+
+    # ---- what a run leaves to look at ----------------------------------------------------
+    def domain_features(self, per_domain: int = 150) -> tuple[torch.Tensor, list[str]]:
+        """Test features of up to `per_domain` images of every source (training images) and every
+        target (query images), with the domain name of each; for the domain-mixing plot."""
+        dm, subsets = self.datamanager, []
+        train = dm.train_loader_test.dataset
+        for d, name in enumerate(dm.sources):
+            subsets.append((name, train, [i for i, item in enumerate(dm.train_items) if item[3] == d]))
+        for name in dm.targets:
+            if name not in dm.sources:
+                query = dm.test_loader[name]["query"].dataset
+                subsets.append((name, query, list(range(len(query)))))
+        self.model.eval()
+        feats, labels = [], []
+        for name, dataset, rows in subsets:
+            rows = [rows[i] for i in np.linspace(0, len(rows) - 1, min(per_domain, len(rows))).round().astype(int)]
+            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, rows), batch_size=dm.batch_size_test)
+            with torch.no_grad():
+                feats += [self.extract_features(batch["img"].to(self.device)).cpu() for batch in loader]
+            labels += [name] * len(rows)
+        return torch.cat(feats), labels
+
+    def _save_domain_features(self, save_dir: str, title: str) -> None:
+        if not (self.plots and distributed.is_main()):
+            return
+        rng = get_rng_state()
+        feats, labels = self.domain_features()
+        set_rng_state(rng)
+        path = osp.join(save_dir, "plots", "features_" + title.replace(" ", "_") + ".pt")
+        atomic.save({"features": feats, "domains": labels}, path)
+
+    def write_plots(self, save_dir: str) -> list[str]:
+        """save_dir/plots: losses.png (per stage) and domains.png (PCA before / after stage 3), next
+        to the CMC curves and ranked queries the test wrote."""
+        folder = osp.join(save_dir, "plots")
+        rows = read_metrics(save_dir)
+        written = [plots.plot_losses({s: latest(rows, s) for s in STAGES[:-1]}, osp.join(folder, "losses.png"))]
+        panels = {}
+        for title in ("before stage 3", "after stage 3"):
+            path = osp.join(folder, "features_" + title.replace(" ", "_") + ".pt")
+            if osp.isfile(path):
+                saved = torch.load(path, weights_only=True)
+                panels[title] = (saved["features"], saved["domains"])
+        written.append(plots.plot_domains(panels, osp.join(folder, "domains.png")))
+        return [path for path in written if path]
 
     def _test(self, test_kwargs: dict) -> None:
         """Rank 0 evaluates; the other ranks wait for it."""
@@ -372,25 +439,36 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         distributed.barrier()
 
     def _train_epoch(self, print_freq: int) -> None:
+        """One epoch of the current stage; its averages (every loss term, accuracy, lr) go to the run log."""
         self.epoch_step = 0
+        done = self.stage_epoch + 1
         if self.stage in IMAGE_STAGES:
             self.epoch = self.image_epoch
+            lr = self.optimizers["image"].param_groups[0]["lr"]
             if hasattr(self.train_loader.sampler, "set_epoch"):
                 self.train_loader.sampler.set_epoch(self.image_epoch)
-            print(f"=> {self.stage} epoch {self.stage_epoch + 1}/{self._epochs(self.stage)}")
-            self.train(print_freq=print_freq)
+            print(f"=> {self.stage} epoch {done}/{self._epochs(self.stage)}")
+            self._epoch_meter = torchreid.utils.MetricMeter()
+            loader = self.train_loader
+            if self._bar is not None:
+                self.train_loader = progress.Counted(loader, self._bar)
+            try:
+                self.train(print_freq=print_freq)
+            finally:
+                self.train_loader = loader
             self.image_epoch += 1
-            return
-        summary = self.train_prompts(self.stage)
-        done = self.stage_epoch + 1
-        lr = self.optimizers[self.stage].param_groups[0]["lr"]
-        print(
-            f"=> {self.stage} epoch {done}/{self._epochs(self.stage)} "
-            + " ".join(f"{k} {v:.4f}" for k, v in summary.items())
-            + f" lr {lr:.2e}"
-        )
-        for name, value in summary.items():
-            self.writer.add_scalar(f"Prompt/{self.stage}/{name}", value, done)
+            summary = {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
+        else:
+            lr = self.optimizers[self.stage].param_groups[0]["lr"]
+            summary = self.train_prompts(self.stage)
+            print(
+                f"=> {self.stage} epoch {done}/{self._epochs(self.stage)} "
+                + " ".join(f"{k} {v:.4f}" for k, v in summary.items())
+                + f" lr {lr:.2e}"
+            )
+            if self._bar is not None:
+                self._bar.update()
+        self.run_log.log(self.stage, {**summary, "lr": lr}, done)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self) -> dict:
@@ -404,6 +482,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "rng": get_rng_state(),
+            **({"config": self.config_text} if self.config_text else {}),
         }
 
     def save_checkpoint(self, save_dir: str, name: str = "") -> str:

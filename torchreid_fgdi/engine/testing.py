@@ -16,9 +16,12 @@ from ..evaluation import (
     extract_features,
     format_split_table,
     format_table,
+    plots,
     result_to_json,
     split_summary,
 )
+from . import progress
+from .run_log import RunLog
 
 
 class MultiTargetTestMixin:
@@ -32,6 +35,8 @@ class MultiTargetTestMixin:
 
     test_results: dict
     evaluator = "fast"  # or "torchreid" (test.evaluator): see evaluation.evaluate_features
+    plots = True  # test.plots: CMC curves and a few ranked queries per target in save_dir/plots
+    plot_queries = 4  # test.plot_queries
 
     def test(
         self,
@@ -61,9 +66,22 @@ class MultiTargetTestMixin:
             )
             splits = split_ids(name)
             if splits is None:
-                res, distmat = evaluate(loaders)
+                res, distmat, query, gallery = evaluate(loaders, desc=name)
+                if self.plots and save_dir:
+                    items = self.datamanager.fetch_test_loaders(name)
+                    plots.visrank_queries(
+                        (query[0], items[0]),
+                        (gallery[0], items[1]),
+                        osp.join(save_dir, "plots", "visrank", name),
+                        self.plot_queries,
+                        visrank_topk,
+                        (self.datamanager.height, self.datamanager.width),
+                        dist_metric,
+                    )
             else:
-                per_split = [evaluate(self.datamanager.test_split_loaders(name, i))[0] for i in splits]
+                per_split = [
+                    evaluate(self.datamanager.test_split_loaders(name, i), desc=f"{name} split {i}")[0] for i in splits
+                ]
                 res, distmat = split_summary(per_split), None
             self.test_results[name] = res
             print(
@@ -81,20 +99,22 @@ class MultiTargetTestMixin:
                     save_dir=osp.join(save_dir, "visrank_" + name),
                     topk=visrank_topk,
                 )
-            if self.writer is not None:
-                self.writer.add_scalar(f"Test/{name}/rank1", res["cmc"][0], self.epoch)
-                self.writer.add_scalar(f"Test/{name}/mAP", res["mAP"], self.epoch)
+            cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
+            RunLog(save_dir, self.writer).log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
         table = format_table(self.test_results, self.datamanager.sources)
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
+            if self.plots:
+                plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"))
             atomic.write_text(osp.join(save_dir, "results.md"), table)
             saved = {n: result_to_json(r) for n, r in self.test_results.items()}
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
         return float(average_results(self.test_results, self.test_results)["cmc"][0])
 
-    def _evaluate_target(self, loaders: dict, device, **kwargs) -> tuple[dict, object]:
-        query = extract_features(loaders["query"], self.extract_features, device)
-        gallery = extract_features(loaders["gallery"], self.extract_features, device)
+    def _evaluate_target(self, loaders: dict, device, desc: str, **kwargs) -> tuple:
+        """(result, distance matrix or None, query and gallery (features, pids, camids))."""
+        query = extract_features(progress.track(loaders["query"], f"{desc} query"), self.extract_features, device)
+        gallery = extract_features(progress.track(loaders["gallery"], f"{desc} gallery"), self.extract_features, device)
         res = evaluate_features(query, gallery, **kwargs)
-        return res, res.pop("distmat")
+        return res, res.pop("distmat"), query, gallery

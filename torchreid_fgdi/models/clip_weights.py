@@ -73,11 +73,16 @@ def _cached_copy(tag_cfg: dict, cache_dir: str | None) -> str | None:
 
 
 def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
-    """The local file behind `weights` (a file path, or an open_clip tag for `arch`)."""
+    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.weights.REGISTRY`
+    (downloaded and checked once), or an open_clip tag for `arch`."""
+    from .. import weights as released  # it imports this module
+
     if os.path.isfile(weights):
         return weights
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
+    if weights in released.REGISTRY:
+        return released.get_weights(weights, cache_dir)
     tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -107,8 +112,10 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
 
 def tag_uses_quick_gelu(arch: str, weights: str | None) -> bool:
     """QuickGELU unless `weights` is an open_clip tag trained with GELU (OpenAI's weights and the
-    authors' code use QuickGELU; a local file is assumed to be OpenAI's)."""
-    if not weights or os.path.isfile(weights):
+    authors' code use QuickGELU; a local file or a registered one is assumed to be OpenAI's)."""
+    from .. import weights as released
+
+    if not weights or os.path.isfile(weights) or weights in released.REGISTRY:
         return True
     return bool(open_clip.get_pretrained_cfg(arch, weights).get("quick_gelu", False))
 

@@ -1,0 +1,171 @@
+"""What a run leaves and what comes after it: logs, progress, plots, inference, search, export, weights."""
+
+import base64
+import contextlib
+import io
+import json
+import os
+import shutil
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from tests.test_fgdi_engine import CONFIG, SHORT
+from torchreid_fgdi import search, weights
+from torchreid_fgdi.__main__ import main
+from torchreid_fgdi.config import imagedata_kwargs
+from torchreid_fgdi.data import DomainImageDataManager
+from torchreid_fgdi.engine import progress
+from torchreid_fgdi.engine.run_log import read_metrics
+from torchreid_fgdi.export import export
+from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.models.clip_weights import WeightsUnavailableError
+
+STAGE_TERMS = {
+    "stage1": {"loss", "id", "triplet", "acc", "lr"},
+    "stage2a": {"loss", "i2t", "t2i", "domain", "domain_acc", "lr"},
+    "stage2b": {"loss", "i2t", "t2i", "domain", "domain_acc", "lr"},
+    "stage3": {"loss", "id", "triplet", "i2t", "guide", "acc", "lr"},
+}
+TARGETS = ("synth_a", "synth_b", "synth_c", "synth_d")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_root, tmp_path_factory):
+    """One short run through the command line with progress bars forced on: (save_dir, stderr)."""
+    save_dir = tmp_path_factory.mktemp("run")
+    stderr = io.StringIO()
+    os.environ["TORCHREID_FGDI_PROGRESS"] = "1"
+    try:
+        with contextlib.redirect_stderr(stderr):
+            main(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(save_dir), *SHORT])
+    finally:
+        del os.environ["TORCHREID_FGDI_PROGRESS"]
+    return save_dir, stderr.getvalue()
+
+
+def test_tensorboard_has_every_loss_term_lr_and_accuracy_per_stage_and_the_test_metrics(run):
+    save_dir, _ = run
+    events = EventAccumulator(str(save_dir))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for stage, terms in STAGE_TERMS.items():
+        assert {f"{stage}/{term}" for term in terms} <= tags, stage
+        assert [e.step for e in events.Scalars(f"{stage}/loss")] == [1, 2]  # one point per epoch
+    for target in TARGETS:
+        assert {f"test/{target}/{m}" for m in ("mAP", "Rank-1", "Rank-5", "Rank-10")} <= tags
+    final = json.loads((save_dir / "results.json").read_text())["synth_d"]["mAP"]
+    assert events.Scalars("test/synth_d/mAP")[-1].value == pytest.approx(final)
+
+
+def test_metrics_file_and_plain_text_log(run):
+    save_dir, _ = run
+    rows = read_metrics(str(save_dir))
+    for stage, terms in STAGE_TERMS.items():
+        stage_rows = [r for r in rows if r["group"] == stage]
+        assert [r["step"] for r in stage_rows] == [1, 2] and terms <= set(stage_rows[0])
+    assert all(0 <= r["acc"] <= 1 for r in rows if "acc" in r)
+    (log,) = save_dir.glob("train.log-*")
+    text = log.read_text()
+    for line in ("=> stage1 epoch 2/2", "=> stage2a epoch 2/2 loss", "=> stage3 epoch 2/2", "##### synth_d: mAP"):
+        assert line in text
+
+
+def test_progress_bars_cover_every_stage_and_extraction_and_stay_quiet_off_a_terminal(run, capsys):
+    _, stderr = run
+    for desc in ("stage1", "stage2 features", "stage2a", "stage2b", "stage3", "synth_d query", "synth_d gallery"):
+        assert f"{desc}: 100%" in stderr, desc
+    assert "<00:00" in stderr  # the ETA column
+    list(progress.track(range(3), "quiet"))  # pytest's captured stderr is not a terminal
+    assert capsys.readouterr().err == ""
+
+
+def test_plots_are_written_at_the_end_of_the_run(run):
+    save_dir, _ = run
+    plots = save_dir / "plots"
+    sizes = {name: Image.open(plots / name).size for name in ("losses.png", "cmc.png", "domains.png")}
+    assert sizes["losses.png"][0] > 3 * sizes["losses.png"][1]  # four stage panels side by side
+    assert sizes["domains.png"][0] > 1.8 * sizes["domains.png"][1]  # before and after stage 3
+    before = torch.load(plots / "features_before_stage_3.pt", weights_only=True)
+    after = torch.load(plots / "features_after_stage_3.pt", weights_only=True)
+    assert before["domains"] == after["domains"] and set(before["domains"]) == set(TARGETS)
+    assert not torch.equal(before["features"], after["features"])  # stage 3 moved them
+    for target in TARGETS:
+        assert len(list((plots / "visrank" / target).glob("*.jpg"))) == 4
+
+
+def _query_batch(tiny_root, save_dir):
+    extractor = FeatureExtractor(str(save_dir / "checkpoints" / "stage3.pth"), device="cpu")
+    kwargs = {**imagedata_kwargs(extractor.cfg), "root": tiny_root, "workers": 0, "use_gpu": False}
+    datamanager = DomainImageDataManager(**kwargs)
+    loader = datamanager.test_loader["synth_d"]["query"]
+    return extractor, next(iter(loader)), [item[0] for item in loader.dataset.data[: loader.batch_size]]
+
+
+def test_feature_extractor_takes_paths_pil_images_arrays_and_tensors(tiny_root, run):
+    extractor, batch, paths = _query_batch(tiny_root, run[0])
+    from_paths = extractor(paths)
+    assert from_paths.shape[0] == len(paths) and torch.allclose(from_paths.norm(dim=1), torch.ones(len(paths)))
+    torch.testing.assert_close(extractor(batch["img"]), from_paths)  # the data manager's test pipeline
+    torch.testing.assert_close(extractor([Image.open(p) for p in paths]), from_paths)
+    torch.testing.assert_close(extractor([np.asarray(Image.open(p).convert("RGB")) for p in paths]), from_paths)
+    with pytest.raises(ValueError, match="H x W x 3 uint8"):
+        extractor(np.zeros((4, 4), dtype=np.uint8))
+
+
+def test_search_ranks_a_gallery_folder_and_writes_a_page(run, tiny_root, tmp_path):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(os.path.join(tiny_root, "synth_d", "bounding_box_test"), gallery / "nested")
+    queries = sorted(str(p) for p in (gallery / "nested").glob("*.jpg"))[:2]  # in the gallery: must come first
+    out = tmp_path / "out"
+    args = ["--query", *queries, "--gallery", str(gallery), "--weights", str(run[0] / "checkpoints" / "stage3.pth")]
+    ranking = search.main([*args, "--topk", "5", "--out", str(out), "--device", "cpu"])
+    assert [entry["matches"][0]["path"] for entry in ranking] == queries
+    assert all(entry["matches"][0]["similarity"] == pytest.approx(1.0, abs=1e-5) for entry in ranking)
+    assert all(len(entry["matches"]) == 5 for entry in ranking)
+    similarities = [m["similarity"] for m in ranking[0]["matches"]]
+    assert similarities == sorted(similarities, reverse=True)
+    assert json.loads((out / "ranking.json").read_text()) == ranking
+    page = (out / "index.html").read_text()
+    assert page.count("data:image/jpeg;base64,") == 2 * 6
+    thumbnail = page.split("data:image/jpeg;base64,")[1].split('"')[0]
+    assert Image.open(io.BytesIO(base64.b64decode(thumbnail))).size == search.THUMB
+    assert Image.open(out / "ranking.png").size == (6 * (search.THUMB[0] + 8), 2 * (search.THUMB[1] + 14 + 8))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        search.list_images(str(tmp_path / "empty"))
+
+
+def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path):
+    extractor, batch, _ = _query_batch(tiny_root, run[0])
+    written = export(str(run[0] / "checkpoints" / "stage3.pth"), str(tmp_path))
+    images = batch["img"][:3]
+    want = extractor(images)
+    session = onnxruntime.InferenceSession(written["onnx"], providers=["CPUExecutionProvider"])
+    from_onnx = torch.from_numpy(session.run(["features"], {"images": images.numpy()})[0])
+    torch.testing.assert_close(from_onnx, want, atol=1e-4, rtol=0)
+    from_torchscript = torch.jit.load(written["torchscript"])(images)
+    torch.testing.assert_close(from_torchscript, want, atol=1e-5, rtol=0)
+
+
+def test_released_weights_registry_downloads_checks_and_explains_offline(served, tmp_path, monkeypatch):
+    for name, entry in weights.REGISTRY.items():
+        assert entry.sha256 in entry.url and len(entry.sha256) == 64, name  # OpenAI's URLs carry it
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    folder, url = served
+    payload = b"weights" * 100
+    (folder / "w.pth").write_bytes(payload)
+    entry = weights.ReleasedWeights(f"{url}/w.pth", weights.sha256sum(str(folder / "w.pth")), "w.pth", 700, "test")
+    monkeypatch.setitem(weights.REGISTRY, "test-weights", entry)
+    assert weights.get_weights("test-weights", quiet=True) == str(cache / "w.pth")
+    assert (cache / "w.pth").read_bytes() == payload
+    with pytest.raises(KeyError, match="known: clip-rn101-openai"):
+        weights.get_weights("clip-vit-b99")
+    with pytest.raises(WeightsUnavailableError) as err:  # no internet here
+        weights.get_weights("clip-vit-b16-openai")
+    assert f"put it at {cache / 'openai-clip-ViT-B-16.pt'} (sha256 5806e77c" in str(err.value)

@@ -1,0 +1,114 @@
+"""Features of new images from a trained checkpoint, with torchreid's `FeatureExtractor` interface.
+
+torchreid's extractor needs the model name and input size typed again, normalises with ImageNet
+statistics whatever the model was trained with, and returns unnormalised features. This one
+rebuilds the model, input size and test transform from the config that our checkpoints carry
+(or a config file for other checkpoints) and returns L2-normalised features, ready for cosine
+ranking.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchreid
+from PIL import Image
+from yacs.config import CfgNode as CN
+
+from . import compat
+from . import config as config_lib
+from .data.transforms import CLIP_FGDI, clip_fgdi_transforms
+from .models import VARIANTS, load_weights
+from .models.checkpoints import read_state_dict
+
+
+def checkpoint_config(model_path: str, config_file: str = "") -> CN:
+    """The training config: `config_file` if given, else the one stored in the checkpoint."""
+    if config_file:
+        return config_lib.load_config(config_file)
+    state = torch.load(model_path, map_location="cpu", weights_only=True)
+    text = state.get("config") if isinstance(state, dict) else None
+    if not text:
+        raise ValueError(
+            f"{model_path} does not record its config (checkpoints written by `python -m torchreid_fgdi` do): "
+            "pass the training config file (config_file= / --config-file)"
+        )
+    return config_lib.load_config_text(text)
+
+
+def build_from_checkpoint(model_path: str, cfg: CN) -> torch.nn.Module:
+    """The model of `cfg` with the checkpoint's weights (classes and domains read off its shapes)."""
+    state = read_state_dict(model_path)
+    classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
+    if cfg.model.name in VARIANTS:
+        kwargs = {**config_lib.model_kwargs(cfg, len(cfg.data.sources)), "pretrained": False}
+        model = torchreid.models.build_model(cfg.model.name, classes, **kwargs)
+        load_weights(model, state)
+    else:
+        model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
+        torchreid.utils.load_pretrained_weights(model, model_path)
+    return model.eval()
+
+
+def test_transform(cfg: CN):
+    """The transform the run tested with: the authors' pipeline or torchreid's resize + mean/std."""
+    height, width = cfg.data.height, cfg.data.width
+    if CLIP_FGDI in cfg.data.transforms:
+        return clip_fgdi_transforms(height, width)[1]
+    return torchreid.data.transforms.build_transforms(
+        height, width, transforms=None, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std
+    )[1]
+
+
+class FeatureExtractor:
+    """``extractor(images) -> (N, D)`` L2-normalised features.
+
+    Args:
+        model_path: a checkpoint (``checkpoints/stage3.pth``, or any torchreid / authors' file
+            together with `config_file`).
+        config_file: the training config, for checkpoints that do not record theirs.
+        device: ``'cpu'``, ``'cuda'``, ...; CUDA if available when ``None``.
+        batch_size: images per forward pass.
+
+    ``images``: one or a list of image paths, PIL images or H x W x 3 uint8 arrays, or an
+    already transformed ``(N, 3, H, W)`` tensor.
+
+    Examples::
+
+        from torchreid_fgdi.inference import FeatureExtractor
+        extractor = FeatureExtractor("log/fgdi/checkpoints/stage3.pth")
+        features = extractor(["a.jpg", "b.jpg"])
+        similarity = features @ features.T
+    """
+
+    def __init__(self, model_path: str, config_file: str = "", device: str | None = None, batch_size: int = 64):
+        self.cfg = checkpoint_config(model_path, config_file)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = build_from_checkpoint(model_path, self.cfg).to(self.device)
+        self.transform = test_transform(self.cfg)
+        self.batch_size = batch_size
+
+    def _tensor(self, image) -> torch.Tensor:
+        if isinstance(image, str):
+            image = compat.read_image(image)
+        elif isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise ValueError(f"arrays must be H x W x 3 uint8 RGB images, got {image.shape} {image.dtype}")
+            image = Image.fromarray(image)
+        elif isinstance(image, Image.Image):
+            image = image.convert("RGB")
+        else:
+            raise TypeError(f"expected an image path, a PIL image or an array, got {type(image).__name__}")
+        return self.transform(image)
+
+    @torch.no_grad()
+    def __call__(self, images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            batch = images if images.dim() == 4 else images.unsqueeze(0)
+        else:
+            if isinstance(images, (str, np.ndarray, Image.Image)):
+                images = [images]
+            batch = torch.stack([self._tensor(image) for image in images])
+        features = [self.model(chunk.to(self.device)).float() for chunk in batch.split(self.batch_size) if len(chunk)]
+        return F.normalize(torch.cat(features), dim=1).cpu()

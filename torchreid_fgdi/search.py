@@ -1,0 +1,129 @@
+"""`python -m torchreid_fgdi.search --query IMG [IMG ...] --gallery DIR --weights CKPT`: rank a folder.
+
+Every image under the gallery folder is ranked by cosine similarity to each query with a trained
+checkpoint's features. The result page (``index.html``, self-contained: thumbnails are embedded),
+a picture of the same rows (``ranking.png``) and the numbers (``ranking.json``) go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import os.path as osp
+
+from PIL import Image, ImageDraw
+
+from . import atomic
+from .compat import read_image
+from .inference import FeatureExtractor
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+THUMB = (64, 128)  # width, height
+
+
+def list_images(folder: str) -> list[str]:
+    """Every image file under `folder` (recursively), sorted."""
+    if not osp.isdir(folder):
+        raise FileNotFoundError(f"gallery folder {folder!r} does not exist")
+    found = sorted(
+        osp.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_SUFFIXES)
+    )
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder!r}")
+    return found
+
+
+def rank(extractor: FeatureExtractor, queries: list[str], gallery: list[str], topk: int) -> list[dict]:
+    """[{query, matches: [{path, similarity}, ...best first]}] for every query."""
+    similarity = extractor(queries) @ extractor(gallery).T
+    best = similarity.topk(min(topk, len(gallery)), dim=1)
+    return [
+        {
+            "query": query,
+            "matches": [{"path": gallery[i], "similarity": round(float(v), 6)} for v, i in zip(values, indices)],
+        }
+        for query, values, indices in zip(queries, best.values.tolist(), best.indices.tolist())
+    ]
+
+
+def _thumbnail(path: str) -> Image.Image:
+    return read_image(path).resize(THUMB)
+
+
+def _data_uri(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_html(ranking: list[dict], path: str) -> str:
+    rows = []
+    for entry in ranking:
+        cells = [
+            f'<td class="q"><img src="{_data_uri(_thumbnail(entry["query"]))}"><br>query<br>'
+            f"{html.escape(osp.basename(entry['query']))}</td>"
+        ]
+        for n, match in enumerate(entry["matches"], 1):
+            cells.append(
+                f'<td><img src="{_data_uri(_thumbnail(match["path"]))}"><br>#{n} {match["similarity"]:.3f}<br>'
+                f'<span title="{html.escape(match["path"])}">{html.escape(osp.basename(match["path"]))}</span></td>'
+            )
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>torchreid-fgdi search</title><style>"
+        "td{text-align:center;font:11px sans-serif;padding:4px}td.q{background:#ddeeff}</style>"
+        "<table>" + "".join(rows) + "</table>"
+    )
+    return atomic.write_text(path, page)
+
+
+def write_png(ranking: list[dict], path: str) -> str:
+    """One row per query: the query (blue frame), then the matches with rank and similarity."""
+    width, height = THUMB
+    label = 14
+    columns = 1 + max(len(entry["matches"]) for entry in ranking)
+    canvas = Image.new("RGB", (columns * (width + 8), len(ranking) * (height + label + 8)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for row, entry in enumerate(ranking):
+        y = row * (height + label + 8) + 4
+        tiles = [(entry["query"], "query", (40, 90, 200))]
+        tiles += [(m["path"], f"#{n} {m['similarity']:.3f}", None) for n, m in enumerate(entry["matches"], 1)]
+        for col, (image_path, text, frame) in enumerate(tiles):
+            x = col * (width + 8) + 4
+            canvas.paste(_thumbnail(image_path), (x, y))
+            if frame:
+                draw.rectangle([x - 2, y - 2, x + width + 1, y + height + 1], outline=frame, width=2)
+            draw.text((x, y + height + 1), text, fill="black")
+    return atomic.write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--query", nargs="+", required=True, help="query image(s)")
+    parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
+    parser.add_argument("--weights", required=True, help="a checkpoint, e.g. log/.../checkpoints/stage3.pth")
+    parser.add_argument("--config-file", default="", help="the training config, if the checkpoint has none")
+    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    args = parser.parse_args(argv)
+    if args.topk < 1:
+        parser.error("--topk must be >= 1")
+    extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
+    ranking = rank(extractor, args.query, list_images(args.gallery), args.topk)
+    atomic.write_text(osp.join(args.out, "ranking.json"), json.dumps(ranking, indent=1))
+    page = write_html(ranking, osp.join(args.out, "index.html"))
+    picture = write_png(ranking, osp.join(args.out, "ranking.png"))
+    print(f"=> Ranked {len(ranking)} query(ies) against {args.gallery}: {page}, {picture}")
+    return ranking
+
+
+if __name__ == "__main__":
+    main()
