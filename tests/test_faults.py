@@ -18,7 +18,7 @@ from PIL import Image
 from tests.fake_datasets import _img, make_market1501, make_msmt17
 from tests.test_distributed import _free_port
 from tests.test_fgdi_engine import CONFIG, SHORT, _engine
-from torchreid_fgdi.__main__ import main
+from torchreid_fgdi.__main__ import main, resume_path
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config_checks import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
@@ -60,8 +60,22 @@ def test_a_wrong_type_in_a_file_names_the_file_and_a_number_is_widened(tmp_path)
     bad.write_text("train:\n  max_epoch: 3.5\n")
     with pytest.raises(ConfigError, match=r"train.max_epoch in .*bad.yaml must be an integer like its default 60"):
         load_config([str(bad)])
-    cfg = load_config([], ["fgdi.image.lr", "1", "data.sources", "market1501"])
+    cfg = load_config([], ["fgdi.image.lr", "1", "data.sources", "market1501", "test.plots", "false"])
     assert cfg.fgdi.image.lr == 1.0 and isinstance(cfg.fgdi.image.lr, float) and cfg.data.sources == ["market1501"]
+    assert cfg.test.plots is False
+    good = tmp_path / "good.yaml"
+    good.write_text("fgdi:\n  image:\n    lr: 3e-4\n")  # YAML reads 3e-4 as a string; yacs as a number
+    assert load_config([str(good)]).fgdi.image.lr == 3e-4
+
+
+def test_resume_auto_takes_the_newest_whole_checkpoint(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for name in ("model.pth.tar-2", "model.pth.tar-10", "model.pth.tar-12.tmp4321"):  # the last: a killed save
+        (folder / name).write_bytes(b"")
+    cfg = load_config([], ["model.name", "osnet_x0_25", "data.save_dir", str(tmp_path), "model.resume", "auto"])
+    assert resume_path(cfg, fgdi=False) == str(folder / "model.pth.tar-10")
+    assert resume_path(cfg, fgdi=True) == ""  # no FGDI checkpoint there: a fresh start
 
 
 @pytest.mark.parametrize(
@@ -154,11 +168,16 @@ def test_file_names_torchreid_would_misread_stop_the_run(tmp_path):
     assert f"{camera}: camera 9 outside 1..6" in message
 
 
-def test_a_folder_named_like_an_identity_is_caught(tmp_path):
-    root = tmp_path / "exp_3_c1"  # torchreid would read pid 3, camera 1 for every image below it
-    make_market1501(str(root))
+def test_a_folder_named_like_an_identity_is_caught_even_above_a_relative_root(tmp_path, monkeypatch):
+    work = tmp_path / "exp_3_c1"  # torchreid would read pid 3, camera 1 for every image below it
+    make_market1501(str(work / "data"))
+    (work / "data" / MARKET / "query" / "._0001_c1s1_001051_00.jpg").write_bytes(b"")  # macOS metadata: not read
+    monkeypatch.chdir(work)
     with pytest.raises(DatasetsNotReadyError, match=r"finds '3_c1' in a folder name first; rename that folder"):
-        ensure_datasets(str(root), ["market1501"])
+        ensure_datasets("data", ["market1501"])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp_3_c1").rename(tmp_path / "exp")
+    ensure_datasets("exp/data", ["market1501"])
 
 
 def test_a_blank_or_dangling_msmt17_list_line_is_named(tmp_path):

@@ -15,14 +15,15 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.test_fgdi_engine import CONFIG, SHORT
+from torchreid_fgdi import export as export_module
 from torchreid_fgdi import search, weights
 from torchreid_fgdi.__main__ import main
-from torchreid_fgdi.config import imagedata_kwargs
+from torchreid_fgdi.config import imagedata_kwargs, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.export import export
-from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.inference import FeatureExtractor, checkpoint_model_kwargs
 from torchreid_fgdi.models.clip_weights import WeightsUnavailableError
 
 STAGE_TERMS = {
@@ -115,6 +116,22 @@ def test_feature_extractor_takes_paths_pil_images_arrays_and_tensors(tiny_root, 
     torch.testing.assert_close(extractor([np.asarray(Image.open(p).convert("RGB")) for p in paths]), from_paths)
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         extractor(np.zeros((4, 4), dtype=np.uint8))
+    extractor.batch_size = 2  # images are read and transformed a batch at a time
+    torch.testing.assert_close(extractor(paths), from_paths)
+
+
+def test_a_checkpoint_model_keeps_the_activation_of_the_clip_it_was_trained_from():
+    def kwargs(*opts):
+        return checkpoint_model_kwargs(load_config([], ["model.name", "fgdi_vit_b16", *opts]))
+
+    assert kwargs("model.pretrained", "True")["quick_gelu"] is True  # OpenAI's CLIP: QuickGELU
+    assert kwargs("fgdi.clip_weights", "laion2b_s34b_b88k")["quick_gelu"] is False  # a GELU tag
+    assert kwargs("fgdi.clip_weights", "laion2b_s34b_b88k")["pretrained"] is False  # weights: the checkpoint's
+
+
+def test_a_checkpoint_config_loads_on_a_machine_unlike_the_training_one():
+    text = load_config([]).dump().replace("test_precision: fp32", "test_precision: fp16")
+    assert load_config_text(text).fgdi.test_precision == "fp16"  # trained on CUDA, read on a CPU
 
 
 def test_search_ranks_a_gallery_folder_and_writes_a_page(run, tiny_root, tmp_path):
@@ -140,7 +157,7 @@ def test_search_ranks_a_gallery_folder_and_writes_a_page(run, tiny_root, tmp_pat
         search.list_images(str(tmp_path / "empty"))
 
 
-def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path):
+def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path, monkeypatch):
     extractor, batch, _ = _query_batch(tiny_root, run[0])
     written = export(str(run[0] / "checkpoints" / "stage3.pth"), str(tmp_path))
     images = batch["img"][:3]
@@ -150,6 +167,11 @@ def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path):
     torch.testing.assert_close(from_onnx, want, atol=1e-4, rtol=0)
     from_torchscript = torch.jit.load(written["torchscript"])(images)
     torch.testing.assert_close(from_torchscript, want, atol=1e-5, rtol=0)
+    before = open(written["onnx"], "rb").read()
+    monkeypatch.setattr(export_module, "TOLERANCE", -1.0)  # every export now "differs"
+    with pytest.raises(RuntimeError, match="the onnx export differs from PyTorch .* not written"):
+        export(str(run[0] / "checkpoints" / "stage3.pth"), str(tmp_path), ["onnx"])
+    assert open(written["onnx"], "rb").read() == before and len(list(tmp_path.iterdir())) == 2
 
 
 def test_released_weights_registry_downloads_checks_and_explains_offline(served, tmp_path, monkeypatch):

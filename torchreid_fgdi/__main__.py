@@ -13,6 +13,7 @@ import contextlib
 import glob
 import os
 import os.path as osp
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -133,8 +134,13 @@ def resume_path(cfg, fgdi: bool) -> str:
         latest = osp.join(cfg.data.save_dir, "checkpoints", "latest.pth")
         found = [latest] if osp.isfile(latest) else []
     else:
-        found = sorted(glob.glob(osp.join(cfg.data.save_dir, "model", "model.pth.tar-*")))
-        found.sort(key=lambda path: int(path.rsplit("-", 1)[1]))
+        pattern = re.compile(r"model\.pth\.tar-(\d+)$")  # not a temporary file a killed save left
+        epochs = {
+            int(m.group(1)): path
+            for path in glob.glob(osp.join(cfg.data.save_dir, "model", "*"))
+            if (m := pattern.search(path))
+        }
+        found = [epochs[e] for e in sorted(epochs)]
     if not found:
         print(f"=> model.resume auto: no checkpoint in {cfg.data.save_dir}, starting afresh")
         return ""

@@ -99,7 +99,8 @@ def check_keys(cfg: CN, keys, where: str) -> None:
 
 
 def decode(text):
-    """A command-line value as yacs reads it: a Python literal if it parses, else the string."""
+    """A value as yacs reads it: a string that is a Python literal becomes that literal (so
+    ``3e-4``, which YAML leaves a string, is a number); other strings stay strings."""
     if not isinstance(text, str):
         return text
     try:
@@ -115,6 +116,8 @@ def _kind(default) -> str:
 
 
 def _coerce_scalar(value, default):
+    if isinstance(default, bool) and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
     if isinstance(default, bool) or isinstance(value, bool):
         return value if type(value) is type(default) else None
     if isinstance(default, float) and isinstance(value, int):
@@ -159,7 +162,7 @@ def typed_overrides(cfg: CN, items: dict, where: str) -> CN:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, CN(new_allowed=True))
-        node[leaf] = coerce(key, decode(value) if where == "the command line" else value, get(cfg, key), where)
+        node[leaf] = coerce(key, decode(value), get(cfg, key), where)
     return nested
 
 

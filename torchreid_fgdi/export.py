@@ -9,7 +9,7 @@ random batch (onnxruntime for ONNX) before it is written.
 from __future__ import annotations
 
 import argparse
-import os
+import functools
 import os.path as osp
 import warnings
 
@@ -38,61 +38,61 @@ def _max_difference(want: torch.Tensor, got) -> float:
     return float((want - torch.as_tensor(got)).abs().max())
 
 
-def export_torchscript(module: torch.nn.Module, example: torch.Tensor, path: str) -> float:
-    """Traces `module`, saves it and returns the largest difference to PyTorch on a second batch."""
+def export_torchscript(module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor) -> float:
+    """Traces `module` into `path`; the largest difference of the saved file to PyTorch on `probe`."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still widely deployed
-        traced = torch.jit.trace(module, example, check_trace=False)
-    probe = torch.randn(example.shape[0] + 1, *example.shape[1:])
-    with torch.no_grad():
-        difference = _max_difference(module(probe), traced(probe))
-    atomic.write_atomically(path, lambda tmp: traced.save(tmp))
-    return difference
+        torch.jit.trace(module, example, check_trace=False).save(path)
+        return _max_difference(module(probe), torch.jit.load(path)(probe))
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str) -> float:
-    """Exports `module` with a free batch size and returns the largest difference onnxruntime gives."""
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor) -> float:
+    """Exports `module` to `path` with a free batch size; the largest difference onnxruntime gives on `probe`."""
     import onnxruntime
 
-    def write(tmp: str) -> None:
-        batch = torch.export.Dim("batch", min=1)
-        program = torch.onnx.export(
-            module,
-            (example,),
-            dynamo=True,
-            input_names=["images"],
-            output_names=["features"],
-            dynamic_shapes={"images": {0: batch}},
-        )
-        program.save(tmp)
-
-    atomic.write_atomically(path, write)
-    probe = torch.randn(example.shape[0] + 1, *example.shape[1:])
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.onnx.export(
+        module,
+        (example,),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["features"],
+        dynamic_shapes={"images": {0: batch}},
+    )
+    program.save(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     with torch.no_grad():
         return _max_difference(module(probe), session.run(["features"], {"images": probe.numpy()})[0])
 
 
+EXPORTERS = {"onnx": (".onnx", export_onnx), "torchscript": (".torchscript.pt", export_torchscript)}
+
+
+def _write_checked(tmp: str, fmt: str, module: torch.nn.Module, example: torch.Tensor, probe: torch.Tensor) -> None:
+    difference = EXPORTERS[fmt][1](module, example, tmp, probe)
+    if difference > TOLERANCE:
+        raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (> {TOLERANCE}); not written")
+    print(f"=> {fmt}: max |difference| to PyTorch {difference:.1e}")
+
+
 def export(model_path: str, out_dir: str, formats=FORMATS, config_file: str = "") -> dict[str, str]:
     """Writes ``<out_dir>/<checkpoint name>.onnx`` / ``.torchscript.pt``; {format: path}.
 
-    Raises if an export differs from PyTorch by more than `TOLERANCE` (the file is then removed).
+    An export that differs from PyTorch by more than `TOLERANCE` raises and is not written (a
+    file of an earlier export stays as it was).
     """
     cfg = checkpoint_config(model_path, config_file)
     module = NormalizedFeatures(build_from_checkpoint(model_path, cfg)).eval()
     example = torch.randn(2, 3, cfg.data.height, cfg.data.width)
+    probe = torch.randn(3, 3, cfg.data.height, cfg.data.width)  # another batch size than the example's
     stem = osp.join(out_dir, osp.splitext(osp.basename(model_path))[0])
     written = {}
     for fmt in formats:
-        if fmt not in FORMATS:
+        if fmt not in EXPORTERS:
             raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
-        path = stem + (".onnx" if fmt == "onnx" else ".torchscript.pt")
-        difference = (export_onnx if fmt == "onnx" else export_torchscript)(module, example, path)
-        if difference > TOLERANCE:
-            os.remove(path)
-            raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (> {TOLERANCE}); not kept")
-        print(f"=> {fmt}: {path} (max |difference| to PyTorch {difference:.1e})")
-        written[fmt] = path
+        write = functools.partial(_write_checked, fmt=fmt, module=module, example=example, probe=probe)
+        written[fmt] = atomic.write_atomically(stem + EXPORTERS[fmt][0], write)
+        print(f"=> {fmt}: {written[fmt]}")
     return written
 
 

@@ -21,6 +21,8 @@ from . import config as config_lib
 from .data.transforms import CLIP_FGDI, clip_fgdi_transforms
 from .models import VARIANTS, load_weights
 from .models.checkpoints import read_state_dict
+from .models.clip_weights import tag_uses_quick_gelu
+from .models.variants import variant_weights
 
 
 def checkpoint_config(model_path: str, config_file: str = "") -> CN:
@@ -31,10 +33,20 @@ def checkpoint_config(model_path: str, config_file: str = "") -> CN:
     text = state.get("config") if isinstance(state, dict) else None
     if not text:
         raise ValueError(
-            f"{model_path} does not record its config (checkpoints written by `python -m torchreid_fgdi` do): "
+            f"{model_path} does not record its config (those of the FGDI engine do): "
             "pass the training config file (config_file= / --config-file)"
         )
     return config_lib.load_config_text(text)
+
+
+def checkpoint_model_kwargs(cfg: CN) -> dict:
+    """`build_model` arguments for an FGDI model whose every weight comes from a checkpoint: no CLIP
+    weights are loaded, but the activation is the one the CLIP it was trained from had."""
+    kwargs = config_lib.model_kwargs(cfg, len(cfg.data.sources))
+    arch = VARIANTS[cfg.model.name]["clip"]
+    if kwargs["quick_gelu"] is None and isinstance(arch, str):
+        kwargs["quick_gelu"] = tag_uses_quick_gelu(arch, variant_weights(cfg.model.name, kwargs["pretrained"]))
+    return {**kwargs, "pretrained": False}
 
 
 def build_from_checkpoint(model_path: str, cfg: CN) -> torch.nn.Module:
@@ -42,8 +54,7 @@ def build_from_checkpoint(model_path: str, cfg: CN) -> torch.nn.Module:
     state = read_state_dict(model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
-        kwargs = {**config_lib.model_kwargs(cfg, len(cfg.data.sources)), "pretrained": False}
-        model = torchreid.models.build_model(cfg.model.name, classes, **kwargs)
+        model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg))
         load_weights(model, state)
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
@@ -109,6 +120,11 @@ class FeatureExtractor:
         else:
             if isinstance(images, (str, np.ndarray, Image.Image)):
                 images = [images]
-            batch = torch.stack([self._tensor(image) for image in images])
-        features = [self.model(chunk.to(self.device)).float() for chunk in batch.split(self.batch_size) if len(chunk)]
-        return F.normalize(torch.cat(features), dim=1).cpu()
+            images = list(images)
+            starts = range(0, len(images), self.batch_size)
+            batch = (torch.stack([self._tensor(i) for i in images[s : s + self.batch_size]]) for s in starts)
+        chunks = batch.split(self.batch_size) if isinstance(batch, torch.Tensor) else batch
+        features = [self.model(chunk.to(self.device)).float().cpu() for chunk in chunks]
+        if not features:
+            raise ValueError("no images given")
+        return F.normalize(torch.cat(features), dim=1)

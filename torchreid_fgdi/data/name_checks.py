@@ -21,7 +21,7 @@ _EXAMPLE = "0002_c1s1_000451_03.jpg (<pid>_c<camera>..., pid -1 for junk)"
 def pid_cam_problems(folder: str, max_pid: int | None, max_cam: int) -> list[str]:
     problems = []
     for name in sorted(os.listdir(folder)):
-        if not name.endswith(".jpg"):
+        if not name.endswith(".jpg") or name.startswith("."):  # what torchreid's glob("*.jpg") reads
             continue
         path = osp.join(folder, name)
         own = _PID_CAM.match(name)
@@ -48,6 +48,7 @@ def _image_folders(root: str, base: str) -> list[str]:
 
 
 def market1501_problems(root: str) -> list[str]:
+    root = osp.abspath(osp.expanduser(root))  # torchreid's regex sees the absolute path
     base = "market1501/Market-1501-v15.09.15"
     if not osp.isdir(osp.join(root, base)):
         base = "market1501"
@@ -55,6 +56,7 @@ def market1501_problems(root: str) -> list[str]:
 
 
 def dukemtmcreid_problems(root: str) -> list[str]:
+    root = osp.abspath(osp.expanduser(root))
     folders = _image_folders(root, "dukemtmc-reid/DukeMTMC-reID")
     return [p for f in folders if osp.isdir(f) for p in pid_cam_problems(f, None, 8)]
 

@@ -350,6 +350,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if self.writer is None and distributed.is_main():
             self.writer = torch.utils.tensorboard.SummaryWriter(log_dir=save_dir)
         self.run_log = RunLog(save_dir, self.writer)
+        if self.stage == STAGES[0] and self.stage_epoch == 0 and self._resume_rng is None:
+            self.run_log.start()  # a new run in this save_dir: earlier runs' curves would mix in
         self.max_epoch = self._epochs("stage1") + self._epochs("stage3")
         started = time.time()
         while self.stage != "done":
@@ -490,7 +492,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         folder = osp.join(save_dir, "checkpoints")
         if not distributed.is_main():
             distributed.barrier()
-            return osp.join(folder, "latest.pth")
+            self.last_checkpoint = osp.join(folder, "latest.pth")
+            return self.last_checkpoint
         state = self.checkpoint_state()
         for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
             atomic.save(state, osp.join(folder, filename))
@@ -516,6 +519,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
+        self.last_checkpoint = path
         print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
 
 

@@ -23,6 +23,11 @@ class RunLog:
         self.path = osp.join(save_dir, METRICS_FILE) if save_dir else None
         self.writer = writer
 
+    def start(self) -> None:
+        """Forgets what earlier runs in this folder logged (a resumed run keeps and appends)."""
+        if self.path and distributed.is_main() and osp.isfile(self.path):
+            os.remove(self.path)
+
     def log(self, group: str, values: dict[str, float], step: int) -> None:
         if not distributed.is_main():
             return

@@ -77,6 +77,7 @@ class MultiTargetTestMixin:
                         visrank_topk,
                         (self.datamanager.height, self.datamanager.width),
                         dist_metric,
+                        normalize_feature,
                     )
             else:
                 per_split = [

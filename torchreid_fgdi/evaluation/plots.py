@@ -87,15 +87,19 @@ def visrank_queries(
     topk: int,
     size: tuple[int, int],
     dist_metric: str = "euclidean",
+    normalize_feature: bool = False,
 ) -> str:
     """torchreid's ranked-results pictures for `num_queries` queries spread over the query set.
 
-    Only those queries' distances are computed, so this costs nothing next to the evaluation.
+    Only those queries' distances are computed, so this costs nothing next to the evaluation
+    (re-ranking, which needs every distance, is not applied here).
     ``query`` / ``gallery``: features and torchreid's item lists (path, pid, camid, ...).
     """
     import torchreid
 
     (qf, q_items), (gf, g_items) = query, gallery
+    if normalize_feature:  # as the evaluation ranked them
+        qf, gf = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
     picked = np.linspace(0, len(q_items) - 1, min(num_queries, len(q_items))).round().astype(int)
     distmat = torchreid.metrics.compute_distance_matrix(qf[picked], gf, dist_metric).numpy()
     os.makedirs(save_dir, exist_ok=True)

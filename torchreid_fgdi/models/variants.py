@@ -31,6 +31,11 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def variant_weights(variant: str, pretrained: bool | str | None) -> str | None:
+    """The CLIP weights `pretrained` means for `variant` (``True``: its default; falsy: none)."""
+    return VARIANTS[variant]["weights"] if pretrained is True else (pretrained or None)
+
+
 def build_fgdi(
     variant: str,
     num_classes: int,
@@ -66,8 +71,7 @@ def build_fgdi(
             decides the losses and the device.
     """
     spec = VARIANTS[variant]
-    weights = spec["weights"] if pretrained is True else (pretrained or None)
-    clip, tokenizer = create_clip(spec["clip"], weights, quick_gelu, cache_dir)
+    clip, tokenizer = create_clip(spec["clip"], variant_weights(variant, pretrained), quick_gelu, cache_dir)
     return FGDI(
         clip,
         tokenizer,
