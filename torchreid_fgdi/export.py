@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import atomic
-from .inference import build_from_checkpoint, checkpoint_config
+from .inference import load_trained
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -81,8 +81,8 @@ def export(model_path: str, out_dir: str, formats=FORMATS, config_file: str = ""
     An export that differs from PyTorch by more than `TOLERANCE` raises and is not written (a
     file of an earlier export stays as it was).
     """
-    cfg = checkpoint_config(model_path, config_file)
-    module = NormalizedFeatures(build_from_checkpoint(model_path, cfg)).eval()
+    model, cfg = load_trained(model_path, config_file)
+    module = NormalizedFeatures(model).eval()
     example = torch.randn(2, 3, cfg.data.height, cfg.data.width)
     probe = torch.randn(3, 3, cfg.data.height, cfg.data.width)  # another batch size than the example's
     stem = osp.join(out_dir, osp.splitext(osp.basename(model_path))[0])

@@ -25,12 +25,8 @@ from .models.clip_weights import tag_uses_quick_gelu
 from .models.variants import variant_weights
 
 
-def checkpoint_config(model_path: str, config_file: str = "") -> CN:
-    """The training config: `config_file` if given, else the one stored in the checkpoint."""
-    if config_file:
-        return config_lib.load_config(config_file)
-    state = torch.load(model_path, map_location="cpu", weights_only=True)
-    text = state.get("config") if isinstance(state, dict) else None
+def _recorded_config(checkpoint: dict, model_path: str) -> CN:
+    text = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not text:
         raise ValueError(
             f"{model_path} does not record its config (those of the FGDI engine do): "
@@ -49,17 +45,20 @@ def checkpoint_model_kwargs(cfg: CN) -> dict:
     return {**kwargs, "pretrained": False}
 
 
-def build_from_checkpoint(model_path: str, cfg: CN) -> torch.nn.Module:
-    """The model of `cfg` with the checkpoint's weights (classes and domains read off its shapes)."""
-    state = read_state_dict(model_path)
+def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
+    """The trained model (eval mode) and its config: `config_file` if given, else the one the
+    checkpoint records. Classes and domains are read off the weights' shapes; the file is read once."""
+    checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
+    cfg = config_lib.load_config(config_file) if config_file else _recorded_config(checkpoint, model_path)
+    state = read_state_dict(checkpoint)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg))
         load_weights(model, state)
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
-        torchreid.utils.load_pretrained_weights(model, model_path)
-    return model.eval()
+        torchreid.utils.load_pretrained_weights(model, model_path)  # torchreid's own key matching
+    return model.eval(), cfg
 
 
 def test_transform(cfg: CN):
@@ -94,9 +93,9 @@ class FeatureExtractor:
     """
 
     def __init__(self, model_path: str, config_file: str = "", device: str | None = None, batch_size: int = 64):
-        self.cfg = checkpoint_config(model_path, config_file)
+        model, self.cfg = load_trained(model_path, config_file)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = build_from_checkpoint(model_path, self.cfg).to(self.device)
+        self.model = model.to(self.device)
         self.transform = test_transform(self.cfg)
         self.batch_size = batch_size
 

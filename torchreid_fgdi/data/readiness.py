@@ -112,9 +112,10 @@ def check_datasets(root: str, names) -> dict[str, str]:
     return status
 
 
-def malformed_files(root: str, names) -> dict[str, list[str]]:
-    """{name: problems} for the datasets whose file names or list files torchreid would misread."""
-    found = [n for n, state in check_datasets(root, names).items() if state == "found" and n in NAME_CHECKS]
+def malformed_files(root: str, status: dict[str, str]) -> dict[str, list[str]]:
+    """{name: problems} for the found datasets (`check_datasets` status) whose file names or list
+    files torchreid would misread."""
+    found = [n for n, state in status.items() if state == "found" and n in NAME_CHECKS]
     problems = {name: NAME_CHECKS[name](root) for name in found}
     return {name: listed for name, listed in problems.items() if listed}
 
@@ -137,7 +138,7 @@ def ensure_datasets(root: str, names) -> None:
             f"{len(missing)} dataset(s) not ready, nothing was started (set data.root / --root to the folder "
             "holding them):\n" + "\n".join(parts)
         )
-    malformed = malformed_files(root, names)
+    malformed = malformed_files(root, status)
     if malformed:
         shown = [f"- {name}: {len(p)} problem(s)\n    " + "\n    ".join(p[:_SHOWN]) for name, p in malformed.items()]
         raise DatasetsNotReadyError(

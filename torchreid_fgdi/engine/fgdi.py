@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os.path as osp
 import random
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -170,12 +172,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         trainable = set(self._params(stage))
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in trainable)
-        rng = get_rng_state()
-        if stage in ("stage2a", "stage2b") and self._image_cache is None:
-            self._image_cache = self.extract_image_features()
-        if stage == "stage3":
-            self._text_cache = self.encode_prompts()
-        set_rng_state(rng)
+        with rng_preserved():
+            if stage in ("stage2a", "stage2b") and self._image_cache is None:
+                self._image_cache = self.extract_image_features()
+            if stage == "stage3":
+                self._text_cache = self.encode_prompts()
         self._ddp = None
         if distributed.world_size() > 1 and stage in STAGES[:-1]:
             module = self.model if stage in IMAGE_STAGES else _PromptStep(self.model)
@@ -413,11 +414,9 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     def _save_domain_features(self, save_dir: str, title: str) -> None:
         if not (self.plots and distributed.is_main()):
             return
-        rng = get_rng_state()
-        feats, labels = self.domain_features()
-        set_rng_state(rng)
-        path = osp.join(save_dir, "plots", "features_" + title.replace(" ", "_") + ".pt")
-        atomic.save({"features": feats, "domains": labels}, path)
+        with rng_preserved():
+            feats, labels = self.domain_features()
+        atomic.save({"features": feats, "domains": labels}, _domain_features_path(save_dir, title))
 
     def write_plots(self, save_dir: str) -> list[str]:
         """save_dir/plots: losses.png (per stage) and domains.png (PCA before / after stage 3), next
@@ -427,7 +426,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         written = [plots.plot_losses({s: latest(rows, s) for s in STAGES[:-1]}, osp.join(folder, "losses.png"))]
         panels = {}
         for title in ("before stage 3", "after stage 3"):
-            path = osp.join(folder, "features_" + title.replace(" ", "_") + ".pt")
+            path = _domain_features_path(save_dir, title)
             if osp.isfile(path):
                 saved = torch.load(path, weights_only=True)
                 panels[title] = (saved["features"], saved["domains"])
@@ -521,6 +520,20 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._resume_rng = state["rng"]
         self.last_checkpoint = path
         print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
+
+
+def _domain_features_path(save_dir: str, title: str) -> str:
+    return osp.join(save_dir, "plots", "features_" + title.replace(" ", "_") + ".pt")
+
+
+@contextlib.contextmanager
+def rng_preserved() -> Iterator[None]:
+    """Leaves every random generator as it was before the block."""
+    state = get_rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def get_rng_state() -> dict:
