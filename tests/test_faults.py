@@ -71,8 +71,10 @@ def test_a_wrong_type_in_a_file_names_the_file_and_a_number_is_widened(tmp_path)
 def test_resume_auto_takes_the_newest_whole_checkpoint(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
-    for name in ("model.pth.tar-2", "model.pth.tar-10", "model.pth.tar-12.tmp4321"):  # the last: a killed save
-        (folder / name).write_bytes(b"")
+    for name in ("model.pth.tar-2", "model.pth.tar-10"):
+        torch.save({"state_dict": {}, "epoch": int(name.split("-")[1])}, folder / name)
+    (folder / "model.pth.tar-11").write_bytes(b"")  # damaged: skipped
+    (folder / "model.pth.tar-12.tmp4321").write_bytes(b"")  # a killed save's temporary file
     cfg = load_config([], ["model.name", "osnet_x0_25", "data.save_dir", str(tmp_path), "model.resume", "auto"])
     assert resume_path(cfg, fgdi=False) == str(folder / "model.pth.tar-10")
     assert resume_path(cfg, fgdi=True) == ""  # no FGDI checkpoint there: a fresh start
@@ -89,7 +91,7 @@ def test_a_batch_the_identities_cannot_fill_is_refused_before_the_model_is_built
     args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path)]
     with pytest.raises(ValueError, match=error):
         main([*args, "train.batch_size", batch, "sampler.num_instances", k])
-    assert [p.name.split("-")[0] for p in tmp_path.iterdir()] == ["train.log"]
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name != ".run.lock"] == ["train.log"]
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -233,7 +235,10 @@ def test_a_nan_loss_stops_with_stage_step_and_terms_and_the_last_checkpoint_load
     latest = tmp_path / "checkpoints" / "latest.pth"
     message = str(err.value)
     assert "non-finite loss in stage3, epoch 2/2, step 2 of the epoch: loss nan, id nan, triplet " in message
-    assert ", i2t " in message and ", guide " in message and f"the last good checkpoint is {latest}" in message
+    good = tmp_path / "checkpoints" / "stage2b.pth"  # stage-3 epoch 1 trained from it with finite losses
+    assert ", i2t " in message and ", guide " in message
+    assert f"the newest checkpoint known to be good is {good}: continue with model.resume {good}" in message
+    assert f"Not {latest}: no complete epoch has trained from it" in message
     state = torch.load(latest, map_location="cpu", weights_only=True)
     assert (state["stage"], state["stage_epoch"]) == ("stage3", 1)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())

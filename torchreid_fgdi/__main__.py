@@ -22,10 +22,26 @@ import torch
 import torchreid
 
 from . import config as config_lib
+from .checkpoint_file import CheckpointError, read_checkpoint
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
-from .engine import ImageFGDIEngine, build_engine, distributed
+from .engine import ImageFGDIEngine, build_engine, distributed, schedules
+from .engine.fgdi import checkpoint_progress, newest_checkpoint
+from .engine.run_folder import Progress, RunFolder, check_data, check_resume, recorded_config
 from .models import FGDI, load_weights
+from .models.checkpoints import load_torchreid_weights
+
+
+def _split_words(words: list[str], belongs) -> tuple[list[str], list[str]]:
+    """(the option's own words, the KEY VALUE words that followed them): an option taking several
+    words also swallows the overrides typed after it, up to the first word that is not its own."""
+    split = next((i for i, word in enumerate(words) if not belongs(word)), len(words))
+    return words[:split], words[split:]
+
+
+def split_config_files(words: list[str]) -> tuple[list[str], list[str]]:
+    """--config-file's words: (YAML files, KEY VALUE words after them)."""
+    return _split_words(words, lambda word: word.endswith((".yaml", ".yml")))
 
 
 def build_config(argv=None):
@@ -33,18 +49,17 @@ def build_config(argv=None):
     parser.add_argument(
         "--config-file", nargs="+", default=[], help="yacs YAML config(s), merged in order (e.g. model, protocol)"
     )
-    parser.add_argument("-s", "--sources", nargs="+", help="source datasets (overrides the config)")
-    parser.add_argument("-t", "--targets", nargs="+", help="target datasets (overrides the config)")
+    parser.add_argument("-s", "--sources", nargs="+", default=[], help="source datasets (overrides the config)")
+    parser.add_argument("-t", "--targets", nargs="+", default=[], help="target datasets (overrides the config)")
     parser.add_argument("--root", type=str, default="", help="root folder of the datasets")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, help="KEY VALUE pairs overriding the config")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding the config")
+    args = parser.parse_intermixed_args(argv)
 
-    # --config-file takes every following word; the first one that is not a YAML file starts KEY VALUE.
-    files = list(args.config_file)
-    split = next((i for i, word in enumerate(files) if not word.endswith((".yaml", ".yml"))), len(files))
-    opts = files[split:] + list(args.opts)
-    files = files[:split]
-    for key, value in (("data.root", args.root), ("data.sources", args.sources), ("data.targets", args.targets)):
+    files, opts = split_config_files(args.config_file)
+    sources, more = _split_words(args.sources, lambda word: "." not in word)  # a config key has a dot
+    targets, most = _split_words(args.targets, lambda word: "." not in word)
+    opts += more + most + list(args.opts)
+    for key, value in (("data.root", args.root), ("data.sources", sources), ("data.targets", targets)):
         if value:
             opts += [key, str(value)]
     return config_lib.load_config(files, opts)
@@ -85,7 +100,22 @@ def main(argv=None) -> dict:
         return run(cfg)
 
 
+EVALUATION_DIR = "evaluation"  # test.evaluate results go here, never over the training run's own
+
+
+def output_dir(cfg) -> str:
+    """Where the run writes: ``data.save_dir``, or its ``evaluation/`` folder for ``test.evaluate``."""
+    return osp.join(cfg.data.save_dir, EVALUATION_DIR) if cfg.test.evaluate else cfg.data.save_dir
+
+
 def run(cfg) -> dict:
+    """Trains and tests as `cfg` says, holding its output folder (`RunFolder`) throughout."""
+    folder = RunFolder(output_dir(cfg))
+    with folder if distributed.is_main() else contextlib.nullcontext():
+        return _run(cfg, folder)
+
+
+def _run(cfg, folder: RunFolder) -> dict:
     torchreid.utils.set_random_seed(cfg.train.seed)
     print(f"Show configuration\n{cfg}\n")
 
@@ -100,19 +130,33 @@ def run(cfg) -> dict:
         **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
     )
     if isinstance(model, FGDI):
-        return run_fgdi(cfg, datamanager, model)
+        return run_fgdi(cfg, datamanager, model, folder)
     if cfg.model.load_weights:
-        torchreid.utils.load_pretrained_weights(model, cfg.model.load_weights)
+        skipped = load_torchreid_weights(model, cfg.model.load_weights, skip_classifier=cfg.test.evaluate)
+        print(f"=> Loaded {cfg.model.load_weights}" + (f" (not used for testing: {skipped})" if skipped else ""))
     if datamanager.use_gpu:
         model = model.cuda()
     optimizer = torchreid.optim.build_optimizer(model, **config_lib.optimizer_kwargs(cfg))
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, **config_lib.lr_scheduler_kwargs(cfg))
-    run_kwargs = config_lib.engine_run_kwargs(cfg)
-    resume = resume_path(cfg, fgdi=False)
+    run_kwargs = {**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)}
+    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi=False)
+    if resume:
+        state = read_checkpoint(resume, mmap=True)
+        recorded = recorded_config(state, resume)
+        done = int(state["epoch"])
+        progress = Progress(done >= recorded.train.max_epoch, {"train.max_epoch": (False, done)})
+        check_resume(recorded, cfg, progress, resume)
+        check_data(state.get("data"), datamanager.fingerprint(), resume)
+    if not cfg.test.evaluate and distributed.is_main():
+        folder.claim(cfg, resuming=bool(resume))
     if resume:
         run_kwargs["start_epoch"] = torchreid.utils.resume_from_checkpoint(
             resume, model, optimizer=optimizer, scheduler=scheduler
         )
+        if cfg.train.lr != recorded.train.lr:
+            schedules.scale_lrs(scheduler, cfg.train.lr / recorded.train.lr)
+        if hasattr(scheduler, "T_max"):
+            scheduler.T_max = cfg.train.max_epoch
     trained = model
     if world > 1:
         device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
@@ -121,34 +165,42 @@ def run(cfg) -> dict:
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.evaluator = cfg.test.evaluator
     engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
+    engine.config_text, engine.data_fingerprint = cfg.dump(), datamanager.fingerprint()
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
 
 
 def resume_path(cfg, fgdi: bool) -> str:
-    """``model.resume``; ``auto`` is the run's newest checkpoint in ``data.save_dir``, or nothing
-    (start afresh) if it has none, so re-running one command continues a killed run."""
+    """``model.resume``; ``auto`` is the run's newest intact checkpoint in ``data.save_dir``, or
+    nothing (start afresh) if it has none, so re-running one command continues a killed run."""
     if cfg.model.resume != "auto":
         return cfg.model.resume
     if fgdi:
-        latest = osp.join(cfg.data.save_dir, "checkpoints", "latest.pth")
-        found = [latest] if osp.isfile(latest) else []
+        found = newest_checkpoint(osp.join(cfg.data.save_dir, "checkpoints"))
     else:
-        pattern = re.compile(r"model\.pth\.tar-(\d+)$")  # not a temporary file a killed save left
-        epochs = {
-            int(m.group(1)): path
-            for path in glob.glob(osp.join(cfg.data.save_dir, "model", "*"))
-            if (m := pattern.search(path))
-        }
-        found = [epochs[e] for e in sorted(epochs)]
+        found = _newest_torchreid_checkpoint(osp.join(cfg.data.save_dir, "model"))
     if not found:
         print(f"=> model.resume auto: no checkpoint in {cfg.data.save_dir}, starting afresh")
         return ""
-    print(f"=> model.resume auto: {found[-1]}")
-    return found[-1]
+    print(f"=> model.resume auto: {found}")
+    return found
 
 
-def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
+def _newest_torchreid_checkpoint(folder: str) -> str:
+    pattern = re.compile(r"model\.pth\.tar-(\d+)$")  # not a temporary file a killed save left
+    epochs = {
+        int(m.group(1)): path for path in glob.glob(osp.join(glob.escape(folder), "*")) if (m := pattern.search(path))
+    }
+    for epoch in sorted(epochs, reverse=True):
+        try:
+            read_checkpoint(epochs[epoch], mmap=True)
+            return epochs[epoch]
+        except CheckpointError as err:
+            print(f"=> model.resume auto: skipping {epochs[epoch]}: {err}")
+    return ""
+
+
+def run_fgdi(cfg, datamanager, model: FGDI, folder: RunFolder) -> dict:
     if cfg.model.load_weights:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
@@ -156,10 +208,16 @@ def run_fgdi(cfg, datamanager, model: FGDI) -> dict:
     engine.config_text = cfg.dump()
     engine.evaluator = cfg.test.evaluator
     engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
-    resume = resume_path(cfg, fgdi=True)
+    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi=True)
+    if resume:
+        state = read_checkpoint(resume, mmap=True)
+        recorded = recorded_config(state, resume)
+        check_resume(recorded, cfg, checkpoint_progress(state, recorded.fgdi), resume)
+    if not cfg.test.evaluate and distributed.is_main():
+        folder.claim(cfg, resuming=bool(resume))
     if resume:
         engine.resume(resume)
-    engine.run(**config_lib.fgdi_run_kwargs(cfg))
+    engine.run(**{**config_lib.fgdi_run_kwargs(cfg), "save_dir": output_dir(cfg)})
     return getattr(engine, "test_results", {})
 
 

@@ -1,13 +1,38 @@
 """Files written whole or not at all: a temporary file beside the target, then a rename.
 
 A process killed mid-write (SIGKILL, OOM, a pre-empted node) leaves the previous version of the
-file, never a truncated one that fails to load hours later.
+file, never a truncated one that fails to load hours later. A write that fails (a full disk, a
+file-size limit) says which of the two it was; torch's own message is an `inline_container.cc`
+assertion that names neither.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import resource
+import shutil
 from collections.abc import Callable
+
+_TEMPORARY = re.compile(r"\.tmp\d+$")
+_ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
+
+
+class WriteError(OSError):
+    """A file could not be written; the message says why and that the previous version is intact."""
+
+
+def _why_write_failed(path: str, err: BaseException) -> str:
+    folder = os.path.dirname(path) or "."
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if free < max(_ROOM, os.path.getsize(path) if os.path.isfile(path) else 0):
+        return f"the disk holding {folder} is full ({free / 2**20:.0f} MiB free): free space or set another folder"
+    if limit != resource.RLIM_INFINITY:
+        return f"the process's file-size limit (ulimit -f) is {limit} bytes: raise it"
+    return f"{type(err).__name__}: {err}"
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> str:
@@ -19,10 +44,23 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        kept = "the previous file is intact" if os.path.isfile(path) else "nothing was written"
+        raise WriteError(f"could not write {path}: {_why_write_failed(tmp, err)}; {kept}") from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def remove_temporaries(folder: str) -> list[str]:
+    """Deletes the temporary files that killed writes left in `folder` (call it only while no other
+    process writes there, e.g. holding the run's lock); the paths removed."""
+    stale = [p for p in glob.glob(os.path.join(glob.escape(folder), "**", "*.tmp*"), recursive=True)]
+    stale = [p for p in stale if _TEMPORARY.search(p) and os.path.isfile(p)]
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def save(obj, path: str) -> str:
@@ -30,6 +68,18 @@ def save(obj, path: str) -> str:
     import torch
 
     return write_atomically(path, lambda tmp: torch.save(obj, tmp))
+
+
+def link(source: str, path: str) -> str:
+    """`path` becomes another name of the file `source` (a copy where the file system has no hard links)."""
+
+    def write(tmp: str) -> None:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+    return write_atomically(path, write)
 
 
 def write_text(path: str, text: str) -> str:

@@ -88,8 +88,11 @@ def main(argv=None) -> dict[str, dict]:
     parser.add_argument("--root", default="", help="root folder of the datasets (overrides every config)")
     parser.add_argument("--collect", action="store_true", help="read finished runs instead of training")
     parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding every config")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding every config")
+    args = parser.parse_intermixed_args(argv)
+    if args.configs:
+        args.configs, more = cli.split_config_files(args.configs)
+        args.opts = more + args.opts
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
 
     jobs = _jobs(args)

@@ -12,7 +12,7 @@ import os.path as osp
 import yaml
 from yacs.config import CfgNode as CN
 
-from .config_checks import check_config, flat_items, typed_overrides
+from .config_checks import ConfigError, check_config, flat_items, typed_overrides
 
 
 def get_default_config() -> CN:
@@ -101,6 +101,7 @@ def get_default_config() -> CN:
     cfg.test.normalize_feature = False
     cfg.test.ranks = [1, 5, 10, 20]
     cfg.test.evaluate = False
+    cfg.test.allow_untrained = False  # True: test.evaluate without model.load_weights (the initial weights)
     cfg.test.eval_freq = -1
     cfg.test.start_eval = 0
     cfg.test.rerank = False
@@ -164,15 +165,42 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
-def read_config_file(path: str) -> dict:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last
+    silently, so a section written twice would lose the first one's settings."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"{self.name}: key {key!r} appears twice (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); "
+                    "YAML would keep only the second: merge them into one"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str, _reading: tuple[str, ...] = ()) -> dict:
     """A YAML config as a dict; ``_BASE_: other.yaml`` (or a list, relative to the file) is read
     first and overridden, so a variant config holds only what differs."""
+    real = osp.realpath(path)
+    if real in _reading:
+        chain = " -> ".join([*_reading, real])
+        raise ConfigError(f"_BASE_ cycle: {chain}; a config cannot be its own base")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        data = yaml.load(f, Loader=_UniqueKeyLoader) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (model:, data:, ...), not a {type(data).__name__}")
     bases = data.pop("_BASE_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"_BASE_ in {path} must be a file name or a list of file names, got {bases!r}")
     merged: dict = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        merged = _merged(merged, read_config_file(osp.join(osp.dirname(path), base)))
+    for base in bases:
+        merged = _merged(merged, read_config_file(osp.join(osp.dirname(path), base), (*_reading, real)))
     return _merged(merged, data)
 
 
@@ -186,7 +214,7 @@ def load_config(config_files: str | list[str] = (), opts=()) -> CN:
             cfg.merge_from_other_cfg(typed_overrides(cfg, flat_items(read_config_file(config_file)), config_file))
     opts = list(opts)
     if len(opts) % 2:
-        raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
+        raise ConfigError(f"command-line overrides must be KEY VALUE pairs, got an odd number: {opts}")
     cfg.merge_from_other_cfg(typed_overrides(cfg, dict(zip(opts[0::2], opts[1::2])), "the command line"))
     cfg.data.save_dir = cfg.data.save_dir.replace("{model}", cfg.model.name)
     check_config(cfg)

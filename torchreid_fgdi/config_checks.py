@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 
 import torch
 from yacs.config import CfgNode as CN
+
+from .data.samplers import IDENTITY_SAMPLERS
+from .data.transforms import TRANSFORMS
 
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key and the fix."""
 
 
-IDENTITY_SAMPLERS = ("RandomIdentitySampler", "DomainBalancedIdentitySampler")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CHOICES = {
     "data.type": ("image",),
@@ -40,7 +43,22 @@ CHOICES = {
     "fgdi.test_precision": PRECISIONS,
     "fgdi.guide_direction": ("paper", "authors"),
     "fgdi.neck_feat": ("before", "after"),
+    "fgdi.quick_gelu": (None, True, False),
 }
+# Closed intervals [low, high] (None: unbounded) for values whose meaning has limits.
+RANGES = {
+    "fgdi.beta": (0.0, 1.0),
+    "fgdi.label_smooth": (0.0, 0.99),
+    "fgdi.grl_scale": (0.0, None),
+    "fgdi.prompt.omega": (0.0, None),
+    "fgdi.id_weight": (0.0, None),
+    "fgdi.triplet_weight": (0.0, None),
+    "train.seed": (0, 2**32 - 1),
+    "data.height": (16, None),
+    "data.width": (16, None),
+    "test.ranks": (1, 50),
+}
+NON_EMPTY = ("data.sources", "data.targets", "data.save_dir", "data.root", "data.transforms", "test.ranks")
 NON_NEGATIVE = (
     "train.max_epoch",
     "train.start_epoch",
@@ -129,6 +147,8 @@ def coerce(key: str, value, default, where: str):
     """`value` in the type of `default` (an int where a float is expected is widened, a single
     string where a list of strings is expected becomes a one-element list)."""
     if default is None:
+        if isinstance(value, str) and value.lower() in ("true", "false", "none"):
+            return {"true": True, "false": False, "none": None}[value.lower()]
         return value
     fail = ConfigError(
         f"config key {key} in {where} must be {_kind(default)} like its default {default!r}, got {value!r}"
@@ -193,9 +213,37 @@ def check_config(cfg: CN) -> None:
     for key in POSITIVE:
         if get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {get(cfg, key)}")
+    for key, value in flat_items(cfg).items():
+        numbers = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    for key, (low, high) in RANGES.items():
+        for value in get(cfg, key) if isinstance(get(cfg, key), (list, tuple)) else [get(cfg, key)]:
+            if value < low or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+                raise ConfigError(f"{key} must be {bounds}, got {get(cfg, key)!r}")
+    for key in NON_EMPTY:
+        if not get(cfg, key):
+            raise ConfigError(f"{key} must not be empty")
+    for key in ("data.sources", "data.targets"):
+        repeated = sorted({n for n in get(cfg, key) if list(get(cfg, key)).count(n) > 1})
+        if repeated:
+            raise ConfigError(
+                f"{key} names {', '.join(repeated)} more than once: each source is one domain, so a repeated "
+                "source would train every person in it as two identities of two domains; list each dataset once"
+            )
+    unknown = [t for t in cfg.data.transforms if t not in TRANSFORMS]
+    if unknown:
+        raise ConfigError(_name_error("transform", unknown[0], TRANSFORMS, "data.transforms").args[0])
     for key in ("fgdi.precision", "fgdi.test_precision"):
         if get(cfg, key) == "fp16" and not (cfg.use_gpu and torch.cuda.is_available()):
             raise ConfigError(f"{key} fp16 needs CUDA; use bf16 or fp32 on CPU")
+    if cfg.test.evaluate and not cfg.model.load_weights and not cfg.test.allow_untrained:
+        raise ConfigError(
+            "test.evaluate True without model.load_weights would evaluate untrained weights (random, or only "
+            "pretrained): set model.load_weights to a trained checkpoint, or test.allow_untrained True to "
+            "evaluate the initial weights on purpose"
+        )
     batch, k = cfg.train.batch_size, cfg.sampler.num_instances
     if cfg.sampler.train_sampler in IDENTITY_SAMPLERS and batch % k:
         raise ConfigError(

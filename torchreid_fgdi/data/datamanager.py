@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os.path as osp
 from collections import Counter
 
 import torch
 import torchreid
 
-from ..config_checks import IDENTITY_SAMPLERS
 from .image_check import unreadable_images
-from .samplers import DomainBalancedIdentitySampler
+from .samplers import IDENTITY_SAMPLERS, DomainBalancedIdentitySampler
 from .transforms import CLIP_FGDI, clip_fgdi_transforms
 
 SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}
@@ -113,6 +114,15 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def fingerprint(self) -> str:
+        """sha256 of the training list (paths under `root`, pid, camid, dsetid): checkpoints record it,
+        so a run is never resumed on other images or labels that happen to have the same settings."""
+        root = osp.abspath(self.root)
+        digest = hashlib.sha256()
+        for path, pid, camid, dsetid in sorted(self.train_items):
+            digest.update(f"{osp.relpath(path, root)}\t{pid}\t{camid}\t{dsetid}\n".encode())
+        return digest.hexdigest()
 
     def _train_sampler(self, name: str, batch_size: int, num_instances: int, rank: int, world_size: int, seed: int):
         """The sampler replacing torchreid's, or None to keep it (one process, a torchreid sampler)."""

@@ -7,6 +7,9 @@ from collections import defaultdict
 
 from torch.utils.data import Sampler
 
+# Samplers that draw P identities x K images per batch (train.batch_size must be a multiple of K).
+IDENTITY_SAMPLERS = ("RandomIdentitySampler", "DomainBalancedIdentitySampler")
+
 
 class DomainBalancedIdentitySampler(Sampler):
     """P identities x K images per batch, with P / num_domains identities from every domain.

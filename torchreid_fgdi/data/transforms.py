@@ -12,6 +12,9 @@ import torch
 import torchvision.transforms as T
 
 CLIP_FGDI = "clip_fgdi"
+# What `data.transforms` may name: torchreid's `build_transforms` options, which it matches
+# silently (a misspelt one is dropped), and the authors' whole pipeline.
+TRANSFORMS = ("random_flip", "random_crop", "random_patch", "color_jitter", "random_erase", CLIP_FGDI)
 
 
 class PerImageNorm:

@@ -1,7 +1,10 @@
 """torchreid's own engines, with multi-target test results, for the built-in baselines."""
 
+import os.path as osp
+
 import torchreid
 
+from .. import compat
 from . import distributed
 from .testing import MultiTargetTestMixin
 
@@ -29,9 +32,23 @@ class DistributedMixin:
         distributed.barrier()
         return rank1
 
-    def save_model(self, *args, **kwargs):
+    config_text = ""  # the run's config (cfg.dump()): checkpoints record it, so a resume can be checked
+    data_fingerprint = None  # the training list's (`DomainImageDataManager.fingerprint`), likewise
+
+    def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
+        """torchreid's checkpoint (same file, same keys), plus the run's config and data fingerprint."""
         if distributed.is_main():
-            super().save_model(*args, **kwargs)
+            for name in self.get_model_names():
+                state = {
+                    "state_dict": self._models[name].state_dict(),
+                    "epoch": epoch + 1,
+                    "rank1": rank1,
+                    "optimizer": self._optims[name].state_dict(),
+                    "scheduler": self._scheds[name].state_dict(),
+                    **({"config": self.config_text} if self.config_text else {}),
+                    **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
+                }
+                compat.save_checkpoint(state, osp.join(save_dir, name), is_best=is_best)
         distributed.barrier()
 
 

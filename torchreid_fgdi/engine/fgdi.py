@@ -14,9 +14,11 @@ import torch.nn.functional as F
 import torchreid
 
 from .. import atomic
+from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
 from ..evaluation import plots
 from . import distributed, progress, schedules
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
+from .run_folder import Progress, check_data
 from .run_log import RunLog, latest, read_metrics
 from .testing import MultiTargetTestMixin
 
@@ -103,10 +105,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._resume_rng = None
         self._ddp = None
         self.last_rank1 = 0.0
-        self.last_checkpoint = ""
         self.epoch_step = 0
         self.run_log = RunLog("")
         self.config_text = ""  # the run's config (cfg.dump()), recorded in checkpoints for inference
+        self.data_fingerprint = getattr(datamanager, "fingerprint", lambda: None)()
+        # Checkpoint files a complete epoch with finite losses has trained from, oldest first, and those
+        # written since (which may hold weights already on their way to a NaN).
+        self._confirmed: list[str] = []
+        self._unconfirmed: list[str] = []
+        self._trained_from: list[str] = []  # the unconfirmed ones the current epoch started from
         self._bar = None
         self._epoch_meter = torchreid.utils.MetricMeter()
 
@@ -208,17 +215,29 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             return
         values = ", ".join(f"{k} {v.item():.6g}" for k, v in {"loss": loss, **terms}.items())
         values += " (finite here, not on another process)" if finite else ""
-        checkpoint = (
-            f"the last good checkpoint is {self.last_checkpoint} (continue with model.resume {self.last_checkpoint})"
-            if self.last_checkpoint
-            else "no checkpoint was written yet"
-        )
         raise NonFiniteLossError(
             f"non-finite loss in {self.stage}, epoch {self.stage_epoch + 1}/{self._epochs(self.stage)}, "
-            f"step {self.epoch_step} of the epoch: {values}. "
-            f"Nothing of this step was applied; {checkpoint}. Usual causes: a learning rate too high for "
-            "the batch (fgdi.image.lr / fgdi.prompt.lr), fp16 overflow (try fgdi.precision bf16 or fp32), "
-            "or a bad image."
+            f"step {self.epoch_step} of the epoch: {values}. Nothing of this step was applied; "
+            f"{self._good_checkpoint_advice()} Usual causes: a learning rate too high for the batch "
+            "(fgdi.image.lr / fgdi.prompt.lr), fp16 overflow (try fgdi.precision bf16 or fp32), or a bad image."
+        )
+
+    def _good_checkpoint_advice(self) -> str:
+        """Which checkpoint to resume from: only one that a complete epoch with finite losses has
+        trained from is known to be good; a newer one may already hold diverging weights."""
+        doubtful = [p for p in dict.fromkeys(self._trained_from + self._unconfirmed) if osp.isfile(p)]
+        doubt = (
+            f" Not {', '.join(doubtful)}: no complete epoch has trained from it, so it may already hold the "
+            "damage (resuming it with a lower rate may work, but it is not known to be good)."
+            if doubtful
+            else ""
+        )
+        good = [p for p in self._confirmed if osp.isfile(p)]
+        if not good:
+            return f"no checkpoint is known to be good: start afresh with a lower learning rate.{doubt}"
+        return (
+            f"the newest checkpoint known to be good is {good[-1]}: continue with model.resume {good[-1]} and, "
+            f"e.g., a lower learning rate (the new rate applies to the rest of the run).{doubt}"
         )
 
     # ---- what stages 2 and 3 compute once ------------------------------------------------
@@ -443,6 +462,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         """One epoch of the current stage; its averages (every loss term, accuracy, lr) go to the run log."""
         self.epoch_step = 0
         done = self.stage_epoch + 1
+        self._trained_from, self._unconfirmed = self._unconfirmed, []
         if self.stage in IMAGE_STAGES:
             self.epoch = self.image_epoch
             lr = self.optimizers["image"].param_groups[0]["lr"]
@@ -470,9 +490,12 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             if self._bar is not None:
                 self._bar.update()
         self.run_log.log(self.stage, {**summary, "lr": lr}, done)
+        self._confirmed = [p for p in self._confirmed if p not in self._trained_from] + self._trained_from
+        self._trained_from = []
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def checkpoint_state(self) -> dict:
+    def checkpoint_state(self, writing=()) -> dict:
+        """Everything `resume` needs; `writing`: the files this state is about to replace."""
         return {
             "state_dict": self.model.state_dict(),
             "epoch": self.image_epoch,
@@ -483,43 +506,87 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
             "rng": get_rng_state(),
+            "confirmed": [osp.basename(p) for p in self._confirmed if p not in writing],
+            **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
             **({"config": self.config_text} if self.config_text else {}),
         }
 
     def save_checkpoint(self, save_dir: str, name: str = "") -> str:
-        """Writes ``latest.pth`` (and ``<name>.pth``) atomically: a killed save leaves the previous file."""
+        """Writes ``<name>.pth`` (if named) and then ``latest.pth``, each atomically; the stage file
+        first, so a kill between the two leaves a run whose resume writes it again."""
         folder = osp.join(save_dir, "checkpoints")
+        latest_path = osp.join(folder, "latest.pth")
         if not distributed.is_main():
             distributed.barrier()
-            self.last_checkpoint = osp.join(folder, "latest.pth")
-            return self.last_checkpoint
-        state = self.checkpoint_state()
-        for filename in ["latest.pth"] + ([f"{name}.pth"] if name else []):
-            atomic.save(state, osp.join(folder, filename))
-        self.last_checkpoint = osp.join(folder, "latest.pth")
+            return latest_path
+        paths = [osp.join(folder, f"{name}.pth")] if name else []
+        paths.append(latest_path)
+        state = self.checkpoint_state(writing=paths)
+        atomic.save(state, paths[0])
+        if len(paths) > 1:
+            atomic.link(paths[0], latest_path)
+        self._confirmed = [p for p in self._confirmed if p not in paths]
+        self._unconfirmed += paths
         distributed.barrier()
-        return self.last_checkpoint
+        return latest_path
 
     def resume(self, path: str) -> None:
-        """Continues from a checkpoint of this engine: model, optimizers, schedules, stage, RNG."""
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        """Continues from a checkpoint of this engine: model, optimizers, schedules, stage, RNG.
+
+        The learning rates are this engine's settings, applied at the checkpoint's point of the
+        schedule, so a run resumed with a lower rate (after a NaN, say) really trains at it.
+        """
+        state = read_checkpoint(path)
         missing = {"stage", "optimizers", "schedulers", "rng"} - set(state)
         if missing:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is not an FGDI engine checkpoint (no {', '.join(sorted(missing))}); "
                 "to start from its weights use model.load_weights instead of model.resume"
             )
+        check_finite(state["state_dict"], path)
+        check_data(state.get("data"), self.data_fingerprint, path)
         self.model.load_state_dict(state["state_dict"])
         for key, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
-        for key, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(state["schedulers"][key])
+            schedules.load_keeping_base_lrs(self.schedulers[key], state["schedulers"][key])
         self.scaler.load_state_dict(state["scaler"])
         self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
-        self.last_checkpoint = path
+        folder = osp.dirname(path)
+        self._confirmed = [osp.join(folder, n) for n in state.get("confirmed", []) if n != osp.basename(path)]
+        self._unconfirmed = [path]
         print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
+
+
+def checkpoint_progress(state: dict, settings) -> Progress:
+    """How far the run of an engine checkpoint got, for checking a resume's changed epochs."""
+    at = STAGES.index(state["stage"])
+    epochs = {}
+    for index, stage in enumerate(STAGES[:-1]):
+        key = f"fgdi.{stage}_epochs"
+        over = index < at
+        epochs[key] = (
+            over,
+            int(getattr(settings, f"{stage}_epochs")) if over else state["stage_epoch"] * (index == at),
+        )
+    return Progress(finished=state["stage"] == "done", epochs=epochs)
+
+
+def newest_checkpoint(folder: str) -> str:
+    """The checkpoint in `folder` that got furthest (``latest.pth`` or a stage file), skipping damaged
+    files (each reported), or '' if there is none."""
+    found = []
+    for name in ("latest.pth", *(f"{s}.pth" for s in STAGES[:-1])):
+        path = osp.join(folder, name)
+        if not osp.isfile(path):
+            continue
+        try:
+            state = read_checkpoint(path, mmap=True)
+            found.append(((STAGES.index(state["stage"]), state["stage_epoch"]), path))
+        except (CheckpointError, KeyError, ValueError) as err:
+            print(f"=> model.resume auto: skipping {path}: {err}")
+    return max(found)[1] if found else ""
 
 
 def _domain_features_path(save_dir: str, title: str) -> str:

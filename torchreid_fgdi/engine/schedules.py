@@ -66,3 +66,28 @@ def prompt_scheduler(optimizer: Optimizer, epochs: int, warmup_epochs: int, warm
         for group in optimizer.param_groups
     ]
     return stepped_once(LambdaLR(optimizer, factors))
+
+
+def load_keeping_base_lrs(scheduler: LambdaLR, state: dict) -> None:
+    """Loads a scheduler's position (its epoch) but keeps the base learning rates and the schedule
+    it was built with, so a resumed run trains the rest of the way at the configured rates.
+
+    Call it after the optimizer's ``load_state_dict``, which brings back the old rates.
+    """
+    base = list(scheduler.base_lrs)
+    scheduler.load_state_dict(state)
+    scheduler.base_lrs = base
+    for group, lr, factor in zip(scheduler.optimizer.param_groups, base, scheduler.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
+def scale_lrs(scheduler, ratio: float) -> None:
+    """Multiplies every rate of a chainable torch scheduler (torchreid's step, multi-step, cosine)
+    and its optimizer by `ratio`: a new base learning rate for the rest of a resumed run."""
+    scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]
+    for group in scheduler.optimizer.param_groups:
+        group["initial_lr"] = group.get("initial_lr", group["lr"]) * ratio
+        group["lr"] *= ratio
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]

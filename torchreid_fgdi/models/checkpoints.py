@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-import torch
 from torch import nn
 
+from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
 from .image_encoder import resize_pos_embed
 
 _AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
@@ -90,13 +90,12 @@ def _grid_of(rows: int, ckpt_grid: tuple[int, int] | None, key: str) -> tuple[in
 def read_state_dict(source: str | Mapping) -> dict:
     """A state dict from a file or a mapping: torchreid / CLIP-ReID files wrap it or not, DataParallel
     prefixes ``module.``."""
-    if isinstance(source, Mapping):
-        state = source
-    else:
-        state = torch.load(source, map_location="cpu", weights_only=True)
+    state = source if isinstance(source, Mapping) else read_checkpoint(source)
     if "state_dict" in state:
         state = state["state_dict"]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    check_finite(state, source if isinstance(source, str) else "the state dict")
+    return state
 
 
 def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, int] | None = None) -> list[str]:
@@ -133,3 +132,33 @@ def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, 
         raise ValueError(f"{layout} checkpoint does not fit this model ({hint}):\n  " + "\n  ".join(problems))
     model.load_state_dict(state, strict=False)
     return kept
+
+
+def load_torchreid_weights(model: nn.Module, source: str, skip_classifier: bool = False) -> list[str]:
+    """Loads a torchreid model's checkpoint into `model`, every weight or nothing.
+
+    torchreid's `load_pretrained_weights` skips whatever does not fit with a warning on stderr,
+    so another model's file gives a random network and a normal-looking table. Here a missing,
+    unexpected or differently shaped weight is an error; only the ID classifier, unused at test
+    time, may differ when `skip_classifier` (evaluating on other identities). Returns the skipped keys.
+    """
+    state = read_state_dict(source)
+    own = model.state_dict()
+    problems = {k: "missing" for k in own if k not in state}
+    problems.update({k: "unexpected" for k in state if k not in own})
+    problems.update(
+        {
+            k: f"checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+            for k, v in state.items()
+            if k in own and v.shape != own[k].shape
+        }
+    )
+    skipped = [k for k in problems if skip_classifier and k.startswith("classifier")]
+    shown = [f"{k}: {why}" for k, why in problems.items() if k not in skipped]
+    if shown:
+        listed = "\n  ".join(shown[:10]) + (f"\n  ... {len(shown) - 10} more" if len(shown) > 10 else "")
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__} (another model's checkpoint?):\n  {listed}"
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k not in problems}, strict=False)
+    return skipped

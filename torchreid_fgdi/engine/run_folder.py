@@ -1,0 +1,207 @@
+"""A run owns its ``data.save_dir``: one writer at a time, one experiment per folder, and a resume
+that may change only what can change mid-run.
+
+Every number a run reports comes from the checkpoints and logs in its folder, so a second run
+writing there (at the same time, or later with other settings) would make a table that mixes
+two experiments. The folder's ``run.yaml`` records the config of the experiment that owns it;
+checkpoints record theirs, and resuming one compares it with the current config key by key.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import os.path as osp
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from yacs.config import CfgNode as CN
+
+from .. import atomic
+from ..config import load_config_text
+from ..config_checks import flat_items
+
+LOCK_FILE = ".run.lock"
+OWNER_FILE = "run.yaml"
+
+# Keys that never change what a run computes: where things are, how fast, how much is shown.
+LOGISTICS = (
+    "data.root",
+    "data.save_dir",
+    "data.workers",
+    "model.resume",
+    "use_gpu",
+    "train.print_freq",
+    "fgdi.checkpoint_every",
+    "fgdi.clip_cache_dir",
+    "test.batch_size",
+    "test.evaluator",
+    "test.eval_freq",
+    "test.start_eval",
+    "test.plots",
+    "test.plot_queries",
+    "test.visrank",
+    "test.visrank_topk",
+    "test.evaluate",
+    "test.allow_untrained",
+)
+# Keys a resumed run may change; they apply to the rest of the run (and the log lists them).
+EPOCHS = ("fgdi.stage1_epochs", "fgdi.stage2a_epochs", "fgdi.stage2b_epochs", "fgdi.stage3_epochs", "train.max_epoch")
+LEARNING_RATES = (
+    "fgdi.image.lr",
+    "fgdi.image.bias_lr_factor",
+    "fgdi.image.milestones",
+    "fgdi.image.gamma",
+    "fgdi.prompt.lr",
+    "fgdi.prompt.classifier_lr",
+    "fgdi.prompt.min_lr",
+    "train.lr",
+    "train.stepsize",
+    "train.gamma",
+)
+TEST_SETTINGS = (
+    "test.dist_metric",
+    "test.normalize_feature",
+    "test.ranks",
+    "test.rerank",
+    "cuhk03.use_metric_cuhk03",
+    "fgdi.test_precision",
+)
+RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
+
+
+class RunFolderError(RuntimeError):
+    """The run cannot use this folder or this checkpoint; nothing was written."""
+
+
+def differences(old: CN, new: CN, ignore=LOGISTICS) -> dict[str, tuple]:
+    """{key: (old value, new value)} for every key whose values differ, `ignore` aside."""
+    before, after = flat_items(old), flat_items(new)
+    return {k: (before.get(k), v) for k, v in after.items() if k not in ignore and before.get(k) != v}
+
+
+def _listing(changes: dict[str, tuple]) -> str:
+    return "\n".join(f"  {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+@dataclass
+class Progress:
+    """Where a checkpoint stands: finished or not, and for each epoch key, whether its stage is
+    over and how many of its epochs ran."""
+
+    finished: bool
+    epochs: dict[str, tuple[bool, int]] = field(default_factory=dict)
+
+
+def check_resume(recorded: CN, cfg: CN, progress: Progress, checkpoint: str) -> dict[str, tuple]:
+    """The changes a resume of `checkpoint` applies (printed); raises `RunFolderError` naming every
+    change that would make the checkpoint meaningless, and every change a finished run cannot take."""
+    changes = differences(recorded, cfg)
+    refused = {k: v for k, v in changes.items() if k not in RESUMABLE}
+    if progress.finished:
+        refused.update(changes)
+    for key, (over, done) in progress.epochs.items():
+        if key in changes and (over or changes[key][1] < done):
+            refused[key] = changes[key]
+    if refused:
+        hint = (
+            "the run has finished, so nothing of it can change; to evaluate it with other test settings, "
+            f"use test.evaluate True model.load_weights {checkpoint}"
+            if progress.finished
+            else "these settings make the checkpoint mean something else (other data, model or sizes, or "
+            "epochs of a stage already over)"
+        )
+        raise RunFolderError(
+            f"cannot resume {checkpoint} with this config; {hint}. Differing from the checkpoint's config:\n"
+            f"{_listing(refused)}\nUse another data.save_dir for a new experiment, or undo these changes."
+        )
+    if changes:
+        print(f"=> Resuming {checkpoint} with changed settings, applied to the rest of the run:\n{_listing(changes)}")
+    return changes
+
+
+def recorded_config(state: dict, checkpoint: str) -> CN:
+    """The config a checkpoint records; refused if it has none (nothing to check a resume against)."""
+    if not state.get("config"):
+        raise RunFolderError(
+            f"{checkpoint} records no config, so resuming it cannot be checked against this one; "
+            "start from its weights with model.load_weights instead"
+        )
+    return load_config_text(state["config"], f"the config recorded in {checkpoint}")
+
+
+def check_data(recorded: str | None, current: str | None, checkpoint: str) -> None:
+    """Refuses to resume on training data other than the checkpoint's (same settings, other files)."""
+    if recorded and current and recorded != current:
+        raise RunFolderError(
+            f"the training images and labels under data.root differ from those {checkpoint} was trained on "
+            "(its data fingerprint does not match): resume on the same data, or start a new run in another "
+            "data.save_dir"
+        )
+
+
+class RunFolder:
+    """``with RunFolder(save_dir) as folder: folder.claim(cfg, resuming)`` holds the folder for one run.
+
+    A second process that tries to write the same folder is refused (an advisory lock the OS
+    drops when the holder dies, even by SIGKILL), as is a fresh run in a folder that another
+    experiment owns. Temporary files of killed writes are removed.
+    """
+
+    def __init__(self, save_dir: str):
+        self.save_dir = save_dir
+        self._lock = None
+
+    def acquire(self) -> None:
+        os.makedirs(self.save_dir, exist_ok=True)
+        path = osp.join(self.save_dir, LOCK_FILE)
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunFolderError(
+                f"data.save_dir {self.save_dir} is in use by a running job ({holder}): two runs writing one "
+                "folder would mix their checkpoints and logs; give this run another data.save_dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}: ")
+        handle.write(" ".join(sys.argv) + "\n")
+        handle.flush()
+        self._lock = handle
+        removed = atomic.remove_temporaries(self.save_dir)
+        if removed:
+            print(f"=> Removed {len(removed)} temporary file(s) left by a killed write: {', '.join(removed)}")
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def claim(self, cfg: CN, resuming: bool) -> None:
+        """Refuses a fresh run in a folder that another experiment owns; records this run as the owner."""
+        path = osp.join(self.save_dir, OWNER_FILE)
+        if osp.isfile(path) and not resuming:
+            with open(path) as f:
+                owner = load_config_text(f.read(), path)
+            changes = differences(owner, cfg)
+            if changes:
+                raise RunFolderError(
+                    f"data.save_dir {self.save_dir} holds another experiment ({path}); a new run there would "
+                    f"overwrite its results. Its settings differ from this config in:\n{_listing(changes)}\n"
+                    "Give this run another data.save_dir, continue that one with model.resume auto, or delete the "
+                    "folder to start over."
+                )
+        atomic.write_text(path, cfg.dump())
+
+    def __enter__(self) -> RunFolder:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
