@@ -153,8 +153,10 @@ def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k].float(), sb[k].float()) for k in sa)
 
 
-def test_weights_load_from_a_state_dict_an_open_clip_checkpoint_and_an_openai_jit_archive(tmp_path):
+def test_weights_load_from_a_state_dict_an_open_clip_checkpoint_and_an_openai_jit_archive(tmp_path, monkeypatch):
+    from torchreid_fgdi.models import clip_weights
     from torchreid_fgdi.models.variants import TINY_CLIP
+    from torchreid_fgdi.weights import sha256sum
 
     source, _ = create_clip(TINY_CLIP)
     source = source.half().float()  # OpenAI ships fp16: compare on fp16-representable values
@@ -164,6 +166,9 @@ def test_weights_load_from_a_state_dict_an_open_clip_checkpoint_and_an_openai_ji
     traced = torch.jit.trace(source.half().eval(), (images.half(), tokens), check_trace=False)
     traced.save(str(tmp_path / "openai.pt"))
     source.float()
+    with pytest.raises(ValueError, match="TorchScript archive that is not one of OpenAI's published CLIP files"):
+        create_clip(TINY_CLIP, str(tmp_path / "openai.pt"))  # its code would run at load time
+    monkeypatch.setattr(clip_weights, "TRUSTED_TORCHSCRIPT", {sha256sum(str(tmp_path / "openai.pt"))})
     for name in ("plain.pt", "oc.pt", "openai.pt"):
         loaded, _ = create_clip(TINY_CLIP, str(tmp_path / name))
         assert _same_parameters(loaded, source), name

@@ -39,7 +39,9 @@ def protocol_settings(protocol: str, configs_dir: str) -> list[str]:
     """The protocol's data configs: one file, or every file of its folder."""
     single = osp.join(configs_dir, "protocols", f"{protocol}.yaml")
     files = (
-        [single] if osp.isfile(single) else sorted(glob.glob(osp.join(configs_dir, "protocols", protocol, "*.yaml")))
+        [single]
+        if osp.isfile(single)
+        else sorted(glob.glob(osp.join(glob.escape(osp.join(configs_dir, "protocols", protocol)), "*.yaml")))
     )
     if not files:
         known = sorted(osp.splitext(p)[0] for p in os.listdir(osp.join(configs_dir, "protocols")))
@@ -97,6 +99,12 @@ def main(argv=None) -> dict[str, dict]:
 
     jobs = _jobs(args)
     cfgs = [load_config(files, opts) for _, _, files in jobs]  # every config checked before any run
+    shared = sorted({c.data.save_dir for c in cfgs if [d.data.save_dir for d in cfgs].count(c.data.save_dir) > 1})
+    if shared:
+        raise ValueError(
+            f"several runs would write data.save_dir {', '.join(shared)}: each would overwrite the one before and "
+            "the table would show one run's numbers twice; give each config its own data.save_dir"
+        )
     if args.configs and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
         raise ValueError("the --configs must train and test on the same data (sources and targets)")
     if not args.collect:

@@ -29,6 +29,11 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(
+                f"checkpoint {path} is not a readable PyTorch file (damaged or not a checkpoint: {err}); "
+                "use an earlier one"
+            ) from err
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(
             f"checkpoint {path} holds Python objects beyond tensors and plain data, which the safe loader "

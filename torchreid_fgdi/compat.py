@@ -7,10 +7,13 @@ without it. Nothing else in this package patches torchreid.
 from __future__ import annotations
 
 import functools
+import glob
 import importlib
 import os
+import stat
 import sys
 import time
+import types
 
 import numpy as np
 import torch
@@ -137,10 +140,14 @@ def read_image(path: str):
 
     if not os.path.exists(path):
         raise FileNotFoundError(f'image "{path}" does not exist')
+    if not stat.S_ISREG(os.stat(path).st_mode):  # opening a named pipe would wait forever
+        raise UnreadableImageError(f'"{path}" is not a regular file (a named pipe, device or folder): remove it')
     for attempt in range(_READ_ATTEMPTS):
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
+        except Image.DecompressionBombError as err:
+            raise UnreadableImageError(f'image "{path}" is implausibly large ({err}): replace or remove it') from err
         except OSError as err:
             if attempt == _READ_ATTEMPTS - 1:
                 raise UnreadableImageError(f'cannot decode image "{path}" ({err}): replace or remove the file') from err
@@ -180,9 +187,34 @@ def save_checkpoints_atomically() -> None:
     utils.save_checkpoint = torchtools.save_checkpoint = engine.save_checkpoint = save_checkpoint
 
 
+def glob_with_literal_folders(pattern: str) -> list[str]:
+    """`glob.glob` for torchreid's ``osp.join(folder, '*.jpg')`` patterns, the folder taken literally.
+
+    torchreid globs a dataset's folder path as a pattern, so a data root such as ``run[1]`` matches
+    nothing ("no images") or, worse, a sibling ``run1/`` whose images are then read silently. The
+    trailing components that start with ``*`` are the pattern; everything before is a path.
+    """
+    parts = pattern.split(os.sep)
+    start = len(parts)
+    while start > 0 and parts[start - 1].startswith("*"):
+        start -= 1
+    return glob.glob(os.path.join(glob.escape(os.sep.join(parts[:start])), *parts[start:]))
+
+
+def dataset_folders_are_paths() -> None:
+    """Makes torchreid's image datasets read their folders with `glob_with_literal_folders`."""
+    from torchreid.reid.data.datasets import image
+
+    shim = types.SimpleNamespace(glob=glob_with_literal_folders, escape=glob.escape)
+    for module in vars(image).values():
+        if isinstance(module, types.ModuleType) and getattr(module, "glob", None) is glob:
+            module.glob = shim
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()
     build_model_forwards_extra_kwargs()
     read_images_without_endless_retries()
     save_checkpoints_atomically()
+    dataset_folders_are_paths()

@@ -58,7 +58,7 @@ RANGES = {
     "data.width": (16, None),
     "test.ranks": (1, 50),
 }
-NON_EMPTY = ("data.sources", "data.targets", "data.save_dir", "data.root", "data.transforms", "test.ranks")
+NON_EMPTY = ("data.sources", "data.targets", "data.save_dir", "data.root", "test.ranks")
 NON_NEGATIVE = (
     "train.max_epoch",
     "train.start_epoch",
@@ -206,7 +206,7 @@ def check_config(cfg: CN) -> None:
                 raise _name_error("dataset", name, list(datasets), key)
     for key, allowed in CHOICES.items():
         if get(cfg, key) not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {get(cfg, key)!r}")
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {get(cfg, key)!r}")
     for key in NON_NEGATIVE:
         if get(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)}")

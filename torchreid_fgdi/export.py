@@ -70,7 +70,7 @@ EXPORTERS = {"onnx": (".onnx", export_onnx), "torchscript": (".torchscript.pt", 
 
 def _write_checked(tmp: str, fmt: str, module: torch.nn.Module, example: torch.Tensor, probe: torch.Tensor) -> None:
     difference = EXPORTERS[fmt][1](module, example, tmp, probe)
-    if difference > TOLERANCE:
+    if not difference <= TOLERANCE:  # NaN compares false either way
         raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (> {TOLERANCE}); not written")
     print(f"=> {fmt}: max |difference| to PyTorch {difference:.1e}")
 

@@ -18,9 +18,11 @@ from yacs.config import CfgNode as CN
 
 from . import compat
 from . import config as config_lib
+from .checkpoint_file import read_checkpoint
 from .data.transforms import CLIP_FGDI, clip_fgdi_transforms
+from .evaluation import check_finite_features
 from .models import VARIANTS, load_weights
-from .models.checkpoints import read_state_dict
+from .models.checkpoints import load_torchreid_weights, read_state_dict
 from .models.clip_weights import tag_uses_quick_gelu
 from .models.variants import variant_weights
 
@@ -48,16 +50,16 @@ def checkpoint_model_kwargs(cfg: CN) -> dict:
 def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
     """The trained model (eval mode) and its config: `config_file` if given, else the one the
     checkpoint records. Classes and domains are read off the weights' shapes; the file is read once."""
-    checkpoint = torch.load(model_path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(model_path)
     cfg = config_lib.load_config(config_file) if config_file else _recorded_config(checkpoint, model_path)
-    state = read_state_dict(checkpoint)
+    state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg))
         load_weights(model, state)
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
-        torchreid.utils.load_pretrained_weights(model, model_path)  # torchreid's own key matching
+        load_torchreid_weights(model, state)
     return model.eval(), cfg
 
 
@@ -95,6 +97,8 @@ class FeatureExtractor:
     def __init__(self, model_path: str, config_file: str = "", device: str | None = None, batch_size: int = 64):
         model, self.cfg = load_trained(model_path, config_file)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
         self.model = model.to(self.device)
         self.transform = test_transform(self.cfg)
         self.batch_size = batch_size
@@ -126,4 +130,4 @@ class FeatureExtractor:
         features = [self.model(chunk.to(self.device)).float().cpu() for chunk in chunks]
         if not features:
             raise ValueError("no images given")
-        return F.normalize(torch.cat(features), dim=1)
+        return F.normalize(check_finite_features(torch.cat(features), "the given images"), dim=1)

@@ -18,7 +18,8 @@ import os.path as osp
 from PIL import Image, ImageDraw
 
 from . import atomic
-from .compat import read_image
+from .compat import UnreadableImageError, read_image
+from .data.image_check import unreadable_images
 from .inference import FeatureExtractor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -27,6 +28,10 @@ THUMB = (64, 128)  # width, height
 
 def list_images(folder: str) -> list[str]:
     """Every image file under `folder` (recursively), sorted."""
+    if osp.isfile(folder):
+        raise NotADirectoryError(
+            f"--gallery {folder!r} is a file: pass the folder of gallery images (searched recursively)"
+        )
     if not osp.isdir(folder):
         raise FileNotFoundError(f"gallery folder {folder!r} does not exist")
     found = sorted(
@@ -113,11 +118,26 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    parser.add_argument(
+        "--skip-unreadable", action="store_true", help="leave out gallery images that cannot be decoded (listed)"
+    )
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be >= 1")
+    gallery = list_images(args.gallery)
+    if args.skip_unreadable:
+        bad = unreadable_images(gallery)
+        gallery = [path for path in gallery if path not in bad]
+        if bad:
+            print(
+                f"=> Skipped {len(bad)} unreadable gallery image(s):\n  "
+                + "\n  ".join(f"{p}: {w}" for p, w in bad.items())
+            )
     extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
-    ranking = rank(extractor, args.query, list_images(args.gallery), args.topk)
+    try:
+        ranking = rank(extractor, args.query, gallery, args.topk)
+    except UnreadableImageError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n(--skip-unreadable leaves unreadable gallery images out)\n")
     atomic.write_text(osp.join(args.out, "ranking.json"), json.dumps(ranking, indent=1))
     page = write_html(ranking, osp.join(args.out, "index.html"))
     picture = write_png(ranking, osp.join(args.out, "ranking.png"))

@@ -9,7 +9,8 @@ from collections import Counter
 import torch
 import torchreid
 
-from .image_check import unreadable_images
+from ..compat import UnreadableImageError
+from .image_check import damaged_images, unreadable_images
 from .samplers import IDENTITY_SAMPLERS, DomainBalancedIdentitySampler
 from .transforms import CLIP_FGDI, clip_fgdi_transforms
 
@@ -95,7 +96,10 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
-        self.skipped_images = self._drop_unreadable(kwargs.get("workers", 4)) if skip_unreadable_images else {}
+        workers = kwargs.get("workers", 4)
+        self.skipped_images = self._drop_unreadable(workers) if skip_unreadable_images else {}
+        if not skip_unreadable_images:
+            self._refuse_damaged(workers)
         check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
         sampler = self._train_sampler(train_sampler, batch_size_train, num_instances, rank, world_size, seed)
         if sampler is None and self.skipped_images and train_sampler != "RandomSampler":
@@ -151,12 +155,27 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             seed=seed,
         )
 
+    def _image_lists(self) -> list[list]:
+        """The train, query and gallery item lists the loaders read (the same list objects)."""
+        return [self.train_items] + [
+            loader.dataset.data for loaders in self.test_loader.values() for loader in loaders.values()
+        ]
+
+    def _refuse_damaged(self, workers: int) -> None:
+        """Fails before any work on a file that is surely not a whole image (a named pipe, an empty
+        or truncated file), instead of in a DataLoader worker, perhaps after all of training."""
+        bad = damaged_images([item[0] for items in self._image_lists() for item in items], workers)
+        if bad:
+            listed = "\n  ".join(f"{p}: {why}" for p, why in list(bad.items())[:10])
+            raise UnreadableImageError(
+                f"{len(bad)} image file(s) cannot be read, nothing was started:\n  {listed}\n"
+                "Replace or remove them, or set data.skip_unreadable_images True to leave them out"
+            )
+
     def _drop_unreadable(self, workers: int) -> dict[str, str]:
         """Removes every image that cannot be decoded from the train, query and gallery lists (in
         place, so the loaders see it) and reports them; {path: why}."""
-        lists = [self.train_items] + [
-            loader.dataset.data for loaders in self.test_loader.values() for loader in loaders.values()
-        ]
+        lists = self._image_lists()
         print("=> data.skip_unreadable_images: decoding every image once")
         bad = unreadable_images([item[0] for items in lists for item in items], workers)
         for items in lists:

@@ -5,12 +5,12 @@ A missing domain is generated on first use, as torchreid downloads a missing pub
 
 from __future__ import annotations
 
-import glob
 import os.path as osp
 import re
 
 import torchreid
 
+from ..compat import glob_with_literal_folders
 from .synthetic import DOMAIN_STYLES, generate_domain
 
 _NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$")
@@ -60,7 +60,9 @@ class SyntheticDomain(torchreid.data.ImageDataset):
 
     @staticmethod
     def process_dir(dir_path: str, relabel: bool = False) -> list[tuple[str, int, int]]:
-        items = [(path, *parse_market_name(path)) for path in sorted(glob.glob(osp.join(dir_path, "*.jpg")))]
+        items = [
+            (path, *parse_market_name(path)) for path in sorted(glob_with_literal_folders(osp.join(dir_path, "*.jpg")))
+        ]
         if not items:
             raise RuntimeError(f'no images in "{dir_path}": expected Market-1501 .jpg files there')
         if relabel:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import glob
 import os.path as osp
 import re
 
 import torchreid
+
+from ..compat import glob_with_literal_folders
 
 _SYSU_NAME = re.compile(r"^p(\d+)_s\d+_\d+\.jpg$")
 
@@ -27,7 +28,7 @@ class CUHKSYSU(torchreid.data.ImageDataset):
         self.root = osp.abspath(osp.expanduser(root))
         self.data_dir = osp.join(self.root, self.dataset_dir, "cropped_images")
         self.check_before_run([self.data_dir])
-        paths = sorted(glob.glob(osp.join(self.data_dir, "*.jpg")))
+        paths = sorted(glob_with_literal_folders(osp.join(self.data_dir, "*.jpg")))
         pids = []
         for path in paths:
             match = _SYSU_NAME.match(osp.basename(path))
@@ -62,7 +63,10 @@ class CUHK02(torchreid.data.ImageDataset):
         train, query, gallery = [], [], []
         camid = 0
         for pair in self.cam_pairs:
-            cams = [sorted(glob.glob(osp.join(self.data_dir, pair, cam, "*.png"))) for cam in ("cam1", "cam2")]
+            cams = [
+                sorted(glob_with_literal_folders(osp.join(self.data_dir, pair, cam, "*.png")))
+                for cam in ("cam1", "cam2")
+            ]
             if pair == self.test_cam_pair:
                 query = [(path, int(self._pid(path)), camid) for path in cams[0]]
                 gallery = [(path, int(self._pid(path)), camid + 1) for path in cams[1]]

@@ -115,7 +115,9 @@ class MultiTargetTestMixin:
 
     def _evaluate_target(self, loaders: dict, device, desc: str, **kwargs) -> tuple:
         """(result, distance matrix or None, query and gallery (features, pids, camids))."""
-        query = extract_features(progress.track(loaders["query"], f"{desc} query"), self.extract_features, device)
-        gallery = extract_features(progress.track(loaders["gallery"], f"{desc} gallery"), self.extract_features, device)
+        query, gallery = (
+            extract_features(progress.track(loaders[s], f"{desc} {s}"), self.extract_features, device, f"{desc} {s}")
+            for s in ("query", "gallery")
+        )
         res = evaluate_features(query, gallery, **kwargs)
         return res, res.pop("distmat"), query, gallery

@@ -1,6 +1,6 @@
 """Evaluation: features -> distances -> CMC / mAP per target, and the tables users read."""
 
-from .ranking import evaluate_features, extract_features
+from .ranking import NonFiniteFeaturesError, check_finite_features, evaluate_features, extract_features
 from .report import (
     average_results,
     compare_tables,
@@ -12,6 +12,8 @@ from .report import (
 )
 
 __all__ = [
+    "NonFiniteFeaturesError",
+    "check_finite_features",
     "average_results",
     "compare_tables",
     "evaluate_features",

@@ -13,9 +13,25 @@ from .. import compat
 from . import fast_rank
 
 
+class NonFiniteFeaturesError(FloatingPointError):
+    """A model gave NaN or infinite features: any ranking of them would be meaningless."""
+
+
+def check_finite_features(feats: torch.Tensor, where: str) -> torch.Tensor:
+    """`feats`, if every value is finite; otherwise an error (ranking NaNs gives a normal-looking table)."""
+    bad = int((~feats.isfinite()).any(dim=1).sum()) if feats.dim() > 1 else int((~feats.isfinite()).sum())
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"the model gives non-finite (NaN / Inf) features for {bad} of {len(feats)} images of {where}: its "
+            "weights are broken (a diverged run?) or test precision overflowed (fgdi.test_precision fp32); "
+            "no result was written"
+        )
+    return feats
+
+
 @torch.no_grad()
 def extract_features(
-    loader, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+    loader, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, where: str = "the test set"
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Features, pids and camids of every image a test loader yields, in loader order."""
     feats, pids, camids = [], [], []
@@ -23,7 +39,7 @@ def extract_features(
         feats.append(forward(data["img"].to(device)).float().cpu())
         pids.append(data["pid"].numpy())
         camids.append(data["camid"].numpy())
-    return torch.cat(feats), np.concatenate(pids), np.concatenate(camids)
+    return check_finite_features(torch.cat(feats), where), np.concatenate(pids), np.concatenate(camids)
 
 
 EVALUATORS = ("fast", "torchreid")

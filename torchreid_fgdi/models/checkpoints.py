@@ -87,14 +87,14 @@ def _grid_of(rows: int, ckpt_grid: tuple[int, int] | None, key: str) -> tuple[in
     return side, side
 
 
-def read_state_dict(source: str | Mapping) -> dict:
+def read_state_dict(source: str | Mapping, where: str = "") -> dict:
     """A state dict from a file or a mapping: torchreid / CLIP-ReID files wrap it or not, DataParallel
     prefixes ``module.``."""
     state = source if isinstance(source, Mapping) else read_checkpoint(source)
     if "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    check_finite(state, source if isinstance(source, str) else "the state dict")
+    check_finite(state, where or (source if isinstance(source, str) else "the state dict"))
     return state
 
 
@@ -134,7 +134,7 @@ def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, 
     return kept
 
 
-def load_torchreid_weights(model: nn.Module, source: str, skip_classifier: bool = False) -> list[str]:
+def load_torchreid_weights(model: nn.Module, source: str | Mapping, skip_classifier: bool = False) -> list[str]:
     """Loads a torchreid model's checkpoint into `model`, every weight or nothing.
 
     torchreid's `load_pretrained_weights` skips whatever does not fit with a warning on stderr,

@@ -127,8 +127,28 @@ def _is_torchscript(path: str) -> bool:
         return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
+# sha256 of TorchScript archives besides OpenAI's published CLIP ones that may be loaded (add yours).
+TRUSTED_TORCHSCRIPT: set[str] = set()
+
+
+def _check_trusted_archive(path: str) -> None:
+    """Loading a TorchScript archive runs the TorchScript code inside it, so only archives known by
+    their sha256 are loaded: OpenAI's published CLIP files and those in `TRUSTED_TORCHSCRIPT`."""
+    from .. import weights as released
+
+    digest = released.sha256sum(path)
+    if digest not in TRUSTED_TORCHSCRIPT | {entry.sha256 for entry in released.REGISTRY.values()}:
+        raise ValueError(
+            f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP files (sha256 {digest}); "
+            "loading it would run the code it contains. Save its weights as a state dict on a machine you trust "
+            "(torch.save(torch.jit.load(path).state_dict(), 'clip.pt')) and pass that file, or, if you trust "
+            "this archive, add its sha256 to torchreid_fgdi.models.clip_weights.TRUSTED_TORCHSCRIPT"
+        )
+
+
 def _load_file(clip: nn.Module, path: str) -> None:
     if _is_torchscript(path):
+        _check_trusted_archive(path)
         state = torch.jit.load(path, map_location="cpu").state_dict()
         rebuilt = {name for name, _ in clip.named_buffers()} - set(clip.state_dict())  # e.g. attn_mask
         for key in (*_JIT_META_KEYS, *rebuilt):

@@ -1,0 +1,391 @@
+"""Numbers a user can trust: no run, resume or evaluation silently comes from the wrong state."""
+
+import json
+import os
+import pickle
+import resource
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fake_datasets import make_market1501
+from tests.test_faults import MARKET, _jpeg_bytes, _market
+from tests.test_fgdi_engine import CONFIG, _engine
+from torchreid_fgdi import atomic, benchmark
+from torchreid_fgdi.__main__ import build_config, main, resume_path
+from torchreid_fgdi.checkpoint_file import CheckpointError, read_checkpoint
+from torchreid_fgdi.compat import UnreadableImageError, glob_with_literal_folders, read_image
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.engine.fgdi import NonFiniteLossError
+from torchreid_fgdi.engine.run_folder import RunFolder, RunFolderError
+from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
+from torchreid_fgdi.export import _write_checked, export
+from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.search import main as search
+
+ONE = ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "1", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "1"]
+ONE += ["fgdi.checkpoint_every", "1", "fgdi.prompt.batch_size", "32", "train.print_freq", "1000"]
+ONE += ["train.batch_size", "24", "test.plots", "false", "data.targets", "['synth_a', 'synth_d']"]
+OSNET = str(Path(CONFIG).parent / "osnet_ain_x0_25.yaml")
+
+
+def _cli(root, save_dir, *opts, config=CONFIG):
+    return main(["--config-file", config, "--root", root, "data.save_dir", str(save_dir), *ONE, *opts])
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_root, tmp_path_factory):
+    """A finished one-epoch-per-stage run (never modified: tests work on copies)."""
+    save_dir = tmp_path_factory.mktemp("trust") / "run"
+    _cli(tiny_root, save_dir)
+    return save_dir
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def _results(save_dir) -> str:
+    return (Path(save_dir) / "results.json").read_text()
+
+
+# ---- 1: a resume is checked against the checkpoint's config ------------------------------
+def test_resuming_a_finished_run_with_changed_training_settings_is_refused(tiny_root, run_copy):
+    before = _results(run_copy)
+    with pytest.raises(RunFolderError) as err:
+        _cli(tiny_root, run_copy, "model.resume", "auto", "fgdi.stage3_epochs", "3", "fgdi.image.lr", "0.5")
+    assert "fgdi.stage3_epochs: 1 -> 3" in str(err.value) and "fgdi.image.lr: 0.001 -> 0.5" in str(err.value)
+    assert "the run has finished" in str(err.value)
+    assert _results(run_copy) == before
+
+
+def test_resuming_a_checkpoint_on_other_sources_is_refused(tiny_root, run_copy):
+    stage1 = str(run_copy / "checkpoints" / "stage1.pth")  # every tiny domain has 12 identities
+    with pytest.raises(RunFolderError, match=r"data.sources: \['synth_a', 'synth_b', 'synth_c'\] -> \['synth_a', "):
+        _cli(tiny_root, run_copy, "model.resume", stage1, "data.sources", "['synth_a', 'synth_b', 'synth_d']")
+
+
+def test_a_checkpoint_of_another_size_names_the_differing_setting(tiny_root, run_copy):
+    stage1 = str(run_copy / "checkpoints" / "stage1.pth")
+    with pytest.raises(RunFolderError, match=r"data.height: 64 -> 32"):
+        _cli(tiny_root, run_copy, "model.resume", stage1, "data.height", "32")
+
+
+def test_a_new_experiment_in_an_old_runs_folder_is_refused_and_resume_auto_never_adopts_it(tiny_root, run_copy):
+    before = _results(run_copy)
+    with pytest.raises(RunFolderError, match=r"holds another experiment .*\n  fgdi.beta: 0.1 -> 0.5"):
+        _cli(tiny_root, run_copy, "fgdi.beta", "0.5")
+    with pytest.raises(RunFolderError, match=r"cannot resume .*checkpoints/\w+.pth.*\n  fgdi.beta: 0.1 -> 0.5"):
+        _cli(tiny_root, run_copy, "fgdi.beta", "0.5", "model.resume", "auto")
+    assert _results(run_copy) == before
+    assert (run_copy / "metrics.jsonl").stat().st_size > 0  # the old run's curves are still there
+
+
+def test_a_resume_applies_more_epochs_and_says_so(tiny_root, run_copy, capsys):
+    stage2b = str(run_copy / "checkpoints" / "stage2b.pth")
+    _cli(tiny_root, run_copy, "model.resume", stage2b, "fgdi.stage3_epochs", "2")
+    out = capsys.readouterr().out
+    assert "with changed settings, applied to the rest of the run:\n  fgdi.stage3_epochs: 1 -> 2" in out
+    assert read_checkpoint(str(run_copy / "checkpoints" / "stage3.pth"))["epoch"] == 3  # 1 + 2 image epochs
+
+
+# ---- 2: the NaN recovery path: a lower learning rate really applies ----------------------
+def test_a_resume_with_a_lower_learning_rate_trains_at_it(tiny_root, finished):
+    good = str(finished / "checkpoints" / "stage2b.pth")
+    old, new = _engine(tiny_root), _engine(tiny_root, "fgdi.image.lr", "1e-5")
+    old.resume(good)
+    new.resume(good)
+    rates = [
+        (o["lr"], n["lr"]) for o, n in zip(old.optimizers["image"].param_groups, new.optimizers["image"].param_groups)
+    ]
+    assert all(n == pytest.approx(o * 1e-5 / 1e-3, rel=1e-6) for o, n in rates) and rates[0][0] > 0
+    assert new.schedulers["image"].base_lrs == pytest.approx([1e-5, 2e-5])
+
+
+# ---- 3: evaluation needs trained weights and never replaces the run's results ------------
+def test_evaluating_without_weights_is_refused_and_an_evaluation_keeps_the_runs_results(tiny_root, run_copy):
+    before = _results(run_copy)
+    with pytest.raises(ConfigError, match="test.evaluate True without model.load_weights"):
+        _cli(tiny_root, run_copy, "test.evaluate", "True")
+    stage3 = str(run_copy / "checkpoints" / "stage3.pth")
+    evaluated = _cli(tiny_root, run_copy, "test.evaluate", "True", "model.load_weights", stage3)
+    assert _results(run_copy) == before
+    saved = json.loads((run_copy / "evaluation" / "results.json").read_text())
+    assert saved["synth_d"]["mAP"] == pytest.approx(json.loads(before)["synth_d"]["mAP"], abs=1e-6)
+    assert evaluated["synth_d"]["mAP"] == pytest.approx(saved["synth_d"]["mAP"])
+
+
+# ---- 4: NaN weights or features stop evaluation, search and export -----------------------
+def test_nan_weights_are_refused_by_evaluation_features_search_and_export(tiny_root, run_copy, tmp_path):
+    state = read_checkpoint(str(run_copy / "checkpoints" / "stage3.pth"))
+    state["state_dict"]["bottleneck.weight"][0] = float("nan")
+    broken = str(tmp_path / "broken.pth")
+    torch.save(state, broken)
+    match = r"broken.pth holds non-finite \(NaN / Inf\) weights in bottleneck.weight"
+    with pytest.raises(CheckpointError, match=match):
+        _cli(tiny_root, run_copy, "test.evaluate", "True", "model.load_weights", broken)
+    with pytest.raises(CheckpointError, match=match):
+        FeatureExtractor(broken)
+    gallery = os.path.join(tiny_root, "synth_d", "bounding_box_test")
+    query = os.path.join(gallery, sorted(os.listdir(gallery))[0])
+    with pytest.raises(CheckpointError, match=match):
+        search(["--query", query, "--gallery", gallery, "--weights", broken, "--out", str(tmp_path / "s")])
+    with pytest.raises(CheckpointError, match=match):
+        export(broken, str(tmp_path / "export"), ["torchscript"])
+    assert not (tmp_path / "s").exists() and not (tmp_path / "export").exists()
+
+
+def test_non_finite_features_stop_the_evaluation_and_an_export_that_gives_nan_is_not_kept(tmp_path):
+    loader = [{"img": torch.ones(2, 3, 4, 4), "pid": torch.tensor([1, 2]), "camid": torch.tensor([0, 1])}]
+    with pytest.raises(NonFiniteFeaturesError, match="non-finite .* features for 1 of 2 images of synth_d query"):
+        extract_features(loader, lambda x: torch.stack([x[0, 0, 0], x[1, 0, 0] * float("nan")]), "cpu", "synth_d query")
+
+    class Nan(torch.nn.Module):
+        def forward(self, images):
+            return images.mean(dim=(2, 3)) * float("nan")
+
+    with pytest.raises(RuntimeError, match="the torchscript export differs from PyTorch by nan"):
+        _write_checked(str(tmp_path / "x.pt"), "torchscript", Nan(), torch.randn(2, 3, 8, 4), torch.randn(3, 3, 8, 4))
+
+
+# ---- 5: "the last good checkpoint" is one that is known to be good -----------------------
+def test_a_divergence_does_not_name_a_damaged_checkpoint_as_good(tiny_root, tmp_path):
+    with pytest.raises(NonFiniteLossError) as err:
+        _cli(tiny_root, tmp_path / "run", "fgdi.prompt.lr", "1e30")
+    message = str(err.value)
+    stage1 = tmp_path / "run" / "checkpoints" / "stage1.pth"
+    assert "non-finite loss in stage2a" in message and "no checkpoint is known to be good" in message
+    assert f"Not {stage1}" in message and "may already hold the damage" in message
+
+
+# ---- 6: a run owns its folder ------------------------------------------------------------
+def test_a_second_writer_of_a_folder_is_refused(tiny_root, tmp_path):
+    with RunFolder(str(tmp_path / "run")), pytest.raises(RunFolderError, match="is in use by a running job \\(pid"):
+        _cli(tiny_root, tmp_path / "run")
+
+
+def test_benchmark_configs_sharing_a_folder_are_refused(tmp_path):
+    save = ["data.save_dir", str(tmp_path / "shared")]
+    with pytest.raises(ValueError, match="several runs would write data.save_dir .*shared"):
+        benchmark.main(["--configs", CONFIG, OSNET, *save, "--out", str(tmp_path / "bench")])
+    assert not (tmp_path / "shared").exists()
+
+
+def test_benchmark_takes_key_value_pairs_after_its_configs(finished, tmp_path):
+    runs = benchmark.main(
+        ["--configs", CONFIG, "data.save_dir", str(finished), *ONE, "--collect", "--out", str(tmp_path)]
+    )
+    assert set(runs["fgdi_tiny"]) == {"synth_a", "synth_d"}
+
+
+# ---- 7: paths are paths ------------------------------------------------------------------
+def test_a_data_root_with_glob_characters_is_read_literally(tmp_path):
+    make_market1501(str(tmp_path / "run[1]"))
+    make_market1501(str(tmp_path / "run1"))
+    next((tmp_path / "run1" / MARKET / "bounding_box_train").glob("*.jpg")).unlink()  # a sibling that differs
+    items = _market(tmp_path / "run[1]").train_items
+    assert len(items) == len(list((tmp_path / "run[1]" / MARKET / "bounding_box_train").glob("*.jpg")))
+    assert all("run[1]" in path for path, *_ in items)
+    assert glob_with_literal_folders(str(tmp_path / "run[1]" / "*")) == [str(tmp_path / "run[1]" / "market1501")]
+
+
+# ---- 8: weights that do not fit stop the run ---------------------------------------------
+def test_a_baseline_evaluated_with_an_fgdi_checkpoint_is_refused(tiny_root, finished, tmp_path):
+    stage3 = str(finished / "checkpoints" / "stage3.pth")
+    opts = [
+        "data.save_dir",
+        str(tmp_path),
+        "test.evaluate",
+        "True",
+        "model.load_weights",
+        stage3,
+        "test.plots",
+        "false",
+    ]
+    with pytest.raises(CheckpointError, match=r"stage3.pth does not fit OSNet .*\n  conv1.conv.weight: missing"):
+        main(["--config-file", OSNET, "--root", tiny_root, *opts])
+    assert not (tmp_path / "evaluation" / "results.json").exists()
+
+
+# ---- 9: the same source twice ------------------------------------------------------------
+def test_a_repeated_source_is_refused():
+    with pytest.raises(ConfigError, match="data.sources names synth_a more than once"):
+        load_config(CONFIG, ["data.sources", "['synth_a', 'synth_a', 'synth_b']"])
+
+
+# ---- 10: a kill between the stage file and latest.pth ------------------------------------
+def test_a_kill_before_latest_is_linked_leaves_the_stage_file_and_stray_temporaries_go(
+    tiny_root, tmp_path, monkeypatch
+):
+    def killed(source, path):
+        raise KeyboardInterrupt  # stands in for SIGKILL right after the stage file was written
+
+    with monkeypatch.context() as patch:
+        patch.setattr(atomic, "link", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _cli(tiny_root, tmp_path / "run", "fgdi.stage1_epochs", "2")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "stage1.pth").is_file() and read_checkpoint(str(checkpoints / "latest.pth"))[
+        "stage"
+    ] == "stage1"
+    stray = checkpoints / "latest.pth.tmp4242"
+    stray.write_bytes(b"half a checkpoint")
+    cfg = load_config(CONFIG, ["data.save_dir", str(tmp_path / "run"), "model.resume", "auto"])
+    assert resume_path(cfg, fgdi=True) == str(checkpoints / "stage1.pth")  # further on than latest.pth
+    _cli(tiny_root, tmp_path / "run", "model.resume", "auto", "fgdi.stage1_epochs", "2")
+    assert not stray.exists()
+    assert {p.name for p in checkpoints.iterdir()} == {
+        f"{s}.pth" for s in ("stage1", "stage2a", "stage2b", "stage3", "latest")
+    }
+
+
+# ---- errors that name the problem --------------------------------------------------------
+@pytest.mark.parametrize(
+    "yaml_text,error",
+    [
+        ("data:\n  height: 64\nmodel:\n  name: fgdi_tiny\ndata:\n  width: 32\n", "key 'data' appears twice"),
+        ("data:\n  transforms: [random_flipp]\n", "unknown transform 'random_flipp' .* Did you mean random_flip"),
+        ("test:\n  ranks: [-5, 0, 1000]\n", r"test.ranks must be between 1 and 50"),
+        ("fgdi:\n  image:\n    lr: .inf\n", "fgdi.image.lr must be a finite number"),
+        ("fgdi:\n  image:\n    lr: .nan\n", "fgdi.image.lr must be a finite number"),
+        ("fgdi:\n  beta: -3\n", r"fgdi.beta must be between 0.0 and 1.0, got -3"),
+        ("fgdi:\n  label_smooth: 2\n", r"fgdi.label_smooth must be between 0.0 and 0.99"),
+        ("fgdi:\n  quick_gelu: banana\n", "fgdi.quick_gelu must be one of"),
+        ("data:\n  sources: []\n", "data.sources must not be empty"),
+        ("train:\n  seed: -1\n", "train.seed must be between 0 and"),
+        ("data:\n  height: 4\n", "data.height must be >= 16, got 4"),
+        ("data:\n  save_dir: ''\n", "data.save_dir must not be empty"),
+        ("_BASE_: bad.yaml\n", "_BASE_ cycle"),
+        ("_BASE_: 5\n", "_BASE_ in .* must be a file name or a list of file names, got 5"),
+        ("- model\n- data\n", "must hold a mapping of sections"),
+    ],
+)
+def test_config_values_that_cannot_be_right_are_refused(tmp_path, yaml_text, error):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml_text)
+    with pytest.raises(ConfigError, match=error):
+        load_config(str(bad))
+
+
+def test_quick_gelu_takes_true_false_and_none_from_the_command_line():
+    assert load_config([], ["fgdi.quick_gelu", "false"]).fgdi.quick_gelu is False
+    assert load_config([], ["fgdi.quick_gelu", "None"]).fgdi.quick_gelu is None
+
+
+def test_sources_after_key_value_pairs_are_read_as_sources():
+    cfg = build_config(
+        ["--config-file", CONFIG, "train.print_freq", "3", "-s", "synth_a", "synth_b", "data.workers", "1"]
+    )
+    assert (cfg.data.sources, cfg.train.print_freq, cfg.data.workers) == (["synth_a", "synth_b"], 3, 1)
+
+
+@pytest.mark.parametrize(
+    "content,error",
+    [
+        (b"", "is empty \\(0 bytes\\)"),
+        (os.urandom(4096), "is not a readable PyTorch file"),
+        (pickle.dumps([1, 2, 3]), "is not a readable PyTorch file|holds a list"),
+    ],
+)
+def test_a_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, content, error):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=error):
+        read_checkpoint(str(path))
+    with pytest.raises(CheckpointError, match=f"{path}"):
+        FeatureExtractor(str(path))
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError, match="holds a list, not a dict of weights"):
+        read_checkpoint(str(path))
+
+
+def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(run_copy, capsys):
+    latest = run_copy / "checkpoints" / "latest.pth"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    cfg = load_config(CONFIG, ["data.save_dir", str(run_copy), "model.resume", "auto"])
+    assert resume_path(cfg, fgdi=True) == str(run_copy / "checkpoints" / "stage3.pth")
+    assert f"skipping {latest}: checkpoint {latest} is not a readable PyTorch file" in capsys.readouterr().out
+
+
+def test_a_save_over_the_file_size_limit_says_so_and_keeps_the_previous_file(tmp_path):
+    path = str(tmp_path / "latest.pth")
+    atomic.save({"w": torch.zeros(10)}, path)
+    before = Path(path).read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, hard))
+    try:
+        with pytest.raises(
+            atomic.WriteError, match="file-size limit \\(ulimit -f\\) is 20000 bytes.*previous file is intact"
+        ):
+            atomic.save({"w": torch.zeros(100000)}, path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert Path(path).read_bytes() == before and os.listdir(tmp_path) == ["latest.pth"]
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says `width` x `height` (its pixels are not there)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = b""
+    for kind, data in ((b"IHDR", header), (b"IDAT", zlib.compress(b"\0" * 64)), (b"IEND", b"")):
+        chunks += struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+@pytest.mark.parametrize(
+    "kind,error",
+    [("fifo", "not a regular file"), ("bomb", "implausibly large"), ("truncated", "[Tt]runcated")],
+)
+def test_a_file_that_is_not_a_whole_image_is_named_before_any_work_or_skipped(tmp_path, kind, error):
+    make_market1501(str(tmp_path))
+    bad = tmp_path / MARKET / "bounding_box_test" / "0009_c2s1_000101_01.jpg"  # a gallery image
+    bad.unlink(missing_ok=True)
+    if kind == "fifo":
+        os.mkfifo(bad)
+    else:
+        bad.write_bytes(_png_claiming(20000, 20000) if kind == "bomb" else _jpeg_bytes()[:400])
+    with pytest.raises(UnreadableImageError, match=f"(?s)cannot be read, nothing was started.*{bad.name}: .*{error}"):
+        _market(tmp_path)
+    assert str(bad) in _market(tmp_path, skip_unreadable_images=True).skipped_images
+    if kind != "truncated":
+        with pytest.raises(UnreadableImageError, match=error):
+            read_image(str(bad))
+
+
+def test_search_explains_a_file_as_gallery_and_skips_unreadable_images_on_request(
+    finished, tiny_root, tmp_path, capsys
+):
+    weights = str(finished / "checkpoints" / "stage3.pth")
+    gallery = tmp_path / "gallery"
+    shutil.copytree(os.path.join(tiny_root, "synth_d", "query"), gallery)
+    query = str(sorted(gallery.iterdir())[0])
+    with pytest.raises(NotADirectoryError, match="is a file: pass the folder"):
+        search(["--query", query, "--gallery", query, "--weights", weights])
+    (gallery / "broken.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        search(["--query", query, "--gallery", str(gallery), "--weights", weights, "--out", str(tmp_path / "s")])
+    assert "--skip-unreadable leaves unreadable gallery images out" in capsys.readouterr().err
+    ranking = search(
+        [
+            "--query",
+            query,
+            "--gallery",
+            str(gallery),
+            "--weights",
+            weights,
+            "--out",
+            str(tmp_path / "s"),
+            "--skip-unreadable",
+        ]
+    )
+    assert all("broken" not in m["path"] for m in ranking[0]["matches"])
+    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+        FeatureExtractor(weights, device="cuda")
