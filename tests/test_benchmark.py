@@ -44,6 +44,6 @@ def test_models_side_by_side_and_collected_again(tiny_root, tmp_path, monkeypatc
 
 def test_configs_on_different_data_are_refused(tmp_path):
     other = tmp_path / "one_source.yaml"
-    other.write_text(f"_BASE_: {FGDI}\ndata:\n  sources: [synth_a]\n")
+    other.write_text(f"_BASE_: {FGDI}\ndata:\n  sources: [synth_a]\n  save_dir: {tmp_path / 'other'}\n")
     with pytest.raises(ValueError, match="must train and test on the same data"):
         main(["--configs", FGDI, str(other), "--out", str(tmp_path), "--collect"])

@@ -112,15 +112,14 @@ BAD_IMAGES = {"empty": b"", "truncated": _jpeg_bytes()[:400], "not_an_image": b"
 
 
 @pytest.mark.parametrize("kind", list(BAD_IMAGES))
-def test_a_bad_image_fails_inside_a_worker_with_its_path(tmp_path, kind):
+def test_a_bad_image_is_named_before_any_work(tmp_path, kind):
     make_market1501(str(tmp_path))
     bad = tmp_path / MARKET / "bounding_box_train" / "0007_c1s6_028546_01.jpg"
     bad.write_bytes(BAD_IMAGES[kind])
-    loader = _market(tmp_path).train_loader
     with pytest.raises(OSError) as err:
-        list(loader)
-    assert "DataLoader worker" in str(err.value)
-    assert f'cannot decode image "{bad}"' in str(err.value) and "replace or remove the file" in str(err.value)
+        _market(tmp_path)
+    assert "cannot be read, nothing was started" in str(err.value) and f"{bad}: " in str(err.value)
+    assert "data.skip_unreadable_images True" in str(err.value)
 
 
 def test_grayscale_rgba_cmyk_and_palette_images_load_as_rgb(tmp_path):

@@ -389,3 +389,11 @@ def test_search_explains_a_file_as_gallery_and_skips_unreadable_images_on_reques
     assert all("broken" not in m["path"] for m in ranking[0]["matches"])
     with pytest.raises(ValueError, match="CUDA is not available on this machine"):
         FeatureExtractor(weights, device="cuda")
+
+
+def test_a_checkpoint_of_another_experiment_is_not_resumed_into_an_owned_folder(tiny_root, finished, run_copy):
+    other = run_copy.parent / "other"
+    _cli(tiny_root, other, "fgdi.beta", "0.5", "fgdi.stage2a_epochs", "0", "fgdi.stage2b_epochs", "0")
+    stage1 = str(finished / "checkpoints" / "stage1.pth")
+    with pytest.raises(RunFolderError, match=r"holds another experiment .*\n  fgdi.beta: 0.5 -> 0.1"):
+        _cli(tiny_root, other, "model.resume", stage1)

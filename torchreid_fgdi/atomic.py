@@ -23,16 +23,18 @@ class WriteError(OSError):
     """A file could not be written; the message says why and that the previous version is intact."""
 
 
-def _why_write_failed(path: str, err: BaseException) -> str:
-    folder = os.path.dirname(path) or "."
-    stat = os.statvfs(folder)
+def _storage_problem(folder: str) -> str | None:
+    """Why writing into `folder` fails for lack of room, if it does: a full disk or a file-size limit."""
+    stat = os.statvfs(folder or ".")
     free = stat.f_bavail * stat.f_frsize
+    if free < _ROOM:
+        return (
+            f"the disk holding {folder or '.'} is full ({free / 2**20:.0f} MiB free): free space or use another folder"
+        )
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if free < max(_ROOM, os.path.getsize(path) if os.path.isfile(path) else 0):
-        return f"the disk holding {folder} is full ({free / 2**20:.0f} MiB free): free space or set another folder"
     if limit != resource.RLIM_INFINITY:
         return f"the process's file-size limit (ulimit -f) is {limit} bytes: raise it"
-    return f"{type(err).__name__}: {err}"
+    return None
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> str:
@@ -45,8 +47,11 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
         write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
+        problem = _storage_problem(folder)
+        if problem is None:
+            raise
         kept = "the previous file is intact" if os.path.isfile(path) else "nothing was written"
-        raise WriteError(f"could not write {path}: {_why_write_failed(tmp, err)}; {kept}") from err
+        raise WriteError(f"could not write {path}: {problem}; {kept}") from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -184,12 +184,13 @@ class RunFolder:
             self._lock = None
 
     def claim(self, cfg: CN, resuming: bool) -> None:
-        """Refuses a fresh run in a folder that another experiment owns; records this run as the owner."""
+        """Refuses a run in a folder that another experiment owns (a resume may differ from the owner only
+        where it may differ from its checkpoint); records this run as the owner."""
         path = osp.join(self.save_dir, OWNER_FILE)
-        if osp.isfile(path) and not resuming:
+        if osp.isfile(path):
             with open(path) as f:
                 owner = load_config_text(f.read(), path)
-            changes = differences(owner, cfg)
+            changes = differences(owner, cfg, LOGISTICS + RESUMABLE if resuming else LOGISTICS)
             if changes:
                 raise RunFolderError(
                     f"data.save_dir {self.save_dir} holds another experiment ({path}); a new run there would "
