@@ -549,7 +549,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         for key, optimizer in self.optimizers.items():
             optimizer.load_state_dict(state["optimizers"][key])
             schedules.load_keeping_base_lrs(self.schedulers[key], state["schedulers"][key])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"] and self.scaler.is_enabled():  # empty unless the checkpoint trained in fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]

@@ -28,46 +28,22 @@ OWNER_FILE = "run.yaml"
 
 # Keys that never change what a run computes: where things are, how fast, how much is shown.
 LOGISTICS = (
-    "data.root",
-    "data.save_dir",
-    "data.workers",
-    "model.resume",
-    "use_gpu",
-    "train.print_freq",
-    "fgdi.checkpoint_every",
-    "fgdi.clip_cache_dir",
-    "test.batch_size",
-    "test.evaluator",
-    "test.eval_freq",
-    "test.start_eval",
-    "test.plots",
-    "test.plot_queries",
-    "test.visrank",
-    "test.visrank_topk",
-    "test.evaluate",
-    "test.allow_untrained",
+    *("data.root", "data.save_dir", "data.workers", "model.resume", "use_gpu", "train.print_freq"),
+    *("fgdi.checkpoint_every", "fgdi.clip_cache_dir"),
+    *(f"test.{k}" for k in ("batch_size", "evaluator", "eval_freq", "start_eval", "plots", "plot_queries")),
+    *(f"test.{k}" for k in ("visrank", "visrank_topk", "evaluate", "allow_untrained")),
 )
-# Keys a resumed run may change; they apply to the rest of the run (and the log lists them).
-EPOCHS = ("fgdi.stage1_epochs", "fgdi.stage2a_epochs", "fgdi.stage2b_epochs", "fgdi.stage3_epochs", "train.max_epoch")
+# Keys a resumed run may change; they apply to the rest of the run (and the log lists them). torchreid's
+# schedulers restore their own milestones from a checkpoint, so only a baseline's base rate may change.
+EPOCHS = (*(f"fgdi.{stage}_epochs" for stage in ("stage1", "stage2a", "stage2b", "stage3")), "train.max_epoch")
 LEARNING_RATES = (
-    "fgdi.image.lr",
-    "fgdi.image.bias_lr_factor",
-    "fgdi.image.milestones",
-    "fgdi.image.gamma",
-    "fgdi.prompt.lr",
-    "fgdi.prompt.classifier_lr",
-    "fgdi.prompt.min_lr",
+    *(f"fgdi.image.{k}" for k in ("lr", "bias_lr_factor", "milestones", "gamma")),
+    *(f"fgdi.prompt.{k}" for k in ("lr", "classifier_lr", "min_lr")),
     "train.lr",
-    "train.stepsize",
-    "train.gamma",
 )
 TEST_SETTINGS = (
-    "test.dist_metric",
-    "test.normalize_feature",
-    "test.ranks",
-    "test.rerank",
-    "cuhk03.use_metric_cuhk03",
-    "fgdi.test_precision",
+    *(f"test.{k}" for k in ("dist_metric", "normalize_feature", "ranks", "rerank")),
+    *("cuhk03.use_metric_cuhk03", "fgdi.test_precision"),
 )
 RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
 
