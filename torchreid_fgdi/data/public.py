@@ -19,8 +19,11 @@ class CUHKSYSU(torchreid.data.ImageDataset):
     strings (it changes with ``PYTHONHASHSEED``, so labels, classifier rows and prompt vectors
     differ between processes and a resumed run would train against other labels), reads files in
     file-system order, and gives an empty dataset, not an error, when the folder is missing.
-    Every image is a training image (one camera); query and gallery hold one image, as torchreid's.
+    Every image is a training image (one camera); query and gallery hold one image, as torchreid's,
+    and `combineall` adds nothing (``_train_only``), so that image does not come back as a new identity.
     """
+
+    _train_only = True
 
     dataset_dir = "cuhksysu"
 

@@ -176,9 +176,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         it does not shuffle, and a run resumed at a stage boundary rebuilds the caches only after
         restoring the checkpoint's generators, so the stage must start from the same state either way.
         """
-        trainable = set(self._params(stage))
-        for name, param in self.model.named_parameters():
-            param.requires_grad_(name in trainable)
+        self._set_trainable(stage)
         with rng_preserved():
             if stage in ("stage2a", "stage2b") and self._image_cache is None:
                 self._image_cache = self.extract_image_features()
@@ -189,6 +187,16 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             module = self.model if stage in IMAGE_STAGES else _PromptStep(self.model)
             device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
             self._ddp = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+    def _set_trainable(self, stage: str) -> None:
+        """``requires_grad`` on `stage`'s parameters alone, so frozen ones do not even get a gradient."""
+        trainable = set(self._params(stage))
+        for name, param in self.model.named_parameters():
+            param.requires_grad_(name in trainable)
+
+    def two_stepped_transfer_learning(self, epoch, fixbase_epoch, open_layers, model=None) -> None:
+        """torchreid's `Engine.train` calls this every epoch to open every layer; the stage decides instead."""
+        self._set_trainable(self.stage)
 
     def _autocast(self, precision: str | None = None):
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision or self.precision)
