@@ -1,10 +1,17 @@
 """The authors' data recipe and training flags, where our first version differed from their code."""
 
+import random
+
+import numpy as np
+import pytest
 import torch
+from PIL import Image
 
 from tests.fake_datasets import make_cuhksysu
 from tests.test_fgdi_engine import _engine
+from torchreid_fgdi.data.augmix import OPERATIONS, AuthorsAugMix, sample_parameter
 from torchreid_fgdi.data.public import CUHKSYSU
+from torchreid_fgdi.data.transforms import clip_fgdi_transforms
 
 
 def test_cuhksysu_combineall_adds_no_identity(tmp_path):
@@ -27,3 +34,38 @@ def test_torchreids_loop_leaves_frozen_parameters_frozen_and_without_gradients(t
     assert any(n.startswith("text_encoder.") for n, _ in engine.model.named_parameters())
     assert not any(n.startswith(("text_encoder.", "promptlearner.")) for n in trainable)
     assert torch.isfinite(engine.model.classifier.weight.grad).all()
+
+
+# ---- AugMix: the authors' operations and magnitudes --------------------------------------
+# The reachable ranges at the authors' severity 1 on a 224 x 224 crop, from their functional.py:
+# level ~ U(0.1, 1), parameter = level * maximum / 10 (int() where they truncate).
+AUTHORS_RANGES = {
+    "rotate": (-2, 2),  # int(level * 30 / 10) degrees, either sign
+    "shear_x": (-0.03, 0.03),
+    "shear_y": (-0.03, 0.03),
+    "translate_x": (-7, 7),  # int(level * (224 / 3) / 10) pixels
+    "translate_y": (-7, 7),
+    "solarize": (231, 254),  # 256 - int(level * 256 / 10)
+    "posterize": (4, 4),  # bits kept: 4 - int(level * 4 / 10)
+}
+
+
+def test_each_augmix_operation_reaches_the_authors_range_and_no_further():
+    rng = random.Random(0)
+    assert set(OPERATIONS) == {"autocontrast", "equalize", *AUTHORS_RANGES}
+    for name, (low, high) in AUTHORS_RANGES.items():
+        drawn = [sample_parameter(name, 1, (224, 224), rng) for _ in range(4000)]
+        assert min(drawn) == pytest.approx(low, abs=1e-3) and max(drawn) == pytest.approx(high, abs=1e-3), name
+        if name.startswith("shear"):
+            assert min(abs(v) for v in drawn) >= 0.003 - 1e-9  # the level never falls below 0.1
+
+
+def test_augmix_mixes_with_the_authors_probability_and_is_seeded():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 32, 3), dtype=np.uint8))
+    augmix = AuthorsAugMix(prob=0.6)
+    outputs = [np.asarray(augmix(image, random.Random(seed))) for seed in range(200)]
+    changed = sum(not np.array_equal(out, np.asarray(image)) for out in outputs)
+    assert 90 <= changed <= 150 and all(out.shape == (64, 32, 3) and out.dtype == np.uint8 for out in outputs)
+    assert np.array_equal(np.asarray(augmix(image, random.Random(7))), np.asarray(augmix(image, random.Random(7))))
+    train, _ = clip_fgdi_transforms(224, 224)
+    assert [t for t in train.transforms if isinstance(t, AuthorsAugMix)][0].prob == 0.6

@@ -1,15 +1,16 @@
 """The authors' CLIP-FGDI image pipelines, selected with ``data.transforms: [clip_fgdi]``.
 
 They differ from torchreid's: bicubic resize, per-image per-channel standardisation (an
-affine-free InstanceNorm) instead of a dataset mean/std, and AugMix. AugMix is torchvision's
-with the authors' settings (severity 1, 3 chains of depth 1, Dirichlet/Beta alpha 0.1, no
-colour ops); its per-op magnitudes follow torchvision, not their own re-implementation.
+affine-free InstanceNorm) instead of a dataset mean/std, and the authors' own AugMix
+(`augmix.AuthorsAugMix`: their operations, magnitudes, mixing weights and probability).
 """
 
 from __future__ import annotations
 
 import torch
 import torchvision.transforms as T
+
+from .augmix import AuthorsAugMix
 
 CLIP_FGDI = "clip_fgdi"
 # What `data.transforms` may name: torchreid's `build_transforms` options, which it matches
@@ -38,7 +39,7 @@ def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]
             T.RandomCrop(size),
             T.RandomHorizontalFlip(0.4),
             T.RandomApply([T.ColorJitter(0.15, 0.1, 0.05, 0.05)], p=0.1),
-            T.RandomApply([T.AugMix(severity=1, mixture_width=3, chain_depth=1, alpha=0.1, all_ops=False)], p=0.6),
+            AuthorsAugMix(prob=0.6),
             T.ToTensor(),
             PerImageNorm(),
         ]
