@@ -19,6 +19,7 @@ TINY += ["train.batch_size", "4", "sampler.num_instances", "2", "train.max_epoch
 TINY += ["test.batch_size", "64", "test.eval_freq", "-1", "data.test_splits", "2", "train.print_freq", "1000"]
 TINY += ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "1", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "1"]
 TINY += ["fgdi.prompt.batch_size", "8", "fgdi.image.lr", "0.001"]
+TINY += ["fgdi.num_classes", "0"]  # Protocol-2's 17.5k rows cost half a minute here; tests/test_recipe.py covers them
 
 
 @pytest.fixture(scope="module")

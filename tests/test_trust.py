@@ -21,6 +21,7 @@ from torchreid_fgdi.checkpoint_file import CheckpointError, read_checkpoint
 from torchreid_fgdi.compat import UnreadableImageError, glob_with_literal_folders, read_image
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
 from torchreid_fgdi.engine.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
@@ -397,3 +398,50 @@ def test_a_checkpoint_of_another_experiment_is_not_resumed_into_an_owned_folder(
     stage1 = str(finished / "checkpoints" / "stage1.pth")
     with pytest.raises(RunFolderError, match=r"holds another experiment .*\n  fgdi.beta: 0.5 -> 0.1"):
         _cli(tiny_root, other, "model.resume", stage1)
+
+
+def test_auto_resume_after_an_explicit_resume_continues_it_not_the_folders_older_checkpoints(
+    tiny_root, run_copy, monkeypatch
+):
+    stage2b = str(run_copy / "checkpoints" / "stage2b.pth")
+
+    def killed(self, **kwargs):
+        raise KeyboardInterrupt  # the resumed run dies before it writes a checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageFGDIEngine, "run", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _cli(tiny_root, run_copy, "model.resume", stage2b, "fgdi.stage3_epochs", "2", "fgdi.image.lr", "1e-4")
+    cfg = load_config(CONFIG, ["data.save_dir", str(run_copy), "model.resume", "auto"])
+    latest = resume_path(cfg, fgdi=True)
+    state = read_checkpoint(latest)
+    assert latest.endswith("latest.pth") and (state["stage"], state["stage_epoch"]) == ("stage3", 0)
+    assert torch.equal(
+        state["state_dict"]["classifier.weight"], read_checkpoint(stage2b)["state_dict"]["classifier.weight"]
+    )
+
+
+def _osnet(root, save_dir, *opts):
+    opts = ["data.save_dir", str(save_dir), "data.height", "64", "data.width", "32", "test.plots", "false", *opts]
+    return main(["--config-file", OSNET, "--root", root, "train.max_epoch", "2", "train.batch_size", "24", *opts])
+
+
+def test_a_finished_baseline_resumed_again_keeps_its_epoch_and_fine_tuning_skips_only_the_classifier(
+    tiny_root, tmp_path, capsys
+):
+    first = _osnet(tiny_root, tmp_path / "base")
+    again = _osnet(tiny_root, tmp_path / "base", "model.resume", "auto")
+    assert sorted(p.name for p in (tmp_path / "base" / "model").iterdir()) == ["model.pth.tar-2"]
+    assert again["synth_d"]["mAP"] == pytest.approx(first["synth_d"]["mAP"])
+    weights = str(tmp_path / "base" / "model" / "model.pth.tar-2")
+    _osnet(
+        tiny_root,
+        tmp_path / "tuned",
+        "model.load_weights",
+        weights,
+        "data.sources",
+        "['synth_a']",
+        "train.max_epoch",
+        "1",
+    )
+    assert "other identities, kept as initialised: ['classifier.weight', 'classifier.bias']" in capsys.readouterr().out

@@ -26,7 +26,7 @@ from .checkpoint_file import CheckpointError, read_checkpoint
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
 from .engine import ImageFGDIEngine, build_engine, distributed, schedules
-from .engine.fgdi import checkpoint_progress, newest_checkpoint
+from .engine.fgdi import checkpoint_progress, continue_from, newest_checkpoint
 from .engine.run_folder import Progress, RunFolder, check_data, check_resume, recorded_config
 from .models import FGDI, load_weights
 from .models.checkpoints import load_torchreid_weights
@@ -126,14 +126,17 @@ def _run(cfg, folder: RunFolder) -> dict:
     )
     model = torchreid.models.build_model(
         cfg.model.name,
-        datamanager.num_train_pids,
+        config_lib.num_classes(cfg, datamanager.num_train_pids),
         **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
     )
     if isinstance(model, FGDI):
         return run_fgdi(cfg, datamanager, model, folder)
     if cfg.model.load_weights:
-        skipped = load_torchreid_weights(model, cfg.model.load_weights, skip_classifier=cfg.test.evaluate)
-        print(f"=> Loaded {cfg.model.load_weights}" + (f" (not used for testing: {skipped})" if skipped else ""))
+        skipped = load_torchreid_weights(model, cfg.model.load_weights, skip_classifier=True)
+        print(
+            f"=> Loaded {cfg.model.load_weights}"
+            + (f" (other identities, kept as initialised: {skipped})" if skipped else "")
+        )
     if datamanager.use_gpu:
         model = model.cuda()
     optimizer = torchreid.optim.build_optimizer(model, **config_lib.optimizer_kwargs(cfg))
@@ -213,10 +216,13 @@ def run_fgdi(cfg, datamanager, model: FGDI, folder: RunFolder) -> dict:
         state = read_checkpoint(resume, mmap=True)
         recorded = recorded_config(state, resume)
         check_resume(recorded, cfg, checkpoint_progress(state, recorded.fgdi), resume)
+        check_data(state.get("data"), datamanager.fingerprint(), resume)
     if not cfg.test.evaluate and distributed.is_main():
         folder.claim(cfg, resuming=bool(resume))
     if resume:
         engine.resume(resume)
+        if distributed.is_main():
+            continue_from(resume, cfg.data.save_dir)
     engine.run(**{**config_lib.fgdi_run_kwargs(cfg), "save_dir": output_dir(cfg)})
     return getattr(engine, "test_results", {})
 

@@ -59,9 +59,9 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
 
 
 def remove_temporaries(folder: str) -> list[str]:
-    """Deletes the temporary files that killed writes left in `folder` (call it only while no other
-    process writes there, e.g. holding the run's lock); the paths removed."""
-    stale = [p for p in glob.glob(os.path.join(glob.escape(folder), "**", "*.tmp*"), recursive=True)]
+    """Deletes the temporary files that killed writes left in `folder` itself (call it only while no
+    other process writes there, e.g. holding the run's lock); the paths removed."""
+    stale = glob.glob(os.path.join(glob.escape(folder), "*.tmp*"))
     stale = [p for p in stale if _TEMPORARY.search(p) and os.path.isfile(p)]
     for path in stale:
         os.remove(path)

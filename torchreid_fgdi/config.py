@@ -57,6 +57,7 @@ def get_default_config() -> CN:
 
     cfg.market1501 = CN()
     cfg.market1501.use_500k_distractors = False
+    cfg.market1501.train_distractors = False  # with combineall: the pid-0 gallery images as one identity (authors)
 
     cfg.train = CN()
     cfg.train.optim = "adam"
@@ -122,6 +123,7 @@ def get_default_config() -> CN:
     cfg.fgdi.neck_feat = "before"  # eval feature before (authors) or after the BNNecks
     cfg.fgdi.grl_scale = 0.1  # gradient-reversal scale (the paper's epsilon)
     cfg.fgdi.num_cameras = 0  # CLIP-ReID camera embedding rows, only to load its SIE checkpoints
+    cfg.fgdi.num_classes = 0  # classifier and prompt rows; 0 = the training identities (more: the authors' P2 counts)
     # The three stages (defaults: the paper's / authors' values). Batches of stages 1 and 3 are
     # train.batch_size with sampler.*; train.optim / lr / max_epoch are the baselines' keys.
     cfg.fgdi.stage1_epochs = 3  # image-encoder adaptation
@@ -259,6 +261,7 @@ def imagedata_kwargs(cfg: CN) -> dict:
         "cuhk03_labeled": cfg.cuhk03.labeled,
         "cuhk03_classic_split": cfg.cuhk03.classic_split,
         "market1501_500k": cfg.market1501.use_500k_distractors,
+        "market1501_distractors": cfg.market1501.train_distractors,
     }
 
 
@@ -280,6 +283,24 @@ def model_kwargs(cfg: CN, num_domains: int) -> dict:
         "num_cameras": cfg.fgdi.num_cameras,
         "cache_dir": cfg.fgdi.clip_cache_dir or None,
     }
+
+
+def num_classes(cfg: CN, num_train_pids: int) -> int:
+    """Classifier (and identity-prompt) rows: the training identities, or ``fgdi.num_classes``.
+
+    The CLIP-FGDI authors size them by per-dataset counts they hard-code for the combined datasets,
+    also in Protocol-2 where only training splits are read, so some rows are never a target (they
+    still take part in the label-smoothed cross-entropy and, in stage 3, the i2t logits).
+    """
+    from .models import VARIANTS
+
+    wanted = cfg.fgdi.num_classes if cfg.model.name in VARIANTS else 0
+    if wanted and wanted < num_train_pids:
+        raise ConfigError(
+            f"fgdi.num_classes {wanted} is fewer than the {num_train_pids} training identities: "
+            "set it to 0 (one row per identity) or to at least that number"
+        )
+    return wanted or num_train_pids
 
 
 def optimizer_kwargs(cfg: CN) -> dict:

@@ -225,6 +225,8 @@ def check_config(cfg: CN) -> None:
     for key in NON_EMPTY:
         if not get(cfg, key):
             raise ConfigError(f"{key} must not be empty")
+    if len(set(cfg.test.ranks)) != len(cfg.test.ranks):
+        raise ConfigError(f"test.ranks lists a rank twice: {list(cfg.test.ranks)}")
     for key in ("data.sources", "data.targets"):
         repeated = sorted({n for n in get(cfg, key) if list(get(cfg, key)).count(n) > 1})
         if repeated:

@@ -66,6 +66,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         num_instances: int = 4,
         test_splits: int = 1,
         skip_unreadable_images: bool = False,
+        market1501_distractors: bool = False,
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
@@ -95,6 +96,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             self._use_clip_fgdi_transforms(transforms, kwargs.get("height", 256), kwargs.get("width", 128))
         self.train_items = trainset.train
         self.num_train_domains = trainset.num_datasets
+        distractors = 0
+        if market1501_distractors and kwargs.get("combineall") and "market1501" in self.sources:
+            distractors = self._add_market1501_distractors(trainset)
         self.domain_pid_ranges = self._pid_ranges(self.train_items, self.num_train_domains)
         workers = kwargs.get("workers", 4)
         self.skipped_images = self._drop_unreadable(workers) if skip_unreadable_images else {}
@@ -102,7 +106,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             self._refuse_damaged(workers)
         check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
         sampler = self._train_sampler(train_sampler, batch_size_train, num_instances, rank, world_size, seed)
-        if sampler is None and self.skipped_images and train_sampler != "RandomSampler":
+        if sampler is None and (self.skipped_images or distractors) and train_sampler != "RandomSampler":
             sampler = torchreid.data.sampler.build_train_sampler(
                 self.train_items,
                 train_sampler,
@@ -118,6 +122,24 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
+
+    def _add_market1501_distractors(self, trainset) -> int:
+        """Market-1501's gallery distractors (pid 0, "0000_*.jpg") as one more training identity, as the
+        CLIP-FGDI authors train (1,502 classes with combineall); torchreid drops them as junk. The new
+        identity closes Market-1501's pid range; the sources after it move up by one. Returns the
+        number of images added."""
+        domain = self.sources.index("market1501")
+        gallery = torchreid.data.datasets.init_image_dataset(
+            "market1501", root=self.root, mode="gallery", verbose=False, **self._dataset_kwargs
+        )
+        added = [(path, camid) for path, pid, camid, *_ in gallery.gallery if pid == 0]
+        new_pid = 1 + max(pid for _, pid, _, dsetid in self.train_items if dsetid == domain)
+        self.train_items[:] = [
+            (path, pid + (pid >= new_pid), camid, dsetid) for path, pid, camid, dsetid in self.train_items
+        ] + [(path, new_pid, camid, domain) for path, camid in added]
+        trainset.num_train_pids = self._num_train_pids = self._num_train_pids + 1
+        print(f"=> market1501.train_distractors: {len(added)} distractor images train as identity {new_pid}")
+        return len(added)
 
     def fingerprint(self) -> str:
         """sha256 of the training list (paths under `root`, pid, camid, dsetid): checkpoints record it,

@@ -9,6 +9,19 @@ from . import distributed
 from .testing import MultiTargetTestMixin
 
 
+class FinishedRunMixin:
+    """A resumed run that is already finished (start_epoch == max_epoch) keeps its epoch number.
+
+    torchreid's `Engine.run` trains no epoch then, so ``self.epoch`` keeps its initial 0 and the
+    final `save_model` writes the finished weights as ``model.pth.tar-1``, a checkpoint that
+    claims one epoch and that ``model.resume auto`` could later continue from.
+    """
+
+    def run(self, *args, start_epoch: int = 0, **kwargs):
+        self.epoch = max(self.epoch, start_epoch - 1)
+        return super().run(*args, start_epoch=start_epoch, **kwargs)
+
+
 class DistributedMixin:
     """Under torchrun: a fresh shuffle every epoch, and rank 0 alone tests and saves (the others wait).
 
@@ -52,9 +65,9 @@ class DistributedMixin:
         distributed.barrier()
 
 
-class ImageSoftmaxEngine(DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageSoftmaxEngine):
+class ImageSoftmaxEngine(FinishedRunMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageSoftmaxEngine):
     """torchreid's softmax (ID loss) engine; see `MultiTargetTestMixin` for what `test` adds."""
 
 
-class ImageTripletEngine(DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageTripletEngine):
+class ImageTripletEngine(FinishedRunMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageTripletEngine):
     """torchreid's triplet + ID loss engine; see `MultiTargetTestMixin` for what `test` adds."""

@@ -276,17 +276,17 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         return rows["feats"].to(self.device), rows["pids"].to(self.device), rows["dsetids"].to(self.device)
 
     def pid_domains(self) -> torch.Tensor:
-        """The source domain of every training identity."""
-        domains = torch.zeros(self.datamanager.num_train_pids, dtype=torch.long)
+        """The source domain of every classifier row (rows past the identities, see ``fgdi.num_classes``: 0)."""
+        domains = torch.zeros(self.model.classifier.out_features, dtype=torch.long)
         for _, pid, _, dsetid in self.datamanager.train_loader.dataset.train:
             domains[pid] = dsetid
         return domains
 
     @torch.no_grad()
     def encode_prompts(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Identity-prompt and domain-prompt text features of every identity (constant in stage 3)."""
+        """Identity-prompt and domain-prompt text features of every classifier row (constant in stage 3)."""
         self.model.eval()
-        pids = torch.arange(self.datamanager.num_train_pids, device=self.device)
+        pids = torch.arange(self.model.classifier.out_features, device=self.device)
         if not distributed.is_main():
             dim = self.model.text_encoder.text_projection.shape[1]
             empty = torch.empty(len(pids), dim, device=self.device)
@@ -515,6 +515,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "scaler": self.scaler.state_dict(),
             "rng": get_rng_state(),
             "confirmed": [osp.basename(p) for p in self._confirmed if p not in writing],
+            "saved": time.time(),  # `newest_checkpoint` continues the file written last
             **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
             **({"config": self.config_text} if self.config_text else {}),
         }
@@ -568,6 +569,18 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
 
 
+def continue_from(path: str, save_dir: str) -> str:
+    """Makes ``save_dir/checkpoints/latest.pth`` a copy of `path`, stamped as written now, so that
+    ``model.resume auto`` after a kill continues this run, not a checkpoint of the folder's earlier
+    course (the diverging one a NaN recovery started over from, or stage files of a longer run)."""
+    latest_path = osp.join(save_dir, "checkpoints", "latest.pth")
+    if osp.abspath(path) != osp.abspath(latest_path):
+        state = read_checkpoint(path)
+        state["saved"] = time.time()
+        atomic.save(state, latest_path)
+    return latest_path
+
+
 def checkpoint_progress(state: dict, settings) -> Progress:
     """How far the run of an engine checkpoint got, for checking a resume's changed epochs."""
     at = STAGES.index(state["stage"])
@@ -583,8 +596,8 @@ def checkpoint_progress(state: dict, settings) -> Progress:
 
 
 def newest_checkpoint(folder: str) -> str:
-    """The checkpoint in `folder` that got furthest (``latest.pth`` or a stage file), skipping damaged
-    files (each reported), or '' if there is none."""
+    """The checkpoint in `folder` written last (``latest.pth``, or a stage file when a kill came
+    between the two), skipping damaged files (each reported), or '' if there is none."""
     found = []
     for name in ("latest.pth", *(f"{s}.pth" for s in STAGES[:-1])):
         path = osp.join(folder, name)
@@ -592,7 +605,7 @@ def newest_checkpoint(folder: str) -> str:
             continue
         try:
             state = read_checkpoint(path, mmap=True)
-            found.append(((STAGES.index(state["stage"]), state["stage_epoch"]), path))
+            found.append(((state.get("saved", 0.0), STAGES.index(state["stage"]), state["stage_epoch"]), path))
         except (CheckpointError, KeyError, ValueError) as err:
             print(f"=> model.resume auto: skipping {path}: {err}")
     return max(found)[1] if found else ""

@@ -24,6 +24,7 @@ from ..config import load_config_text
 from ..config_checks import flat_items
 
 LOCK_FILE = ".run.lock"
+RUN_SUBFOLDERS = ("checkpoints", "model", "plots")  # a run's own; evaluation/ is another run's folder
 OWNER_FILE = "run.yaml"
 
 # Keys that never change what a run computes: where things are, how fast, how much is shown.
@@ -150,7 +151,8 @@ class RunFolder:
         handle.write(" ".join(sys.argv) + "\n")
         handle.flush()
         self._lock = handle
-        removed = atomic.remove_temporaries(self.save_dir)
+        folders = [self.save_dir] + [osp.join(self.save_dir, sub) for sub in RUN_SUBFOLDERS]
+        removed = [path for folder in folders for path in atomic.remove_temporaries(folder)]
         if removed:
             print(f"=> Removed {len(removed)} temporary file(s) left by a killed write: {', '.join(removed)}")
 

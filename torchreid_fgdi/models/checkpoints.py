@@ -139,8 +139,9 @@ def load_torchreid_weights(model: nn.Module, source: str | Mapping, skip_classif
 
     torchreid's `load_pretrained_weights` skips whatever does not fit with a warning on stderr,
     so another model's file gives a random network and a normal-looking table. Here a missing,
-    unexpected or differently shaped weight is an error; only the ID classifier, unused at test
-    time, may differ when `skip_classifier` (evaluating on other identities). Returns the skipped keys.
+    unexpected or differently shaped weight is an error; only the ID classifier may differ when
+    `skip_classifier` (weights trained on other identities: unused at test time, re-initialised
+    for training, as torchreid does). Returns the skipped keys.
     """
     state = read_state_dict(source)
     own = model.state_dict()
