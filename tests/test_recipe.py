@@ -1,17 +1,24 @@
 """The authors' data recipe and training flags, where our first version differed from their code."""
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.fake_datasets import make_cuhksysu
+from tests.fake_datasets import make_cuhksysu, make_market1501
 from tests.test_fgdi_engine import _engine
+from torchreid_fgdi.config import load_config, num_classes
+from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.augmix import OPERATIONS, AuthorsAugMix, sample_parameter
 from torchreid_fgdi.data.public import CUHKSYSU
 from torchreid_fgdi.data.transforms import clip_fgdi_transforms
+from torchreid_fgdi.models import build_fgdi
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_cuhksysu_combineall_adds_no_identity(tmp_path):
@@ -69,3 +76,39 @@ def test_augmix_mixes_with_the_authors_probability_and_is_seeded():
     assert np.array_equal(np.asarray(augmix(image, random.Random(7))), np.asarray(augmix(image, random.Random(7))))
     train, _ = clip_fgdi_transforms(224, 224)
     assert [t for t in train.transforms if isinstance(t, AuthorsAugMix)][0].prob == 0.6
+
+
+# ---- Market-1501 distractors and the authors' class counts -------------------------------
+def _market_and_sysu(root, **kwargs):
+    make_market1501(root)
+    make_cuhksysu(root)
+    return DomainImageDataManager(
+        root=root, sources=["market1501", "cuhksysu"], targets="market1501", combineall=True, height=32, width=16,
+        workers=0, use_gpu=False, **kwargs,
+    )  # fmt: skip
+
+
+def test_market1501_distractors_train_as_one_identity_when_asked(tmp_path):
+    torchreids = _market_and_sysu(str(tmp_path))
+    authors = _market_and_sysu(str(tmp_path), market1501_distractors=True)
+    assert authors.num_train_pids == torchreids.num_train_pids + 1
+    (market_start, market_stop), (sysu_start, sysu_stop) = authors.domain_pid_ranges
+    assert (market_stop, sysu_stop) == (torchreids.domain_pid_ranges[0][1] + 1, torchreids.domain_pid_ranges[1][1] + 1)
+    distractors = [item for item in authors.train_items if "/0000_" in item[0]]
+    assert len(distractors) == 1 and distractors[0][1] == market_stop - 1 and distractors[0][3] == 0
+    assert not any("/0000_" in item[0] for item in torchreids.train_items)
+    assert len(authors.train_loader.dataset.train) == len(torchreids.train_items) + 1
+
+
+def test_the_authors_protocol2_class_counts_add_rows_that_are_never_a_target(tiny_root):
+    cfg = load_config([f"{CONFIGS}/models/fgdi.yaml", f"{CONFIGS}/protocols/p2/cuhk03.yaml"])
+    assert cfg.fgdi.num_classes == 1502 + 4101 + 11934 and cfg.cuhk03.labeled and not cfg.market1501.train_distractors
+    assert num_classes(cfg, 751 + 1041 + 11934) == 17537
+    with pytest.raises(ConfigError, match="fgdi.num_classes 17537 is fewer than the 20000 training identities"):
+        num_classes(cfg, 20000)
+    p3 = load_config([f"{CONFIGS}/models/fgdi.yaml", f"{CONFIGS}/protocols/p3/msmt17.yaml"])
+    assert p3.market1501.train_distractors and p3.fgdi.num_classes == 0  # combined counts are the authors' own
+    engine = _engine(tiny_root, "fgdi.num_classes", "40")
+    engine.model = build_fgdi("fgdi_tiny", 40, num_domains=3, pretrained=False)  # 36 identities + 4 rows
+    invariant, relevant = engine.encode_prompts()
+    assert invariant.shape[0] == relevant.shape[0] == 40 and engine.pid_domains()[36:].eq(0).all()
