@@ -10,6 +10,7 @@ from PIL import Image
 
 from tests.fake_datasets import make_cuhksysu, make_market1501
 from tests.test_fgdi_engine import _engine
+from torchreid_fgdi.compat import read_image
 from torchreid_fgdi.config import load_config, num_classes
 from torchreid_fgdi.config_checks import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
@@ -112,3 +113,28 @@ def test_the_authors_protocol2_class_counts_add_rows_that_are_never_a_target(tin
     engine.model = build_fgdi("fgdi_tiny", 40, num_domains=3, pretrained=False)  # 36 identities + 4 rows
     invariant, relevant = engine.encode_prompts()
     assert invariant.shape[0] == relevant.shape[0] == 40 and engine.pid_domains()[36:].eq(0).all()
+
+
+def test_stage2_order_is_fixed_per_stage_on_request_and_saved_for_resume(tiny_root, tmp_path):
+    engine = _engine(tiny_root, "fgdi.prompt.reshuffle", "False")
+    engine._enter("stage2a")
+    engine.train_prompts("stage2a")
+    order = engine._prompt_order.clone()
+    engine.train_prompts("stage2a")
+    assert torch.equal(engine._prompt_order, order) and sorted(order.tolist()) == list(range(len(order)))
+    engine.save_checkpoint(str(tmp_path))
+    resumed = _engine(tiny_root, "fgdi.prompt.reshuffle", "False")
+    resumed.resume(str(tmp_path / "checkpoints" / "latest.pth"))
+    assert torch.equal(resumed._prompt_order, order)
+    reshuffled = _engine(tiny_root)
+    reshuffled._enter("stage2a")
+    reshuffled.train_prompts("stage2a")
+    assert reshuffled._prompt_order is None
+
+
+def test_images_are_turned_as_their_exif_orientation_says(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    path = str(tmp_path / "0001_c1s1_000001_01.jpg")
+    Image.new("RGB", (16, 32)).save(path, exif=exif)
+    assert read_image(path).size == (32, 16)

@@ -134,9 +134,10 @@ def read_image(path: str):
     torchreid retries forever on any IOError ("Will redo. Don't worry. Just chill."), so one
     corrupt or truncated file hangs training inside a DataLoader worker. A few retries cover a
     flaky network file system; then the error names the file. Grayscale, RGBA, CMYK and palette
-    images are converted to RGB, as torchreid does.
+    images are converted to RGB, as torchreid does, after turning the image as its EXIF orientation
+    says (as the CLIP-FGDI authors read images; torchreid does not).
     """
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     if not os.path.exists(path):
         raise FileNotFoundError(f'image "{path}" does not exist')
@@ -145,7 +146,7 @@ def read_image(path: str):
     for attempt in range(_READ_ATTEMPTS):
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return ImageOps.exif_transpose(img).convert("RGB")
         except Image.DecompressionBombError as err:
             raise UnreadableImageError(f'image "{path}" is implausibly large ({err}): replace or remove it') from err
         except OSError as err:

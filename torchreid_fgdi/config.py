@@ -157,6 +157,7 @@ def get_default_config() -> CN:
     cfg.fgdi.prompt.min_lr = 1e-6
     cfg.fgdi.prompt.omega = 0.01  # weight of the domain classifier's cross-entropy
     cfg.fgdi.prompt.temperature = 1.0  # SupCon
+    cfg.fgdi.prompt.reshuffle = True  # a new order of the cached features every epoch; False: one per stage (authors)
     return cfg
 
 

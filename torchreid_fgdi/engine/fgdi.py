@@ -101,6 +101,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.register_model("model", model, self.optimizers["image"], self.schedulers["image"])
         self.stage, self.stage_epoch, self.image_epoch = STAGES[0], 0, 0
         self._image_cache = None
+        self._prompt_order = None  # fgdi.prompt.reshuffle False: the stage's one order of the cached features
         self._text_cache = None
         self._resume_rng = None
         self._ddp = None
@@ -177,6 +178,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         restoring the checkpoint's generators, so the stage must start from the same state either way.
         """
         self._set_trainable(stage)
+        if self.stage_epoch == 0:
+            self._prompt_order = None
         with rng_preserved():
             if stage in ("stage2a", "stage2b") and self._image_cache is None:
                 self._image_cache = self.extract_image_features()
@@ -318,12 +321,16 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         return summary
 
     def train_prompts(self, stage: str) -> dict:
-        """One stage-2 epoch over the cached image features, in a fresh random order."""
+        """One stage-2 epoch over the cached image features: in a fresh random order, or (``fgdi.prompt.
+        reshuffle`` False, the authors' way) in chunks of one order drawn when the stage starts."""
         s, adversarial = self.s.prompt, stage == "stage2a"
         feats, pids, dsetids = self._image_cache
         self.model.train()
         batch = min(s.batch_size, len(pids))
-        order = torch.randperm(len(pids)).to(self.device)
+        if s.reshuffle or self._prompt_order is None:
+            order = torch.randperm(len(pids))
+            self._prompt_order = None if s.reshuffle else order
+        order = (order if s.reshuffle else self._prompt_order).to(self.device)
         meters = torchreid.utils.MetricMeter()
         for start in range(0, len(pids) - batch + 1, batch):
             idx = order[start : start + batch][distributed.rank() :: distributed.world_size()]
@@ -516,6 +523,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "rng": get_rng_state(),
             "confirmed": [osp.basename(p) for p in self._confirmed if p not in writing],
             "saved": time.time(),  # `newest_checkpoint` continues the file written last
+            **({"prompt_order": self._prompt_order} if self._prompt_order is not None else {}),
             **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
             **({"config": self.config_text} if self.config_text else {}),
         }
@@ -563,6 +571,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
+        self._prompt_order = state.get("prompt_order")
         folder = osp.dirname(path)
         self._confirmed = [osp.join(folder, n) for n in state.get("confirmed", []) if n != osp.basename(path)]
         self._unconfirmed = [path]
