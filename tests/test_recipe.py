@@ -2,6 +2,7 @@
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -138,3 +139,13 @@ def test_images_are_turned_as_their_exif_orientation_says(tmp_path):
     path = str(tmp_path / "0001_c1s1_000001_01.jpg")
     Image.new("RGB", (16, 32)).save(path, exif=exif)
     assert read_image(path).size == (32, 16)
+
+
+def test_every_protocol_config_reads_cuhk03_as_the_authors_and_p1_can_test_one_split():
+    for path in sorted((CONFIGS / "protocols").rglob("*.yaml")):
+        cfg = load_config([str(CONFIGS / "models" / "fgdi.yaml"), str(path)])
+        uses_cuhk03 = "cuhk03" in (*cfg.data.sources, *cfg.data.targets)
+        assert cfg.cuhk03.labeled == (uses_cuhk03 and path.parent.name != "single"), path
+    one_split = SimpleNamespace(test_splits=1)
+    assert DomainImageDataManager.test_split_ids(one_split, "prid") is None  # data.split_id alone
+    assert DomainImageDataManager.test_split_ids(SimpleNamespace(test_splits=10), "viper") == list(range(10))

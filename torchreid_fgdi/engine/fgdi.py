@@ -61,7 +61,7 @@ def resolve_precision(precision: str, device: torch.device, key: str = "fgdi.pre
 
 
 class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
-    """Trains CLIP-FGDI in its stages (METHOD.md) and tests with torchreid's evaluation.
+    """Trains CLIP-FGDI in its stages (docs/method.md) and tests with torchreid's evaluation.
 
     1. ``stage1``: image encoder, ID + triplet loss.
     2. ``stage2a``: identity prompts and the adversarial domain classifier on image features

@@ -1,4 +1,4 @@
-"""CLIP-FGDI's losses, as the authors compute them (METHOD.md), on raw (un-normalised) features."""
+"""CLIP-FGDI's losses, as the authors compute them (docs/method.md), on raw (un-normalised) features."""
 
 from __future__ import annotations
 

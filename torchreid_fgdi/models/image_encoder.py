@@ -1,6 +1,6 @@
 """CLIP's image tower read at the depths CLIP-FGDI uses, over open_clip's own modules.
 
-Both encoders return three features per image (METHOD.md): ``(last_but_one, last, projected)``.
+Both encoders return three features per image (docs/method.md): ``(last_but_one, last, projected)``.
 open_clip's modules are kept as they are, so their state-dict keys and pretrained weights load
 unchanged; only their intermediate outputs are read.
 """
@@ -46,7 +46,7 @@ class _GridCheck:
 
 
 class ViTImageEncoder(_GridCheck, nn.Module):
-    """open_clip's VisionTransformer, returning the CLS tokens of METHOD.md's three features.
+    """open_clip's VisionTransformer, returning the CLS tokens of the three features in docs/method.md.
 
     - ``x11``: after block L-1 (no LayerNorm), ``x12``: after the last block and ``ln_post``,
       ``xproj``: ``x12 @ proj``.
