@@ -10,7 +10,7 @@ import torch
 import torchreid
 
 from torchreid_fgdi.config import load_config, model_kwargs
-from torchreid_fgdi.models import VARIANTS, WeightsUnavailableError, build_fgdi, create_clip
+from torchreid_fgdi.models import VARIANTS, WeightsUnavailableError, build_fgdi, create_clip, load_weights
 from torchreid_fgdi.models.clip_weights import host_reachable
 
 # (x12 width + xproj width) of each registered backbone: the eval feature's size.
@@ -47,7 +47,7 @@ def test_every_name_is_listed_and_builds_through_torchreid():
 
 
 def test_vit_b16_trains_at_224_on_cpu():
-    model = torchreid.models.build_model("fgdi", num_classes=4, num_domains=2, pretrained=False).train()
+    model = torchreid.models.build_model("fgdi", 4, loss="triplet", num_domains=2, pretrained=False).train()
     scores, feats = model(torch.randn(2, 3, 224, 224))
     assert [s.shape for s in scores] == [(2, 4), (2, 4)]
     assert [f.shape for f in feats] == [(2, 768), (2, 768), (2, 512)]
@@ -127,10 +127,19 @@ def test_eval_feature_is_the_concat_of_x12_and_xproj_before_or_after_the_bnnecks
     assert not torch.allclose(after, torch.cat([x12, xproj], 1))
 
 
-def test_wrong_input_size_names_the_fix():
-    model = build_fgdi("fgdi_tiny", 4, pretrained=False).eval()
+def test_a_vit_runs_at_any_input_size_with_its_position_embedding_resampled():
+    built_small = build_fgdi("fgdi_tiny", 4, pretrained=False).eval()  # 64 x 32: an 8 x 4 grid
+    built_large = build_fgdi("fgdi_tiny", 4, pretrained=False, image_size=(128, 64)).eval()
+    load_weights(built_large, built_small.state_dict(), ckpt_grid=(8, 4))  # resampled once, at load
+    images = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(built_small(images), built_large(images))
+
+
+def test_a_resnet_at_another_input_size_names_the_fix():
+    model = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(64, 32)).eval()
     with pytest.raises(ValueError, match=r"built for \(64, 32\).*data.height / data.width"):
-        model(torch.randn(1, 3, 256, 128))
+        model(torch.randn(1, 3, 128, 64))
 
 
 def test_offline_tag_fails_fast_with_how_to_pass_a_local_file(tmp_path):

@@ -207,10 +207,7 @@ def run_fgdi(cfg, datamanager, model: FGDI, folder: RunFolder) -> dict:
     if cfg.model.load_weights:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
-    engine = ImageFGDIEngine(datamanager, model, settings=cfg.fgdi, use_gpu=datamanager.use_gpu)
-    engine.config_text = cfg.dump()
-    engine.evaluator = cfg.test.evaluator
-    engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
+    engine = ImageFGDIEngine(datamanager, model, **config_lib.fgdi_engine_kwargs(cfg))
     resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi=True)
     if resume:
         state = read_checkpoint(resume, mmap=True)

@@ -212,6 +212,43 @@ def dataset_folders_are_paths() -> None:
             module.glob = shim
 
 
+_TORCHREID = {}  # torchreid's own functions that a patch wraps
+
+
+def load_pretrained_weights(model, weight_path: str) -> None:
+    """torchreid's `load_pretrained_weights`, but a model that can fit a checkpoint of another input
+    size to itself (`FGDI.fit_checkpoint`: the ViT position embedding) does so first.
+
+    torchreid keeps only the weights whose shapes match, so the position embedding of a checkpoint
+    trained at 256x128 is silently dropped when torchreid's `FeatureExtractor` builds the model at
+    its default size; the features then come from the untrained embedding. Same messages as torchreid.
+    """
+    from .checkpoint_file import read_checkpoint
+
+    fit = getattr(model, "fit_checkpoint", None)
+    if fit is None:
+        return _TORCHREID["load_pretrained_weights"](model, weight_path)
+    checkpoint = read_checkpoint(weight_path)
+    state = fit(checkpoint.get("state_dict", checkpoint), checkpoint.get("config"))
+    own = model.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict({**own, **kept})
+    discarded = sorted(set(state) - set(kept))
+    print(f'Successfully loaded pretrained weights from "{weight_path}"')
+    if discarded:
+        print(f"** The following layers are discarded due to unmatched keys or layer size: {discarded}")
+    return None
+
+
+def pretrained_weights_fit_the_model() -> None:
+    from torchreid.reid import utils
+    from torchreid.reid.utils import feature_extractor, torchtools
+
+    _TORCHREID.setdefault("load_pretrained_weights", torchtools.load_pretrained_weights)
+    utils.load_pretrained_weights = torchtools.load_pretrained_weights = load_pretrained_weights
+    feature_extractor.load_pretrained_weights = load_pretrained_weights
+
+
 def apply() -> None:
     alias_submodules()
     allow_numpy_scalars_in_checkpoints()
@@ -219,3 +256,4 @@ def apply() -> None:
     read_images_without_endless_retries()
     save_checkpoints_atomically()
     dataset_folders_are_paths()
+    pretrained_weights_fit_the_model()

@@ -351,6 +351,18 @@ def engine_run_kwargs(cfg: CN) -> dict:
     }
 
 
+def fgdi_engine_kwargs(cfg: CN) -> dict:
+    """`ImageFGDIEngine` arguments beyond the data manager and the model."""
+    return {
+        "settings": cfg.fgdi,
+        "use_gpu": cfg.use_gpu,
+        "plots": cfg.test.plots,
+        "plot_queries": cfg.test.plot_queries,
+        "evaluator": cfg.test.evaluator,
+        "config_text": cfg.dump(),
+    }
+
+
 def fgdi_run_kwargs(cfg: CN) -> dict:
     """`ImageFGDIEngine.run` arguments: torchreid's, minus the epoch keys the stages replace."""
     replaced = ("max_epoch", "start_epoch", "fixbase_epoch", "open_layers", "start_eval")

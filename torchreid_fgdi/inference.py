@@ -37,10 +37,15 @@ def _recorded_config(checkpoint: dict, model_path: str) -> CN:
     return config_lib.load_config_text(text)
 
 
-def checkpoint_model_kwargs(cfg: CN) -> dict:
+def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     """`build_model` arguments for an FGDI model whose every weight comes from a checkpoint: no CLIP
-    weights are loaded, but the activation is the one the CLIP it was trained from had."""
-    kwargs = config_lib.model_kwargs(cfg, len(cfg.data.sources))
+    weights are loaded, but the activation is the one the CLIP it was trained from had. The sizes
+    the weights determine (domains, cameras) are read off `state` when given."""
+    state = state or {}
+    domains = state["promptlearner.dmctx"].shape[0] if "promptlearner.dmctx" in state else len(cfg.data.sources)
+    kwargs = config_lib.model_kwargs(cfg, domains)
+    if "cv_embed" in state:
+        kwargs["num_cameras"] = state["cv_embed"].shape[0]
     arch = VARIANTS[cfg.model.name]["clip"]
     if kwargs["quick_gelu"] is None and isinstance(arch, str):
         kwargs["quick_gelu"] = tag_uses_quick_gelu(arch, variant_weights(cfg.model.name, kwargs["pretrained"]))
@@ -49,18 +54,31 @@ def checkpoint_model_kwargs(cfg: CN) -> dict:
 
 def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
     """The trained model (eval mode) and its config: `config_file` if given, else the one the
-    checkpoint records. Classes and domains are read off the weights' shapes; the file is read once."""
+    checkpoint records. Classes, domains, cameras and the position-embedding grid are read off the
+    weights (a model trained through torchreid's own `scripts/main.py` keeps the grid of the size it
+    was built at, whatever its data size); the file is read once."""
     checkpoint = read_checkpoint(model_path)
     cfg = config_lib.load_config(config_file) if config_file else _recorded_config(checkpoint, model_path)
     state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
-        model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg))
-        load_weights(model, state)
+        model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg, state))
+        load_weights(model, state, ckpt_grid=_trained_grid(model, cfg, state))
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
         load_torchreid_weights(model, state)
     return model.eval(), cfg
+
+
+def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict) -> tuple[int, int] | None:
+    """The patch grid of the checkpoint's ViT position embedding: that of the data size, or of the
+    variant's default size (where torchreid's `build_model` without ``image_size`` puts it)."""
+    key = "image_encoder.visual.positional_embedding"
+    if key not in state or not hasattr(model.image_encoder, "grid_for"):
+        return None
+    sizes = [(cfg.data.height, cfg.data.width), VARIANTS[cfg.model.name]["image_size"]]
+    grids = [model.image_encoder.grid_for(size) for size in sizes]
+    return next((g for g in grids if g[0] * g[1] + 1 == state[key].shape[0]), None)
 
 
 def test_transform(cfg: CN):

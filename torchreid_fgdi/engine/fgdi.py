@@ -84,14 +84,30 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
         settings: the config's ``fgdi`` section (defaults: the paper's values).
         use_gpu: use CUDA if available.
+        plots, plot_queries, evaluator: ``test.plots``, ``test.plot_queries``, ``test.evaluator``.
+        config_text: the run's whole config (``cfg.dump()``), recorded in every checkpoint so that
+            `inference.FeatureExtractor`, search and export can rebuild the model from it.
+        (`config.fgdi_engine_kwargs(cfg)` gives all of these from a config.)
     """
 
-    def __init__(self, datamanager, model, settings=None, use_gpu: bool = True):
+    def __init__(
+        self,
+        datamanager,
+        model,
+        settings=None,
+        use_gpu: bool = True,
+        plots: bool = True,
+        plot_queries: int = 4,
+        evaluator: str = "fast",
+        config_text: str = "",
+    ):
         super().__init__(datamanager, use_gpu)
         self.s = settings if settings is not None else _default_settings()
+        self.plots, self.plot_queries, self.evaluator = plots, plot_queries, evaluator
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(self.s.precision, self.device)
         self.test_precision = resolve_precision(self.s.test_precision, self.device, "fgdi.test_precision")
+        model.loss = "triplet"  # the steps read (logits, features), whatever torchreid's build_model was given
         if self.s.sync_bn:
             model = self._sync_bnnecks(model)
         self.model = model.to(self.device)
@@ -108,7 +124,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = 0.0
         self.epoch_step = 0
         self.run_log = RunLog("")
-        self.config_text = ""  # the run's config (cfg.dump()), recorded in checkpoints for inference
+        self.config_text = config_text
         self.data_fingerprint = getattr(datamanager, "fingerprint", lambda: None)()
         # Checkpoint files a complete epoch with finite losses has trained from, oldest first, and those
         # written since (which may hold weights already on their way to a NaN).

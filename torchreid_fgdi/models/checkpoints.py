@@ -98,6 +98,17 @@ def read_state_dict(source: str | Mapping, where: str = "") -> dict:
     return state
 
 
+def fit_position_embeddings(model: nn.Module, state: Mapping, ckpt_grid: tuple[int, int] | None = None) -> dict:
+    """`state` with its position embeddings resampled from the checkpoint's grid (`ckpt_grid`, or
+    square) to `model`'s."""
+    state, own = dict(state), model.state_dict()
+    for key in _POS_EMBEDS:
+        if key in state and key in own and state[key].shape != own[key].shape:
+            old = _grid_of(state[key].shape[0], ckpt_grid, key)
+            state[key] = resize_pos_embed(state[key], old, model.image_encoder.grid_size)
+    return state
+
+
 def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, int] | None = None) -> list[str]:
     """Loads an FGDI, authors' or CLIP-ReID checkpoint (file or state dict) into `model`.
 
@@ -111,11 +122,8 @@ def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, 
     state = read_state_dict(source)
     layout = detect_layout(state)
     state = _CONVERTERS[layout](state)
+    state = fit_position_embeddings(model, state, ckpt_grid)
     own = model.state_dict()
-    for key in _POS_EMBEDS:
-        if key in state and key in own and state[key].shape != own[key].shape:
-            old = _grid_of(state[key].shape[0], ckpt_grid, key)
-            state[key] = resize_pos_embed(state[key], old, model.image_encoder.grid_size)
     kept = [k for k in own if k not in state and layout == "clipreid" and k.startswith(_NOT_IN_CLIPREID)]
     problems = [f"missing: {k}" for k in own if k not in state and k not in kept]
     problems += [f"unexpected: {k}" for k in state if k not in own]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import torch
+import yaml
 from torch import nn
 
+from .checkpoints import fit_position_embeddings
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
 from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
+
+# torchreid's model contract for a training forward: 'softmax' -> ID logits, 'triplet' -> (logits,
+# features); lists stand for deep supervision (two classifiers, three features).
+LOSSES = ("softmax", "triplet")
 
 
 class FGDI(nn.Module):
@@ -15,9 +21,11 @@ class FGDI(nn.Module):
 
     Eval mode returns the re-ID feature, so torchreid's ``Engine.test`` and ``FeatureExtractor``
     work unchanged: concat(CLS of x12, CLS of xproj) before the BNNecks (``neck_feat='before'``,
-    the authors' setting) or after them (``'after'``). Train mode returns
-    ``(scores, feats)``: the two classifiers' logits and the CLS features (x11, x12, xproj)
-    (for ResNet towers: pooled layer3, pooled layer4, attention pool).
+    the authors' setting) or after them (``'after'``). Train mode follows torchreid's contract
+    for ``loss``: ``'softmax'`` returns the two classifiers' logits (a list, which torchreid's
+    engines treat as deep supervision); ``'triplet'`` returns ``(scores, feats)``, the logits and
+    the CLS features (x11, x12, xproj; for ResNet towers pooled layer3, pooled layer4, attention
+    pool), which is also what `ImageFGDIEngine` trains on.
 
     Args:
         clip: an ``open_clip.CLIP`` with a ViT or ModifiedResNet image tower (its modules are
@@ -32,6 +40,7 @@ class FGDI(nn.Module):
         num_cameras: > 0 adds CLIP-ReID's camera embedding (SIE, ``cv_embed``), used when
             ``forward`` is given ``camids``; only for loading CLIP-ReID models trained with it.
         sie_coe: CLIP-ReID's scale on the camera embedding.
+        loss: ``'softmax'`` or ``'triplet'``, as torchreid's ``build_model(..., loss=...)``.
     """
 
     def __init__(
@@ -46,10 +55,14 @@ class FGDI(nn.Module):
         neck_feat: str = "before",
         num_cameras: int = 0,
         sie_coe: float = 3.0,
+        loss: str = "triplet",
     ):
         super().__init__()
         if neck_feat not in ("before", "after"):
             raise ValueError(f"neck_feat must be 'before' or 'after', got {neck_feat!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)} (torchreid's model contract), got {loss!r}")
+        self.loss = loss
         self.neck_feat = neck_feat
         self.image_encoder = build_image_encoder(clip.visual, image_size, stride)
         self.text_encoder = TextEncoder(clip)
@@ -80,7 +93,23 @@ class FGDI(nn.Module):
         feat, feat_proj = self.bottleneck(x12), self.bottleneck_proj(xproj)
         if not self.training:
             return torch.cat([feat, feat_proj], 1)
-        return [self.classifier(feat), self.classifier_proj(feat_proj)], [x11, x12, xproj]
+        scores = [self.classifier(feat), self.classifier_proj(feat_proj)]
+        return scores if self.loss == "softmax" else (scores, [x11, x12, xproj])
+
+    def fit_checkpoint(self, state: dict, config_text: str | None = None) -> dict:
+        """A state dict of another input size made to fit: its position embedding resampled from the
+        grid of the size its recorded config (`config_text`) trained at, or a square grid.
+
+        torchreid's ``load_pretrained_weights`` would drop the embedding as a shape mismatch and keep
+        this model's, silently giving other features (`compat` routes FGDI models through here).
+        """
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        grid = None
+        if config_text and hasattr(self.image_encoder, "grid_for"):
+            data = (yaml.safe_load(config_text) or {}).get("data", {})
+            if "height" in data and "width" in data:
+                grid = self.image_encoder.grid_for((data["height"], data["width"]))
+        return fit_position_embeddings(self, state, grid)
 
     def text_features(self, pids: torch.Tensor, dsetids: torch.Tensor | None = None) -> torch.Tensor:
         """Identity-prompt features of ``pids``, or domain-prompt features of (pids, dsetids)."""

@@ -45,13 +45,15 @@ class _GridCheck:
             )
 
 
-class ViTImageEncoder(_GridCheck, nn.Module):
+class ViTImageEncoder(nn.Module):
     """open_clip's VisionTransformer, returning the CLS tokens of the three features in docs/method.md.
 
     - ``x11``: after block L-1 (no LayerNorm), ``x12``: after the last block and ``ln_post``,
       ``xproj``: ``x12 @ proj``.
     - Any input size and patch stride (overlapping patches when stride < patch size): the
-      position embedding is resampled once, here, to the new grid.
+      position embedding is resampled once, here, to the grid of `image_size`; inputs of another
+      size get it resampled again, on the fly, to their grid (so a model built at torchreid's
+      defaults, as its `FeatureExtractor` and `scripts/main.py` build it, runs at the data's size).
     - ``cls_offset`` (CLIP-ReID's camera embedding) is added to the class token before the
       position embedding.
 
@@ -64,27 +66,31 @@ class ViTImageEncoder(_GridCheck, nn.Module):
     def __init__(self, visual: nn.Module, image_size: tuple[int, int], stride: int | None = None):
         super().__init__()
         self.visual = visual
-        patch = visual.conv1.kernel_size
         stride = (stride, stride) if stride else visual.conv1.stride
         visual.conv1.stride = stride
         self.image_size = tuple(image_size)
-        self.grid_size = tuple((size - p) // s + 1 for size, p, s in zip(image_size, patch, stride))
+        self.grid_size = self.grid_for(image_size)
         visual.positional_embedding = _resized(visual.positional_embedding, visual.grid_size, self.grid_size)
         visual.grid_size = self.grid_size
         self.width = visual.class_embedding.shape[0]
         self.output_dim = visual.proj.shape[1]
 
+    def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The patch grid of an input of `image_size` (height, width)."""
+        patch, stride = self.visual.conv1.kernel_size, self.visual.conv1.stride
+        return tuple((size - p) // s + 1 for size, p, s in zip(image_size, patch, stride))
+
     def forward(
         self, x: torch.Tensor, cls_offset: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.visual
-        images, x = x, v.conv1(x)
-        self._check_grid(x.shape[-2:], images)
+        x = v.conv1(x)
+        position = resize_pos_embed(v.positional_embedding, self.grid_size, tuple(x.shape[-2:]))
         x = x.flatten(2).transpose(1, 2)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         if cls_offset is not None:
             cls = cls + cls_offset.to(x.dtype).unsqueeze(1)
-        x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))
+        x = v.ln_pre(torch.cat([cls, x], dim=1) + position.to(x.dtype))
         batch_first = getattr(v.transformer, "batch_first", True)
         if not batch_first:
             x = x.transpose(0, 1)

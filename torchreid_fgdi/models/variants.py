@@ -48,7 +48,7 @@ def build_fgdi(
     quick_gelu: bool | None = None,
     num_cameras: int = 0,
     cache_dir: str | None = None,
-    loss: str = "fgdi",
+    loss: str = "triplet",
     use_gpu: bool = True,
 ) -> FGDI:
     """Builds a registered FGDI model.
@@ -67,8 +67,10 @@ def build_fgdi(
         quick_gelu: ``None`` follows the weights (QuickGELU for OpenAI's and for random init).
         num_cameras: CLIP-ReID's camera embedding rows (only to load CLIP-ReID SIE checkpoints).
         cache_dir: download cache for tags.
-        loss, use_gpu: accepted for torchreid's ``build_model`` signature; the FGDI engine
-            decides the losses and the device.
+        loss: the training forward's outputs, by torchreid's contract: ``'softmax'`` (ID logits,
+            for torchreid's ``ImageSoftmaxEngine``) or ``'triplet'`` (logits and features, for
+            ``ImageTripletEngine`` and `ImageFGDIEngine`).
+        use_gpu: accepted for torchreid's ``build_model`` signature; the engine decides the device.
     """
     spec = VARIANTS[variant]
     clip, tokenizer = create_clip(spec["clip"], variant_weights(variant, pretrained), quick_gelu, cache_dir)
@@ -82,6 +84,7 @@ def build_fgdi(
         grl_scale=grl_scale,
         neck_feat=neck_feat,
         num_cameras=num_cameras,
+        loss=loss,
     )
 
 
