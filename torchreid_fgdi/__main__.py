@@ -44,6 +44,14 @@ def split_config_files(words: list[str]) -> tuple[list[str], list[str]]:
     return _split_words(words, lambda word: word.endswith((".yaml", ".yml")))
 
 
+# fast-reid's command-line flags, answered with what does the same here.
+FASTREID_FLAGS = {
+    "--eval-only": "test.evaluate True model.load_weights CKPT",
+    "--resume": "model.resume auto (or model.resume CKPT)",
+    "--num-gpus": "torchrun --nproc_per_node N -m torchreid_fgdi --config-file ...",
+}
+
+
 def build_config(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -52,14 +60,26 @@ def build_config(argv=None):
     parser.add_argument("-s", "--sources", nargs="+", default=[], help="source datasets (overrides the config)")
     parser.add_argument("-t", "--targets", nargs="+", default=[], help="target datasets (overrides the config)")
     parser.add_argument("--root", type=str, default="", help="root folder of the datasets")
+    parser.add_argument("--transforms", nargs="+", default=[], help="data augmentation (overrides the config)")
+    for flag in FASTREID_FLAGS:
+        parser.add_argument(flag, nargs="?", const="", default=None, help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding the config")
     args = parser.parse_intermixed_args(argv)
+    for flag, equivalent in FASTREID_FLAGS.items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            parser.error(f"{flag} is fast-reid's flag; here: {equivalent}")
 
     files, opts = split_config_files(args.config_file)
-    sources, more = _split_words(args.sources, lambda word: "." not in word)  # a config key has a dot
-    targets, most = _split_words(args.targets, lambda word: "." not in word)
-    opts += more + most + list(args.opts)
-    for key, value in (("data.root", args.root), ("data.sources", sources), ("data.targets", targets)):
+    named = {}
+    for key, words in (
+        ("data.sources", args.sources),
+        ("data.targets", args.targets),
+        ("data.transforms", args.transforms),
+    ):
+        named[key], more = _split_words(words, lambda word: "." not in word)  # a config key has a dot
+        opts += more
+    opts += list(args.opts)
+    for key, value in (("data.root", args.root), *named.items()):
         if value:
             opts += [key, str(value)]
     return config_lib.load_config(files, opts)
@@ -130,6 +150,8 @@ def _run(cfg, folder: RunFolder) -> dict:
         **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
     )
     if isinstance(model, FGDI):
+        for key, governed_by in config_lib.ignored_by_fgdi(cfg).items():
+            print(f"=> Warning: {key} {config_lib.get(cfg, key)!r} does not apply to {cfg.model.name}: {governed_by}")
         return run_fgdi(cfg, datamanager, model, folder)
     if cfg.model.load_weights:
         skipped = load_torchreid_weights(model, cfg.model.load_weights, skip_classifier=True)

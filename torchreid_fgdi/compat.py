@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 _SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
+_TORCHREID = {}  # torchreid's own functions that a patch wraps
 
 
 def alias_submodules() -> None:
@@ -104,21 +105,31 @@ def usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank: int) -> int:
     return max(1, min(max_rank, int((len(g_pids) - same.sum(1)).min())))
 
 
-def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03=False):
+def evaluate_rank(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03=False, use_cython=True
+):
     """torchreid's `evaluate_rank`, also on galleries with fewer than `max_rank` usable images.
 
     torchreid's Python Market-1501 metric cuts each query's CMC at `max_rank` after dropping the
     gallery images of the query's own identity and camera; when fewer than `max_rank` remain, the
     curves differ in length and stacking them raises ``ValueError: ... inhomogeneous shape``.
     Ranks are then capped at the smallest usable gallery, so the CMC is shorter but exact.
+    Applied to torchreid's own engines too (`rank_metric_on_small_galleries`).
     """
     from torchreid.reid import metrics
 
     if not use_metric_cuhk03:
         max_rank = usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank)
-    return metrics.evaluate_rank(
-        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank, use_metric_cuhk03=use_metric_cuhk03
+    return _TORCHREID.get("evaluate_rank", metrics.evaluate_rank)(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03, use_cython
     )
+
+
+def rank_metric_on_small_galleries() -> None:
+    from torchreid.reid import metrics
+
+    _TORCHREID.setdefault("evaluate_rank", metrics.evaluate_rank)
+    metrics.evaluate_rank = evaluate_rank
 
 
 _READ_ATTEMPTS = 3
@@ -212,7 +223,40 @@ def dataset_folders_are_paths() -> None:
             module.glob = shim
 
 
-_TORCHREID = {}  # torchreid's own functions that a patch wraps
+_SAMPLERS: dict = {}  # name -> class, samplers a plugin adds to torchreid's
+
+
+def register_sampler(name: str, sampler_class) -> None:
+    """Makes torchreid's data managers accept `name` as ``train_sampler``.
+
+    torchreid's `build_train_sampler` asserts the name is in a fixed list and builds its five
+    samplers with an if-chain, so no other sampler can be used by name. A registered class is
+    built as ``sampler_class(data_source, batch_size, num_instances)``.
+    """
+    from torchreid.reid.data import sampler
+
+    _SAMPLERS[name] = sampler_class
+    if name not in sampler.AVAI_SAMPLERS:
+        sampler.AVAI_SAMPLERS.append(name)
+
+
+def build_train_sampler(
+    data_source, train_sampler, batch_size=32, num_instances=4, num_cams=1, num_datasets=1, **kwargs
+):
+    """torchreid's `build_train_sampler`, which also builds the samplers `register_sampler` added."""
+    if train_sampler in _SAMPLERS:
+        return _SAMPLERS[train_sampler](data_source, batch_size, num_instances)
+    return _TORCHREID["build_train_sampler"](
+        data_source, train_sampler, batch_size=batch_size, num_instances=num_instances,
+        num_cams=num_cams, num_datasets=num_datasets, **kwargs,
+    )  # fmt: skip
+
+
+def samplers_by_name() -> None:
+    from torchreid.reid.data import datamanager, sampler
+
+    _TORCHREID.setdefault("build_train_sampler", sampler.build_train_sampler)
+    sampler.build_train_sampler = datamanager.build_train_sampler = build_train_sampler
 
 
 def load_pretrained_weights(model, weight_path: str) -> None:
@@ -257,3 +301,5 @@ def apply() -> None:
     save_checkpoints_atomically()
     dataset_folders_are_paths()
     pretrained_weights_fit_the_model()
+    samplers_by_name()
+    rank_metric_on_small_galleries()

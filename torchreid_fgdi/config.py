@@ -12,7 +12,7 @@ import os.path as osp
 import yaml
 from yacs.config import CfgNode as CN
 
-from .config_checks import ConfigError, check_config, flat_items, typed_overrides
+from .config_checks import ConfigError, check_config, flat_items, get, typed_overrides
 
 
 def get_default_config() -> CN:
@@ -43,6 +43,11 @@ def get_default_config() -> CN:
     cfg.data.load_train_targets = False
     cfg.data.skip_unreadable_images = False  # True: decode every image first, drop and report bad ones
 
+    cfg.video = CN()  # torchreid's video settings, accepted so its configs load; this plugin reads images
+    cfg.video.seq_len = 15
+    cfg.video.sample_method = "evenly"
+    cfg.video.pooling_method = "avg"
+
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomSampler"
     cfg.sampler.train_sampler_t = "RandomSampler"
@@ -51,7 +56,7 @@ def get_default_config() -> CN:
     cfg.sampler.num_datasets = 1
 
     cfg.cuhk03 = CN()
-    cfg.cuhk03.labeled = False
+    cfg.cuhk03.labeled = False  # torchreid's cuhk03.labeled_images is read as this
     cfg.cuhk03.classic_split = False
     cfg.cuhk03.use_metric_cuhk03 = False
 
@@ -349,6 +354,31 @@ def engine_run_kwargs(cfg: CN) -> dict:
         "ranks": cfg.test.ranks,
         "rerank": cfg.test.rerank,
     }
+
+
+# torchreid settings the three-stage engine does not read, and what governs the same thing there.
+FGDI_GOVERNS = {
+    "train.max_epoch": "fgdi.stage1_epochs, fgdi.stage2a_epochs, fgdi.stage2b_epochs, fgdi.stage3_epochs",
+    "train.lr": "fgdi.image.lr (stages 1 and 3), fgdi.prompt.lr (stage 2)",
+    "train.optim": "Adam, as the authors (fgdi.image.*, fgdi.prompt.*)",
+    "train.weight_decay": "fgdi.image.weight_decay, fgdi.prompt.weight_decay",
+    "train.lr_scheduler": "fgdi.image.milestones / gamma / warmup_* and the stage-2 cosine (fgdi.prompt.*)",
+    "train.stepsize": "fgdi.image.milestones",
+    "train.gamma": "fgdi.image.gamma",
+    "train.fixbase_epoch": "the stages decide what trains",
+    "train.start_epoch": "model.resume",
+    "loss.name": "the engine's losses (ID + triplet, then the text terms): fgdi.id_weight, triplet_weight, beta",
+    "loss.softmax.label_smooth": "fgdi.label_smooth",
+    "loss.triplet.margin": "the soft-margin triplet (no margin)",
+    "loss.triplet.weight_t": "fgdi.triplet_weight",
+    "loss.triplet.weight_x": "fgdi.id_weight",
+}
+
+
+def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
+    """{key: what governs it instead} for the torchreid settings `cfg` changes that an FGDI run ignores."""
+    defaults = get_default_config()
+    return {key: what for key, what in FGDI_GOVERNS.items() if get(cfg, key) != get(defaults, key)}
 
 
 def fgdi_engine_kwargs(cfg: CN) -> dict:

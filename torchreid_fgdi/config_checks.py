@@ -106,10 +106,28 @@ def get(cfg: CN, key: str):
     return cfg
 
 
+# torchreid's names for keys this plugin calls otherwise: accepted, and read as ours.
+ALIASES = {"cuhk03.labeled_images": "cuhk03.labeled"}
+# fast-reid's names for what a torchreid user types here.
+FASTREID_KEYS = {
+    "MODEL.WEIGHTS": "model.load_weights",
+    "MODEL.DEVICE": "use_gpu",
+    "OUTPUT_DIR": "data.save_dir",
+    "SOLVER.BASE_LR": "train.lr (fgdi: fgdi.image.lr)",
+    "SOLVER.MAX_EPOCH": "train.max_epoch (fgdi: fgdi.stage1_epochs ... fgdi.stage3_epochs)",
+    "SOLVER.IMS_PER_BATCH": "train.batch_size",
+    "DATASETS.NAMES": "data.sources",
+    "DATASETS.TESTS": "data.targets",
+    "TEST.IMS_PER_BATCH": "test.batch_size",
+}
+
+
 def check_keys(cfg: CN, keys, where: str) -> None:
-    """Rejects keys the defaults do not have, naming the closest valid ones."""
+    """Rejects keys the defaults do not have, naming the closest valid ones (or fast-reid's equivalent)."""
     valid = list(flat_items(cfg))
     for key in keys:
+        if key in FASTREID_KEYS:
+            raise ConfigError(f"{key} in {where} is fast-reid's key; here it is {FASTREID_KEYS[key]}")
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
@@ -175,6 +193,7 @@ def coerce(key: str, value, default, where: str):
 
 def typed_overrides(cfg: CN, items: dict, where: str) -> CN:
     """`items` ({'a.b': value}) checked against the defaults in `cfg`, as a nested CfgNode to merge."""
+    items = {ALIASES.get(key, key): value for key, value in items.items()}
     check_keys(cfg, items, where)
     nested = CN(new_allowed=True)
     for key, value in items.items():

@@ -6,6 +6,7 @@ import torchreid
 
 from . import compat
 from .data import IMAGE_DATASETS
+from .data.datamanager import SAMPLERS
 from .models import MODEL_FACTORIES
 
 
@@ -19,3 +20,5 @@ def register_all() -> None:
     models = compat.model_registry()
     for name, factory in MODEL_FACTORIES.items():
         models[name] = factory
+    for name, sampler in SAMPLERS.items():
+        compat.register_sampler(name, sampler)

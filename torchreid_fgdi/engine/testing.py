@@ -29,8 +29,9 @@ class MultiTargetTestMixin:
 
     torchreid's `test` returns the Rank-1 of the last target alone; here each target's mAP and CMC
     land in `self.test_results` (and `results.json` / `results.md` in `save_dir`), the average over
-    the targets is reported, and `test` returns the mean Rank-1 so `run` and `save_model` work
-    unchanged. Put it before the torchreid engine in the bases.
+    the targets is reported, and `test` returns the mean Rank-1 over the unseen targets (over all
+    targets when every target is a source), the number torchreid records as a checkpoint's
+    ``rank1``, so `run` and `save_model` work unchanged. Put it before the torchreid engine in the bases.
     """
 
     test_results: dict
@@ -111,7 +112,9 @@ class MultiTargetTestMixin:
             atomic.write_text(osp.join(save_dir, "results.md"), table)
             saved = {n: result_to_json(r) for n, r in self.test_results.items()}
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
-        return float(average_results(self.test_results, self.test_results)["cmc"][0])
+        unseen = [n for n in self.test_results if n not in self.datamanager.sources] or list(self.test_results)
+        print(f"=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over {', '.join(unseen)}")
+        return float(average_results(self.test_results, unseen)["cmc"][0])
 
     def _evaluate_target(self, loaders: dict, device, desc: str, **kwargs) -> tuple:
         """(result, distance matrix or None, query and gallery (features, pids, camids))."""

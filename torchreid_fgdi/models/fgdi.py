@@ -97,19 +97,32 @@ class FGDI(nn.Module):
         return scores if self.loss == "softmax" else (scores, [x11, x12, xproj])
 
     def fit_checkpoint(self, state: dict, config_text: str | None = None) -> dict:
-        """A state dict of another input size made to fit: its position embedding resampled from the
-        grid of the size its recorded config (`config_text`) trained at, or a square grid.
+        """Makes this model take a state dict of another input size: a ViT adopts the checkpoint's
+        position-embedding grid (that of the size its recorded `config_text` trained at, or a square
+        one) and keeps resampling on the fly at forward; a ResNet's embedding is resampled to its grid.
 
         torchreid's ``load_pretrained_weights`` would drop the embedding as a shape mismatch and keep
         this model's, silently giving other features (`compat` routes FGDI models through here).
         """
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        grid = None
-        if config_text and hasattr(self.image_encoder, "grid_for"):
-            data = (yaml.safe_load(config_text) or {}).get("data", {})
-            if "height" in data and "width" in data:
-                grid = self.image_encoder.grid_for((data["height"], data["width"]))
-        return fit_position_embeddings(self, state, grid)
+        key = "image_encoder.visual.positional_embedding"
+        if isinstance(self.image_encoder, ViTImageEncoder) and key in state:
+            grid = self.image_encoder.grid_size
+            if config_text:
+                data = (yaml.safe_load(config_text) or {}).get("data", {})
+                if "height" in data and "width" in data:
+                    grid = self.image_encoder.grid_for((data["height"], data["width"]))
+            rows = state[key].shape[0] - 1
+            side = int(round(rows**0.5))
+            if grid[0] * grid[1] != rows and side * side == rows:
+                grid = (side, side)
+            if grid[0] * grid[1] != rows:
+                raise ValueError(
+                    f"the checkpoint's position embedding has {rows} grid cells, which fit neither its recorded "
+                    f"input size nor a square grid: load it with torchreid_fgdi.models.load_weights(..., ckpt_grid=)"
+                )
+            self.image_encoder.use_grid(grid)
+        return fit_position_embeddings(self, state)
 
     def text_features(self, pids: torch.Tensor, dsetids: torch.Tensor | None = None) -> torch.Tensor:
         """Identity-prompt features of ``pids``, or domain-prompt features of (pids, dsetids)."""

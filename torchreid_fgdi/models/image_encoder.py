@@ -75,6 +75,12 @@ class ViTImageEncoder(nn.Module):
         self.width = visual.class_embedding.shape[0]
         self.output_dim = visual.proj.shape[1]
 
+    def use_grid(self, grid: tuple[int, int]) -> None:
+        """Keeps the position embedding at `grid` from now on (to take a checkpoint's as it is)."""
+        v = self.visual
+        v.positional_embedding = _resized(v.positional_embedding, self.grid_size, grid)
+        self.grid_size = v.grid_size = tuple(grid)
+
     def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """The patch grid of an input of `image_size` (height, width)."""
         patch, stride = self.visual.conv1.kernel_size, self.visual.conv1.stride

@@ -1,0 +1,157 @@
+"""fgdi through torchreid's own entry point, engines, data manager, extractor and checkpoint tools."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchreid
+
+from tests.conftest import FIXTURES
+from tests.test_fgdi_engine import CONFIG
+from torchreid_fgdi.__main__ import build_config
+from torchreid_fgdi.config import ignored_by_fgdi, load_config
+from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.data import DomainBalancedIdentitySampler
+from torchreid_fgdi.export import export
+from torchreid_fgdi.inference import FeatureExtractor
+
+UPSTREAM = FIXTURES / "torchreid-upstream"
+needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="shared/fixtures/torchreid-upstream is not here")
+SIZE = ["data.height", "128", "data.width", "64"]  # fgdi_tiny is built for 64 x 32: the ViT adapts
+LAUNCHER = (
+    "import runpy, sys, torchreid_fgdi\n"  # the one line a torchreid user adds
+    "sys.argv = ['main.py', *sys.argv[1:]]\n"
+    f"runpy.run_path({str(UPSTREAM / 'main.py')!r}, run_name='__main__')\n"
+)
+
+
+def _upstream(root, save_dir, *opts):
+    """torchreid's unchanged scripts/main.py, in a process of its own (its Logger takes over stdout)."""
+    args = ["--root", root, "data.sources", "['synth_a', 'synth_b']", "data.targets", "['synth_d']"]
+    args += ["model.name", "fgdi_tiny", *SIZE]
+    args += ["data.save_dir", str(save_dir), "data.workers", "0", "train.max_epoch", "1", "train.print_freq", "1000"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UPSTREAM), str(Path(__file__).parents[1])])}
+    done = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, *args, *opts], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+@needs_upstream
+@pytest.mark.parametrize("loss", ["softmax", "triplet"])
+def test_torchreids_own_main_trains_fgdi_and_evaluates_the_result(tiny_root, tmp_path, loss):
+    sampler = ["sampler.train_sampler", "RandomIdentitySampler"] if loss == "triplet" else []
+    out = _upstream(tiny_root, tmp_path / "run", "loss.name", loss, *sampler)
+    checkpoint = tmp_path / "run" / "model" / "model.pth.tar-1"
+    assert checkpoint.is_file() and "Rank-1" in out and "mAP" in out
+    evaluated = _upstream(
+        tiny_root, tmp_path / "eval", "loss.name", loss, "test.evaluate", "True", "model.load_weights", str(checkpoint)
+    )
+    rank1 = [line for line in out.splitlines() if "Rank-1" in line]
+    assert rank1 and rank1[0] in evaluated  # the same weights, the same numbers
+
+
+@pytest.mark.parametrize("loss", ["softmax", "triplet"])
+def test_torchreids_engines_train_fgdi(tiny_root, tmp_path, loss):
+    datamanager = torchreid.data.ImageDataManager(
+        root=tiny_root, sources=["synth_a", "synth_b"], targets="synth_d", height=64, width=32, workers=0,
+        batch_size_train=24, train_sampler="RandomIdentitySampler", use_gpu=False,
+    )  # fmt: skip
+    model = torchreid.models.build_model("fgdi_tiny", datamanager.num_train_pids, loss=loss, pretrained=False)
+    before = model.classifier.weight.detach().clone()
+    optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=1e-3)
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="single_step", stepsize=20)
+    engine_class = {"softmax": torchreid.engine.ImageSoftmaxEngine, "triplet": torchreid.engine.ImageTripletEngine}
+    engine = engine_class[loss](datamanager, model, optimizer=optimizer, scheduler=scheduler, use_gpu=False)
+    engine.run(save_dir=str(tmp_path), max_epoch=1, print_freq=1000)
+    assert not torch.equal(before, model.classifier.weight) and (tmp_path / "model" / "model.pth.tar-1").is_file()
+
+
+def _our_run(root, save_dir):
+    from torchreid_fgdi.__main__ import main
+
+    opts = [
+        "fgdi.stage1_epochs",
+        "1",
+        "fgdi.stage2a_epochs",
+        "1",
+        "fgdi.stage2b_epochs",
+        "1",
+        "fgdi.stage3_epochs",
+        "1",
+    ]
+    opts += ["fgdi.prompt.batch_size", "32", "train.batch_size", "24", "test.plots", "false", *SIZE]
+    main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *opts])
+    return save_dir / "checkpoints" / "stage3.pth"
+
+
+def test_torchreids_feature_extractor_reads_an_fgdi_checkpoint_at_its_size(tiny_root, tmp_path):
+    checkpoint = _our_run(tiny_root, tmp_path / "run")  # trained at 128 x 64: a 16 x 8 grid
+    theirs = torchreid.utils.FeatureExtractor(
+        model_name="fgdi_tiny", model_path=str(checkpoint), image_size=(128, 64), device="cpu"
+    )  # built at fgdi_tiny's default 64 x 32
+    ours = FeatureExtractor(str(checkpoint), device="cpu")
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert state["rank1"] == pytest.approx(results["synth_d"]["cmc"][0])  # the unseen target's, not all four
+    images = torch.randn(3, 3, 128, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs.model(images), ours.model(images))
+
+
+@needs_upstream
+def test_checkpoints_of_torchreids_main_load_in_our_extractor_and_export(tiny_root, tmp_path):
+    _upstream(tiny_root, tmp_path / "run", "loss.name", "softmax")
+    checkpoint = str(tmp_path / "run" / "model" / "model.pth.tar-1")
+    config = tmp_path / "fgdi_tiny_128x64.yaml"
+    config.write_text(f"_BASE_: {CONFIG}\ndata:\n  height: 128\n  width: 64\n")
+    features = FeatureExtractor(checkpoint, config_file=str(config), device="cpu")(torch.randn(2, 3, 128, 64))
+    assert features.shape == (2, 128) and torch.isfinite(features).all()
+    written = export(checkpoint, str(tmp_path / "export"), ["torchscript"], config_file=str(config))
+    assert Path(written["torchscript"]).is_file()
+
+
+def test_torchreids_data_manager_takes_our_sampler_by_name(tiny_root):
+    datamanager = torchreid.data.ImageDataManager(
+        root=tiny_root, sources=["synth_a", "synth_b", "synth_c"], targets="synth_d", height=64, width=32,
+        workers=0, batch_size_train=24, train_sampler="DomainBalancedIdentitySampler", use_gpu=False,
+    )  # fmt: skip
+    assert isinstance(datamanager.train_loader.sampler, DomainBalancedIdentitySampler)
+    batch = next(iter(datamanager.train_loader))
+    assert sorted(batch["dsetid"].tolist()) == [0] * 8 + [1] * 8 + [2] * 8  # 2 identities x 4 per source
+
+
+def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):
+    assert load_config([], ["cuhk03.labeled_images", "True"]).cuhk03.labeled is True
+    upstream_style = tmp_path / "upstream.yaml"
+    upstream_style.write_text("cuhk03:\n  labeled_images: true\nvideo:\n  seq_len: 8\n")
+    assert load_config(str(upstream_style)).cuhk03.labeled is True
+    assert build_config(["--config-file", CONFIG, "--transforms", "random_flip", "color_jitter"]).data.transforms == [
+        "random_flip",
+        "color_jitter",
+    ]
+    with pytest.raises(
+        ConfigError, match="MODEL.WEIGHTS in the command line is fast-reid's key; here it is model.load_weights"
+    ):
+        load_config([], ["MODEL.WEIGHTS", "x.pth"])
+    for flag, equivalent in (
+        ("--eval-only", "test.evaluate True"),
+        ("--resume", "model.resume auto"),
+        ("--num-gpus", "torchrun"),
+    ):
+        with pytest.raises(SystemExit):
+            build_config(["--config-file", CONFIG, flag])
+        assert f"{flag} is fast-reid's flag; here: {equivalent}" in capsys.readouterr().err
+
+
+def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
+    cfg = load_config(CONFIG, ["train.max_epoch", "1", "train.lr", "0.1", "loss.name", "triplet"])
+    ignored = ignored_by_fgdi(cfg)
+    assert set(ignored) == {"train.max_epoch", "train.lr", "loss.name"}
+    assert "fgdi.stage1_epochs" in ignored["train.max_epoch"] and "fgdi.image.lr" in ignored["train.lr"]
+    assert ignored_by_fgdi(load_config(CONFIG)) == {}
