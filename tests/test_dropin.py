@@ -155,3 +155,31 @@ def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
     assert set(ignored) == {"train.max_epoch", "train.lr", "loss.name"}
     assert "fgdi.stage1_epochs" in ignored["train.max_epoch"] and "fgdi.image.lr" in ignored["train.lr"]
     assert ignored_by_fgdi(load_config(CONFIG)) == {}
+
+
+def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):
+    from torchreid_fgdi.config import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs
+    from torchreid_fgdi.data import DomainImageDataManager
+    from torchreid_fgdi.engine import ImageFGDIEngine
+
+    opts = ["data.root", tiny_root, "data.targets", "['synth_d']", "train.batch_size", "24", "test.plots", "false"]
+    opts += [
+        "fgdi.stage1_epochs",
+        "1",
+        "fgdi.stage2a_epochs",
+        "1",
+        "fgdi.stage2b_epochs",
+        "1",
+        "fgdi.stage3_epochs",
+        "1",
+    ]
+    cfg = load_config(CONFIG, [*opts, "fgdi.prompt.batch_size", "32"])
+    datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
+    model = torchreid.models.build_model(
+        cfg.model.name, datamanager.num_train_pids, **model_kwargs(cfg, datamanager.num_train_domains)
+    )
+    engine = ImageFGDIEngine(datamanager, model, **fgdi_engine_kwargs(cfg))
+    engine.run(save_dir=str(tmp_path), print_freq=1000)
+    assert not (tmp_path / "plots").exists()
+    features = FeatureExtractor(str(tmp_path / "checkpoints" / "stage3.pth"), device="cpu")(torch.randn(2, 3, 64, 32))
+    assert features.shape == (2, 128)
