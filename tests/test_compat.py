@@ -64,7 +64,8 @@ def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
     assert "inhomogeneous shape" in unfixed.stderr
     cmc, mAP = compat.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
     theirs = torchreid.metrics.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, use_cython=False)
-    assert np.array_equal(theirs[0], cmc) and theirs[1] == mAP  # torchreid's engines get the fix too
+    assert np.array_equal(theirs[0][:21], cmc) and theirs[1] == mAP  # torchreid's engines get the fix too,
+    assert len(theirs[0]) == 50 and np.isnan(theirs[0][21:]).all()  # and NaN where the gallery ends
     assert len(cmc) == 21
     ranked = [np.argsort(d) for d in distmat]
     usable = [r[~((g_pids[r] == q_pids[i]) & (g_cams[r] == q_cams[i]))] for i, r in enumerate(ranked)]

@@ -158,7 +158,7 @@ def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
 
 
 def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):
-    from torchreid_fgdi.config import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs
+    from torchreid_fgdi.config import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs, num_classes
     from torchreid_fgdi.data import DomainImageDataManager
     from torchreid_fgdi.engine import ImageFGDIEngine
 
@@ -176,10 +176,26 @@ def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny
     cfg = load_config(CONFIG, [*opts, "fgdi.prompt.batch_size", "32"])
     datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
     model = torchreid.models.build_model(
-        cfg.model.name, datamanager.num_train_pids, **model_kwargs(cfg, datamanager.num_train_domains)
+        cfg.model.name, num_classes(cfg, datamanager.num_train_pids), **model_kwargs(cfg, datamanager.num_train_domains)
     )
     engine = ImageFGDIEngine(datamanager, model, **fgdi_engine_kwargs(cfg))
     engine.run(save_dir=str(tmp_path), print_freq=1000)
     assert not (tmp_path / "plots").exists()
     features = FeatureExtractor(str(tmp_path / "checkpoints" / "stage3.pth"), device="cpu")(torch.randn(2, 3, 64, 32))
     assert features.shape == (2, 128)
+
+
+def test_a_checkpoint_with_overlapping_patches_is_taken_at_its_stride_and_grid(tmp_path):
+    from torchreid_fgdi.models import build_fgdi
+
+    trained = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False, image_size=(64, 64), stride=4).eval()
+    config = load_config(CONFIG, ["data.height", "64", "data.width", "64", "fgdi.stride", "4"]).dump()
+    torch.save({"state_dict": trained.state_dict(), "config": config}, tmp_path / "overlapping.pth")
+    default = torchreid.models.build_model("fgdi_tiny", 5, num_domains=2, pretrained=False)  # 64 x 32, stride 8
+    position = default.image_encoder.visual.positional_embedding
+    default.fit_checkpoint(default.state_dict())  # its own grid: the parameter is kept (an optimizer may hold it)
+    assert default.image_encoder.visual.positional_embedding is position
+    torchreid.utils.load_pretrained_weights(default, str(tmp_path / "overlapping.pth"))
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(default.eval()(images), trained(images))

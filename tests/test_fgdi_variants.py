@@ -136,10 +136,13 @@ def test_a_vit_runs_at_any_input_size_with_its_position_embedding_resampled():
         torch.testing.assert_close(built_small(images), built_large(images))
 
 
-def test_a_resnet_at_another_input_size_names_the_fix():
-    model = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(64, 32)).eval()
-    with pytest.raises(ValueError, match=r"built for \(64, 32\).*data.height / data.width"):
-        model(torch.randn(1, 3, 128, 64))
+def test_a_resnet_runs_at_any_input_size_with_its_attention_pool_embedding_resampled():
+    built_small = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(64, 32)).eval()  # a 4 x 2 grid
+    built_large = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(128, 64)).eval()
+    load_weights(built_large, built_small.state_dict(), ckpt_grid=(4, 2))
+    images = torch.randn(2, 3, 128, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(built_small(images), built_large(images))
 
 
 def test_offline_tag_fails_fast_with_how_to_pass_a_local_file(tmp_path):

@@ -149,3 +149,16 @@ def test_every_protocol_config_reads_cuhk03_as_the_authors_and_p1_can_test_one_s
     one_split = SimpleNamespace(test_splits=1)
     assert DomainImageDataManager.test_split_ids(one_split, "prid") is None  # data.split_id alone
     assert DomainImageDataManager.test_split_ids(SimpleNamespace(test_splits=10), "viper") == list(range(10))
+
+
+def test_market1501_distractors_keep_market_cameras_when_it_is_not_the_first_source(tmp_path):
+    make_market1501(str(tmp_path))
+    make_cuhksysu(str(tmp_path))
+    dm = DomainImageDataManager(
+        root=str(tmp_path), sources=["cuhksysu", "market1501"], targets="market1501", combineall=True, height=32,
+        width=16, workers=0, use_gpu=False, market1501_distractors=True,
+    )  # fmt: skip
+    market_cameras = {camid for path, _, camid, dsetid in dm.train_items if dsetid == 1 and "/0000_" not in path}
+    sysu_cameras = {camid for _, _, camid, dsetid in dm.train_items if dsetid == 0}
+    distractor = next(item for item in dm.train_items if "/0000_" in item[0])
+    assert distractor[2] in market_cameras and distractor[2] not in sysu_cameras and distractor[3] == 1

@@ -125,11 +125,20 @@ def evaluate_rank(
     )
 
 
+def evaluate_rank_for_torchreid_engines(
+    distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03=False, use_cython=True
+):
+    """`evaluate_rank` with the CMC padded with NaN up to `max_rank`: torchreid's engines print fixed
+    ranks (1, 5, 10, 20), which a gallery smaller than that does not define; NaN, not a made-up value."""
+    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03, use_cython)
+    return np.concatenate([cmc, np.full(max(0, max_rank - len(cmc)), np.nan, dtype=cmc.dtype)]), mAP
+
+
 def rank_metric_on_small_galleries() -> None:
     from torchreid.reid import metrics
 
     _TORCHREID.setdefault("evaluate_rank", metrics.evaluate_rank)
-    metrics.evaluate_rank = evaluate_rank
+    metrics.evaluate_rank = evaluate_rank_for_torchreid_engines
 
 
 _READ_ATTEMPTS = 3

@@ -132,8 +132,10 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         gallery = torchreid.data.datasets.init_image_dataset(
             "market1501", root=self.root, mode="gallery", verbose=False, **self._dataset_kwargs
         )
-        added = [(path, camid) for path, pid, camid, *_ in gallery.gallery if pid == 0]
-        new_pid = 1 + max(pid for _, pid, _, dsetid in self.train_items if dsetid == domain)
+        market = [item for item in self.train_items if item[3] == domain]
+        camera_offset = min(item[2] for item in market) - min(item[2] for item in gallery.train)  # torchreid's __add__
+        added = [(path, camid + camera_offset) for path, pid, camid, *_ in gallery.gallery if pid == 0]
+        new_pid = 1 + max(item[1] for item in market)
         self.train_items[:] = [
             (path, pid + (pid >= new_pid), camid, dsetid) for path, pid, camid, dsetid in self.train_items
         ] + [(path, new_pid, camid, domain) for path, camid in added]

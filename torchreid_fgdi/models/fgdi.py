@@ -6,7 +6,6 @@ import torch
 import yaml
 from torch import nn
 
-from .checkpoints import fit_position_embeddings
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
 from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
@@ -97,32 +96,35 @@ class FGDI(nn.Module):
         return scores if self.loss == "softmax" else (scores, [x11, x12, xproj])
 
     def fit_checkpoint(self, state: dict, config_text: str | None = None) -> dict:
-        """Makes this model take a state dict of another input size: a ViT adopts the checkpoint's
-        position-embedding grid (that of the size its recorded `config_text` trained at, or a square
-        one) and keeps resampling on the fly at forward; a ResNet's embedding is resampled to its grid.
+        """Makes this model take a state dict trained at another input size or patch stride: the image
+        encoder adopts the checkpoint's stride (from its recorded `config_text`) and position-embedding
+        grid (that of the recorded input size, else its own if the sizes agree, else a square one) and
+        resamples on the fly at forward.
 
         torchreid's ``load_pretrained_weights`` would drop the embedding as a shape mismatch and keep
         this model's, silently giving other features (`compat` routes FGDI models through here).
         """
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        key = "image_encoder.visual.positional_embedding"
-        if isinstance(self.image_encoder, ViTImageEncoder) and key in state:
-            grid = self.image_encoder.grid_size
-            if config_text:
-                data = (yaml.safe_load(config_text) or {}).get("data", {})
-                if "height" in data and "width" in data:
-                    grid = self.image_encoder.grid_for((data["height"], data["width"]))
-            rows = state[key].shape[0] - 1
-            side = int(round(rows**0.5))
-            if grid[0] * grid[1] != rows and side * side == rows:
-                grid = (side, side)
-            if grid[0] * grid[1] != rows:
-                raise ValueError(
-                    f"the checkpoint's position embedding has {rows} grid cells, which fit neither its recorded "
-                    f"input size nor a square grid: load it with torchreid_fgdi.models.load_weights(..., ckpt_grid=)"
-                )
-            self.image_encoder.use_grid(grid)
-        return fit_position_embeddings(self, state)
+        encoder = self.image_encoder
+        key = "image_encoder." + encoder.position_key
+        if key not in state:
+            return state
+        recorded = (yaml.safe_load(config_text) or {}) if config_text else {}
+        data = recorded.get("data", {})
+        if isinstance(encoder, ViTImageEncoder) and "stride" in recorded.get("fgdi", {}):
+            encoder.use_stride(recorded["fgdi"]["stride"] or encoder.visual.conv1.kernel_size[0])
+        rows = state[key].shape[0] - 1
+        side = int(round(rows**0.5))
+        candidates = [encoder.grid_for((data["height"], data["width"]))] if "height" in data and "width" in data else []
+        candidates += [encoder.grid_size, (side, side)]
+        grid = next((g for g in candidates if g[0] * g[1] == rows), None)
+        if grid is None:
+            raise ValueError(
+                f"the checkpoint's position embedding has {rows} grid cells, which fit neither its recorded input "
+                "size nor a square grid: load it with torchreid_fgdi.models.load_weights(..., ckpt_grid=)"
+            )
+        encoder.use_grid(grid)
+        return state
 
     def text_features(self, pids: torch.Tensor, dsetids: torch.Tensor | None = None) -> torch.Tensor:
         """Identity-prompt features of ``pids``, or domain-prompt features of (pids, dsetids)."""

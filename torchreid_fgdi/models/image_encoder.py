@@ -30,22 +30,31 @@ def _resized(param: nn.Parameter, old_grid: tuple[int, int], new_grid: tuple[int
         return nn.Parameter(resize_pos_embed(param.data, old_grid, new_grid))
 
 
-class _GridCheck:
-    """Inputs must give the grid the position embedding was resized to; say how to fix it if not."""
+class _PositionGrid:
+    """The patch grid the position embedding is kept at; inputs of another size get it resampled on
+    the fly, and a checkpoint of another grid can be adopted as it is (`use_grid`)."""
 
     grid_size: tuple[int, int]
-    image_size: tuple[int, int]
+    position_key: str  # the embedding's name under this encoder
 
-    def _check_grid(self, grid: tuple[int, int], images: torch.Tensor) -> None:
-        if tuple(grid) != self.grid_size:
-            raise ValueError(
-                f"input of size {tuple(images.shape[-2:])} gives a {grid[0]}x{grid[1]} grid, but the model was built "
-                f"for {self.image_size} ({self.grid_size[0]}x{self.grid_size[1]}): resize the inputs or build "
-                "the model with image_size=(height, width) of the data (data.height / data.width in a config)"
-            )
+    def _position_owner(self) -> nn.Module:
+        owner = self
+        for part in self.position_key.split(".")[:-1]:
+            owner = getattr(owner, part)
+        return owner
+
+    def use_grid(self, grid: tuple[int, int]) -> None:
+        """Keeps the position embedding at `grid` from now on (to take a checkpoint's as it is).
+
+        The parameter is replaced when the grid changes, so build an optimizer after this call."""
+        if tuple(grid) == self.grid_size:
+            return
+        owner, name = self._position_owner(), self.position_key.rsplit(".", 1)[-1]
+        setattr(owner, name, _resized(getattr(owner, name), self.grid_size, grid))
+        self.grid_size = tuple(grid)
 
 
-class ViTImageEncoder(nn.Module):
+class ViTImageEncoder(_PositionGrid, nn.Module):
     """open_clip's VisionTransformer, returning the CLS tokens of the three features in docs/method.md.
 
     - ``x11``: after block L-1 (no LayerNorm), ``x12``: after the last block and ``ln_post``,
@@ -75,11 +84,11 @@ class ViTImageEncoder(nn.Module):
         self.width = visual.class_embedding.shape[0]
         self.output_dim = visual.proj.shape[1]
 
-    def use_grid(self, grid: tuple[int, int]) -> None:
-        """Keeps the position embedding at `grid` from now on (to take a checkpoint's as it is)."""
-        v = self.visual
-        v.positional_embedding = _resized(v.positional_embedding, self.grid_size, grid)
-        self.grid_size = v.grid_size = tuple(grid)
+    position_key = "visual.positional_embedding"
+
+    def use_stride(self, stride: int) -> None:
+        """Patches at `stride` from now on (a checkpoint trained with overlapping patches)."""
+        self.visual.conv1.stride = (stride, stride)
 
     def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """The patch grid of an input of `image_size` (height, width)."""
@@ -110,7 +119,7 @@ class ViTImageEncoder(nn.Module):
         return x11[:, 0], x12_cls, x12_cls @ v.proj
 
 
-class ResNetImageEncoder(_GridCheck, nn.Module):
+class ResNetImageEncoder(_PositionGrid, nn.Module):
     """open_clip's ModifiedResNet as CLIP-ReID and the authors use it.
 
     - ``layer4`` runs at stride 1 (last-stride-1, a 16x downsampling overall), and the attention
@@ -141,12 +150,20 @@ class ResNetImageEncoder(_GridCheck, nn.Module):
         self.width = pool.k_proj.in_features
         self.output_dim = visual.output_dim
 
+    position_key = "visual.attnpool.positional_embedding"
+
+    def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
+        """The ``layer4`` grid of an input of `image_size` (height, width)."""
+        return (image_size[0] // 16, image_size[1] // 16)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.visual
         x3 = v.layer3(v.layer2(v.layer1(v.stem(x))))
         x4 = v.layer4(x3)
-        self._check_grid(x4.shape[-2:], x)
-        return x3.mean(dim=(2, 3)), x4.mean(dim=(2, 3)), v.attnpool(x4)
+        pool = v.attnpool
+        position = resize_pos_embed(pool.positional_embedding, self.grid_size, tuple(x4.shape[-2:]))
+        pooled = torch.func.functional_call(pool, {"positional_embedding": position}, (x4,))
+        return x3.mean(dim=(2, 3)), x4.mean(dim=(2, 3)), pooled
 
 
 def build_image_encoder(visual: nn.Module, image_size: tuple[int, int], stride: int | None = None) -> nn.Module:
