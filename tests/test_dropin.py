@@ -21,7 +21,16 @@ from torchreid_fgdi.inference import FeatureExtractor
 
 UPSTREAM = FIXTURES / "torchreid-upstream"
 needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="shared/fixtures/torchreid-upstream is not here")
-SIZE = ["data.height", "128", "data.width", "64"]  # fgdi_tiny is built for 64 x 32: the ViT adapts
+SIZE = ["data.height", "128", "data.width", "64"]
+ONE_EPOCH_EACH = [word for stage in ("1", "2a", "2b", "3") for word in (f"fgdi.stage{stage}_epochs", "1")]
+ONE_EPOCH_EACH += [
+    "fgdi.prompt.batch_size",
+    "32",
+    "train.batch_size",
+    "24",
+    "test.plots",
+    "false",
+]  # fgdi_tiny is built for 64 x 32: the ViT adapts
 LAUNCHER = (
     "import runpy, sys, torchreid_fgdi\n"  # the one line a torchreid user adds
     "sys.argv = ['main.py', *sys.argv[1:]]\n"
@@ -75,18 +84,7 @@ def test_torchreids_engines_train_fgdi(tiny_root, tmp_path, loss):
 def _our_run(root, save_dir):
     from torchreid_fgdi.__main__ import main
 
-    opts = [
-        "fgdi.stage1_epochs",
-        "1",
-        "fgdi.stage2a_epochs",
-        "1",
-        "fgdi.stage2b_epochs",
-        "1",
-        "fgdi.stage3_epochs",
-        "1",
-    ]
-    opts += ["fgdi.prompt.batch_size", "32", "train.batch_size", "24", "test.plots", "false", *SIZE]
-    main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *opts])
+    main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
     return save_dir / "checkpoints" / "stage3.pth"
 
 
@@ -162,18 +160,7 @@ def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny
     from torchreid_fgdi.data import DomainImageDataManager
     from torchreid_fgdi.engine import ImageFGDIEngine
 
-    opts = ["data.root", tiny_root, "data.targets", "['synth_d']", "train.batch_size", "24", "test.plots", "false"]
-    opts += [
-        "fgdi.stage1_epochs",
-        "1",
-        "fgdi.stage2a_epochs",
-        "1",
-        "fgdi.stage2b_epochs",
-        "1",
-        "fgdi.stage3_epochs",
-        "1",
-    ]
-    cfg = load_config(CONFIG, [*opts, "fgdi.prompt.batch_size", "32"])
+    cfg = load_config(CONFIG, ["data.root", tiny_root, "data.targets", "['synth_d']", *ONE_EPOCH_EACH])
     datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
     model = torchreid.models.build_model(
         cfg.model.name, num_classes(cfg, datamanager.num_train_pids), **model_kwargs(cfg, datamanager.num_train_domains)
