@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import torch
 import torchreid
+from yacs.config import CfgNode as CN
 
 from . import config as config_lib
 from .checkpoint_file import CheckpointError, read_checkpoint
@@ -164,16 +165,8 @@ def _run(cfg, folder: RunFolder) -> dict:
     optimizer = torchreid.optim.build_optimizer(model, **config_lib.optimizer_kwargs(cfg))
     scheduler = torchreid.optim.build_lr_scheduler(optimizer, **config_lib.lr_scheduler_kwargs(cfg))
     run_kwargs = {**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)}
-    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi=False)
-    if resume:
-        state = read_checkpoint(resume, mmap=True)
-        recorded = recorded_config(state, resume)
-        done = int(state["epoch"])
-        progress = Progress(done >= recorded.train.max_epoch, {"train.max_epoch": (False, done)})
-        check_resume(recorded, cfg, progress, resume)
-        check_data(state.get("data"), datamanager.fingerprint(), resume)
-    if not cfg.test.evaluate and distributed.is_main():
-        folder.claim(cfg, resuming=bool(resume))
+    fingerprint = datamanager.fingerprint()
+    resume, recorded = checked_resume(cfg, fingerprint, folder, fgdi=False)
     if resume:
         run_kwargs["start_epoch"] = torchreid.utils.resume_from_checkpoint(
             resume, model, optimizer=optimizer, scheduler=scheduler
@@ -190,9 +183,30 @@ def _run(cfg, folder: RunFolder) -> dict:
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.evaluator = cfg.test.evaluator
     engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
-    engine.config_text, engine.data_fingerprint = cfg.dump(), datamanager.fingerprint()
+    engine.config_text, engine.data_fingerprint = cfg.dump(), fingerprint
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
+
+
+def _torchreid_progress(state: dict, recorded) -> Progress:
+    done = int(state["epoch"])
+    return Progress(done >= recorded.train.max_epoch, {"train.max_epoch": (False, done)})
+
+
+def checked_resume(cfg: CN, fingerprint: str, folder: RunFolder, fgdi: bool) -> tuple[str, CN | None]:
+    """The checkpoint to resume ('' for none) and its recorded config, checked against `cfg` and the
+    training data's `fingerprint` before anything is written; then the folder is claimed for the run."""
+    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi)
+    recorded = None
+    if resume:
+        state = read_checkpoint(resume, mmap=True)
+        recorded = recorded_config(state, resume)
+        progress = checkpoint_progress(state, recorded.fgdi) if fgdi else _torchreid_progress(state, recorded)
+        check_resume(recorded, cfg, progress, resume)
+        check_data(state.get("data"), fingerprint, resume)
+    if not cfg.test.evaluate and distributed.is_main():
+        folder.claim(cfg, resuming=bool(resume))
+    return resume, recorded
 
 
 def resume_path(cfg, fgdi: bool) -> str:
@@ -230,18 +244,11 @@ def run_fgdi(cfg, datamanager, model: FGDI, folder: RunFolder) -> dict:
         kept = load_weights(model, cfg.model.load_weights)
         print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
     engine = ImageFGDIEngine(datamanager, model, **config_lib.fgdi_engine_kwargs(cfg))
-    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi=True)
+    resume, _ = checked_resume(cfg, engine.data_fingerprint, folder, fgdi=True)
     if resume:
-        state = read_checkpoint(resume, mmap=True)
-        recorded = recorded_config(state, resume)
-        check_resume(recorded, cfg, checkpoint_progress(state, recorded.fgdi), resume)
-        check_data(state.get("data"), datamanager.fingerprint(), resume)
-    if not cfg.test.evaluate and distributed.is_main():
-        folder.claim(cfg, resuming=bool(resume))
-    if resume:
-        engine.resume(resume)
+        state = engine.resume(resume)
         if distributed.is_main():
-            continue_from(resume, cfg.data.save_dir)
+            continue_from(state, resume, cfg.data.save_dir)
     engine.run(**{**config_lib.fgdi_run_kwargs(cfg), "save_dir": output_dir(cfg)})
     return getattr(engine, "test_results", {})
 

@@ -343,10 +343,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         feats, pids, dsetids = self._image_cache
         self.model.train()
         batch = min(s.batch_size, len(pids))
-        if s.reshuffle or self._prompt_order is None:
-            order = torch.randperm(len(pids))
-            self._prompt_order = None if s.reshuffle else order
-        order = (order if s.reshuffle else self._prompt_order).to(self.device)
+        keep_order = not s.reshuffle
+        order = self._prompt_order if keep_order and self._prompt_order is not None else torch.randperm(len(pids))
+        if keep_order:
+            self._prompt_order = order
+        order = order.to(self.device)
         meters = torchreid.utils.MetricMeter()
         for start in range(0, len(pids) - batch + 1, batch):
             idx = order[start : start + batch][distributed.rank() :: distributed.world_size()]
@@ -563,8 +564,9 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         distributed.barrier()
         return latest_path
 
-    def resume(self, path: str) -> None:
+    def resume(self, path: str) -> dict:
         """Continues from a checkpoint of this engine: model, optimizers, schedules, stage, RNG.
+        Returns the checkpoint as read.
 
         The learning rates are this engine's settings, applied at the checkpoint's point of the
         schedule, so a run resumed with a lower rate (after a NaN, say) really trains at it.
@@ -592,17 +594,17 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._confirmed = [osp.join(folder, n) for n in state.get("confirmed", []) if n != osp.basename(path)]
         self._unconfirmed = [path]
         print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
+        return state
 
 
-def continue_from(path: str, save_dir: str) -> str:
-    """Makes ``save_dir/checkpoints/latest.pth`` a copy of `path`, stamped as written now, so that
-    ``model.resume auto`` after a kill continues this run, not a checkpoint of the folder's earlier
-    course (the diverging one a NaN recovery started over from, or stage files of a longer run)."""
+def continue_from(state: dict, path: str, save_dir: str) -> str:
+    """Makes ``save_dir/checkpoints/latest.pth`` a copy of the checkpoint `state` read from `path`,
+    stamped as written now, so that ``model.resume auto`` after a kill continues this run, not a
+    checkpoint of the folder's earlier course (the diverging one a NaN recovery started over from,
+    or stage files of a longer run)."""
     latest_path = osp.join(save_dir, "checkpoints", "latest.pth")
     if osp.abspath(path) != osp.abspath(latest_path):
-        state = read_checkpoint(path)
-        state["saved"] = time.time()
-        atomic.save(state, latest_path)
+        atomic.save({**state, "saved": time.time()}, latest_path)
     return latest_path
 
 
@@ -611,12 +613,10 @@ def checkpoint_progress(state: dict, settings) -> Progress:
     at = STAGES.index(state["stage"])
     epochs = {}
     for index, stage in enumerate(STAGES[:-1]):
-        key = f"fgdi.{stage}_epochs"
-        over = index < at
-        epochs[key] = (
-            over,
-            int(getattr(settings, f"{stage}_epochs")) if over else state["stage_epoch"] * (index == at),
-        )
+        if index < at:  # over: every epoch ran
+            epochs[f"fgdi.{stage}_epochs"] = (True, int(getattr(settings, f"{stage}_epochs")))
+        else:  # under way (its epochs so far) or still to come
+            epochs[f"fgdi.{stage}_epochs"] = (False, state["stage_epoch"] if index == at else 0)
     return Progress(finished=state["stage"] == "done", epochs=epochs)
 
 
