@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import random
 import resource
 import shutil
 import struct
@@ -292,7 +293,7 @@ def test_sources_after_key_value_pairs_are_read_as_sources():
     "content,error",
     [
         (b"", "is empty \\(0 bytes\\)"),
-        (os.urandom(4096), "is not a readable PyTorch file"),
+        (random.Random(0).randbytes(4096), "is not a readable PyTorch file"),
         (pickle.dumps([1, 2, 3]), "is not a readable PyTorch file|holds a list"),
     ],
 )
@@ -306,6 +307,14 @@ def test_a_damaged_checkpoint_names_the_file_and_the_problem(tmp_path, content, 
     torch.save([1, 2], path)
     with pytest.raises(CheckpointError, match="holds a list, not a dict of weights"):
         read_checkpoint(str(path))
+
+
+def test_any_garbage_in_a_checkpoint_file_gives_a_checkpoint_error(tmp_path):
+    path = tmp_path / "bad.pth"
+    for seed in range(300):  # random bytes fail at many different places inside PyTorch's unpickler
+        path.write_bytes(random.Random(seed).randbytes(1 + seed * 7))
+        with pytest.raises(CheckpointError, match="is not a readable PyTorch file"):
+            read_checkpoint(str(path))
 
 
 def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(run_copy, capsys):

@@ -28,21 +28,17 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its save was cut short; use an earlier one")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        if not zipfile.is_zipfile(path):
+    except Exception as err:  # a damaged legacy-format file can fail anywhere inside the unpickler
+        if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
+            first = str(err).strip().splitlines()[0]
             raise CheckpointError(
-                f"checkpoint {path} is not a readable PyTorch file (damaged or not a checkpoint: {err}); "
-                "use an earlier one"
+                f"checkpoint {path} holds Python objects beyond tensors and plain data, which the safe loader "
+                f"refuses ({first}); re-save its state_dict on the machine that made it"
             ) from err
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"checkpoint {path} holds Python objects beyond tensors and plain data, which the safe loader "
-            f"refuses ({first}); re-save its state_dict on the machine that made it"
-        ) from err
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, UnicodeDecodeError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch file (truncated, damaged or not a checkpoint: "
-            f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}); use an earlier one"
+            f"{type(err).__name__}: {detail}); use an earlier one"
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of weights")
