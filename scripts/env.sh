@@ -6,7 +6,7 @@
 # and marked complete only at the end, so an interrupted install is redone, never half-used.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="$(cat "$repo/setup.cfg" "$repo/pyproject.toml" "$repo/constraints.txt" | sha256sum | cut -c1-16)"
+key="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" | sha256sum | cut -c1-16)"
 cache="${TORCHREID_FGDI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/torchreid-fgdi}"
 venv="$cache/venv-$key"
 python="${PYTHON:-python3}"
@@ -18,7 +18,7 @@ if [ ! -f "$venv/.complete" ]; then
   echo "[env] creating $venv (first run on this machine: a few minutes)" >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=70" >&2
+  "$venv/bin/python" -m pip install -q --upgrade pip "setuptools>=77" >&2
   "$venv/bin/python" -m pip install -q -c "$repo/constraints.txt" -e "$repo[test]" >&2
   touch "$venv/.complete"
 fi
