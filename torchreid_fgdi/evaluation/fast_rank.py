@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-import torchreid
 
 from ..compat import usable_ranks
+from .distances import distance_matrix
 
 CHUNK = 256
 _CUHK03_REPEATS = 10
@@ -108,11 +107,9 @@ def rank_features(
     """CMC and mAP from features, one chunk of queries at a time (memory: chunk x gallery)."""
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
-    if normalize_feature:
-        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
     acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
     for start in range(0, len(q_pids), chunk):
         rows = slice(start, start + chunk)
-        dist = torchreid.metrics.compute_distance_matrix(qf[rows], gf, dist_metric).numpy()
+        dist = distance_matrix(qf[rows], gf, dist_metric, normalize_feature)
         acc.add(np.argsort(dist, axis=1), q_pids[rows], q_camids[rows], g_pids, g_camids)
     return acc.result()

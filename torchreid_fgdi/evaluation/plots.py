@@ -11,7 +11,8 @@ import os.path as osp
 import numpy as np
 import torch
 
-LOSS_STAGES = ("stage1", "stage2a", "stage2b", "stage3")
+from .distances import distance_matrix
+
 _NOT_LOSSES = ("lr", "acc", "domain_acc")
 
 
@@ -98,10 +99,8 @@ def visrank_queries(
     import torchreid
 
     (qf, q_items), (gf, g_items) = query, gallery
-    if normalize_feature:  # as the evaluation ranked them
-        qf, gf = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
     picked = np.linspace(0, len(q_items) - 1, min(num_queries, len(q_items))).round().astype(int)
-    distmat = torchreid.metrics.compute_distance_matrix(qf[picked], gf, dist_metric).numpy()
+    distmat = distance_matrix(qf[picked], gf, dist_metric, normalize_feature)  # as the evaluation ranked them
     os.makedirs(save_dir, exist_ok=True)
     torchreid.utils.visualize_ranked_results(
         distmat,

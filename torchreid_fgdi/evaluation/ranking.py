@@ -6,11 +6,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import torchreid
 
 from .. import compat
 from . import fast_rank
+from .distances import distance_matrix
 
 
 class NonFiniteFeaturesError(FloatingPointError):
@@ -70,12 +70,10 @@ def evaluate_features(
         return {"mAP": mAP, "cmc": cmc, "distmat": None}
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
-    if normalize_feature:
-        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-    distmat = torchreid.metrics.compute_distance_matrix(qf, gf, dist_metric).numpy()
+    distmat = distance_matrix(qf, gf, dist_metric, normalize_feature)
     if rerank:
-        distmat_qq = torchreid.metrics.compute_distance_matrix(qf, qf, dist_metric).numpy()
-        distmat_gg = torchreid.metrics.compute_distance_matrix(gf, gf, dist_metric).numpy()
+        distmat_qq = distance_matrix(qf, qf, dist_metric, normalize_feature)
+        distmat_gg = distance_matrix(gf, gf, dist_metric, normalize_feature)
         distmat = torchreid.utils.re_ranking(distmat, distmat_qq, distmat_gg)
     rank = fast_rank.evaluate_rank if evaluator == "fast" else compat.evaluate_rank
     cmc, mAP = rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
