@@ -2,9 +2,10 @@
 dataset classes (torchreid.reid.data.datasets.image.*) parse.
 
 Every builder takes ``root`` (the torchreid ``root``) and writes ``root/<dataset_dir>/...``.
-Images are real, tiny, decodable files (torchreid's ``read_image`` loops FOREVER on an
-undecodable file, so never write empty/garbage bytes). Each builder returns a dict with the
-numbers torchreid should report for split 0 (ids/images per subset).
+Images are real, tiny, decodable files, so a fake dataset loads like a real one; a test about bad
+images damages a file itself (the plugin then refuses the run and names the file, see
+tests/test_faults.py). Each builder returns a dict with the numbers torchreid should report for
+split 0 (ids/images per subset).
 
 Needs: numpy, Pillow; cuhk03 also needs h5py + scipy; grid needs scipy.
 """

@@ -42,8 +42,8 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     weights are loaded, but the activation is the one the CLIP it was trained from had. The sizes
     the weights determine (domains, cameras) are read off `state` when given."""
     state = state or {}
-    domains = state["promptlearner.dmctx"].shape[0] if "promptlearner.dmctx" in state else len(cfg.data.sources)
-    kwargs = config_lib.model_kwargs(cfg, domains)
+    num_domains = state["promptlearner.dmctx"].shape[0] if "promptlearner.dmctx" in state else len(cfg.data.sources)
+    kwargs = config_lib.model_kwargs(cfg, num_domains)
     if "cv_embed" in state:
         kwargs["num_cameras"] = state["cv_embed"].shape[0]
     arch = VARIANTS[cfg.model.name]["clip"]
@@ -56,7 +56,8 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     """The trained model (eval mode) and its config: `config_file` if given, else the one the
     checkpoint records. Classes, domains, cameras and the position-embedding grid are read off the
     weights (a model trained through torchreid's own `scripts/main.py` keeps the grid of the size it
-    was built at, whatever its data size); the file is read once."""
+    was built at, whatever its data size). The checkpoint is loaded from disk once, for both its
+    config and its weights."""
     checkpoint = read_checkpoint(model_path)
     cfg = config_lib.load_config(config_file) if config_file else _recorded_config(checkpoint, model_path)
     state = read_state_dict(checkpoint, model_path)

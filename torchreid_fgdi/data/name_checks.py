@@ -15,6 +15,14 @@ import re
 from collections.abc import Callable
 
 _PID_CAM = re.compile(r"([-\d]+)_c(\d)")  # torchreid's pattern for Market-1501 and DukeMTMC-reID
+
+# The layouts torchreid's classes read; `readiness` checks the same paths for presence.
+MARKET1501_DIR = "market1501/Market-1501-v15.09.15"
+DUKEMTMCREID_DIR = "dukemtmc-reid/DukeMTMC-reID"
+MARKET_STYLE_FOLDERS = ("bounding_box_train", "query", "bounding_box_test")
+# MSMT17's releases under msmt17/: (release folder, train image folder, test image folder).
+MSMT17_RELEASES = (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2"))
+MSMT17_LISTS = ("train", "val", "query", "gallery")  # list_<name>.txt; train and val list train images
 _EXAMPLE = "0002_c1s1_000451_03.jpg (<pid>_c<camera>..., pid -1 for junk)"
 
 
@@ -44,12 +52,12 @@ def pid_cam_problems(folder: str, max_pid: int | None, max_cam: int) -> list[str
 
 
 def _image_folders(root: str, base: str) -> list[str]:
-    return [osp.join(root, base, d) for d in ("bounding_box_train", "query", "bounding_box_test")]
+    return [osp.join(root, base, d) for d in MARKET_STYLE_FOLDERS]
 
 
 def market1501_problems(root: str) -> list[str]:
     root = osp.abspath(osp.expanduser(root))  # torchreid's regex sees the absolute path
-    base = "market1501/Market-1501-v15.09.15"
+    base = MARKET1501_DIR
     if not osp.isdir(osp.join(root, base)):
         base = "market1501"
     return [p for f in _image_folders(root, base) if osp.isdir(f) for p in pid_cam_problems(f, 1501, 6)]
@@ -57,7 +65,7 @@ def market1501_problems(root: str) -> list[str]:
 
 def dukemtmcreid_problems(root: str) -> list[str]:
     root = osp.abspath(osp.expanduser(root))
-    folders = _image_folders(root, "dukemtmc-reid/DukeMTMC-reID")
+    folders = _image_folders(root, DUKEMTMCREID_DIR)
     return [p for f in folders if osp.isdir(f) for p in pid_cam_problems(f, None, 8)]
 
 
@@ -80,14 +88,14 @@ def msmt17_list_problems(list_path: str, image_dir: str) -> list[str]:
 
 
 def msmt17_problems(root: str) -> list[str]:
-    for version, train, test in (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2")):
-        base = osp.join(root, "msmt17", version)
+    for release, train, test in MSMT17_RELEASES:
+        base = osp.join(root, "msmt17", release)
         if osp.isdir(osp.join(base, train)):
-            lists = {"train": train, "val": train, "query": test, "gallery": test}
+            folders = dict(zip(MSMT17_LISTS, (train, train, test, test)))
             return [
                 p
-                for split, folder in lists.items()
-                for p in msmt17_list_problems(osp.join(base, f"list_{split}.txt"), osp.join(base, folder))
+                for name, folder in folders.items()
+                for p in msmt17_list_problems(osp.join(base, f"list_{name}.txt"), osp.join(base, folder))
             ]
     return []
 

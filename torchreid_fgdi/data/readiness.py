@@ -11,7 +11,14 @@ import os
 import os.path as osp
 from dataclasses import dataclass
 
-from .name_checks import NAME_CHECKS
+from .name_checks import (
+    DUKEMTMCREID_DIR,
+    MARKET1501_DIR,
+    MARKET_STYLE_FOLDERS,
+    MSMT17_LISTS,
+    MSMT17_RELEASES,
+    NAME_CHECKS,
+)
 from .synthetic import DOMAIN_STYLES
 
 _SHOWN = 10
@@ -31,21 +38,20 @@ def _one(*paths: str) -> tuple[tuple[str, ...], ...]:
 
 _MSMT17 = tuple(
     (
-        f"msmt17/{v}/{train}",
-        f"msmt17/{v}/{test}",
-        *(f"msmt17/{v}/list_{s}.txt" for s in ("train", "val", "query", "gallery")),
+        f"msmt17/{release}/{train}",
+        f"msmt17/{release}/{test}",
+        *(f"msmt17/{release}/list_{name}.txt" for name in MSMT17_LISTS),
     )
-    for v, train, test in (("MSMT17_V1", "train", "test"), ("MSMT17_V2", "mask_train_v2", "mask_test_v2"))
+    for release, train, test in MSMT17_RELEASES
 )
-_MARKET = "market1501/Market-1501-v15.09.15"
 
 LAYOUTS: dict[str, Layout] = {
     "market1501": Layout(
-        _one(f"{_MARKET}/bounding_box_train", f"{_MARKET}/query", f"{_MARKET}/bounding_box_test"),
+        _one(*(f"{MARKET1501_DIR}/{d}" for d in MARKET_STYLE_FOLDERS)),
         "Market-1501-v15.09.15.zip, https://zheng-lab.cecs.anu.edu.au/Project/project_reid.html",
     ),
     "dukemtmcreid": Layout(
-        _one(*(f"dukemtmc-reid/DukeMTMC-reID/{d}" for d in ("bounding_box_train", "query", "bounding_box_test"))),
+        _one(*(f"{DUKEMTMCREID_DIR}/{d}" for d in MARKET_STYLE_FOLDERS)),
         "DukeMTMC-reID.zip (withdrawn by its authors: use a copy you are licensed to use)",
     ),
     "msmt17": Layout(_MSMT17, "MSMT17_V1 or MSMT17_V2 on request from https://www.pkuvmc.com/dataset.html"),
