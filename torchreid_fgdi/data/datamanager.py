@@ -128,17 +128,17 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         CLIP-FGDI authors train (1,502 classes with combineall); torchreid drops them as junk. The new
         identity closes Market-1501's pid range; the sources after it move up by one. Returns the
         number of images added."""
-        domain = self.sources.index("market1501")
+        market_dsetid = self.sources.index("market1501")
         gallery = torchreid.data.datasets.init_image_dataset(
             "market1501", root=self.root, mode="gallery", verbose=False, **self._dataset_kwargs
         )
-        market = [item for item in self.train_items if item[3] == domain]
+        market = [item for item in self.train_items if item[3] == market_dsetid]
         camera_offset = min(item[2] for item in market) - min(item[2] for item in gallery.train)  # torchreid's __add__
         added = [(path, camid + camera_offset) for path, pid, camid, *_ in gallery.gallery if pid == 0]
         new_pid = 1 + max(item[1] for item in market)
         self.train_items[:] = [
             (path, pid + (pid >= new_pid), camid, dsetid) for path, pid, camid, dsetid in self.train_items
-        ] + [(path, new_pid, camid, domain) for path, camid in added]
+        ] + [(path, new_pid, camid, market_dsetid) for path, camid in added]
         trainset.num_train_pids = self._num_train_pids = self._num_train_pids + 1
         print(f"=> market1501.train_distractors: {len(added)} distractor images train as identity {new_pid}")
         return len(added)
@@ -248,9 +248,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         for _, pid, _, dsetid in items:
             pids[dsetid].add(pid)
         ranges = [(min(p), max(p) + 1) for p in pids]
-        for d, ((start, stop), p) in enumerate(zip(ranges, pids)):
+        for dsetid, ((start, stop), p) in enumerate(zip(ranges, pids)):
             if len(p) != stop - start:
-                raise RuntimeError(f"pids of domain {d} are not contiguous: {sorted(p)[:10]}...")
+                raise RuntimeError(f"pids of domain {dsetid} are not contiguous: {sorted(p)[:10]}...")
         return ranges
 
 

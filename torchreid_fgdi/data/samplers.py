@@ -49,12 +49,12 @@ class DomainBalancedIdentitySampler(Sampler):
             raise ValueError("a distributed sampler needs a seed, so that every rank draws the same batches")
         self.rank, self.world_size, self.seed, self.epoch = rank, world_size, seed, 0
         self.index_dic = defaultdict(list)
-        pids_of_domain = defaultdict(set)
+        pids_of_dsetid = defaultdict(set)
         for index, (_, pid, _, dsetid) in enumerate(data_source):
             self.index_dic[pid].append(index)
-            pids_of_domain[dsetid if balance_domains else 0].add(pid)
-        self.domains = {d: sorted(pids) for d, pids in sorted(pids_of_domain.items())}
-        num_domains = len(self.domains)
+            pids_of_dsetid[dsetid if balance_domains else 0].add(pid)
+        self.pids_of_dsetid = {dsetid: sorted(pids) for dsetid, pids in sorted(pids_of_dsetid.items())}
+        num_domains = len(self.pids_of_dsetid)
         if batch_size % num_instances:
             raise ValueError(f"batch_size={batch_size} must be a multiple of num_instances={num_instances}")
         num_pids = batch_size // num_instances
@@ -69,10 +69,10 @@ class DomainBalancedIdentitySampler(Sampler):
                 f"num_instances x a multiple of {world_size}"
             )
         self.pids_per_domain = num_pids // num_domains
-        for d, pids in self.domains.items():
+        for dsetid, pids in self.pids_of_dsetid.items():
             if len(pids) < self.pids_per_domain:
                 raise ValueError(
-                    f"domain {d} has {len(pids)} identities, fewer than the {self.pids_per_domain} a batch needs"
+                    f"domain {dsetid} has {len(pids)} identities, fewer than the {self.pids_per_domain} a batch needs"
                 )
         self.batch_size = batch_size
         self.num_instances = num_instances
@@ -95,14 +95,14 @@ class DomainBalancedIdentitySampler(Sampler):
         return min(
             sum(max(len(self.index_dic[p]), self.num_instances) // self.num_instances for p in pids)
             // self.pids_per_domain
-            for pids in self.domains.values()
+            for pids in self.pids_of_dsetid.values()
         )
 
     def global_batches(self) -> list[list[list[int]]]:
         """This epoch's batches over all ranks, each a list of P chunks of K indices."""
         rng = random if self.seed is None else random.Random(self.seed * 1_000_003 + self.epoch)
         chunks = {pid: self._chunks(pid, rng) for pid in self.index_dic}
-        available = {d: list(pids) for d, pids in self.domains.items()}
+        available = {dsetid: list(pids) for dsetid, pids in self.pids_of_dsetid.items()}
         batches = []
         while all(len(pids) >= self.pids_per_domain for pids in available.values()):
             batch = []
