@@ -3,7 +3,7 @@
 The same as `python -m torchreid_fgdi`, placed where torchreid users look for it.
 """
 
-from torchreid_fgdi.__main__ import main
+from torchreid_fgdi.training import main
 
 if __name__ == "__main__":
     main()

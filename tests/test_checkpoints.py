@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchreid
 
-from torchreid_fgdi.models import build_fgdi, load_weights, resize_pos_embed, to_authors_state_dict
+from torchreid_fgdi.models import build_fgdi, load_fgdi_checkpoint, resize_pos_embed, to_authors_state_dict
 
 SIZE = (64, 32)
 
@@ -42,7 +42,7 @@ def test_authors_layout_loads_and_gives_the_same_features(tmp_path):
     source = _trained_like(build_fgdi("fgdi_tiny", 5, num_domains=3, pretrained=False))
     torch.save(to_authors_state_dict(source.state_dict()), tmp_path / "authors.pth")
     model = build_fgdi("fgdi_tiny", 5, num_domains=3, pretrained=False)
-    assert load_weights(model, str(tmp_path / "authors.pth")) == []
+    assert load_fgdi_checkpoint(model, str(tmp_path / "authors.pth")) == []
     images = torch.randn(2, 3, *SIZE)
     torch.testing.assert_close(_features(model, images), _features(source, images), atol=0, rtol=0)
 
@@ -51,7 +51,7 @@ def test_clipreid_checkpoint_with_camera_embedding_gives_the_same_features(tmp_p
     source = _trained_like(build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False, num_cameras=6))
     torch.save({"module." + k: v for k, v in _as_clipreid(source.state_dict()).items()}, tmp_path / "clipreid.pth")
     model = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False, num_cameras=6)
-    kept = load_weights(model, str(tmp_path / "clipreid.pth"))
+    kept = load_fgdi_checkpoint(model, str(tmp_path / "clipreid.pth"))
     assert sorted(kept) == sorted(k for k in model.state_dict() if _domain_part(k))
     assert "promptlearner.dmctx" in kept and "dcgrl.fc1.weight" in kept
     images, camids = torch.randn(3, 3, *SIZE), torch.tensor([0, 5, 2])
@@ -65,18 +65,18 @@ def test_clipreid_checkpoint_with_camera_embedding_gives_the_same_features(tmp_p
 
     without_cameras = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False)
     with pytest.raises(ValueError, match=r"unexpected: cv_embed.*"):
-        load_weights(without_cameras, str(tmp_path / "clipreid.pth"))
+        load_fgdi_checkpoint(without_cameras, str(tmp_path / "clipreid.pth"))
     wrong_ids = build_fgdi("fgdi_tiny", 7, num_domains=2, pretrained=False, num_cameras=6)
     with pytest.raises(ValueError, match=r"classifier.weight: checkpoint \(5, 64\) vs model \(7, 64\)"):
-        load_weights(wrong_ids, str(tmp_path / "clipreid.pth"))
+        load_fgdi_checkpoint(wrong_ids, str(tmp_path / "clipreid.pth"))
 
 
 def test_position_embedding_is_resampled_from_the_checkpoints_grid():
     source = build_fgdi("fgdi_tiny", 3, pretrained=False)  # 64x32 -> 8x4 grid
     model = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))  # 6x6 grid
     with pytest.raises(ValueError, match=r"non-square grid of 32 positions.*ckpt_grid"):
-        load_weights(model, source.state_dict())
-    load_weights(model, source.state_dict(), ckpt_grid=(8, 4))
+        load_fgdi_checkpoint(model, source.state_dict())
+    load_fgdi_checkpoint(model, source.state_dict(), ckpt_grid=(8, 4))
     key = "image_encoder.visual.positional_embedding"
     expected = resize_pos_embed(source.state_dict()[key], (8, 4), (6, 6))
     torch.testing.assert_close(model.state_dict()[key], expected, atol=0, rtol=0)
@@ -95,7 +95,7 @@ def test_our_checkpoints_round_trip_through_torchreid(tmp_path):
     assert all(torch.equal(v, restored.state_dict()[k]) for k, v in source.state_dict().items())
 
     ours = build_fgdi("fgdi_tiny", 4, num_domains=2, pretrained=False)
-    assert load_weights(ours, path) == []
+    assert load_fgdi_checkpoint(ours, path) == []
     torch.testing.assert_close(_features(ours, images), _features(source, images), atol=0, rtol=0)
 
     extractor = torchreid.utils.FeatureExtractor("fgdi_tiny", model_path=path, image_size=SIZE, device="cpu")

@@ -12,12 +12,12 @@ import torchreid
 
 from tests.conftest import FIXTURES
 from tests.test_fgdi_engine import CONFIG
-from torchreid_fgdi.__main__ import build_config
 from torchreid_fgdi.config import ignored_by_fgdi, load_config
 from torchreid_fgdi.config_checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.export import export
 from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.training import build_config
 
 UPSTREAM = FIXTURES / "torchreid-upstream"
 needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="shared/fixtures/torchreid-upstream is not here")
@@ -82,7 +82,7 @@ def test_torchreids_engines_train_fgdi(tiny_root, tmp_path, loss):
 
 
 def _our_run(root, save_dir):
-    from torchreid_fgdi.__main__ import main
+    from torchreid_fgdi.training import main
 
     main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
     return save_dir / "checkpoints" / "stage3.pth"

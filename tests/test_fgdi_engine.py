@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchreid
 
-from torchreid_fgdi.__main__ import main
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.training import main
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "2", "fgdi.stage3_epochs", "2"]

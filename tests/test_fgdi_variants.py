@@ -10,8 +10,8 @@ import torch
 import torchreid
 
 from torchreid_fgdi.config import load_config, model_kwargs
-from torchreid_fgdi.models import VARIANTS, WeightsUnavailableError, build_fgdi, create_clip, load_weights
-from torchreid_fgdi.models.clip_weights import host_reachable
+from torchreid_fgdi.hub import host_reachable
+from torchreid_fgdi.models import VARIANTS, WeightsUnavailableError, build_fgdi, create_clip, load_fgdi_checkpoint
 
 # (x12 width + xproj width) of each registered backbone: the eval feature's size.
 FEATURE_DIMS = {
@@ -130,7 +130,7 @@ def test_eval_feature_is_the_concat_of_x12_and_xproj_before_or_after_the_bnnecks
 def test_a_vit_runs_at_any_input_size_with_its_position_embedding_resampled():
     built_small = build_fgdi("fgdi_tiny", 4, pretrained=False).eval()  # 64 x 32: an 8 x 4 grid
     built_large = build_fgdi("fgdi_tiny", 4, pretrained=False, image_size=(128, 64)).eval()
-    load_weights(built_large, built_small.state_dict(), ckpt_grid=(8, 4))  # resampled once, at load
+    load_fgdi_checkpoint(built_large, built_small.state_dict(), ckpt_grid=(8, 4))  # resampled once, at load
     images = torch.randn(2, 3, 128, 64)
     with torch.no_grad():
         torch.testing.assert_close(built_small(images), built_large(images))
@@ -139,7 +139,7 @@ def test_a_vit_runs_at_any_input_size_with_its_position_embedding_resampled():
 def test_a_resnet_runs_at_any_input_size_with_its_attention_pool_embedding_resampled():
     built_small = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(64, 32)).eval()  # a 4 x 2 grid
     built_large = build_fgdi("fgdi_rn50", 4, pretrained=False, image_size=(128, 64)).eval()
-    load_weights(built_large, built_small.state_dict(), ckpt_grid=(4, 2))
+    load_fgdi_checkpoint(built_large, built_small.state_dict(), ckpt_grid=(4, 2))
     images = torch.randn(2, 3, 128, 64)
     with torch.no_grad():
         torch.testing.assert_close(built_small(images), built_large(images))
@@ -166,9 +166,9 @@ def _same_parameters(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_weights_load_from_a_state_dict_an_open_clip_checkpoint_and_an_openai_jit_archive(tmp_path, monkeypatch):
+    from torchreid_fgdi.hub import sha256sum
     from torchreid_fgdi.models import clip_weights
     from torchreid_fgdi.models.variants import TINY_CLIP
-    from torchreid_fgdi.weights import sha256sum
 
     source, _ = create_clip(TINY_CLIP)
     source = source.half().float()  # OpenAI ships fp16: compare on fp16-representable values

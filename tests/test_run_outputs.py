@@ -16,15 +16,15 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.test_fgdi_engine import CONFIG, SHORT
 from torchreid_fgdi import export as export_module
-from torchreid_fgdi import search, weights
-from torchreid_fgdi.__main__ import main
+from torchreid_fgdi import hub, search
 from torchreid_fgdi.config import imagedata_kwargs, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.export import export
+from torchreid_fgdi.hub import WeightsUnavailableError
 from torchreid_fgdi.inference import FeatureExtractor, checkpoint_model_kwargs
-from torchreid_fgdi.models.clip_weights import WeightsUnavailableError
+from torchreid_fgdi.training import main
 
 STAGE_TERMS = {
     "stage1": {"loss", "id", "triplet", "acc", "lr"},
@@ -175,19 +175,19 @@ def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path, mo
 
 
 def test_released_weights_registry_downloads_checks_and_explains_offline(served, tmp_path, monkeypatch):
-    for name, entry in weights.REGISTRY.items():
+    for name, entry in hub.REGISTRY.items():
         assert entry.sha256 in entry.url and len(entry.sha256) == 64, name  # OpenAI's URLs carry it
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cache = tmp_path / "torch" / "hub" / "checkpoints"
     folder, url = served
     payload = b"weights" * 100
     (folder / "w.pth").write_bytes(payload)
-    entry = weights.ReleasedWeights(f"{url}/w.pth", weights.sha256sum(str(folder / "w.pth")), "w.pth", 700, "test")
-    monkeypatch.setitem(weights.REGISTRY, "test-weights", entry)
-    assert weights.get_weights("test-weights", quiet=True) == str(cache / "w.pth")
+    entry = hub.ReleasedWeights(f"{url}/w.pth", hub.sha256sum(str(folder / "w.pth")), "w.pth", 700, "test")
+    monkeypatch.setitem(hub.REGISTRY, "test-weights", entry)
+    assert hub.get_weights("test-weights", quiet=True) == str(cache / "w.pth")
     assert (cache / "w.pth").read_bytes() == payload
     with pytest.raises(KeyError, match="known: clip-rn101-openai"):
-        weights.get_weights("clip-vit-b99")
+        hub.get_weights("clip-vit-b99")
     with pytest.raises(WeightsUnavailableError) as err:  # no internet here
-        weights.get_weights("clip-vit-b16-openai")
+        hub.get_weights("clip-vit-b16-openai")
     assert f"put it at {cache / 'openai-clip-ViT-B-16.pt'} (sha256 5806e77c" in str(err.value)

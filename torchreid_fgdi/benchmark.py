@@ -1,11 +1,12 @@
 """Models side by side: on one set of configs, or over a whole cross-domain protocol.
 
-- ``python -m torchreid_fgdi.benchmark --configs A.yaml B.yaml [KEY VALUE ...]``: configs that
-  train and test on the same data, one column pair per config.
-- ``python -m torchreid_fgdi.benchmark --protocol p1 [--models fgdi osnet_ain_x1_0 ...]``: every
-  setting of the protocol (``configs/protocols/p1.yaml``, or each file of ``configs/protocols/p2/``)
-  merged with each model's ``configs/models/<model>.yaml``; one row per target (or per setting),
-  the average over the unseen targets, and the paper's reported numbers for fgdi beside them.
+- ``torchreid-fgdi-benchmark --configs A.yaml B.yaml [KEY VALUE ...]``: configs that train and
+  test on the same data, one column pair per config.
+- ``torchreid-fgdi-benchmark --protocol p1 [--models fgdi osnet_ain_x1_0 ...]``: every setting of
+  the protocol (``configs/protocols/p1.yaml``, or each file of ``configs/protocols/p2/``) merged
+  with each model's ``configs/models/<model>.yaml``; one row per target (or per setting), the
+  average over the unseen targets, and the paper's reported numbers for fgdi beside them.
+  ``configs/`` is the copy installed with the package unless ``--configs-dir`` names another.
 
 Every dataset is checked before anything trains. ``--collect`` reads the ``results.json`` that
 finished runs left in their ``data.save_dir`` instead of training. ``benchmark.md`` and
@@ -20,11 +21,12 @@ import json
 import os
 import os.path as osp
 
-from . import __main__ as cli
+from . import training
 from .config import load_config
 from .data.readiness import ensure_datasets
 from .evaluation import compare_tables, result_from_json
 
+PACKAGED_CONFIGS = osp.join(osp.dirname(osp.abspath(__file__)), "configs")  # package data; ./configs links to it
 MODELS = ("fgdi", "osnet_ain_x1_0", "osnet_x1_0", "resnet50")
 # CLIP-FGDI ViT-B/16 as its authors report it (mAP, Rank-1): README averages, Protocol-1 log per target.
 PAPER = {
@@ -80,20 +82,23 @@ def _jobs(args) -> list[tuple[str, str | None, list[str]]]:
     ]
 
 
-def main(argv=None) -> dict[str, dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> dict[str, dict]:
+    """Runs (or collects) every job and writes the side-by-side table; returns each model's results."""
+    parser = argparse.ArgumentParser(prog="torchreid-fgdi-benchmark", description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--configs", nargs="+", help="configs on the same data, one per model")
     what.add_argument("--protocol", help="p1, p2, p3, single (a file or folder under configs/protocols)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), help="model configs for --protocol")
-    parser.add_argument("--configs-dir", default="configs", help="holds models/ and protocols/")
+    parser.add_argument(
+        "--configs-dir", default=PACKAGED_CONFIGS, help="holds models/ and protocols/ (default: the installed configs)"
+    )
     parser.add_argument("--root", default="", help="root folder of the datasets (overrides every config)")
     parser.add_argument("--collect", action="store_true", help="read finished runs instead of training")
     parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
     parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding every config")
     args = parser.parse_intermixed_args(argv)
     if args.configs:
-        args.configs, more = cli.split_config_files(args.configs)
+        args.configs, more = training.split_config_files(args.configs)
         args.opts = more + args.opts
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
 
@@ -113,7 +118,7 @@ def main(argv=None) -> dict[str, dict]:
     runs: dict[str, dict] = {}
     source_rows = set()
     for (label, prefix, files), cfg in zip(jobs, cfgs):
-        results = _collected(cfg.data.save_dir) if args.collect else cli.main(["--config-file", *files, *opts])
+        results = _collected(cfg.data.save_dir) if args.collect else training.main(["--config-file", *files, *opts])
         for target, res in results.items():
             row = target if prefix is None else (prefix if len(results) == 1 else f"{prefix}/{target}")
             runs.setdefault(label, {})[row] = res

@@ -1,4 +1,4 @@
-"""`python -m torchreid_fgdi.export --weights CKPT --format onnx torchscript`: the image encoder for deployment.
+"""``torchreid-fgdi-export --weights CKPT --format onnx torchscript``: the image encoder for deployment.
 
 The exported graph is what `inference.FeatureExtractor` computes after its transform: the eval
 feature of a batch of transformed images, L2-normalised (input ``images``, N x 3 x H x W float32;
@@ -96,8 +96,9 @@ def export(model_path: str, out_dir: str, formats=FORMATS, config_file: str = ""
     return written
 
 
-def main(argv=None) -> dict[str, str]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> dict[str, str]:
+    """Exports in each format asked for; returns the written files by format."""
+    parser = argparse.ArgumentParser(prog="torchreid-fgdi-export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="a checkpoint, e.g. log/.../checkpoints/stage3.pth")
     parser.add_argument("--config-file", default="", help="the training config, if the checkpoint has none")
     parser.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS)

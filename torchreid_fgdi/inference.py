@@ -21,8 +21,8 @@ from . import config as config_lib
 from .checkpoint_file import read_checkpoint
 from .data.transforms import CLIP_FGDI, clip_fgdi_transforms
 from .evaluation import check_finite_features
-from .models import VARIANTS, load_weights
-from .models.checkpoints import load_torchreid_weights, read_state_dict
+from .models import VARIANTS, load_fgdi_checkpoint
+from .models.checkpoints import load_torchreid_checkpoint, read_state_dict
 from .models.clip_weights import tag_uses_quick_gelu
 from .models.variants import variant_weights
 
@@ -64,10 +64,10 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg, state))
-        load_weights(model, state, ckpt_grid=_trained_grid(model, cfg, state))
+        load_fgdi_checkpoint(model, state, ckpt_grid=_trained_grid(model, cfg, state))
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
-        load_torchreid_weights(model, state)
+        load_torchreid_checkpoint(model, state)
     return model.eval(), cfg
 
 

@@ -1,4 +1,4 @@
-"""`python -m torchreid_fgdi.search --query IMG [IMG ...] --gallery DIR --weights CKPT`: rank a folder.
+"""``torchreid-fgdi-search --query IMG [IMG ...] --gallery DIR --weights CKPT``: rank a folder.
 
 Every image under the gallery folder is ranked by cosine similarity to each query with a trained
 checkpoint's features. The result page (``index.html``, self-contained: thumbnails are embedded),
@@ -109,8 +109,9 @@ def write_png(ranking: list[dict], path: str) -> str:
     return atomic.write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Ranks the gallery for each query and writes the three result files; returns the ranking."""
+    parser = argparse.ArgumentParser(prog="torchreid-fgdi-search", description=__doc__.split("\n\n")[0])
     parser.add_argument("--query", nargs="+", required=True, help="query image(s)")
     parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
     parser.add_argument("--weights", required=True, help="a checkpoint, e.g. log/.../checkpoints/stage3.pth")

@@ -1,7 +1,13 @@
 """Models: the CLIP-FGDI network over open_clip's CLIP, its registered variants and checkpoint loading."""
 
-from .checkpoints import from_authors_state_dict, from_clipreid_state_dict, load_weights, to_authors_state_dict
-from .clip_weights import WeightsUnavailableError, create_clip
+from ..hub import WeightsUnavailableError
+from .checkpoints import (
+    from_authors_state_dict,
+    from_clipreid_state_dict,
+    load_fgdi_checkpoint,
+    to_authors_state_dict,
+)
+from .clip_weights import create_clip
 from .fgdi import FGDI
 from .heads import DomainClassifier, GradientReversal
 from .image_encoder import ResNetImageEncoder, ViTImageEncoder, build_image_encoder, resize_pos_embed
@@ -24,7 +30,7 @@ __all__ = [
     "create_clip",
     "from_authors_state_dict",
     "from_clipreid_state_dict",
-    "load_weights",
+    "load_fgdi_checkpoint",
     "resize_pos_embed",
     "to_authors_state_dict",
 ]

@@ -109,7 +109,9 @@ def fit_position_embeddings(model: nn.Module, state: Mapping, ckpt_grid: tuple[i
     return state
 
 
-def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, int] | None = None) -> list[str]:
+def load_fgdi_checkpoint(
+    model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, int] | None = None
+) -> list[str]:
     """Loads an FGDI, authors' or CLIP-ReID checkpoint (file or state dict) into `model`.
 
     Position embeddings are resampled from the checkpoint's grid to the model's; everything else
@@ -142,7 +144,7 @@ def load_weights(model: nn.Module, source: str | Mapping, ckpt_grid: tuple[int, 
     return kept
 
 
-def load_torchreid_weights(model: nn.Module, source: str | Mapping, skip_classifier: bool = False) -> list[str]:
+def load_torchreid_checkpoint(model: nn.Module, source: str | Mapping, skip_classifier: bool = False) -> list[str]:
     """Loads a torchreid model's checkpoint into `model`, every weight or nothing.
 
     torchreid's `load_pretrained_weights` skips whatever does not fit with a warning on stderr,

@@ -9,41 +9,16 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-import urllib.error
-import urllib.request
 import zipfile
 
 import open_clip
 import torch
 from torch import nn
 
-PROBE_TIMEOUT = 4.0
+from ..hub import REGISTRY, WeightsUnavailableError, get_weights, host_reachable, sha256sum
+
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
-
-
-class WeightsUnavailableError(RuntimeError):
-    """A pretrained tag that is neither cached nor downloadable from here."""
-
-
-def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
-    """Any HTTP answer counts; the probe runs in a thread because DNS lookups ignore socket timeouts."""
-    answered = threading.Event()
-
-    def probe() -> None:
-        try:
-            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-            answered.set()
-        except urllib.error.HTTPError:
-            answered.set()
-        except (OSError, ValueError):
-            pass
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return answered.is_set()
 
 
 def _hf_location(tag_cfg: dict) -> tuple[str, list[str]] | None:
@@ -73,16 +48,14 @@ def _cached_copy(tag_cfg: dict, cache_dir: str | None) -> str | None:
 
 
 def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
-    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.weights.REGISTRY`
+    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.hub.REGISTRY`
     (downloaded and checked once), or an open_clip tag for `arch`."""
-    from .. import weights as released  # it imports this module
-
     if os.path.isfile(weights):
         return weights
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
-    if weights in released.REGISTRY:
-        return released.get_weights(weights, cache_dir)
+    if weights in REGISTRY:
+        return get_weights(weights, cache_dir)
     tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
@@ -113,9 +86,7 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
 def tag_uses_quick_gelu(arch: str, weights: str | None) -> bool:
     """QuickGELU unless `weights` is an open_clip tag trained with GELU (OpenAI's weights and the
     authors' code use QuickGELU; a local file or a registered one is assumed to be OpenAI's)."""
-    from .. import weights as released
-
-    if not weights or os.path.isfile(weights) or weights in released.REGISTRY:
+    if not weights or os.path.isfile(weights) or weights in REGISTRY:
         return True
     return bool(open_clip.get_pretrained_cfg(arch, weights).get("quick_gelu", False))
 
@@ -134,10 +105,8 @@ TRUSTED_TORCHSCRIPT: set[str] = set()
 def _check_trusted_archive(path: str) -> None:
     """Loading a TorchScript archive runs the TorchScript code inside it, so only archives known by
     their sha256 are loaded: OpenAI's published CLIP files and those in `TRUSTED_TORCHSCRIPT`."""
-    from .. import weights as released
-
-    digest = released.sha256sum(path)
-    if digest not in TRUSTED_TORCHSCRIPT | {entry.sha256 for entry in released.REGISTRY.values()}:
+    digest = sha256sum(path)
+    if digest not in TRUSTED_TORCHSCRIPT | {entry.sha256 for entry in REGISTRY.values()}:
         raise ValueError(
             f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP files (sha256 {digest}); "
             "loading it would run the code it contains. Save its weights as a state dict on a machine you trust "

@@ -121,7 +121,7 @@ class FGDI(nn.Module):
         if grid is None:
             raise ValueError(
                 f"the checkpoint's position embedding has {rows} grid cells, which fit neither its recorded input "
-                "size nor a square grid: load it with torchreid_fgdi.models.load_weights(..., ckpt_grid=)"
+                "size nor a square grid: load it with torchreid_fgdi.models.load_fgdi_checkpoint(..., ckpt_grid=)"
             )
         encoder.use_grid(grid)
         return state
