@@ -1,4 +1,4 @@
-"""What a run leaves and what comes after it: logs, progress, plots, inference, search, export, weights."""
+"""What a run leaves and what comes after it: logs, progress, plots, inference, search, export."""
 
 import base64
 import contextlib
@@ -16,13 +16,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from tests.test_fgdi_engine import CONFIG, SHORT
 from torchreid_fgdi import export as export_module
-from torchreid_fgdi import hub, search
+from torchreid_fgdi import search
 from torchreid_fgdi.config import imagedata_kwargs, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.export import export
-from torchreid_fgdi.hub import WeightsUnavailableError
 from torchreid_fgdi.inference import FeatureExtractor, checkpoint_model_kwargs
 from torchreid_fgdi.training import main
 
@@ -172,22 +171,3 @@ def test_onnx_and_torchscript_exports_match_pytorch(tiny_root, run, tmp_path, mo
     with pytest.raises(RuntimeError, match="the onnx export differs from PyTorch .* not written"):
         export(str(run[0] / "checkpoints" / "stage3.pth"), str(tmp_path), ["onnx"])
     assert open(written["onnx"], "rb").read() == before and len(list(tmp_path.iterdir())) == 2
-
-
-def test_released_weights_registry_downloads_checks_and_explains_offline(served, tmp_path, monkeypatch):
-    for name, entry in hub.REGISTRY.items():
-        assert entry.sha256 in entry.url and len(entry.sha256) == 64, name  # OpenAI's URLs carry it
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cache = tmp_path / "torch" / "hub" / "checkpoints"
-    folder, url = served
-    payload = b"weights" * 100
-    (folder / "w.pth").write_bytes(payload)
-    entry = hub.ReleasedWeights(f"{url}/w.pth", hub.sha256sum(str(folder / "w.pth")), "w.pth", 700, "test")
-    monkeypatch.setitem(hub.REGISTRY, "test-weights", entry)
-    assert hub.get_weights("test-weights", quiet=True) == str(cache / "w.pth")
-    assert (cache / "w.pth").read_bytes() == payload
-    with pytest.raises(KeyError, match="known: clip-rn101-openai"):
-        hub.get_weights("clip-vit-b99")
-    with pytest.raises(WeightsUnavailableError) as err:  # no internet here
-        hub.get_weights("clip-vit-b16-openai")
-    assert f"put it at {cache / 'openai-clip-ViT-B-16.pt'} (sha256 5806e77c" in str(err.value)
