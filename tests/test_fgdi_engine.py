@@ -157,12 +157,19 @@ def test_bfloat16_test_features_are_float32_and_close_to_fp32(tiny_root):
     assert (got - want).norm() / want.norm() < 0.05
 
 
-def test_bfloat16_autocast_trains_on_cpu_and_fp16_needs_cuda(tiny_root):
-    engine = _engine(tiny_root, "fgdi.precision", "bf16")
+def _first_step_losses(engine, batch) -> dict:
     engine._enter("stage1")
     engine.model.train()
-    losses = engine.forward_backward(next(iter(engine.train_loader)))
-    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    return engine.forward_backward(batch)
+
+
+def test_bfloat16_autocast_trains_on_cpu_close_to_fp32_and_fp16_needs_cuda(tiny_root):
+    fp32, bf16 = _engine(tiny_root), _engine(tiny_root, "fgdi.precision", "bf16")  # the same initial weights
+    batch = next(iter(fp32.train_loader))
+    want, got = _first_step_losses(fp32, batch), _first_step_losses(bf16, batch)
+    assert got.keys() == want.keys() and got != want  # bf16 arithmetic ran
+    for term in ("loss", "id", "triplet"):
+        assert got[term] == pytest.approx(want[term], rel=0.05), term
     with pytest.raises(ValueError, match="fp16 needs CUDA; use bf16 or fp32"):
         _engine(tiny_root, "fgdi.precision", "fp16")
 
@@ -177,13 +184,14 @@ def test_command_line_trains_all_stages_and_tests_a_checkpoint(tiny_root, tmp_pa
     assert tested["synth_d"]["mAP"] == pytest.approx(results["synth_d"]["mAP"])
 
 
-def test_sync_bn_bnnecks_keep_their_checkpoint_layout(tiny_root):
-    plain, synced = _engine(tiny_root), _engine(tiny_root, "fgdi.sync_bn", "True")
+def test_sync_bn_bnnecks_keep_their_checkpoint_layout_and_one_process_trains_as_plain_bn(tiny_root):
+    plain, synced = _engine(tiny_root), _engine(tiny_root, "fgdi.sync_bn", "True")  # the same initial weights
     assert isinstance(synced.model.bottleneck, torch.nn.SyncBatchNorm)
     assert isinstance(synced.model.bottleneck_proj, torch.nn.SyncBatchNorm)
     assert synced.model.state_dict().keys() == plain.model.state_dict().keys()
+    assert not _changed(plain.model.state_dict(), synced.model.state_dict())  # and the same values
     assert not synced.model.bottleneck.bias.requires_grad  # still the frozen-bias BNNeck
-    synced._enter("stage1")
-    synced.model.train()
-    losses = synced.forward_backward(next(iter(synced.train_loader)))  # one process: plain batch norm
-    assert torch.isfinite(torch.tensor(losses["loss"]))
+    batch = next(iter(plain.train_loader))
+    want, got = _first_step_losses(plain, batch), _first_step_losses(synced, batch)
+    assert got == pytest.approx(want, rel=1e-6)  # one process: SyncBatchNorm is plain batch norm
+    assert not _changed(plain.model.state_dict(), synced.model.state_dict())  # and the step is the same
