@@ -1,5 +1,10 @@
-"""Each torchreid-pip breakage, shown without the fix (fresh interpreter) and fixed after import."""
+"""Each torchreid-pip breakage, shown with the fixes reverted and fixed after `compat.apply()`;
+`revert()` restores torchreid exactly and `apply()` installs the same fixes again."""
 
+import importlib
+import json
+import os
+import pickle
 import subprocess
 import sys
 
@@ -10,19 +15,103 @@ import torchreid
 
 import torchreid_fgdi  # noqa: F401
 from torchreid_fgdi import compat
+from torchreid_fgdi.evaluation import torchreid_rank
 
-SUBMODULE_IMPORTS = "import torchreid.data, torchreid.utils; from torchreid.utils import FeatureExtractor"
+# Runs in a fresh interpreter: which object every torchreid module binds to each name before
+# torchreid_fgdi is imported, with its fixes applied, after revert() and after apply() again.
+SNAPSHOTS = """
+import json, sys, torch, torchreid
+from torchreid.reid.data import sampler
+
+def bindings():
+    modules = {n: m for n, m in sys.modules.items() if n == "torchreid" or n.startswith("torchreid.")}
+    return {(n, a): v for n, m in modules.items() for a, v in vars(m).items()}
+
+def extras():
+    aliases = sorted(n for n in sys.modules if n.startswith("torchreid.") and not n.startswith("torchreid.reid"))
+    return aliases, set(torch.serialization.get_safe_globals()), list(sampler.AVAI_SAMPLERS)
+
+before, before_extras = bindings(), extras()
+import torchreid_fgdi
+from torchreid_fgdi import compat
+fixed, fixed_extras = bindings(), extras()
+changed = sorted(k for k in before if fixed[k] is not before[k])
+originals = {id(before[k]) for k in changed if callable(before[k])}
+compat.revert()
+after, after_extras = bindings(), extras()
+compat.apply()
+again = bindings()
+print(json.dumps({
+    "changed": [".".join(k) for k in changed],
+    "still_original": [".".join(k) for k, v in fixed.items() if id(v) in originals],
+    "fixed_aliases": fixed_extras[0],
+    "safe_globals_added": len(fixed_extras[1] - before_extras[1]),
+    "fixed_samplers": fixed_extras[2],
+    "not_restored": [".".join(k) for k in before if after[k] is not before[k]],
+    "extras_restored": [after_extras[0] == before_extras[0], after_extras[1] == before_extras[1],
+                        after_extras[2] == before_extras[2]],
+    "reapplied": [".".join(k) for k in sorted(k for k in before if again[k] is not before[k])],
+    "read_image_fixed": torchreid.utils.read_image is compat.read_image,
+}))
+"""
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def _python(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+
+def _torchreid_state() -> tuple:
+    """What revert() puts back besides module attributes: submodule aliases, safe globals, sampler names."""
+    aliases = sorted(n for n in sys.modules if n.startswith("torchreid.") and not n.startswith("torchreid.reid"))
+    safe = set(torch.serialization.get_safe_globals())
+    return aliases, safe, list(torchreid.reid.data.sampler.AVAI_SAMPLERS)
+
+
+def test_revert_restores_torchreid_exactly_and_apply_reinstalls_the_fixes():
+    run = _python(SNAPSHOTS)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    for public in (
+        "torchreid.reid.utils.read_image",
+        "torchreid.reid.utils.tools.read_image",
+        "torchreid.reid.data.datasets.dataset.read_image",
+        "torchreid.reid.utils.save_checkpoint",
+        "torchreid.reid.engine.engine.save_checkpoint",
+        "torchreid.reid.utils.load_pretrained_weights",
+        "torchreid.reid.utils.feature_extractor.load_pretrained_weights",
+        "torchreid.reid.models.build_model",
+        "torchreid.reid.utils.feature_extractor.build_model",
+        "torchreid.reid.metrics.evaluate_rank",
+        "torchreid.reid.metrics.rank.evaluate_rank",
+        "torchreid.reid.data.sampler.build_train_sampler",
+        "torchreid.reid.data.datamanager.build_train_sampler",
+        "torchreid.reid.data.datasets.image.market1501.glob",
+    ):
+        assert public in report["changed"], public
+    assert report["still_original"] == []  # no name anywhere in torchreid still holds a replaced function
+    assert "torchreid.data" in report["fixed_aliases"] and report["safe_globals_added"] > 0
+    assert "DomainBalancedIdentitySampler" in report["fixed_samplers"]
+    assert report["not_restored"] == [] and report["extras_restored"] == [True, True, True]
+    assert report["reapplied"] == report["changed"] and report["read_image_fixed"]
+
+
+def test_reverted_puts_back_the_aliases_safe_globals_and_sampler_names_then_reapplies():
+    fixed = _torchreid_state()
+    with compat.reverted():
+        aliases, safe, samplers = _torchreid_state()
+        assert aliases == [] and "DomainBalancedIdentitySampler" not in samplers
+        assert np.dtype not in safe and safe < fixed[1]
+        assert torchreid.utils.read_image is torchreid.reid.utils.tools.read_image is not compat.read_image
+    assert _torchreid_state() == fixed
+    assert torchreid.utils.read_image is compat.read_image
 
 
 def test_upstream_style_submodule_imports():
-    assert "No module named 'torchreid.data'" in _python(SUBMODULE_IMPORTS).stderr
-    fixed = _python("import torchreid_fgdi\n" + SUBMODULE_IMPORTS + "\nprint(FeatureExtractor.__name__)")
-    assert fixed.returncode == 0, fixed.stderr
-    assert fixed.stdout.strip() == "FeatureExtractor"
+    with compat.reverted(), pytest.raises(ModuleNotFoundError, match="No module named 'torchreid.data'"):
+        importlib.import_module("torchreid.data")
+    from torchreid.utils import FeatureExtractor
+
+    assert FeatureExtractor is torchreid.reid.utils.FeatureExtractor
 
 
 def _save_torchreid_checkpoint(path) -> str:
@@ -34,8 +123,8 @@ def _save_torchreid_checkpoint(path) -> str:
 
 def test_torchreid_loads_its_own_checkpoints(tmp_path):
     fpath = _save_torchreid_checkpoint(tmp_path)
-    unfixed = _python(f"import torchreid; torchreid.utils.load_checkpoint({fpath!r})")
-    assert "Weights only load failed" in unfixed.stderr
+    with compat.reverted(), pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        torchreid.utils.load_checkpoint(fpath)
     checkpoint = torchreid.utils.load_checkpoint(fpath)
     assert checkpoint["rank1"] == 0.5
     model = torch.nn.Linear(3, 2)
@@ -43,9 +132,30 @@ def test_torchreid_loads_its_own_checkpoints(tmp_path):
     assert torch.equal(model.weight, checkpoint["state_dict"]["weight"])
 
 
+def test_patched_save_checkpoint_leaves_the_previous_file_when_a_write_fails(tmp_path, monkeypatch):
+    fpath = _save_torchreid_checkpoint(tmp_path)
+    torchreid.utils.save_checkpoint({**torch.load(fpath, weights_only=True), "epoch": 1}, str(tmp_path), is_best=True)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+    assert sorted(before) == ["model-best.pth.tar", "model.pth.tar-1"]
+
+    def torn_save(obj, path):  # half a file written, then the storage goes away
+        with open(path, "wb") as f:
+            f.write(before["model.pth.tar-1"][: len(before["model.pth.tar-1"]) // 2])
+        raise OSError("the file server went away")
+
+    monkeypatch.setattr(torch, "save", torn_save)
+    state = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "epoch": 1, "rank1": 0.9, "optimizer": None}
+    for save in (torchreid.utils.save_checkpoint, torchreid.reid.engine.engine.save_checkpoint):
+        with pytest.raises(OSError):  # the storage's error (a WriteError if the disk is also full)
+            save(state, str(tmp_path), is_best=True)
+        assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before
+    monkeypatch.undo()
+    assert torchreid.utils.load_checkpoint(fpath)["rank1"] == 0.5
+
+
 def test_build_model_forwards_model_arguments():
-    unfixed = _python("import torchreid; torchreid.models.build_model('osnet_x0_25', 3, pretrained=False, x=1)")
-    assert "unexpected keyword argument 'x'" in unfixed.stderr
+    with compat.reverted(), pytest.raises(TypeError, match="unexpected keyword argument 'x'"):
+        torchreid.models.build_model("osnet_x0_25", 3, pretrained=False, x=1)
     model = torchreid.models.build_model("fgdi_tiny", 3, pretrained=False, num_domains=4, image_size=(32, 16))
     assert model.promptlearner.dmctx.shape[0] == 4 and model.image_encoder.grid_size == (4, 2)
 
@@ -55,15 +165,14 @@ def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
     q_pids, q_cams = np.array([0, 1, 2]), np.array([0, 1, 0])
     g_pids, g_cams = np.repeat(np.arange(6), 4), np.tile([0, 1, 1, 1], 6)  # 24 images; 23, 21, 23 usable
     distmat = rng.random((3, 24))
-    unfixed = _python(
-        "import numpy as np, torchreid\n"
-        f"d = np.array({distmat.tolist()})\n"
-        f"torchreid.metrics.evaluate_rank(d, np.array({q_pids.tolist()}), np.array({g_pids.tolist()}), "
-        f"np.array({q_cams.tolist()}), np.array({g_cams.tolist()}), use_cython=False)"
-    )
-    assert "inhomogeneous shape" in unfixed.stderr
-    cmc, mAP = compat.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
-    theirs = torchreid.metrics.evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, use_cython=False)
+    args = (distmat, q_pids, g_pids, q_cams, g_cams)
+    with compat.reverted():
+        with pytest.raises(ValueError, match="inhomogeneous shape"):
+            torchreid.metrics.evaluate_rank(*args, use_cython=False)
+        unpatched = torchreid_rank.evaluate_rank(*args)
+    cmc, mAP = torchreid_rank.evaluate_rank(*args)
+    assert np.array_equal(unpatched[0], cmc) and unpatched[1] == mAP  # the same with or without the fix
+    theirs = torchreid.metrics.evaluate_rank(*args, use_cython=False)
     assert np.array_equal(theirs[0][:21], cmc) and theirs[1] == mAP  # torchreid's engines get the fix too,
     assert len(theirs[0]) == 50 and np.isnan(theirs[0][21:]).all()  # and NaN where the gallery ends
     assert len(cmc) == 21
@@ -74,18 +183,39 @@ def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
     assert 0 < mAP <= 1
 
 
+# torchreid's own read_image, in a fresh interpreter with the fixes reverted; "ready" marks the end
+# of the imports, so the wait below measures only the read.
+UNFIXED_READ = """
+import sys
+import torchreid, torchreid_fgdi
+torchreid_fgdi.compat.revert()
+print("ready", flush=True)
+torchreid.utils.read_image(sys.argv[1])
+print("returned", flush=True)
+"""
+
+
 def test_a_corrupt_image_fails_with_its_path_instead_of_hanging(tmp_path):
     from PIL import Image
 
     bad, gray = tmp_path / "0001_c1s1_000151_01.jpg", tmp_path / "gray.png"
     bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
     Image.new("L", (4, 8)).save(gray)
-    code = f"import torchreid; torchreid.reid.data.datasets.dataset.read_image({str(bad)!r})"
+    reader = subprocess.Popen(
+        [sys.executable, "-u", "-c", UNFIXED_READ, str(bad)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
-        subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=5)
-        raise AssertionError("torchreid's read_image returned on a corrupt file")
-    except subprocess.TimeoutExpired:
-        pass  # torchreid retries forever
+        assert reader.stdout.readline().strip() == "ready"
+        with pytest.raises(subprocess.TimeoutExpired):  # torchreid retries forever
+            reader.wait(timeout=3)
+    finally:
+        reader.kill()
+    retries = reader.stdout.read()
+    reader.stdout.close()
+    assert retries.count(f'IOError incurred when reading "{bad}". Will redo.') > 1 and "returned" not in retries
     dataset = torchreid.data.ImageDataset([(str(bad), 0, 0)], [(str(gray), 0, 0)], [(str(gray), 0, 1)], verbose=False)
     with pytest.raises(compat.UnreadableImageError, match=r'cannot decode image ".*0001_c1s1_000151_01.jpg"'):
         dataset[0]

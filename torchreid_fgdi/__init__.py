@@ -1,5 +1,6 @@
 """CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models and
-engines into torchreid and applies the fixes in `torchreid_fgdi.compat`."""
+samplers into torchreid and applies the fixes in `torchreid_fgdi.compat` (`compat.apply()`, the
+only place the package changes torchreid or torch; `compat.revert()` undoes them)."""
 
 from . import compat
 

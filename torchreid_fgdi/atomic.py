@@ -15,11 +15,13 @@ import resource
 import shutil
 from collections.abc import Callable
 
+from .errors import FGDIError
+
 _TEMPORARY = re.compile(r"\.tmp\d+$")
 _ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
 
 
-class WriteError(OSError):
+class WriteError(FGDIError, OSError):
     """A file could not be written; the message says why and that the previous version is intact."""
 
 

@@ -14,8 +14,10 @@ from collections.abc import Mapping
 
 import torch
 
+from .errors import FGDIError
 
-class CheckpointError(ValueError):
+
+class CheckpointError(FGDIError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
 
 

@@ -22,6 +22,7 @@ from yacs.config import CfgNode as CN
 from .. import atomic
 from ..config import load_config_text
 from ..config_checks import flat_items
+from ..errors import FGDIError
 
 LOCK_FILE = ".run.lock"
 RUN_SUBFOLDERS = ("checkpoints", "model", "plots")  # a run's own; evaluation/ is another run's folder
@@ -49,7 +50,7 @@ TEST_SETTINGS = (
 RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(FGDIError, RuntimeError):
     """The run cannot use this folder or this checkpoint; nothing was written."""
 
 

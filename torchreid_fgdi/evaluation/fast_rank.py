@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..compat import usable_ranks
 from .distances import distance_matrix
+from .torchreid_rank import usable_ranks
 
 CHUNK = 256
 _CUHK03_REPEATS = 10

@@ -8,12 +8,13 @@ import numpy as np
 import torch
 import torchreid
 
-from .. import compat
+from ..errors import FGDIError
 from . import fast_rank
 from .distances import distance_matrix
+from .torchreid_rank import evaluate_rank
 
 
-class NonFiniteFeaturesError(FloatingPointError):
+class NonFiniteFeaturesError(FGDIError, FloatingPointError):
     """A model gave NaN or infinite features: any ranking of them would be meaningless."""
 
 
@@ -75,6 +76,6 @@ def evaluate_features(
         distmat_qq = distance_matrix(qf, qf, dist_metric, normalize_feature)
         distmat_gg = distance_matrix(gf, gf, dist_metric, normalize_feature)
         distmat = torchreid.utils.re_ranking(distmat, distmat_qq, distmat_gg)
-    rank = fast_rank.evaluate_rank if evaluator == "fast" else compat.evaluate_rank
+    rank = fast_rank.evaluate_rank if evaluator == "fast" else evaluate_rank
     cmc, mAP = rank(distmat, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
     return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}
