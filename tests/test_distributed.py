@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+
+# Each test trains through torchrun's child processes (each torchrun is given at most 180 s).
+pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.slow, pytest.mark.timeout(420)]
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "2"]

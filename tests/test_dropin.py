@@ -52,6 +52,7 @@ def _upstream(root, save_dir, *opts):
 
 
 @needs_upstream
+@pytest.mark.subprocess
 @pytest.mark.parametrize("loss", ["softmax", "triplet"])
 def test_torchreids_own_main_trains_fgdi_and_evaluates_the_result(tiny_root, tmp_path, loss):
     sampler = ["sampler.train_sampler", "RandomIdentitySampler"] if loss == "triplet" else []
@@ -103,6 +104,7 @@ def test_torchreids_feature_extractor_reads_an_fgdi_checkpoint_at_its_size(tiny_
 
 
 @needs_upstream
+@pytest.mark.subprocess
 def test_checkpoints_of_torchreids_main_load_in_our_extractor_and_export(tiny_root, tmp_path):
     _upstream(tiny_root, tmp_path / "run", "loss.name", "softmax")
     checkpoint = str(tmp_path / "run" / "model" / "model.pth.tar-1")

@@ -42,11 +42,13 @@ def _learns_sources_and_meets_a_shift(root, results) -> None:
     assert results["synth_d"]["mAP"] < 0.6 * np.mean([results[s]["mAP"] for s in SOURCES])
 
 
+@pytest.mark.slow
 def test_baseline_learns_the_sources_and_meets_a_shift_on_the_unseen_domain(demo):
     root, _, results = demo
     _learns_sources_and_meets_a_shift(root, results)
 
 
+@pytest.mark.slow
 def test_fgdi_trains_all_stages_learns_the_sources_and_beats_chance_unseen(demo, tmp_path):
     root, _, _ = demo
     results = main(["--config-file", FGDI_CONFIG, "--root", str(root / "data"), "data.save_dir", str(tmp_path)])
@@ -56,6 +58,7 @@ def test_fgdi_trains_all_stages_learns_the_sources_and_beats_chance_unseen(demo,
     assert stages == ["latest.pth", "stage1.pth", "stage2a.pth", "stage2b.pth", "stage3.pth"]
 
 
+@pytest.mark.slow
 def test_results_and_checkpoint_are_written(demo):
     _, save_dir, results = demo
     table = (save_dir / "results.md").read_text()

@@ -71,6 +71,8 @@ def _labels(cls_path: str, root: str, seed: str) -> str:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
 
 
+@pytest.mark.subprocess
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", ["cuhksysu", "cuhk02"])
 def test_identity_labels_do_not_depend_on_the_hash_seed(fake_root, name):
     root, _ = fake_root

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from torchreid_fgdi.data.datasets import parse_market_name
@@ -59,6 +60,8 @@ def test_domains_differ_in_global_style(tiny_root):
             assert np.abs(stats[a] - stats[b]).max() > 5, (a, b, stats[a], stats[b])
 
 
+@pytest.mark.subprocess
+@pytest.mark.timeout(120)
 def test_command_line_writes_requested_domains(tmp_path):
     out = subprocess.run(
         [
