@@ -10,6 +10,7 @@ from torchreid_fgdi.config import load_config
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.settings import FGDISettings
 from torchreid_fgdi.training import main
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
@@ -35,7 +36,7 @@ def _engine(root, *opts):
         train_sampler="DomainBalancedIdentitySampler",
     )
     model = build_fgdi("fgdi_tiny", dm.num_train_pids, num_domains=dm.num_train_domains, pretrained=False)
-    return ImageFGDIEngine(dm, model, settings=cfg.fgdi, use_gpu=False)
+    return ImageFGDIEngine(dm, model, settings=FGDISettings.from_node(cfg.fgdi), use_gpu=False)
 
 
 def _run(engine, save_dir):
@@ -86,15 +87,14 @@ def test_stage1_changes_only_the_image_side(tiny_root, tmp_path):
 
 def test_losses_fall(tiny_root):
     engine = _engine(tiny_root, "fgdi.stage2a_epochs", "20")  # a schedule still warm after 10 epochs
-    engine.stage = "stage1"
-    engine._enter("stage1")
+    engine.enter("stage1")
     batch = next(iter(engine.train_loader))
     engine.model.train()
     first = engine.forward_backward(batch)["loss"]
     for _ in range(5):
         last = engine.forward_backward(batch)["loss"]
     assert last < 0.8 * first, (first, last)
-    engine._enter("stage2a")
+    engine.enter("stage2a")
     summaries = [engine.train_prompts("stage2a") for _ in range(10)]
     assert summaries[-1]["loss"] < summaries[0]["loss"], [round(x["loss"], 3) for x in summaries]
 
@@ -158,7 +158,7 @@ def test_bfloat16_test_features_are_float32_and_close_to_fp32(tiny_root):
 
 
 def _first_step_losses(engine, batch) -> dict:
-    engine._enter("stage1")
+    engine.enter("stage1")
     engine.model.train()
     return engine.forward_backward(batch)
 

@@ -18,6 +18,7 @@ from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.augmix import OPERATIONS, AuthorsAugMix, sample_parameter
 from torchreid_fgdi.data.public import CUHKSYSU
 from torchreid_fgdi.data.transforms import clip_fgdi_transforms
+from torchreid_fgdi.engine import caches
 from torchreid_fgdi.models import build_fgdi
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -32,10 +33,10 @@ def test_cuhksysu_combineall_adds_no_identity(tmp_path):
 
 def test_torchreids_loop_leaves_frozen_parameters_frozen_and_without_gradients(tiny_root):
     engine = _engine(tiny_root)
-    engine._enter("stage1")
+    engine.enter("stage1")
     engine.epoch, engine.max_epoch = 0, 1
     engine.train(print_freq=1000)  # torchreid's Engine.train, which opens every layer by default
-    trainable = set(engine._params("stage1"))
+    trainable = set(engine.trained_parameters("stage1"))
     for name, param in engine.model.named_parameters():
         assert param.requires_grad == (name in trainable), name
         if name not in trainable:
@@ -112,13 +113,14 @@ def test_the_authors_protocol2_class_counts_add_rows_that_are_never_a_target(tin
     assert p3.market1501.train_distractors and p3.fgdi.num_classes == 0  # combined counts are the authors' own
     engine = _engine(tiny_root, "fgdi.num_classes", "40")
     engine.model = build_fgdi("fgdi_tiny", 40, num_domains=3, pretrained=False)  # 36 identities + 4 rows
-    invariant, relevant = engine.encode_prompts()
-    assert invariant.shape[0] == relevant.shape[0] == 40 and engine.pid_domains()[36:].eq(0).all()
+    rows = caches.row_dsetids(engine.train_loader.dataset.train, 40)
+    invariant, relevant = caches.prompt_features(engine.model, rows, engine.device)
+    assert invariant.shape[0] == relevant.shape[0] == 40 and rows[36:].eq(0).all()
 
 
 def test_stage2_order_is_fixed_per_stage_on_request_and_saved_for_resume(tiny_root, tmp_path):
     engine = _engine(tiny_root, "fgdi.prompt.reshuffle", "False")
-    engine._enter("stage2a")
+    engine.enter("stage2a")
     engine.train_prompts("stage2a")
     order = engine._prompt_order.clone()
     engine.train_prompts("stage2a")
@@ -128,7 +130,7 @@ def test_stage2_order_is_fixed_per_stage_on_request_and_saved_for_resume(tiny_ro
     resumed.resume(str(tmp_path / "checkpoints" / "latest.pth"))
     assert torch.equal(resumed._prompt_order, order)
     reshuffled = _engine(tiny_root)
-    reshuffled._enter("stage2a")
+    reshuffled.enter("stage2a")
     reshuffled.train_prompts("stage2a")
     assert reshuffled._prompt_order is None
 

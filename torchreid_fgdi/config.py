@@ -13,6 +13,7 @@ import yaml
 from yacs.config import CfgNode as CN
 
 from .config_checks import ConfigError, check_config, flat_items, get, typed_overrides
+from .settings import FGDISettings
 
 
 def get_default_config() -> CN:
@@ -384,16 +385,10 @@ def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
 def fgdi_engine_kwargs(cfg: CN) -> dict:
     """`ImageFGDIEngine` arguments beyond the data manager and the model."""
     return {
-        "settings": cfg.fgdi,
+        "settings": FGDISettings.from_node(cfg.fgdi),
         "use_gpu": cfg.use_gpu,
         "plots": cfg.test.plots,
         "plot_queries": cfg.test.plot_queries,
         "evaluator": cfg.test.evaluator,
         "config_text": cfg.dump(),
     }
-
-
-def fgdi_run_kwargs(cfg: CN) -> dict:
-    """`ImageFGDIEngine.run` arguments: torchreid's, minus the epoch keys the stages replace."""
-    replaced = ("max_epoch", "start_epoch", "fixbase_epoch", "open_layers", "start_eval")
-    return {k: v for k, v in engine_run_kwargs(cfg).items() if k not in replaced}

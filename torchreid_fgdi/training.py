@@ -27,10 +27,11 @@ from .checkpoint_file import CheckpointError, read_checkpoint
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
 from .engine import ImageFGDIEngine, build_engine, distributed, schedules
-from .engine.fgdi import checkpoint_progress, continue_from, newest_checkpoint
+from .engine.checkpointing import checkpoint_progress, continue_from, newest_checkpoint
 from .engine.run_folder import Progress, RunFolder, check_data, check_resume, recorded_config
 from .models import FGDI, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint
+from .settings import FGDISettings
 
 
 def _split_words(words: list[str], belongs) -> tuple[list[str], list[str]]:
@@ -202,7 +203,11 @@ def checked_resume(cfg: CN, fingerprint: str, folder: RunFolder, fgdi: bool) -> 
     if resume:
         state = read_checkpoint(resume, mmap=True)
         recorded = recorded_config(state, resume)
-        progress = checkpoint_progress(state, recorded.fgdi) if fgdi else _torchreid_progress(state, recorded)
+        progress = (
+            checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi))
+            if fgdi
+            else _torchreid_progress(state, recorded)
+        )
         check_resume(recorded, cfg, progress, resume)
         check_data(state.get("data"), fingerprint, resume)
     if not cfg.test.evaluate and distributed.is_main():
@@ -251,5 +256,5 @@ def run_fgdi(cfg: CN, datamanager: DomainImageDataManager, model: FGDI, folder: 
         state = engine.resume(resume)
         if distributed.is_main():
             continue_from(state, resume, cfg.data.save_dir)
-    engine.run(**{**config_lib.fgdi_run_kwargs(cfg), "save_dir": output_dir(cfg)})
+    engine.run(**{**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)})
     return getattr(engine, "test_results", {})

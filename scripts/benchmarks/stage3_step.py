@@ -21,6 +21,7 @@ import torch
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.settings import FGDISettings
 
 NUM_IDS, NUM_DOMAINS = 64, 3
 
@@ -32,10 +33,9 @@ def _engine(variant: str, image_size, precision: str) -> ImageFGDIEngine:
         train_loader=SimpleNamespace(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=NUM_IDS
     )
     model = build_fgdi(variant, NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False, image_size=image_size)
-    settings = load_config(opts=["fgdi.precision", precision]).fgdi
+    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi)
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
-    engine.stage = "stage3"
-    engine._enter("stage3")
+    engine.enter("stage3")
     return engine
 
 

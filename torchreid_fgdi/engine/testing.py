@@ -53,6 +53,7 @@ class MultiTargetTestMixin:
         self.set_model_mode("eval")
         device = torch.device("cuda" if self.use_gpu else "cpu")
         self.test_results = {}
+        run_log = RunLog(save_dir, self.writer)
         split_ids = getattr(self.datamanager, "test_split_ids", lambda name: None)
         for name, loaders in self.test_loader.items():
             evaluate = functools.partial(
@@ -102,7 +103,7 @@ class MultiTargetTestMixin:
                     topk=visrank_topk,
                 )
             cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
-            RunLog(save_dir, self.writer).log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
+            run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
         table = format_table(self.test_results, self.datamanager.sources)
         table += format_split_table(self.test_results)
         print(table)

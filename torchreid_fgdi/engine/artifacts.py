@@ -1,0 +1,60 @@
+"""What a run leaves to look at beside its results: the loss curves and the domain-mixing plot."""
+
+from __future__ import annotations
+
+import os.path as osp
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+
+from .. import atomic
+from ..evaluation import plots
+from .run_log import latest, read_metrics
+
+
+def domain_features(
+    datamanager, extract: Callable[[torch.Tensor], torch.Tensor], device: torch.device, per_domain: int = 150
+) -> tuple[torch.Tensor, list[str]]:
+    """Test features (`extract`) of up to `per_domain` images of every source (training images)
+    and every unseen target (query images), with the domain name of each."""
+    dm, subsets = datamanager, []
+    train = dm.train_loader_test.dataset
+    for d, name in enumerate(dm.sources):
+        subsets.append((name, train, [i for i, item in enumerate(dm.train_items) if item[3] == d]))
+    for name in dm.targets:
+        if name not in dm.sources:
+            query = dm.test_loader[name]["query"].dataset
+            subsets.append((name, query, list(range(len(query)))))
+    feats, labels = [], []
+    for name, dataset, rows in subsets:
+        rows = [rows[i] for i in np.linspace(0, len(rows) - 1, min(per_domain, len(rows))).round().astype(int)]
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, rows), batch_size=dm.batch_size_test)
+        with torch.no_grad():
+            feats += [extract(batch["img"].to(device)).cpu() for batch in loader]
+        labels += [name] * len(rows)
+    return torch.cat(feats), labels
+
+
+def save_domain_features(feats: torch.Tensor, labels: list[str], save_dir: str, title: str) -> None:
+    atomic.save({"features": feats, "domains": labels}, _domain_features_path(save_dir, title))
+
+
+def write_plots(save_dir: str, stage_names: Iterable[str]) -> list[str]:
+    """save_dir/plots: losses.png (per stage) and domains.png (PCA before / after stage 3), next
+    to the CMC curves and ranked queries the test wrote."""
+    folder = osp.join(save_dir, "plots")
+    rows = read_metrics(save_dir)
+    written = [plots.plot_losses({s: latest(rows, s) for s in stage_names}, osp.join(folder, "losses.png"))]
+    panels = {}
+    for title in ("before stage 3", "after stage 3"):
+        path = _domain_features_path(save_dir, title)
+        if osp.isfile(path):
+            saved = torch.load(path, weights_only=True)
+            panels[title] = (saved["features"], saved["domains"])
+    written.append(plots.plot_domains(panels, osp.join(folder, "domains.png")))
+    return [path for path in written if path]
+
+
+def _domain_features_path(save_dir: str, title: str) -> str:
+    return osp.join(save_dir, "plots", "features_" + title.replace(" ", "_") + ".pt")

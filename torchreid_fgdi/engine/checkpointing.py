@@ -1,0 +1,105 @@
+"""The engine's checkpoint files: which to resume, how far a run got, and which are known good."""
+
+from __future__ import annotations
+
+import os.path as osp
+import time
+
+from .. import atomic
+from ..checkpoint_file import CheckpointError, read_checkpoint
+from ..settings import FGDISettings
+from .run_folder import Progress
+from .stages import DONE, FGDI_STAGES, Stage, with_epochs
+
+
+class KnownGood:
+    """Which checkpoint files are known to hold good weights, for the advice after a NaN loss.
+
+    A file is confirmed once a complete epoch with finite losses has trained from it; a newer one
+    may already hold weights on their way to a NaN.
+    """
+
+    def __init__(self) -> None:
+        self.confirmed: list[str] = []  # oldest first
+        self.unconfirmed: list[str] = []  # written since
+        self.trained_from: list[str] = []  # the unconfirmed ones the current epoch started from
+
+    def epoch_started(self) -> None:
+        self.trained_from, self.unconfirmed = self.unconfirmed, []
+
+    def epoch_finished(self) -> None:
+        self.confirmed = [p for p in self.confirmed if p not in self.trained_from] + self.trained_from
+        self.trained_from = []
+
+    def written(self, paths: list[str]) -> None:
+        self.confirmed = [p for p in self.confirmed if p not in paths]
+        self.unconfirmed += paths
+
+    def names(self, writing=()) -> list[str]:
+        """The confirmed files (by name, in the checkpoint's folder) once `writing` is replaced."""
+        return [osp.basename(p) for p in self.confirmed if p not in writing]
+
+    def restore(self, path: str, names: list[str]) -> None:
+        """After resuming `path`, whose state recorded `names` as confirmed."""
+        folder = osp.dirname(path)
+        self.confirmed = [osp.join(folder, n) for n in names if n != osp.basename(path)]
+        self.unconfirmed, self.trained_from = [path], []
+
+    def advice(self) -> str:
+        doubtful = [p for p in dict.fromkeys(self.trained_from + self.unconfirmed) if osp.isfile(p)]
+        doubt = (
+            f" Not {', '.join(doubtful)}: no complete epoch has trained from it, so it may already hold the "
+            "damage (resuming it with a lower rate may work, but it is not known to be good)."
+            if doubtful
+            else ""
+        )
+        good = [p for p in self.confirmed if osp.isfile(p)]
+        if not good:
+            return f"no checkpoint is known to be good: start afresh with a lower learning rate.{doubt}"
+        return (
+            f"the newest checkpoint known to be good is {good[-1]}: continue with model.resume {good[-1]} and, "
+            f"e.g., a lower learning rate (the new rate applies to the rest of the run).{doubt}"
+        )
+
+
+def continue_from(state: dict, path: str, save_dir: str) -> str:
+    """Makes ``save_dir/checkpoints/latest.pth`` a copy of the checkpoint `state` read from `path`,
+    stamped as written now, so that ``model.resume auto`` after a kill continues this run, not a
+    checkpoint of the folder's earlier course (the diverging one a NaN recovery started over from,
+    or stage files of a longer run)."""
+    latest_path = osp.join(save_dir, "checkpoints", "latest.pth")
+    if osp.abspath(path) != osp.abspath(latest_path):
+        atomic.save({**state, "saved": time.time()}, latest_path)
+    return latest_path
+
+
+def checkpoint_progress(state: dict, settings: FGDISettings, table: tuple[Stage, ...] = FGDI_STAGES) -> Progress:
+    """How far the run of an engine checkpoint got, for checking a resume's changed epochs;
+    `settings`: the recorded config's."""
+    stages = with_epochs(table, settings.epochs)
+    names = [stage.name for stage in stages]
+    at = names.index(state["stage"]) if state["stage"] != DONE else len(names)
+    epochs = {}
+    for index, stage in enumerate(stages):
+        if index < at:  # over: every epoch ran
+            epochs[f"fgdi.{stage.name}_epochs"] = (True, stage.epochs)
+        else:  # under way (its epochs so far) or still to come
+            epochs[f"fgdi.{stage.name}_epochs"] = (False, state["stage_epoch"] if index == at else 0)
+    return Progress(finished=state["stage"] == DONE, epochs=epochs)
+
+
+def newest_checkpoint(folder: str, table: tuple[Stage, ...] = FGDI_STAGES) -> str:
+    """The checkpoint in `folder` written last (``latest.pth``, or a stage file when a kill came
+    between the two), skipping damaged files (each reported), or '' if there is none."""
+    found = []
+    order = (*(stage.name for stage in table), DONE)
+    for name in ("latest.pth", *(f"{s}.pth" for s in order[:-1])):
+        path = osp.join(folder, name)
+        if not osp.isfile(path):
+            continue
+        try:
+            state = read_checkpoint(path, mmap=True)
+            found.append(((state.get("saved", 0.0), order.index(state["stage"]), state["stage_epoch"]), path))
+        except (CheckpointError, KeyError, ValueError) as err:
+            print(f"=> model.resume auto: skipping {path}: {err}")
+    return max(found)[1] if found else ""

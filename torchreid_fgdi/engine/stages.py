@@ -1,0 +1,99 @@
+"""CLIP-FGDI as a table of stages, from which the engine derives its loop, parameters,
+optimizers, schedules, checkpoints and logs (docs/method.md).
+
+A stage is one row. Another method on the same model (CLIP-ReID's prompt stage then its image
+stage, say) is another table of these rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from ..settings import FGDISettings
+from . import schedules
+
+IMAGE = "image"  # batches of augmented images through the image encoder (torchreid's train loop)
+PROMPT = "prompt"  # the prompts on image features extracted once, un-augmented
+DONE = "done"  # the stage a finished run stands at
+IMAGE_ENCODER = ("image_encoder.", "bottleneck", "classifier", "cv_embed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    kind: str  # IMAGE or PROMPT
+    trains: tuple[str, ...]  # prefixes of the parameter names it trains; every other one is frozen
+    optimizer: str  # stages naming the same optimizer share it and its schedule (the authors' 1 and 3)
+    text_guided: bool = False  # IMAGE: adds the i2t and domain-guidance terms against the prompt features
+    domain_prompts: bool = False  # PROMPT: the domain prompts (plain classifier), else the identity prompts (GRL)
+    epochs: int = 0
+
+
+FGDI_STAGES = (
+    Stage("stage1", IMAGE, IMAGE_ENCODER, optimizer="image"),
+    Stage("stage2a", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="stage2a"),
+    Stage("stage2b", PROMPT, ("promptlearner.dmctx", "dc."), optimizer="stage2b", domain_prompts=True),
+    Stage("stage3", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
+)
+STAGE_NAMES = tuple(stage.name for stage in FGDI_STAGES)
+
+
+def with_epochs(table: Iterable[Stage], epochs: Mapping[str, int]) -> tuple[Stage, ...]:
+    """`table` with each stage's epochs from the settings (``fgdi.<stage>_epochs``)."""
+    missing = [stage.name for stage in table if stage.name not in epochs]
+    if missing:
+        raise KeyError(f"no epochs set for stage(s) {', '.join(missing)} (fgdi.<stage>_epochs)")
+    return tuple(dataclasses.replace(stage, epochs=int(epochs[stage.name])) for stage in table)
+
+
+def trained_by(model: torch.nn.Module, prefixes: Iterable[str], frozen=frozenset()) -> dict[str, torch.nn.Parameter]:
+    """The parameters a stage with these name prefixes trains (never those frozen when built)."""
+    prefixes = tuple(prefixes)
+    return {n: p for n, p in model.named_parameters() if n.startswith(prefixes) and n not in frozen}
+
+
+def build_optimizers(
+    model: torch.nn.Module, stages: tuple[Stage, ...], settings: FGDISettings, frozen=frozenset()
+) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LRScheduler]]:
+    """One Adam and schedule per optimizer name, as the authors build them: the image stages'
+    with a doubled bias rate and a warm-up multi-step schedule counted over all their epochs;
+    each prompt stage's with the prompt vectors and its domain classifier at separate rates and
+    a warm-up cosine over the stage."""
+    optimizers, schedulers = {}, {}
+    for name in dict.fromkeys(stage.optimizer for stage in stages):
+        sharing = [stage for stage in stages if stage.optimizer == name]
+        kind = {stage.kind for stage in sharing}
+        if len(kind) != 1:
+            raise ValueError(f"optimizer {name!r} is shared by stages of different kinds: {sorted(kind)}")
+        params = trained_by(model, sharing[0].trains, frozen)
+        if kind == {IMAGE}:
+            optimizers[name], schedulers[name] = _image_optimizer(params, settings)
+        else:
+            epochs = sum(stage.epochs for stage in sharing)
+            optimizers[name], schedulers[name] = _prompt_optimizer(params, sharing[0].trains, settings, epochs)
+    return optimizers, schedulers
+
+
+def _image_optimizer(params: dict, settings: FGDISettings):
+    s = settings.image
+    groups = [
+        {"params": [p for n, p in params.items() if "bias" not in n], "lr": s.lr},
+        {"params": [p for n, p in params.items() if "bias" in n], "lr": s.lr * s.bias_lr_factor},
+    ]
+    optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
+    return optimizer, schedules.image_scheduler(optimizer, s.milestones, s.gamma, s.warmup_factor, s.warmup_epochs)
+
+
+def _prompt_optimizer(params: dict, trains: tuple[str, ...], settings: FGDISettings, epochs: int):
+    """The first prefix names the prompt vectors, the rest their domain classifier."""
+    s = settings.prompt
+    vectors, classifier = trains[0], trains[1:]
+    groups = [
+        {"params": [p for n, p in params.items() if n.startswith(vectors)], "lr": s.lr},
+        {"params": [p for n, p in params.items() if n.startswith(classifier)], "lr": s.classifier_lr},
+    ]
+    optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
+    return optimizer, schedules.prompt_scheduler(optimizer, epochs, s.warmup_epochs, s.warmup_lr, s.min_lr)
