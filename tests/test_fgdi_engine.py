@@ -1,14 +1,18 @@
 """The three-stage engine: what each stage trains, that it learns, exact resume, cached prompts, CLI."""
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torchreid
 
+from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.stages import FGDI_STAGES, IMAGE, IMAGE_ENCODER, PROMPT, Stage
 from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.settings import FGDISettings
 from torchreid_fgdi.training import main
@@ -19,7 +23,7 @@ SHORT += ["fgdi.checkpoint_every", "1", "fgdi.prompt.batch_size", "32", "train.p
 IMAGE_SIDE = ("image_encoder.", "bottleneck.", "bottleneck_proj.", "classifier.", "classifier_proj.")
 
 
-def _engine(root, *opts):
+def _engine(root, *opts, table=FGDI_STAGES, epochs=None):
     cfg = load_config(CONFIG, ["data.root", root, "train.batch_size", "24", *SHORT, *opts])
     torchreid.utils.set_random_seed(cfg.train.seed)
     dm = DomainImageDataManager(
@@ -36,7 +40,10 @@ def _engine(root, *opts):
         train_sampler="DomainBalancedIdentitySampler",
     )
     model = build_fgdi("fgdi_tiny", dm.num_train_pids, num_domains=dm.num_train_domains, pretrained=False)
-    return ImageFGDIEngine(dm, model, settings=FGDISettings.from_node(cfg.fgdi), use_gpu=False)
+    settings = FGDISettings.from_node(cfg.fgdi)
+    if epochs is not None:
+        settings = dataclasses.replace(settings, epochs=epochs)
+    return ImageFGDIEngine(dm, model, settings=settings, use_gpu=False, table=table)
 
 
 def _run(engine, save_dir):
@@ -75,6 +82,38 @@ def test_each_stage_trains_exactly_its_parameters(finished):
     assert _changed(states["stage2b"], states["stage3"]) == image
     untouched = [k for k in keys if k.startswith(("text_encoder.", "promptlearner.token"))] + ["bottleneck.bias"]
     assert untouched and not _changed({k: states["stage1"][k] for k in untouched}, states["stage3"])
+
+
+def test_another_method_is_another_table(tiny_root, tmp_path):
+    """CLIP-ReID's two stages as rows: the loop, optimizers, checkpoints and logs follow the table."""
+    table = (
+        Stage("prompts", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="prompts"),
+        Stage("image", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
+    )
+    engine = _engine(tiny_root, table=table, epochs={"prompts": 2, "image": 1})
+    assert set(engine.optimizers) == {"prompts", "image"} and engine.max_epoch == 1
+    before = {k: v.clone() for k, v in engine.model.state_dict().items()}
+    _run(engine, tmp_path)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["image.pth", "latest.pth", "prompts.pth"]
+    prompts, image = _load(tmp_path / "checkpoints" / "prompts.pth"), _load(tmp_path / "checkpoints" / "image.pth")
+    keys = list(before)
+    assert _changed(before, prompts) == {k for k in keys if k.startswith(("promptlearner.clsctx", "dcgrl."))}
+    assert _changed(prompts, image) == {k for k in keys if k.startswith(IMAGE_SIDE)} - {
+        "bottleneck.bias",
+        "bottleneck_proj.bias",
+    }
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["group"], r["step"]) for r in rows if not r["group"].startswith("test/")] == [
+        ("prompts", 1),
+        ("prompts", 2),
+        ("image", 1),
+    ]
+    assert "i2t" in rows[2] and "guide" in rows[2]
+    other = torch.load(tmp_path / "checkpoints" / "prompts.pth", weights_only=True)
+    torch.save({**other, "stage": "stage2b"}, tmp_path / "fgdi.pth")
+    with pytest.raises(CheckpointError, match="at stage 'stage2b', which this engine's stages \\(prompts, image\\)"):
+        _engine(tiny_root, table=table, epochs={"prompts": 2, "image": 1}).resume(str(tmp_path / "fgdi.pth"))
 
 
 def test_stage1_changes_only_the_image_side(tiny_root, tmp_path):

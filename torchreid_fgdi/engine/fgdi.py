@@ -422,8 +422,12 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 f"{path} is not an FGDI engine checkpoint (no {', '.join(sorted(missing))}); "
                 "to start from its weights use model.load_weights instead of model.resume"
             )
-        if state["stage"] != DONE:
-            self.stage_row(state["stage"])  # a stage of this engine's table
+        names = [stage.name for stage in self.stages]
+        if state["stage"] not in (*names, DONE):
+            raise CheckpointError(
+                f"{path} is at stage {state['stage']!r}, which this engine's stages ({', '.join(names)}) do not "
+                "include: it was written by another method's engine"
+            )
         check_finite(state["state_dict"], path)
         check_data(state.get("data"), self.data_fingerprint, path)
         self.model.load_state_dict(state["state_dict"])
