@@ -26,15 +26,16 @@ from dataclasses import dataclass
 import torch
 
 from . import atomic
+from .errors import FGDIError
 
 PROBE_TIMEOUT = 4.0
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(FGDIError, RuntimeError):
     """Weights that are neither cached nor downloadable from here."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(FGDIError, ValueError):
     """A file whose sha256 (or size) is not the one published for it."""
 
 
