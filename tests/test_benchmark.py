@@ -7,6 +7,7 @@ import pytest
 
 from torchreid_fgdi.benchmark import main
 from torchreid_fgdi.config import load_config
+from torchreid_fgdi.errors import ConfigError
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "synthetic"
 FGDI, ABLATION = str(CONFIGS / "fgdi_tiny.yaml"), str(CONFIGS / "fgdi_tiny_stage1_only.yaml")
@@ -21,7 +22,7 @@ def test_derived_config_keeps_its_base_and_overrides_what_it_says(tmp_path):
     assert derived.data.save_dir != base.data.save_dir
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"_BASE_: {FGDI}\nfgdi:\n  stage_3_epochs: 2\n")
-    with pytest.raises(KeyError, match=r"'fgdi.stage_3_epochs' in .*bad.yaml; did you mean fgdi.stage3_epochs"):
+    with pytest.raises(ConfigError, match=r"'fgdi.stage_3_epochs' in .*bad.yaml; did you mean fgdi.stage3_epochs"):
         load_config(str(bad))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torchreid
 
+from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.training import main
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
@@ -71,11 +72,11 @@ def test_results_and_checkpoint_are_written(demo):
 
 def test_unknown_config_key_is_rejected_before_any_work(tmp_path):
     with pytest.raises(
-        KeyError, match="unknown config key 'train.max_epochs' in the command line; did you mean train.max_epoch"
+        ConfigError, match="unknown config key 'train.max_epochs' in the command line; did you mean train.max_epoch"
     ):
         main(["--config-file", CONFIG, "--root", str(tmp_path), "train.max_epochs", "3"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  sorces: [synth_a]\n")
-    with pytest.raises(KeyError, match="unknown config key 'data.sorces' in .*bad.yaml; did you mean data.sources"):
+    with pytest.raises(ConfigError, match="unknown config key 'data.sorces' in .*bad.yaml; did you mean data.sources"):
         main(["--config-file", str(bad), "--root", str(tmp_path)])
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]

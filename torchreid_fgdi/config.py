@@ -12,7 +12,8 @@ import os.path as osp
 import yaml
 from yacs.config import CfgNode as CN
 
-from .config_checks import ConfigError, check_config, flat_items, get, typed_overrides
+from .config_checks import check_config, flat_items, get, typed_overrides
+from .errors import ConfigError
 from .settings import FGDISettings
 
 

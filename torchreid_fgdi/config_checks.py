@@ -13,36 +13,33 @@ import difflib
 import math
 
 import torch
+from torchreid.reid.optim.lr_scheduler import AVAI_SCH
+from torchreid.reid.optim.optimizer import AVAI_OPTIMS
 from yacs.config import CfgNode as CN
 
-from .data.samplers import IDENTITY_SAMPLERS
+from . import compat
+from .data.datamanager import MIN_TEST_SPLITS, TRAIN_SAMPLERS
+from .data.samplers import IDENTITY_SAMPLERS, check_pk_batch
 from .data.transforms import TRANSFORMS
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the fix."""
-
+from .errors import ConfigError
+from .evaluation.ranking import EVALUATORS
+from .models.fgdi import LOSSES, NECK_FEATS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
 CHOICES = {
     "data.type": ("image",),
-    "loss.name": ("softmax", "triplet"),
+    "loss.name": LOSSES,
     "test.dist_metric": ("euclidean", "cosine"),
-    "test.evaluator": ("fast", "torchreid"),
-    "train.optim": ("adam", "amsgrad", "sgd", "rmsprop", "radam"),
-    "train.lr_scheduler": ("single_step", "multi_step", "cosine"),
-    "sampler.train_sampler": (
-        "RandomSampler",
-        "SequentialSampler",
-        "RandomIdentitySampler",
-        "RandomDomainSampler",
-        "RandomDatasetSampler",
-        "DomainBalancedIdentitySampler",
-    ),
+    "test.evaluator": EVALUATORS,
+    "train.optim": tuple(AVAI_OPTIMS),
+    "train.lr_scheduler": tuple(AVAI_SCH),
+    "sampler.train_sampler": TRAIN_SAMPLERS,
+    "sampler.train_sampler_t": TRAIN_SAMPLERS,
     "fgdi.precision": PRECISIONS,
     "fgdi.test_precision": PRECISIONS,
     "fgdi.guide_direction": ("paper", "authors"),
-    "fgdi.neck_feat": ("before", "after"),
+    "fgdi.neck_feat": NECK_FEATS,
     "fgdi.quick_gelu": (None, True, False),
 }
 # Closed intervals [low, high] (None: unbounded) for values whose meaning has limits.
@@ -57,6 +54,8 @@ RANGES = {
     "data.height": (16, None),
     "data.width": (16, None),
     "test.ranks": (1, 50),
+    "test.visrank_topk": (1, None),
+    "data.test_splits": (MIN_TEST_SPLITS, None),
 }
 NON_EMPTY = ("data.sources", "data.targets", "data.save_dir", "data.root", "test.ranks")
 NON_NEGATIVE = (
@@ -81,7 +80,6 @@ POSITIVE = (
     "sampler.num_instances",
     "data.height",
     "data.width",
-    "data.test_splits",
     "fgdi.checkpoint_every",
     "fgdi.image.lr",
     "fgdi.prompt.batch_size",
@@ -131,7 +129,7 @@ def check_keys(cfg: CN, keys, where: str) -> None:
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
-            raise KeyError(f"unknown config key {key!r} in {where}{hint}")
+            raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
 
 
 def decode(text):
@@ -213,8 +211,6 @@ def _name_error(kind: str, name: str, available, key: str) -> ConfigError:
 
 def check_config(cfg: CN) -> None:
     """Names, choices, ranges and the P x K batch, each against what the run will need."""
-    from . import compat
-
     models = compat.model_registry()
     if cfg.model.name not in models:
         raise _name_error("model", cfg.model.name, list(models), "model.name")
@@ -265,9 +261,5 @@ def check_config(cfg: CN) -> None:
             "pretrained): set model.load_weights to a trained checkpoint, or test.allow_untrained True to "
             "evaluate the initial weights on purpose"
         )
-    batch, k = cfg.train.batch_size, cfg.sampler.num_instances
-    if cfg.sampler.train_sampler in IDENTITY_SAMPLERS and batch % k:
-        raise ConfigError(
-            f"train.batch_size {batch} is not a multiple of sampler.num_instances (K) {k}: a P x K batch "
-            f"needs batch_size = P * K, e.g. {max(batch // k, 1) * k} or {(batch // k + 1) * k}"
-        )
+    if cfg.sampler.train_sampler in IDENTITY_SAMPLERS:
+        check_pk_batch(cfg.train.batch_size, cfg.sampler.num_instances)

@@ -10,11 +10,14 @@ import torch
 import torchreid
 
 from ..compat import UnreadableImageError
+from ..errors import ConfigError
 from .image_check import damaged_images, unreadable_images
 from .samplers import IDENTITY_SAMPLERS, DomainBalancedIdentitySampler
 from .transforms import CLIP_FGDI, clip_fgdi_transforms
 
 SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}
+TRAIN_SAMPLERS = tuple(dict.fromkeys([*torchreid.reid.data.sampler.AVAI_SAMPLERS, *SAMPLERS]))  # torchreid's, ours
+MIN_TEST_SPLITS = 1  # 1: torchreid's single split_id
 # Small targets the literature evaluates over their 10 random splits (torchreid generates them).
 SPLIT_TARGETS = ("prid", "grid", "viper", "ilids")
 
@@ -72,8 +75,11 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         seed: int = 0,
         **kwargs,
     ):
-        if test_splits < 1:
-            raise ValueError(f"test_splits must be >= 1, got {test_splits}")
+        if test_splits < MIN_TEST_SPLITS:
+            raise ConfigError(f"test_splits must be >= {MIN_TEST_SPLITS} (1: only split_id), got {test_splits}")
+        for name in (train_sampler, kwargs.get("train_sampler_t", "RandomSampler")):
+            if name not in TRAIN_SAMPLERS:
+                raise ConfigError(f"unknown train sampler {name!r}: choose one of {', '.join(TRAIN_SAMPLERS)}")
         self.root, self.test_splits, self.batch_size_test = root, test_splits, batch_size_test
         self._dataset_kwargs = {
             k: kwargs[k] for k in ("cuhk03_labeled", "cuhk03_classic_split", "market1501_500k") if k in kwargs
@@ -158,14 +164,14 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         if world_size == 1:
             return ours(self.train_items, batch_size, num_instances, seed=seed) if ours else None
         if batch_size % world_size:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the {world_size} processes")
+            raise ConfigError(f"batch_size {batch_size} must be a multiple of the {world_size} processes")
         if name == "RandomSampler":
             trainset = self.train_loader.dataset
             return torch.utils.data.DistributedSampler(
                 trainset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
             )
         if not ours and name != "RandomIdentitySampler":
-            raise ValueError(
+            raise ConfigError(
                 f"distributed training supports RandomSampler, RandomIdentitySampler and "
                 f"DomainBalancedIdentitySampler, not {name}"
             )
@@ -210,7 +216,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
 
     def _use_clip_fgdi_transforms(self, transforms: list, height: int, width: int) -> None:
         if len(transforms) > 1:
-            raise ValueError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
+            raise ConfigError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
         self.transform_tr, self.transform_te = clip_fgdi_transforms(height, width)
         self.train_loader.dataset.transform = self.transform_tr
         for loaders in self.test_loader.values():
@@ -265,12 +271,12 @@ def check_identity_batches(items: list, sampler: str, batch_size: int, num_insta
     counts = Counter(item[1] for item in items)
     most, needed = max(counts.values()), batch_size // num_instances
     if num_instances > most:
-        raise ValueError(
+        raise ConfigError(
             f"sampler.num_instances (K) {num_instances} is more than the images of every training identity "
             f"(at most {most}): no batch could hold K different images of one identity; choose K <= {most}"
         )
     if len(counts) < needed:
-        raise ValueError(
+        raise ConfigError(
             f"a batch of {batch_size} needs {needed} identities x K={num_instances} images, but the sources have "
             f"{len(counts)} identities: lower train.batch_size to at most {len(counts) * num_instances}"
         )

@@ -7,8 +7,20 @@ from collections import defaultdict
 
 from torch.utils.data import Sampler
 
+from ..errors import ConfigError
+
 # Samplers that draw P identities x K images per batch (train.batch_size must be a multiple of K).
 IDENTITY_SAMPLERS = ("RandomIdentitySampler", "DomainBalancedIdentitySampler")
+
+
+def check_pk_batch(batch_size: int, num_instances: int) -> None:
+    """Refuses a batch that is not P x K: a DataLoader would cut batches across identities."""
+    if batch_size % num_instances:
+        raise ConfigError(
+            f"train.batch_size {batch_size} is not a multiple of sampler.num_instances (K) {num_instances}: a P x K "
+            f"batch needs batch_size = P * K, e.g. {max(batch_size // num_instances, 1) * num_instances} or "
+            f"{(batch_size // num_instances + 1) * num_instances}"
+        )
 
 
 class DomainBalancedIdentitySampler(Sampler):
@@ -55,23 +67,22 @@ class DomainBalancedIdentitySampler(Sampler):
             pids_of_dsetid[dsetid if balance_domains else 0].add(pid)
         self.pids_of_dsetid = {dsetid: sorted(pids) for dsetid, pids in sorted(pids_of_dsetid.items())}
         num_domains = len(self.pids_of_dsetid)
-        if batch_size % num_instances:
-            raise ValueError(f"batch_size={batch_size} must be a multiple of num_instances={num_instances}")
+        check_pk_batch(batch_size, num_instances)
         num_pids = batch_size // num_instances
         if num_pids % num_domains:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size / num_instances = {num_pids} identities per batch cannot be split evenly over "
                 f"{num_domains} domains: choose batch_size = num_instances x a multiple of {num_domains}"
             )
         if num_pids % world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"{num_pids} identities per batch cannot be shared by {world_size} processes: choose batch_size = "
                 f"num_instances x a multiple of {world_size}"
             )
         self.pids_per_domain = num_pids // num_domains
         for dsetid, pids in self.pids_of_dsetid.items():
             if len(pids) < self.pids_per_domain:
-                raise ValueError(
+                raise ConfigError(
                     f"domain {dsetid} has {len(pids)} identities, fewer than the {self.pids_per_domain} a batch needs"
                 )
         self.batch_size = batch_size

@@ -13,6 +13,7 @@ from .text import PromptLearner, TextEncoder
 # torchreid's model contract for a training forward: 'softmax' -> ID logits, 'triplet' -> (logits,
 # features); lists stand for deep supervision (two classifiers, three features).
 LOSSES = ("softmax", "triplet")
+NECK_FEATS = ("before", "after")  # the eval feature: before (authors) or after the BNNecks
 
 
 class FGDI(nn.Module):
@@ -57,8 +58,8 @@ class FGDI(nn.Module):
         loss: str = "triplet",
     ):
         super().__init__()
-        if neck_feat not in ("before", "after"):
-            raise ValueError(f"neck_feat must be 'before' or 'after', got {neck_feat!r}")
+        if neck_feat not in NECK_FEATS:
+            raise ValueError(f"neck_feat must be one of {', '.join(NECK_FEATS)}, got {neck_feat!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)} (torchreid's model contract), got {loss!r}")
         self.loss = loss

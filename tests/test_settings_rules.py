@@ -1,0 +1,107 @@
+"""Settings rules: the config checker refuses what the modules that read a key would refuse, with
+messages naming the key and the fix; every config problem is a ConfigError; the plugin's errors
+share one base."""
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchreid
+
+import torchreid_fgdi
+from torchreid_fgdi import atomic, checkpoint_file, compat
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config_checks import CHOICES
+from torchreid_fgdi.data.datamanager import check_identity_batches
+from torchreid_fgdi.engine.run_folder import RunFolderError
+from torchreid_fgdi.errors import ConfigError, FGDIError
+from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features
+
+
+@pytest.mark.parametrize(
+    "key, bad, fix",
+    [
+        ("sampler.train_sampler_t", "RandomSampeler", "must be one of .*, DomainBalancedIdentitySampler; got"),
+        ("fgdi.beta", "1.5", "must be between 0.0 and 1.0, got 1.5"),
+        ("fgdi.beta", "-0.1", "must be between 0.0 and 1.0"),
+        ("fgdi.prompt.omega", "-0.5", "must be >= 0.0, got -0.5"),
+        ("test.visrank_topk", "0", "must be >= 1, got 0"),
+        ("data.test_splits", "0", "must be >= 1, got 0"),
+    ],
+)
+def test_each_rule_refuses_a_bad_value_naming_the_key_and_what_is_allowed(key, bad, fix):
+    with pytest.raises(ConfigError, match=f"{key} {fix}"):
+        load_config((), [key, bad])
+
+
+@pytest.mark.parametrize(
+    "key, edge", [("fgdi.beta", "0.0"), ("fgdi.beta", "1.0"), ("fgdi.prompt.omega", "0.0"), ("test.visrank_topk", "1")]
+)
+def test_the_rules_accept_their_bounds(key, edge):
+    cfg = load_config((), [key, edge])
+    assert cfg.test.visrank_topk >= 1 and 0 <= cfg.fgdi.beta <= 1
+
+
+def _items(num_pids: int, per_pid: int) -> list:
+    return [(f"{pid}_{i}.jpg", pid, i % 2, pid % 2) for pid in range(num_pids) for i in range(per_pid)]
+
+
+def test_every_sampler_the_checker_accepts_is_one_torchreid_builds_by_name():
+    for key in ("sampler.train_sampler", "sampler.train_sampler_t"):
+        for name in CHOICES[key]:
+            sampler = torchreid.reid.data.sampler.build_train_sampler(_items(8, 4), name, batch_size=8, num_instances=2)
+            assert len(list(iter(sampler))) > 0, name
+
+
+def test_every_choice_for_the_model_and_the_evaluation_is_one_they_accept():
+    for neck_feat in CHOICES["fgdi.neck_feat"]:
+        model = torchreid.models.build_model("fgdi_tiny", 3, pretrained=False, num_domains=1, neck_feat=neck_feat)
+        assert model.eval()(torch.zeros(1, 3, 64, 32)).shape == (1, 128)
+    with pytest.raises(ValueError, match="neck_feat must be one of before, after"):
+        torchreid.models.build_model("fgdi_tiny", 3, pretrained=False, num_domains=1, neck_feat="between")
+    for loss in CHOICES["loss.name"]:
+        assert torchreid.models.build_model("fgdi_tiny", 3, loss=loss, pretrained=False, num_domains=1).loss == loss
+    query = (torch.eye(3), np.arange(3), np.zeros(3, dtype=int))
+    gallery = (torch.eye(3), np.arange(3), np.ones(3, dtype=int))
+    for evaluator in CHOICES["test.evaluator"]:
+        assert evaluate_features(query, gallery, evaluator=evaluator)["mAP"] == 1.0
+
+
+def test_unknown_keys_and_unfillable_batches_are_config_errors_too():
+    with pytest.raises(ConfigError, match="unknown config key 'fgdi.bta' in the command line; did you mean fgdi.beta"):
+        load_config((), ["fgdi.bta", "0.2"])
+    with pytest.raises(ConfigError, match=r"sampler.num_instances \(K\) 5 is more than the images of every"):
+        check_identity_batches(_items(8, 4), "RandomIdentitySampler", batch_size=10, num_instances=5)
+    with pytest.raises(ConfigError, match="a batch of 40 needs 10 identities"):
+        check_identity_batches(_items(8, 4), "DomainBalancedIdentitySampler", batch_size=40, num_instances=4)
+    with pytest.raises(ConfigError, match=r"train.batch_size 10 is not a multiple of sampler.num_instances \(K\) 4"):
+        torchreid_fgdi.data.DomainBalancedIdentitySampler(_items(8, 4), batch_size=10, num_instances=4)
+
+
+@pytest.mark.parametrize(
+    "error, builtin",
+    [
+        (ConfigError, ValueError),
+        (checkpoint_file.CheckpointError, ValueError),
+        (atomic.WriteError, OSError),
+        (RunFolderError, RuntimeError),
+        (compat.UnreadableImageError, OSError),
+        (NonFiniteFeaturesError, FloatingPointError),
+    ],
+)
+def test_the_plugins_errors_share_one_base_and_keep_their_builtin_class(error, builtin):
+    with pytest.raises(FGDIError):
+        raise error("x")
+    with pytest.raises(builtin):
+        raise error("x")
+
+
+def test_the_data_layer_does_not_import_the_config_layer():
+    data = Path(torchreid_fgdi.__file__).parent / "data"
+    for path in sorted(data.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [alias.name for alias in node.names]
+                assert not any(n.split(".")[-1] in ("config", "config_checks") for n in names), path
