@@ -15,6 +15,7 @@ from torchreid_fgdi import atomic, checkpoint_file, compat
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config_checks import CHOICES
 from torchreid_fgdi.data.datamanager import check_identity_batches
+from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 from torchreid_fgdi.engine.run_folder import RunFolderError
 from torchreid_fgdi.errors import ConfigError, FGDIError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features
@@ -89,6 +90,7 @@ def test_unknown_keys_and_unfillable_batches_are_config_errors_too():
         (RunFolderError, RuntimeError),
         (compat.UnreadableImageError, OSError),
         (NonFiniteFeaturesError, FloatingPointError),
+        (DatasetsNotReadyError, FileNotFoundError),
     ],
 )
 def test_the_plugins_errors_share_one_base_and_keep_their_builtin_class(error, builtin):

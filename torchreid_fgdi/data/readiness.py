@@ -11,6 +11,7 @@ import os
 import os.path as osp
 from dataclasses import dataclass
 
+from ..errors import FGDIError
 from .name_checks import (
     DUKEMTMCREID_DIR,
     MARKET1501_DIR,
@@ -94,7 +95,7 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
-class DatasetsNotReadyError(FileNotFoundError):
+class DatasetsNotReadyError(FGDIError, FileNotFoundError):
     """Some dataset of the run is missing or incomplete under the data root."""
 
 
