@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-# Each test trains through torchrun's child processes (each torchrun is given at most 180 s).
-pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.slow, pytest.mark.timeout(420)]
+# Each test runs torchrun's child processes (each torchrun is given at most 180 s).
+pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.timeout(420)]
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "2"]
@@ -25,12 +25,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(root: str, save_dir: Path, *opts: str, config: str = CONFIG) -> subprocess.CompletedProcess:
+def _torchrun(
+    root: str, save_dir: Path, *opts: str, config: str = CONFIG, succeeds: bool = True
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
     cmd += ["-m", "torchreid_fgdi", "--config-file", config, "data.root", root, "data.save_dir", str(save_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd + list(opts), capture_output=True, text=True, env=env, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert (done.returncode == 0) == succeeds, done.stderr[-3000:]
     return done
 
 
@@ -38,6 +40,7 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
     first = tmp_path / "run"
     done = _torchrun(tiny_root, first, *SHORT)
@@ -59,6 +62,7 @@ def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
         torch.testing.assert_close(got[key], value, atol=1e-6, rtol=1e-6, msg=key)
 
 
+@pytest.mark.slow
 def test_two_processes_train_a_torchreid_baseline(tiny_root, tmp_path):
     baseline = str(Path(CONFIG).with_name("osnet_ain_x0_25.yaml"))
     _torchrun(tiny_root, tmp_path, "train.max_epoch", "2", "train.batch_size", "24", config=baseline)
@@ -67,6 +71,7 @@ def test_two_processes_train_a_torchreid_baseline(tiny_root, tmp_path):
     assert state and not any(k.startswith("module.") for k in state)  # loads into a plain model
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tiny_root, tmp_path):
     """Stage 1 with the ID loss off (the BNNecks, whose batch statistics are per rank, then leave the
     loss path) and no random augmentation: DDP over the ranks' shares, with the triplet loss mined
@@ -87,3 +92,12 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_root, t
             third = len(want) // 3
             want, got = torch.cat([want[:third], want[2 * third :]]), torch.cat([got[:third], got[2 * third :]])
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=key)
+
+
+def test_sync_bn_is_refused_on_cpu_processes_before_any_training(tiny_root, tmp_path):
+    """PyTorch's SyncBatchNorm synchronises only CUDA tensors: two CPU processes would silently train
+    with per-process statistics."""
+    done = _torchrun(tiny_root, tmp_path, *SHORT, "fgdi.sync_bn", "True", succeeds=False)
+    assert "fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes" in done.stderr
+    assert "Trained all stages" not in done.stdout
+    assert not (tmp_path / "checkpoints").exists()
