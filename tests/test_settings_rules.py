@@ -16,9 +16,9 @@ from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config_checks import CHOICES
 from torchreid_fgdi.data.datamanager import check_identity_batches
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
-from torchreid_fgdi.engine.run_folder import RunFolderError
 from torchreid_fgdi.errors import ConfigError, FGDIError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features
+from torchreid_fgdi.run_folder import RunFolderError
 
 
 @pytest.mark.parametrize(

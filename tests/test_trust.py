@@ -23,10 +23,10 @@ from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config_checks import ConfigError
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
-from torchreid_fgdi.engine.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
 from torchreid_fgdi.export import _write_checked, export
 from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.search import main as search
 from torchreid_fgdi.training import build_config, main, resume_path
 

@@ -21,11 +21,12 @@ from . import compat
 from .data.datamanager import MIN_TEST_SPLITS, TRAIN_SAMPLERS
 from .data.samplers import IDENTITY_SAMPLERS, check_pk_batch
 from .data.transforms import TRANSFORMS
+from .engine.losses import GUIDE_DIRECTIONS
+from .engine.precision import PRECISIONS, resolve_precision
 from .errors import ConfigError
 from .evaluation.ranking import EVALUATORS
 from .models.fgdi import LOSSES, NECK_FEATS
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
 CHOICES = {
     "data.type": ("image",),
@@ -38,7 +39,7 @@ CHOICES = {
     "sampler.train_sampler_t": TRAIN_SAMPLERS,
     "fgdi.precision": PRECISIONS,
     "fgdi.test_precision": PRECISIONS,
-    "fgdi.guide_direction": ("paper", "authors"),
+    "fgdi.guide_direction": GUIDE_DIRECTIONS,
     "fgdi.neck_feat": NECK_FEATS,
     "fgdi.quick_gelu": (None, True, False),
 }
@@ -252,9 +253,9 @@ def check_config(cfg: CN) -> None:
     unknown = [t for t in cfg.data.transforms if t not in TRANSFORMS]
     if unknown:
         raise ConfigError(_name_error("transform", unknown[0], TRANSFORMS, "data.transforms").args[0])
+    device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
     for key in ("fgdi.precision", "fgdi.test_precision"):
-        if get(cfg, key) == "fp16" and not (cfg.use_gpu and torch.cuda.is_available()):
-            raise ConfigError(f"{key} fp16 needs CUDA; use bf16 or fp32 on CPU")
+        resolve_precision(get(cfg, key), device, key)
     if cfg.test.evaluate and not cfg.model.load_weights and not cfg.test.allow_untrained:
         raise ConfigError(
             "test.evaluate True without model.load_weights would evaluate untrained weights (random, or only "

@@ -16,3 +16,7 @@ class FGDIError(Exception):
 class ConfigError(FGDIError, ValueError):
     """A setting (config key, command-line override or builder argument) that cannot work; the
     message names the key and the fix."""
+
+
+class RunFolderError(FGDIError, RuntimeError):
+    """The run cannot use this folder or this checkpoint; nothing was written."""

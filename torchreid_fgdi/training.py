@@ -27,10 +27,10 @@ from .checkpoint_file import CheckpointError, read_checkpoint
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
 from .engine import ImageFGDIEngine, build_engine, distributed, schedules
-from .engine.checkpointing import checkpoint_progress, continue_from, newest_checkpoint
-from .engine.run_folder import Progress, RunFolder, check_data, check_resume, recorded_config
+from .engine.checkpointing import Progress, check_data, checkpoint_progress, continue_from, newest_checkpoint
 from .models import FGDI, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint
+from .run_folder import RunFolder, check_resume, recorded_config
 from .settings import FGDISettings
 
 

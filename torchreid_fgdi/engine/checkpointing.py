@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import os.path as osp
 import time
+from dataclasses import dataclass, field
 
 from .. import atomic
 from ..checkpoint_file import CheckpointError, read_checkpoint
+from ..errors import RunFolderError
 from ..settings import FGDISettings
-from .run_folder import Progress
 from .stages import DONE, FGDI_STAGES, Stage, with_epochs
+
+
+@dataclass
+class Progress:
+    """Where a checkpoint stands: finished or not, and for each epoch key, whether its stage is
+    over and how many of its epochs ran."""
+
+    finished: bool
+    epochs: dict[str, tuple[bool, int]] = field(default_factory=dict)
+
+
+def check_data(recorded: str | None, current: str | None, checkpoint: str) -> None:
+    """Refuses to resume on training data other than the checkpoint's (same settings, other files)."""
+    if recorded and current and recorded != current:
+        raise RunFolderError(
+            f"the training images and labels under data.root differ from those {checkpoint} was trained on "
+            "(its data fingerprint does not match): resume on the same data, or start a new run in another "
+            "data.save_dir"
+        )
 
 
 class KnownGood:

@@ -11,19 +11,19 @@ import torchreid
 
 from .. import atomic
 from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
+from ..errors import FGDIError
 from ..settings import FGDISettings
 from . import artifacts, caches, distributed, progress, schedules
-from .checkpointing import KnownGood
+from .checkpointing import KnownGood, check_data
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
-from .run_folder import check_data
 from .run_log import RunLog
 from .stages import DONE, FGDI_STAGES, IMAGE, PROMPT, Stage, build_optimizers, trained_by, with_epochs
 from .testing import MultiTargetTestMixin
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FGDIError, FloatingPointError):
     """A NaN or Inf loss: training stops before the step is applied."""
 
 

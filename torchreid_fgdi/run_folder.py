@@ -15,14 +15,14 @@ import os.path as osp
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 
 from yacs.config import CfgNode as CN
 
-from .. import atomic
-from ..config import load_config_text
-from ..config_checks import flat_items
-from ..errors import FGDIError
+from . import atomic
+from .config import load_config_text
+from .config_checks import flat_items
+from .engine.checkpointing import Progress
+from .errors import RunFolderError
 
 LOCK_FILE = ".run.lock"
 RUN_SUBFOLDERS = ("checkpoints", "model", "plots")  # a run's own; evaluation/ is another run's folder
@@ -50,10 +50,6 @@ TEST_SETTINGS = (
 RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
 
 
-class RunFolderError(FGDIError, RuntimeError):
-    """The run cannot use this folder or this checkpoint; nothing was written."""
-
-
 def differences(old: CN, new: CN, ignore=LOGISTICS) -> dict[str, tuple]:
     """{key: (old value, new value)} for every key whose values differ, `ignore` aside."""
     before, after = flat_items(old), flat_items(new)
@@ -62,15 +58,6 @@ def differences(old: CN, new: CN, ignore=LOGISTICS) -> dict[str, tuple]:
 
 def _listing(changes: dict[str, tuple]) -> str:
     return "\n".join(f"  {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-
-
-@dataclass
-class Progress:
-    """Where a checkpoint stands: finished or not, and for each epoch key, whether its stage is
-    over and how many of its epochs ran."""
-
-    finished: bool
-    epochs: dict[str, tuple[bool, int]] = field(default_factory=dict)
 
 
 def check_resume(recorded: CN, cfg: CN, progress: Progress, checkpoint: str) -> dict[str, tuple]:
@@ -108,16 +95,6 @@ def recorded_config(state: dict, checkpoint: str) -> CN:
             "start from its weights with model.load_weights instead"
         )
     return load_config_text(state["config"], f"the config recorded in {checkpoint}")
-
-
-def check_data(recorded: str | None, current: str | None, checkpoint: str) -> None:
-    """Refuses to resume on training data other than the checkpoint's (same settings, other files)."""
-    if recorded and current and recorded != current:
-        raise RunFolderError(
-            f"the training images and labels under data.root differ from those {checkpoint} was trained on "
-            "(its data fingerprint does not match): resume on the same data, or start a new run in another "
-            "data.save_dir"
-        )
 
 
 class RunFolder:
