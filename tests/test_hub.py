@@ -8,6 +8,8 @@ import pytest
 from torchreid_fgdi import hub, weights
 from torchreid_fgdi.models import VARIANTS
 
+pytestmark = pytest.mark.timeout(60)  # a download that stalls fails here instead of holding the suite
+
 
 @pytest.fixture
 def torch_cache(tmp_path, monkeypatch):
