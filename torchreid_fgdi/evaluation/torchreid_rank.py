@@ -9,7 +9,7 @@ are capped at the smallest usable gallery here, so the CMC is shorter but exact.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from torchreid.reid import metrics
