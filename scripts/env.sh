@@ -6,7 +6,8 @@
 # and marked complete only at the end, so an interrupted install is redone, never half-used.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-key="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" | sha256sum | cut -c1-16)"
+# The version line too: the editable install's metadata records the version at install time.
+key="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" <(grep -h "^__version__" "$repo/torchreid_fgdi/__init__.py") | sha256sum | cut -c1-16)"
 cache="${TORCHREID_FGDI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/torchreid-fgdi}"
 venv="$cache/venv-$key"
 python="${PYTHON:-python3}"

@@ -57,7 +57,7 @@ print(json.dumps({
 
 
 def _python(code: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
 
 
 def _torchreid_state() -> tuple:
@@ -67,6 +67,7 @@ def _torchreid_state() -> tuple:
     return aliases, safe, list(torchreid.reid.data.sampler.AVAI_SAMPLERS)
 
 
+@pytest.mark.subprocess
 def test_revert_restores_torchreid_exactly_and_apply_reinstalls_the_fixes():
     run = _python(SNAPSHOTS)
     assert run.returncode == 0, run.stderr
@@ -195,6 +196,7 @@ print("returned", flush=True)
 """
 
 
+@pytest.mark.subprocess
 def test_a_corrupt_image_fails_with_its_path_instead_of_hanging(tmp_path):
     from PIL import Image
 

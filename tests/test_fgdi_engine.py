@@ -10,9 +10,10 @@ import torchreid
 
 from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.config import load_config
+from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
-from torchreid_fgdi.engine.stages import FGDI_STAGES, IMAGE, IMAGE_ENCODER, PROMPT, Stage
+from torchreid_fgdi.engine.stages import FGDI_STAGES, IMAGE, IMAGE_ENCODER, PROMPT, STAGE_NAMES, Stage
 from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.settings import FGDISettings
 from torchreid_fgdi.training import main
@@ -40,7 +41,7 @@ def _engine(root, *opts, table=FGDI_STAGES, epochs=None):
         train_sampler="DomainBalancedIdentitySampler",
     )
     model = build_fgdi("fgdi_tiny", dm.num_train_pids, num_domains=dm.num_train_domains, pretrained=False)
-    settings = FGDISettings.from_node(cfg.fgdi)
+    settings = FGDISettings.from_node(cfg.fgdi, STAGE_NAMES)
     if epochs is not None:
         settings = dataclasses.replace(settings, epochs=epochs)
     return ImageFGDIEngine(dm, model, settings=settings, use_gpu=False, table=table)
@@ -114,6 +115,24 @@ def test_another_method_is_another_table(tiny_root, tmp_path):
     torch.save({**other, "stage": "stage2b"}, tmp_path / "fgdi.pth")
     with pytest.raises(CheckpointError, match="at stage 'stage2b', which this engine's stages \\(prompts, image\\)"):
         _engine(tiny_root, table=table, epochs={"prompts": 2, "image": 1}).resume(str(tmp_path / "fgdi.pth"))
+    torch.save({**other, "stage": "done"}, tmp_path / "finished.pth")  # a finished run of the other table
+    with pytest.raises(CheckpointError, match="holds no state for the optimizer\\(s\\) stage2a, stage2b"):
+        _engine(tiny_root).resume(str(tmp_path / "finished.pth"))
+
+
+def test_a_table_the_engine_cannot_run_is_refused_before_training(tiny_root):
+    shared = (Stage("a", IMAGE, ("image_encoder.",), optimizer="x"), Stage("b", IMAGE, ("classifier",), optimizer="x"))
+    with pytest.raises(ConfigError, match="optimizer 'x' is shared by stages \\(a, b\\) that train different"):
+        _engine(tiny_root, table=shared, epochs={"a": 1, "b": 1})
+    prompts_only = (Stage("p", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="p"),)
+    with pytest.raises(ConfigError, match="needs an image stage"):
+        _engine(tiny_root, table=prompts_only, epochs={"p": 1})
+    with pytest.raises(ConfigError, match="no epochs set for stage\\(s\\) b"):
+        _engine(tiny_root, table=shared, epochs={"a": 1})
+    settings = FGDISettings.from_node(load_config().fgdi, STAGE_NAMES)  # the defaults: the paper's epochs
+    assert dict(settings.epochs) == {"stage1": 3, "stage2a": 120, "stage2b": 30, "stage3": 60}
+    with pytest.raises(TypeError):
+        settings.epochs["stage1"] = 5  # frozen settings: nothing changes them mid-run
 
 
 def test_stage1_changes_only_the_image_side(tiny_root, tmp_path):

@@ -77,7 +77,7 @@ def test_metrics_file_and_plain_text_log(run):
 
 def test_progress_bars_cover_every_stage_and_extraction_and_stay_quiet_off_a_terminal(run, capsys):
     _, stderr = run
-    for desc in ("stage1", "stage2 features", "stage2a", "stage2b", "stage3", "synth_d query", "synth_d gallery"):
+    for desc in ("stage1", "image features", "stage2a", "stage2b", "stage3", "synth_d query", "synth_d gallery"):
         assert f"{desc}: 100%" in stderr, desc
     assert "<00:00" in stderr  # the ETA column
     list(progress.track(range(3), "quiet"))  # pytest's captured stderr is not a terminal
@@ -90,8 +90,8 @@ def test_plots_are_written_at_the_end_of_the_run(run):
     sizes = {name: Image.open(plots / name).size for name in ("losses.png", "cmc.png", "domains.png")}
     assert sizes["losses.png"][0] > 3 * sizes["losses.png"][1]  # four stage panels side by side
     assert sizes["domains.png"][0] > 1.8 * sizes["domains.png"][1]  # before and after stage 3
-    before = torch.load(plots / "features_before_stage_3.pt", weights_only=True)
-    after = torch.load(plots / "features_after_stage_3.pt", weights_only=True)
+    before = torch.load(plots / "features_before_stage3.pt", weights_only=True)
+    after = torch.load(plots / "features_after_stage3.pt", weights_only=True)
     assert before["domains"] == after["domains"] and set(before["domains"]) == set(TARGETS)
     assert not torch.equal(before["features"], after["features"])  # stage 3 moved them
     for target in TARGETS:

@@ -70,7 +70,7 @@ def remove_temporaries(folder: str) -> list[str]:
     return stale
 
 
-def save(obj, path: str) -> str:
+def save(obj: object, path: str) -> str:
     """`torch.save`, atomically."""
     import torch
 

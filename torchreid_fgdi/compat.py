@@ -120,7 +120,9 @@ def _allow_numpy_scalars_in_checkpoints() -> None:
     _undo.append(undo)
 
 
-def build_model(name: str, num_classes: int, loss: str = "softmax", pretrained=True, use_gpu: bool = True, **kwargs):
+def build_model(
+    name: str, num_classes: int, loss: str = "softmax", pretrained: bool | str = True, use_gpu: bool = True, **kwargs
+):
     """torchreid's `build_model`, which also passes model arguments beyond its fixed list on.
 
     torchreid's `build_model` takes a fixed argument list, so a model that needs more than the
@@ -245,8 +247,14 @@ def _list_registered_samplers() -> None:
 
 
 def build_train_sampler(
-    data_source, train_sampler, batch_size=32, num_instances=4, num_cams=1, num_datasets=1, **kwargs
-):
+    data_source: list[tuple],
+    train_sampler: str,
+    batch_size: int = 32,
+    num_instances: int = 4,
+    num_cams: int = 1,
+    num_datasets: int = 1,
+    **kwargs,
+) -> torch.utils.data.Sampler:
     """torchreid's `build_train_sampler`, which also builds the samplers `register_sampler` added."""
     if train_sampler in _SAMPLERS:
         return _SAMPLERS[train_sampler](data_source, batch_size, num_instances)
@@ -262,16 +270,20 @@ def apply() -> None:
     if _undo is not None:
         return
     _undo = []
-    _alias_submodules()
-    _allow_numpy_scalars_in_checkpoints()
-    _replace(models.build_model, build_model)
-    _replace(tools.read_image, read_image)
-    _replace(torchtools.save_checkpoint, save_checkpoint)
-    _replace(torchtools.load_pretrained_weights, load_pretrained_weights)
-    _replace(sampler.build_train_sampler, build_train_sampler)
-    _list_registered_samplers()
-    _replace(metrics.evaluate_rank, for_torchreid_engines(metrics.evaluate_rank))
-    _dataset_folders_are_paths()
+    try:
+        _alias_submodules()
+        _allow_numpy_scalars_in_checkpoints()
+        _replace(models.build_model, build_model)
+        _replace(tools.read_image, read_image)
+        _replace(torchtools.save_checkpoint, save_checkpoint)
+        _replace(torchtools.load_pretrained_weights, load_pretrained_weights)
+        _replace(sampler.build_train_sampler, build_train_sampler)
+        _list_registered_samplers()
+        _replace(metrics.evaluate_rank, for_torchreid_engines(metrics.evaluate_rank))
+        _dataset_folders_are_paths()
+    except BaseException:
+        revert()  # all or nothing: a half-applied set would make apply() a no-op from then on
+        raise
 
 
 def revert() -> None:

@@ -8,11 +8,13 @@ builders, exactly as torchreid's own `scripts/main.py` does.
 from __future__ import annotations
 
 import os.path as osp
+from collections.abc import Sequence
 
 import yaml
 from yacs.config import CfgNode as CN
 
 from .config_checks import check_config, flat_items, get, typed_overrides
+from .engine.stages import EPOCH_KEYS, STAGE_NAMES
 from .errors import ConfigError
 from .settings import FGDISettings
 
@@ -214,7 +216,7 @@ def read_config_file(path: str, _reading: tuple[str, ...] = ()) -> dict:
     return _merged(merged, data)
 
 
-def load_config(config_files: str | list[str] = (), opts=()) -> CN:
+def load_config(config_files: str | Sequence[str] = (), opts: Sequence[str] = ()) -> CN:
     """Defaults, then each YAML file in order (e.g. a model config, then a protocol config), then
     `KEY VALUE` pairs; checked (`config_checks`) and frozen. ``{model}`` in ``data.save_dir``
     becomes ``model.name``, so one protocol config serves every model."""
@@ -360,7 +362,8 @@ def engine_run_kwargs(cfg: CN) -> dict:
 
 # torchreid settings the three-stage engine does not read, and what governs the same thing there.
 FGDI_GOVERNS = {
-    "train.max_epoch": "fgdi.stage1_epochs, fgdi.stage2a_epochs, fgdi.stage2b_epochs, fgdi.stage3_epochs",
+    "train.max_epoch": ", ".join(EPOCH_KEYS),
+    "train.open_layers": "the stage table: each stage trains its own parameters",
     "train.lr": "fgdi.image.lr (stages 1 and 3), fgdi.prompt.lr (stage 2)",
     "train.optim": "Adam, as the authors (fgdi.image.*, fgdi.prompt.*)",
     "train.weight_decay": "fgdi.image.weight_decay, fgdi.prompt.weight_decay",
@@ -386,7 +389,7 @@ def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
 def fgdi_engine_kwargs(cfg: CN) -> dict:
     """`ImageFGDIEngine` arguments beyond the data manager and the model."""
     return {
-        "settings": FGDISettings.from_node(cfg.fgdi),
+        "settings": FGDISettings.from_node(cfg.fgdi, STAGE_NAMES),
         "use_gpu": cfg.use_gpu,
         "plots": cfg.test.plots,
         "plot_queries": cfg.test.plot_queries,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+from collections.abc import Iterable
 
 import torch
 from torchreid.reid.optim.lr_scheduler import AVAI_SCH
@@ -23,6 +24,7 @@ from .data.samplers import IDENTITY_SAMPLERS, check_pk_batch
 from .data.transforms import TRANSFORMS
 from .engine.losses import GUIDE_DIRECTIONS
 from .engine.precision import PRECISIONS, resolve_precision
+from .engine.stages import EPOCH_KEYS
 from .errors import ConfigError
 from .evaluation.ranking import EVALUATORS
 from .models.fgdi import LOSSES, NECK_FEATS
@@ -64,10 +66,7 @@ NON_NEGATIVE = (
     "train.start_epoch",
     "train.fixbase_epoch",
     "data.workers",
-    "fgdi.stage1_epochs",
-    "fgdi.stage2a_epochs",
-    "fgdi.stage2b_epochs",
-    "fgdi.stage3_epochs",
+    *EPOCH_KEYS,
     "fgdi.image.warmup_epochs",
     "fgdi.prompt.warmup_epochs",
     "fgdi.num_cameras",
@@ -121,7 +120,7 @@ FASTREID_KEYS = {
 }
 
 
-def check_keys(cfg: CN, keys, where: str) -> None:
+def check_keys(cfg: CN, keys: Iterable[str], where: str) -> None:
     """Rejects keys the defaults do not have, naming the closest valid ones (or fast-reid's equivalent)."""
     valid = list(flat_items(cfg))
     for key in keys:
@@ -133,7 +132,7 @@ def check_keys(cfg: CN, keys, where: str) -> None:
             raise ConfigError(f"unknown config key {key!r} in {where}{hint}")
 
 
-def decode(text):
+def decode(text: object) -> object:
     """A value as yacs reads it: a string that is a Python literal becomes that literal (so
     ``3e-4``, which YAML leaves a string, is a number); other strings stay strings."""
     if not isinstance(text, str):
@@ -160,7 +159,7 @@ def _coerce_scalar(value, default):
     return value if type(value) is type(default) else None
 
 
-def coerce(key: str, value, default, where: str):
+def coerce(key: str, value: object, default: object, where: str) -> object:
     """`value` in the type of `default` (an int where a float is expected is widened, a single
     string where a list of strings is expected becomes a one-element list)."""
     if default is None:

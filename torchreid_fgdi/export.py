@@ -12,6 +12,7 @@ import argparse
 import functools
 import os.path as osp
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,7 @@ def _write_checked(tmp: str, fmt: str, module: torch.nn.Module, example: torch.T
     print(f"=> {fmt}: max |difference| to PyTorch {difference:.1e}")
 
 
-def export(model_path: str, out_dir: str, formats=FORMATS, config_file: str = "") -> dict[str, str]:
+def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, config_file: str = "") -> dict[str, str]:
     """Writes ``<out_dir>/<checkpoint name>.onnx`` / ``.torchscript.pt``; {format: path}.
 
     An export that differs from PyTorch by more than `TOLERANCE` raises and is not written (a

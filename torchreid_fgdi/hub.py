@@ -39,6 +39,13 @@ class ChecksumError(FGDIError, ValueError):
     """A file whose sha256 (or size) is not the one published for it."""
 
 
+class UnknownWeightsError(FGDIError, KeyError):
+    """A released-weights name the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     """Any HTTP answer counts; the probe runs in a thread because DNS lookups ignore socket timeouts."""
     answered = threading.Event()
@@ -157,6 +164,6 @@ def cache_dir() -> str:
 def get_weights(name: str, folder: str | None = None, quiet: bool = False) -> str:
     """The local path of registered weights `name`, downloaded and checked on first use."""
     if name not in REGISTRY:
-        raise KeyError(f"no released weights named {name!r}; known: {', '.join(sorted(REGISTRY))}")
+        raise UnknownWeightsError(f"no released weights named {name!r}; known: {', '.join(sorted(REGISTRY))}")
     entry = REGISTRY[name]
     return download(entry.url, osp.join(folder or cache_dir(), entry.filename), entry.sha256, entry.size, quiet)

@@ -15,6 +15,7 @@ import os.path as osp
 import socket
 import sys
 import time
+from collections.abc import Sequence
 
 from yacs.config import CfgNode as CN
 
@@ -22,6 +23,7 @@ from . import atomic
 from .config import load_config_text
 from .config_checks import flat_items
 from .engine.checkpointing import Progress
+from .engine.stages import EPOCH_KEYS
 from .errors import RunFolderError
 
 LOCK_FILE = ".run.lock"
@@ -37,7 +39,7 @@ LOGISTICS = (
 )
 # Keys a resumed run may change; they apply to the rest of the run (and the log lists them). torchreid's
 # schedulers restore their own milestones from a checkpoint, so only a baseline's base rate may change.
-EPOCHS = (*(f"fgdi.{stage}_epochs" for stage in ("stage1", "stage2a", "stage2b", "stage3")), "train.max_epoch")
+EPOCHS = (*EPOCH_KEYS, "train.max_epoch")
 LEARNING_RATES = (
     *(f"fgdi.image.{k}" for k in ("lr", "bias_lr_factor", "milestones", "gamma")),
     *(f"fgdi.prompt.{k}" for k in ("lr", "classifier_lr", "min_lr")),
@@ -50,7 +52,7 @@ TEST_SETTINGS = (
 RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
 
 
-def differences(old: CN, new: CN, ignore=LOGISTICS) -> dict[str, tuple]:
+def differences(old: CN, new: CN, ignore: Sequence[str] = LOGISTICS) -> dict[str, tuple]:
     """{key: (old value, new value)} for every key whose values differ, `ignore` aside."""
     before, after = flat_items(old), flat_items(new)
     return {k: (before.get(k), v) for k, v in after.items() if k not in ignore and before.get(k) != v}

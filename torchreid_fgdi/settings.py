@@ -7,7 +7,8 @@ explicit, typed values instead of a mutable yacs node. A field is named as its k
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -46,7 +47,7 @@ class PromptSettings:
 class FGDISettings:
     """``fgdi``: epochs per stage, loss weights, precision and checkpointing."""
 
-    epochs: Mapping[str, int]  # stage name -> epochs (the keys fgdi.<stage>_epochs)
+    epochs: Mapping[str, int]  # stage name -> epochs (the keys fgdi.<stage>_epochs), read-only
     label_smooth: float
     id_weight: float
     triplet_weight: float
@@ -60,9 +61,10 @@ class FGDISettings:
     prompt: PromptSettings
 
     @classmethod
-    def from_node(cls, fgdi: Mapping[str, Any]) -> FGDISettings:
-        """From a config's ``fgdi`` section (`config.get_default_config().fgdi` has the paper's values)."""
-        epochs = {key[: -len("_epochs")]: int(value) for key, value in fgdi.items() if key.endswith("_epochs")}
+    def from_node(cls, fgdi: Mapping[str, Any], stages: Iterable[str]) -> FGDISettings:
+        """From a config's ``fgdi`` section (`config.get_default_config().fgdi` has the paper's values)
+        with the epochs of each of `stages` (``fgdi.<stage>_epochs``)."""
+        epochs = MappingProxyType({name: int(fgdi[f"{name}_epochs"]) for name in stages})
         return cls(
             epochs=epochs,
             image=_fields(ImageOptimSettings, fgdi["image"]),

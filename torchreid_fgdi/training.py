@@ -28,6 +28,7 @@ from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
 from .engine import ImageFGDIEngine, build_engine, distributed, schedules
 from .engine.checkpointing import Progress, check_data, checkpoint_progress, continue_from, newest_checkpoint
+from .engine.stages import STAGE_NAMES
 from .models import FGDI, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint
 from .run_folder import RunFolder, check_resume, recorded_config
@@ -181,11 +182,8 @@ def _run(cfg: CN, folder: RunFolder) -> dict:
     if world > 1:
         device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    engine = build_engine(cfg, datamanager, trained, optimizer, scheduler)
+    engine = build_engine(cfg, datamanager, trained, optimizer, scheduler, fingerprint)
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
-    engine.evaluator = cfg.test.evaluator
-    engine.plots, engine.plot_queries = cfg.test.plots, cfg.test.plot_queries
-    engine.config_text, engine.data_fingerprint = cfg.dump(), fingerprint
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
 
@@ -204,7 +202,7 @@ def checked_resume(cfg: CN, fingerprint: str, folder: RunFolder, fgdi: bool) -> 
         state = read_checkpoint(resume, mmap=True)
         recorded = recorded_config(state, resume)
         progress = (
-            checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi))
+            checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi, STAGE_NAMES))
             if fgdi
             else _torchreid_progress(state, recorded)
         )

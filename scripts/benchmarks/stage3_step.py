@@ -20,6 +20,7 @@ import torch
 
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.settings import FGDISettings
 
@@ -33,7 +34,7 @@ def _engine(variant: str, image_size, precision: str) -> ImageFGDIEngine:
         train_loader=SimpleNamespace(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=NUM_IDS
     )
     model = build_fgdi(variant, NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False, image_size=image_size)
-    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi)
+    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
     engine.enter("stage3")
     return engine

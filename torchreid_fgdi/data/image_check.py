@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
@@ -54,7 +55,7 @@ def _scan(check, paths, workers: int) -> dict[str, str]:
     return {path: why for path, why in zip(paths, problems) if why}
 
 
-def unreadable_images(paths, workers: int = 2) -> dict[str, str]:
+def unreadable_images(paths: Iterable[str], workers: int = 2) -> dict[str, str]:
     """{path: why} for every path PIL cannot fully decode (missing, empty, truncated, not an image).
 
     Decoding releases the GIL, so threads scan in parallel.
@@ -62,6 +63,6 @@ def unreadable_images(paths, workers: int = 2) -> dict[str, str]:
     return _scan(_problem, paths, workers)
 
 
-def damaged_images(paths, workers: int = 2) -> dict[str, str]:
+def damaged_images(paths: Iterable[str], workers: int = 2) -> dict[str, str]:
     """{path: why} for files that are surely not whole images (seconds for a dataset, unlike a full decode)."""
     return _scan(_quick_problem, paths, workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import os.path as osp
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import FGDIError
@@ -104,7 +105,7 @@ def _present(root: str, path: str) -> bool:
     return osp.isfile(full) or (osp.isdir(full) and any(os.scandir(full)))
 
 
-def check_datasets(root: str, names) -> dict[str, str]:
+def check_datasets(root: str, names: Iterable[str]) -> dict[str, str]:
     """{name: 'found' | 'generated on first use' | 'not checked (unknown layout)' | 'missing: <paths>'}."""
     status = {}
     for name in dict.fromkeys(names):
@@ -127,7 +128,7 @@ def malformed_files(root: str, status: dict[str, str]) -> dict[str, list[str]]:
     return {name: listed for name, listed in problems.items() if listed}
 
 
-def ensure_datasets(root: str, names) -> None:
+def ensure_datasets(root: str, names: Iterable[str]) -> None:
     """Prints each dataset's status; raises `DatasetsNotReadyError` if any is missing (with layouts and
     sources) or has files torchreid would misread (each named)."""
     status = check_datasets(root, names)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+import torchreid
 
 from .. import atomic
 from ..evaluation import plots
@@ -14,7 +15,10 @@ from .run_log import latest, read_metrics
 
 
 def domain_features(
-    datamanager, extract: Callable[[torch.Tensor], torch.Tensor], device: torch.device, per_domain: int = 150
+    datamanager: torchreid.data.ImageDataManager,
+    extract: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    per_domain: int = 150,
 ) -> tuple[torch.Tensor, list[str]]:
     """Test features (`extract`) of up to `per_domain` images of every source (training images)
     and every unseen target (query images), with the domain name of each."""
@@ -40,14 +44,15 @@ def save_domain_features(feats: torch.Tensor, labels: list[str], save_dir: str, 
     atomic.save({"features": feats, "domains": labels}, _domain_features_path(save_dir, title))
 
 
-def write_plots(save_dir: str, stage_names: Iterable[str]) -> list[str]:
-    """save_dir/plots: losses.png (per stage) and domains.png (PCA before / after stage 3), next
-    to the CMC curves and ranked queries the test wrote."""
+def write_plots(save_dir: str, stage_names: Iterable[str], titles: Iterable[str]) -> list[str]:
+    """save_dir/plots: losses.png (per stage) and domains.png (a PCA panel per title whose domain
+    features were saved, e.g. before / after the text-guided stage), next to the CMC curves and
+    ranked queries the test wrote."""
     folder = osp.join(save_dir, "plots")
     rows = read_metrics(save_dir)
     written = [plots.plot_losses({s: latest(rows, s) for s in stage_names}, osp.join(folder, "losses.png"))]
     panels = {}
-    for title in ("before stage 3", "after stage 3"):
+    for title in titles:
         path = _domain_features_path(save_dir, title)
         if osp.isfile(path):
             saved = torch.load(path, weights_only=True)

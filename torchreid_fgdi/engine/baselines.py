@@ -45,8 +45,22 @@ class DistributedMixin:
         distributed.barrier()
         return rank1
 
-    config_text = ""  # the run's config (cfg.dump()): checkpoints record it, so a resume can be checked
-    data_fingerprint = None  # the training list's (`DomainImageDataManager.fingerprint`), likewise
+    def __init__(
+        self,
+        *args,
+        evaluator: str = "fast",
+        plots: bool = True,
+        plot_queries: int = 4,
+        config_text: str = "",
+        data_fingerprint: str | None = None,
+        **kwargs,
+    ):
+        """torchreid's engine arguments, plus ``test.evaluator`` / ``plots`` / ``plot_queries``, the
+        run's config (``cfg.dump()``) and the training list's fingerprint, which checkpoints record
+        so that a resume can be checked."""
+        super().__init__(*args, **kwargs)
+        self.evaluator, self.plots, self.plot_queries = evaluator, plots, plot_queries
+        self.config_text, self.data_fingerprint = config_text, data_fingerprint
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         """torchreid's checkpoint (same file, same keys), plus the run's config and data fingerprint."""

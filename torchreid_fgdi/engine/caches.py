@@ -6,6 +6,8 @@ encoded on rank 0 and broadcast, so every rank reads the same values.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 from . import distributed, progress
@@ -30,7 +32,7 @@ def image_features(
             pin_memory=loader.pin_memory,
         )
     feats, pids, dsetids = [], [], []
-    for data in progress.track(loader, "stage2 features"):
+    for data in progress.track(loader, "image features"):
         with autocast(precision, device):
             _, _, xproj = model.image_encoder(data["img"].to(device))
         feats.append(xproj.float().cpu())
@@ -41,7 +43,7 @@ def image_features(
     return rows["feats"].to(device), rows["pids"].to(device), rows["dsetids"].to(device)
 
 
-def row_dsetids(train_items, rows: int) -> torch.Tensor:
+def row_dsetids(train_items: Iterable[tuple], rows: int) -> torch.Tensor:
     """The source domain of each of `rows` classifier rows (rows past the identities, see
     ``fgdi.num_classes``: 0)."""
     dsetids = torch.zeros(rows, dtype=torch.long)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os.path as osp
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from .. import atomic
@@ -55,7 +56,7 @@ class KnownGood:
         self.confirmed = [p for p in self.confirmed if p not in paths]
         self.unconfirmed += paths
 
-    def names(self, writing=()) -> list[str]:
+    def names(self, writing: Collection[str] = ()) -> list[str]:
         """The confirmed files (by name, in the checkpoint's folder) once `writing` is replaced."""
         return [osp.basename(p) for p in self.confirmed if p not in writing]
 
@@ -98,6 +99,10 @@ def checkpoint_progress(state: dict, settings: FGDISettings, table: tuple[Stage,
     `settings`: the recorded config's."""
     stages = with_epochs(table, settings.epochs)
     names = [stage.name for stage in stages]
+    if state["stage"] not in (*names, DONE):
+        raise CheckpointError(
+            f"the checkpoint stands at stage {state['stage']!r}, which these stages ({', '.join(names)}) do not include"
+        )
     at = names.index(state["stage"]) if state["stage"] != DONE else len(names)
     epochs = {}
     for index, stage in enumerate(stages):

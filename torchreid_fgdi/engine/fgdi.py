@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os.path as osp
 import time
+from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +12,7 @@ import torchreid
 
 from .. import atomic
 from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
-from ..errors import FGDIError
+from ..errors import ConfigError, FGDIError
 from ..settings import FGDISettings
 from . import artifacts, caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
@@ -68,7 +69,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
 
     def __init__(
         self,
-        datamanager,
+        datamanager: torchreid.data.ImageDataManager,
         model: torch.nn.Module,
         settings: FGDISettings,
         use_gpu: bool = True,
@@ -87,6 +88,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.precision = resolve_precision(settings.precision, self.device)
         self.test_precision = resolve_precision(settings.test_precision, self.device, "fgdi.test_precision")
         model.loss = "triplet"  # the steps read (logits, features), whatever torchreid's build_model was given
+        if not any(stage.kind == IMAGE for stage in self.stages):
+            raise ConfigError("a stage table needs an image stage: it trains the features the test ranks by")
         if settings.sync_bn:
             model = _sync_bnnecks(model, self.device)
         self.model = model.to(self.device)
@@ -259,7 +262,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         start_epoch: int = 0,
         print_freq: int = 10,
         fixbase_epoch: int = 0,
-        open_layers=None,
+        open_layers: str | list[str] | None = None,
         start_eval: int = 0,
         eval_freq: int = -1,
         test_only: bool = False,
@@ -268,7 +271,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         visrank: bool = False,
         visrank_topk: int = 10,
         use_metric_cuhk03: bool = False,
-        ranks=(1, 5, 10, 20),
+        ranks: Sequence[int] = (1, 5, 10, 20),
         rerank: bool = False,
     ) -> None:
         """Runs the stages from where the engine stands (the start, or a resumed checkpoint), then tests.
@@ -304,7 +307,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 set_rng_state(self._resume_rng)
                 self._resume_rng = None
             if stage.text_guided and self.stage_epoch == 0:
-                self._save_domain_features(save_dir, "before stage 3")
+                self._save_domain_features(save_dir, f"before {stage.name}")
             batches, unit = (len(self.train_loader), "batch") if stage.kind == IMAGE else (1, "epoch")
             with progress.bar(stage.name, (stage.epochs - self.stage_epoch) * batches, unit) as self._bar:
                 while self.stage_epoch < stage.epochs:
@@ -325,9 +328,11 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._test(test_kwargs)
         self.save_checkpoint(save_dir, self.stages[-1].name)
         if distributed.is_main():
-            self._save_domain_features(save_dir, "after stage 3")
+            guided = next((stage.name for stage in self.stages if stage.text_guided), "training")
+            self._save_domain_features(save_dir, f"after {guided}")
             if self.plots:
-                artifacts.write_plots(save_dir, [stage.name for stage in self.stages])
+                titles = (f"before {guided}", f"after {guided}")
+                artifacts.write_plots(save_dir, [stage.name for stage in self.stages], titles)
             self.writer.close()
 
     def _train_epoch(self, stage: Stage, print_freq: int) -> None:
@@ -372,7 +377,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         artifacts.save_domain_features(feats, labels, save_dir, title)
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def checkpoint_state(self, writing=()) -> dict:
+    def checkpoint_state(self, writing: Collection[str] = ()) -> dict:
         """Everything `resume` needs; `writing`: the files this state is about to replace."""
         return {
             "state_dict": self.model.state_dict(),
@@ -428,6 +433,12 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                 f"{path} is at stage {state['stage']!r}, which this engine's stages ({', '.join(names)}) do not "
                 "include: it was written by another method's engine"
             )
+        absent = sorted(set(self.optimizers) - set(state["optimizers"]))
+        if absent:
+            raise CheckpointError(
+                f"{path} holds no state for the optimizer(s) {', '.join(absent)} of this engine's stages: "
+                "it was written by another method's engine"
+            )
         check_finite(state["state_dict"], path)
         check_data(state.get("data"), self.data_fingerprint, path)
         self.model.load_state_dict(state["state_dict"])
@@ -449,7 +460,7 @@ def _sync_bnnecks(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
     """BNNecks as SyncBatchNorm (same parameters and state-dict keys). PyTorch synchronises batch
     statistics only on GPUs, so several CPU processes are refused."""
     if distributed.world_size() > 1 and device.type != "cuda":
-        raise ValueError("fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes")
+        raise ConfigError("fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes")
     for name in ("bottleneck", "bottleneck_proj"):
         setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(getattr(model, name)))
     return model

@@ -33,22 +33,3 @@ def track(iterable: Iterable, desc: str, unit: str = "batch") -> Iterator:
         for item in iterable:
             yield item
             b.update()
-
-
-class Counted:
-    """A DataLoader that advances `progress` per batch; everything else is the loader's, so
-    torchreid's ``Engine.train`` loop iterates it unchanged."""
-
-    def __init__(self, loader, progress: tqdm):
-        self.loader, self.progress = loader, progress
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator:
-        for item in self.loader:
-            yield item
-            self.progress.update()
-
-    def __getattr__(self, name: str):
-        return getattr(self.loader, name)

@@ -9,8 +9,12 @@ from __future__ import annotations
 import json
 import os
 import os.path as osp
+from typing import TYPE_CHECKING
 
 from . import distributed
+
+if TYPE_CHECKING:  # TensorBoard is imported only by the runs that write to it
+    from torch.utils.tensorboard import SummaryWriter
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -19,7 +23,7 @@ class RunLog:
     """``log(group, values, step)`` writes ``<group>/<name>`` scalars at `step` and one JSON line
     (TensorBoard only without a `save_dir`)."""
 
-    def __init__(self, save_dir: str, writer=None):
+    def __init__(self, save_dir: str, writer: SummaryWriter | None = None):
         self.path = osp.join(save_dir, METRICS_FILE) if save_dir else None
         self.writer = writer
 

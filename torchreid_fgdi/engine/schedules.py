@@ -9,12 +9,15 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Sequence
 
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
-def warmup_multistep(epoch: int, milestones, gamma: float, warmup_factor: float, warmup_epochs: int) -> float:
+def warmup_multistep(
+    epoch: int, milestones: Sequence[int], gamma: float, warmup_factor: float, warmup_epochs: int
+) -> float:
     """WarmupMultiStepLR: linear warm-up from `warmup_factor`, then x`gamma` at each milestone."""
     warm = 1.0
     if epoch < warmup_epochs:
@@ -42,7 +45,9 @@ def stepped_once(scheduler: LambdaLR) -> LambdaLR:
     return scheduler
 
 
-def image_scheduler(optimizer: Optimizer, milestones, gamma, warmup_factor, warmup_epochs) -> LambdaLR:
+def image_scheduler(
+    optimizer: Optimizer, milestones: Sequence[int], gamma: float, warmup_factor: float, warmup_epochs: int
+) -> LambdaLR:
     factor = functools.partial(
         warmup_multistep,
         milestones=tuple(milestones),
@@ -83,7 +88,7 @@ def load_keeping_base_lrs(scheduler: LambdaLR, state: dict) -> None:
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
-def scale_lrs(scheduler, ratio: float) -> None:
+def scale_lrs(scheduler: LRScheduler, ratio: float) -> None:
     """Multiplies every rate of a chainable torch scheduler (torchreid's step, multi-step, cosine)
     and its optimizer by `ratio`: a new base learning rate for the rest of a resumed run."""
     scheduler.base_lrs = [lr * ratio for lr in scheduler.base_lrs]

@@ -8,10 +8,11 @@ stage, say) is another table of these rows.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import torch
 
+from ..errors import ConfigError
 from ..settings import FGDISettings
 from . import schedules
 
@@ -23,6 +24,8 @@ IMAGE_ENCODER = ("image_encoder.", "bottleneck", "classifier", "cv_embed")
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
+    """One stage of a method: what it trains, on what, with which optimizer (see the module doc)."""
+
     name: str
     kind: str  # IMAGE or PROMPT
     trains: tuple[str, ...]  # prefixes of the parameter names it trains; every other one is frozen
@@ -39,24 +42,27 @@ FGDI_STAGES = (
     Stage("stage3", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
 )
 STAGE_NAMES = tuple(stage.name for stage in FGDI_STAGES)
+EPOCH_KEYS = tuple(f"fgdi.{name}_epochs" for name in STAGE_NAMES)  # the config keys of the stages' epochs
 
 
 def with_epochs(table: Iterable[Stage], epochs: Mapping[str, int]) -> tuple[Stage, ...]:
     """`table` with each stage's epochs from the settings (``fgdi.<stage>_epochs``)."""
     missing = [stage.name for stage in table if stage.name not in epochs]
     if missing:
-        raise KeyError(f"no epochs set for stage(s) {', '.join(missing)} (fgdi.<stage>_epochs)")
+        raise ConfigError(f"no epochs set for stage(s) {', '.join(missing)}: give the settings an epoch count for each")
     return tuple(dataclasses.replace(stage, epochs=int(epochs[stage.name])) for stage in table)
 
 
-def trained_by(model: torch.nn.Module, prefixes: Iterable[str], frozen=frozenset()) -> dict[str, torch.nn.Parameter]:
+def trained_by(
+    model: torch.nn.Module, prefixes: Iterable[str], frozen: Collection[str] = frozenset()
+) -> dict[str, torch.nn.Parameter]:
     """The parameters a stage with these name prefixes trains (never those frozen when built)."""
     prefixes = tuple(prefixes)
     return {n: p for n, p in model.named_parameters() if n.startswith(prefixes) and n not in frozen}
 
 
 def build_optimizers(
-    model: torch.nn.Module, stages: tuple[Stage, ...], settings: FGDISettings, frozen=frozenset()
+    model: torch.nn.Module, stages: tuple[Stage, ...], settings: FGDISettings, frozen: Collection[str] = frozenset()
 ) -> tuple[dict[str, torch.optim.Optimizer], dict[str, torch.optim.lr_scheduler.LRScheduler]]:
     """One Adam and schedule per optimizer name, as the authors build them: the image stages'
     with a doubled bias rate and a warm-up multi-step schedule counted over all their epochs;
@@ -66,8 +72,11 @@ def build_optimizers(
     for name in dict.fromkeys(stage.optimizer for stage in stages):
         sharing = [stage for stage in stages if stage.optimizer == name]
         kind = {stage.kind for stage in sharing}
-        if len(kind) != 1:
-            raise ValueError(f"optimizer {name!r} is shared by stages of different kinds: {sorted(kind)}")
+        if len(kind) != 1 or len({stage.trains for stage in sharing}) != 1:
+            raise ConfigError(
+                f"optimizer {name!r} is shared by stages ({', '.join(s.name for s in sharing)}) that train different "
+                "parameters or are of different kinds: stages share an optimizer only to continue one another"
+            )
         params = trained_by(model, sharing[0].trains, frozen)
         if kind == {IMAGE}:
             optimizers[name], schedulers[name] = _image_optimizer(params, settings)

@@ -86,7 +86,15 @@ class _Accumulator:
         return cmc, float(np.mean(np.concatenate(self.aps)))
 
 
-def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, use_metric_cuhk03: bool = False):
+def evaluate_rank(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+    use_metric_cuhk03: bool = False,
+) -> tuple[np.ndarray, float]:
     """torchreid's `evaluate_rank` (Market-1501 or CUHK03 metric) on a distance matrix."""
     acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
     for start in range(0, len(q_pids), CHUNK):

@@ -66,7 +66,7 @@ def pca_2d(features: torch.Tensor) -> np.ndarray:
 
 
 def plot_domains(panels: dict[str, tuple[torch.Tensor, list[str]]], path: str) -> str | None:
-    """One PCA scatter per panel (e.g. before / after stage 3), coloured by domain."""
+    """One PCA scatter per panel (e.g. before / after the text-guided stage), coloured by domain."""
     if not panels:
         return None
     fig = _figure(4.5 * len(panels), 4)

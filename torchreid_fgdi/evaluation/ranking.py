@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 import torchreid
 
-from ..errors import FGDIError
+from ..errors import ConfigError, FGDIError
 from . import fast_rank
 from .distances import distance_matrix
 from .torchreid_rank import evaluate_rank
@@ -32,7 +32,10 @@ def check_finite_features(feats: torch.Tensor, where: str) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_features(
-    loader, forward: Callable[[torch.Tensor], torch.Tensor], device: torch.device, where: str = "the test set"
+    loader: Iterable[dict],
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    where: str = "the test set",
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """Features, pids and camids of every image a test loader yields, in loader order."""
     feats, pids, camids = [], [], []
@@ -63,7 +66,7 @@ def evaluate_features(
     torchreid's own `evaluate_rank` on the whole matrix.
     """
     if evaluator not in EVALUATORS:
-        raise ValueError(f"test.evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+        raise ConfigError(f"test.evaluator must be one of {EVALUATORS}, got {evaluator!r}")
     if evaluator == "fast" and not rerank and not keep_distmat:
         cmc, mAP = fast_rank.rank_features(
             query, gallery, dist_metric, normalize_feature, use_metric_cuhk03=use_metric_cuhk03

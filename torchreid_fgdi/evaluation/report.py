@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 RANKS = (1, 5, 10)
 
 
-def average_results(results: dict[str, dict], names) -> dict:
+def average_results(results: dict[str, dict], names: Iterable[str]) -> dict:
     """Mean mAP and CMC over the targets `names` (the literature's 'average over targets')."""
     names = list(names)
     length = min(len(results[n]["cmc"]) for n in names)
@@ -75,7 +77,7 @@ def _rows(results: dict[str, dict], sources) -> list[tuple[str, str, dict]]:
     return rows
 
 
-def format_table(results: dict[str, dict], sources, title: str = "") -> str:
+def format_table(results: dict[str, dict], sources: Sequence[str], title: str = "") -> str:
     """A Markdown table of mAP / Rank-k in percent, with the averages over source and over unseen targets."""
     head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in RANKS) + " |"
     lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(RANKS))]
@@ -86,7 +88,7 @@ def format_table(results: dict[str, dict], sources, title: str = "") -> str:
 
 
 def compare_tables(
-    runs: dict[str, dict[str, dict]], sources, reference: dict[str, tuple[float, float]] | None = None
+    runs: dict[str, dict[str, dict]], sources: Sequence[str], reference: dict[str, tuple[float, float]] | None = None
 ) -> tuple[str, str]:
     """Several models' results side by side, as Markdown (mAP / R1) and CSV (mAP, R1, R5, R10).
 

@@ -19,6 +19,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -290,7 +291,11 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
 
 
 def generate(
-    root: str, names=tuple(DOMAIN_STYLES), size: SyntheticSize = SyntheticSize(), seed: int = 0, overwrite: bool = False
+    root: str,
+    names: Sequence[str] = tuple(DOMAIN_STYLES),
+    size: SyntheticSize = SyntheticSize(),
+    seed: int = 0,
+    overwrite: bool = False,
 ) -> list[str]:
     """Generates the named domains under `root`, skipping those already there unless `overwrite`."""
     written = []
