@@ -222,3 +222,18 @@ def test_a_corrupt_image_fails_with_its_path_instead_of_hanging(tmp_path):
     with pytest.raises(compat.UnreadableImageError, match=r'cannot decode image ".*0001_c1s1_000151_01.jpg"'):
         dataset[0]
     assert compat.read_image(str(gray)).mode == "RGB"
+
+
+def test_a_fix_that_fails_to_install_leaves_none_installed(monkeypatch):
+    with compat.reverted():
+        original_state, original_read = _torchreid_state(), torchreid.utils.read_image
+
+        def broken() -> None:
+            raise RuntimeError("the last fix cannot be installed")
+
+        monkeypatch.setattr(compat, "_dataset_folders_are_paths", broken)
+        with pytest.raises(RuntimeError, match="the last fix cannot be installed"):
+            compat.apply()
+        assert _torchreid_state() == original_state and torchreid.utils.read_image is original_read
+        monkeypatch.undo()
+    assert torchreid.utils.read_image is compat.read_image  # a later apply() installs every fix again
