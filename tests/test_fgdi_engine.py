@@ -10,10 +10,10 @@ import torchreid
 
 from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.config import load_config
-from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.stages import FGDI_STAGES, IMAGE, IMAGE_ENCODER, PROMPT, STAGE_NAMES, Stage
+from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.settings import FGDISettings
 from torchreid_fgdi.training import main
