@@ -48,3 +48,55 @@ def test_configs_on_different_data_are_refused(tmp_path):
     other.write_text(f"_BASE_: {FGDI}\ndata:\n  sources: [synth_a]\n  save_dir: {tmp_path / 'other'}\n")
     with pytest.raises(ValueError, match="must train and test on the same data"):
         main(["--configs", FGDI, str(other), "--out", str(tmp_path), "--collect"])
+
+
+def _seeded_configs(tmp_path, sources="[synth_a, synth_b]"):
+    """Two configs on synth_a..d, each with its own save_dir (or both with one when asked)."""
+    paths = []
+    for name in ("first", "second"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"_BASE_: {FGDI}\nmodel:\n  name: fgdi_tiny\n"
+            f"data:\n  sources: {sources}\n  targets: [synth_a, synth_b, synth_c, synth_d]\n"
+            f"  save_dir: {tmp_path / 'log' / name}\n"
+        )
+        paths.append(str(path))
+    return paths
+
+
+def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_path):
+    configs = _seeded_configs(tmp_path)
+    mAPs = {"first": (0.20, 0.30, 0.40), "second": (0.50, 0.52, 0.60)}  # per seed, on synth_c
+    for name, per_seed in mAPs.items():
+        for seed, mAP in zip((1, 2, 3), per_seed):
+            targets = {"synth_a": 0.9, "synth_b": 0.8, "synth_c": mAP, "synth_d": mAP / 2}
+            results = {t: {"mAP": m, "cmc": [m + 0.1, m + 0.2]} for t, m in targets.items()}
+            folder = tmp_path / "log" / name / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "bench"
+    runs = main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+    assert list(runs) == ["fgdi_tiny", "second"] and list(runs["fgdi_tiny"]) == [1, 2, 3]
+    assert runs["second"][3]["synth_d"]["mAP"] == pytest.approx(0.30)
+    table = (out / "benchmark.md").read_text().splitlines()
+    # first on synth_c: 30.0 ± 10.0 mAP, 40.0 ± 10.0 R1; second: mean 54.0, sample std 5.3
+    assert "| synth_c | unseen | 30.0 ± 10.0 | 40.0 ± 10.0 | 54.0 ± 5.3 | 64.0 ± 5.3 |" in table
+    # the unseen average of each seed (0.3, 0.45, 0.6 for first), then mean ± std over seeds
+    assert "| **average** | unseen | 22.5 ± 7.5 | 32.5 ± 7.5 | 40.5 ± 4.0 | 50.5 ± 4.0 |" in table
+    assert "| **average** | source | 85.0 ± 0.0 | 95.0 ± 0.0 | 85.0 ± 0.0 | 95.0 ± 0.0 |" in table
+    assert table[-1] == "mAP and R1 in percent: mean ± sample std over 3 seeds."
+    csv = (out / "benchmark.csv").read_text().splitlines()
+    assert csv[0] == "model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std"
+    assert "fgdi_tiny,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
+    (tmp_path / "log" / "second" / "seed2" / "results.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"second/seed2/results.json does not exist"):
+        main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+
+
+def test_seeds_do_not_make_a_shared_save_dir_acceptable(tmp_path):
+    first, second = _seeded_configs(tmp_path)
+    Path(second).write_text(Path(second).read_text().replace("second", "first"))
+    with pytest.raises(ValueError, match=r"several runs would write data.save_dir .*first/seed1"):
+        main(["--configs", first, second, "--out", str(tmp_path), "--collect", "--seeds", "1", "2"])
+    with pytest.raises(ValueError, match="at least two different seeds"):
+        main(["--configs", first, "--out", str(tmp_path), "--collect", "--seeds", "4"])

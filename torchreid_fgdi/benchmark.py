@@ -11,6 +11,9 @@
 Every dataset is checked before anything trains. ``--collect`` reads the ``results.json`` that
 finished runs left in their ``data.save_dir`` instead of training. ``benchmark.md`` and
 ``benchmark.csv`` go to ``--out``. KEY VALUE pairs and ``--root`` apply to every run.
+
+``--seeds 1 2 3`` runs every job once per seed (``train.seed S``, ``data.save_dir <save_dir>/seed<S>``)
+and shows each cell as the mean ± sample std over the seeds; ``--collect`` reads the same folders.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import glob
 import json
 import os
 import os.path as osp
+from typing import NamedTuple
+
+from yacs.config import CfgNode as CN
 
 from . import training
 from .config import load_config
@@ -82,8 +88,49 @@ def _jobs(args) -> list[tuple[str, str | None, list[str]]]:
     ]
 
 
+class Run(NamedTuple):
+    """One training run: its column, row prefix, config files, seed (None: the config's own) and settings."""
+
+    label: str
+    prefix: str | None
+    files: list[str]
+    seed: int | None
+    opts: list[str]
+    cfg: CN
+
+
+def _runs(jobs: list[tuple[str, str | None, list[str]]], opts: list[str], seeds: list[int] | None) -> list[Run]:
+    """Every job as it is, or once per seed, each seed in its own ``<data.save_dir>/seed<S>``."""
+    runs = []
+    for label, prefix, files in jobs:
+        cfg = load_config(files, opts)
+        if not seeds:
+            runs.append(Run(label, prefix, files, None, opts, cfg))
+            continue
+        for seed in seeds:
+            more = [*opts, "train.seed", str(seed), "data.save_dir", osp.join(cfg.data.save_dir, f"seed{seed}")]
+            runs.append(Run(label, prefix, files, seed, more, load_config(files, more)))
+    return runs
+
+
+def _check_seeds(seeds: list[int] | None, opts: list[str]) -> None:
+    if seeds is None:
+        return
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise ValueError(
+            f"--seeds {' '.join(map(str, seeds))}: give at least two different seeds to show a spread "
+            "(for one run with seed S, drop --seeds and pass train.seed S)"
+        )
+    if "train.seed" in opts[::2]:
+        raise ValueError("--seeds sets train.seed for each run; drop the train.seed KEY VALUE pair")
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict]:
-    """Runs (or collects) every job and writes the side-by-side table; returns each model's results."""
+    """Runs (or collects) every job and writes the side-by-side table; returns each model's results.
+
+    The results are model label -> row -> torchreid result (``mAP``, ``cmc``); with ``--seeds``,
+    model label -> seed -> row -> result.
+    """
     parser = argparse.ArgumentParser(prog="torchreid-fgdi-benchmark", description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--configs", nargs="+", help="configs on the same data, one per model")
@@ -94,6 +141,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     )
     parser.add_argument("--root", default="", help="root folder of the datasets (overrides every config)")
     parser.add_argument("--collect", action="store_true", help="read finished runs instead of training")
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, help="run every job once per seed and show mean ± std (default: each config's)"
+    )
     parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
     parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding every config")
     args = parser.parse_intermixed_args(argv)
@@ -101,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         args.configs, more = training.split_config_files(args.configs)
         args.opts = more + args.opts
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
+    _check_seeds(args.seeds, opts)
 
-    jobs = _jobs(args)
-    cfgs = [load_config(files, opts) for _, _, files in jobs]  # every config checked before any run
+    runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
+    cfgs = [run.cfg for run in runs]
     shared = sorted({c.data.save_dir for c in cfgs if [d.data.save_dir for d in cfgs].count(c.data.save_dir) > 1})
     if shared:
         raise ValueError(
@@ -115,26 +166,30 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     if not args.collect:
         for root in {c.data.root for c in cfgs}:
             ensure_datasets(root, [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)])
-    runs: dict[str, dict] = {}
+    per_seed: dict[str, dict[int | None, dict]] = {}
     source_rows = set()
-    for (label, prefix, files), cfg in zip(jobs, cfgs):
-        results = _collected(cfg.data.save_dir) if args.collect else training.main(["--config-file", *files, *opts])
+    for run in runs:
+        if args.collect:
+            results = _collected(run.cfg.data.save_dir)
+        else:
+            results = training.main(["--config-file", *run.files, *run.opts])
+        rows = per_seed.setdefault(run.label, {}).setdefault(run.seed, {})
         for target, res in results.items():
-            row = target if prefix is None else (prefix if len(results) == 1 else f"{prefix}/{target}")
-            runs.setdefault(label, {})[row] = res
-            if target in cfg.data.sources:
+            row = target if run.prefix is None else (run.prefix if len(results) == 1 else f"{run.prefix}/{target}")
+            rows[row] = res
+            if target in run.cfg.data.sources:
                 source_rows.add(row)
     reference = None
     if args.protocol in PAPER:
         reference = {**PAPER[args.protocol], "**average**": PAPER_AVERAGE[args.protocol]}
-    markdown, csv = compare_tables(runs, source_rows, reference)
+    markdown, csv = compare_tables({m: list(s.values()) for m, s in per_seed.items()}, source_rows, reference)
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, "benchmark.md"), "w") as f:
         f.write(markdown)
     with open(osp.join(args.out, "benchmark.csv"), "w") as f:
         f.write(csv)
     print(f"\n{markdown}\n(written to {args.out}/benchmark.md and benchmark.csv)")
-    return runs
+    return per_seed if args.seeds else {m: s[None] for m, s in per_seed.items()}
 
 
 if __name__ == "__main__":

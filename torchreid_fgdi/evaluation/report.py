@@ -60,10 +60,26 @@ def format_split_table(results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _percent(res: dict, rank: int | None) -> str:
+def _value(res: dict, rank: int | None) -> float | None:
+    """mAP (rank None) or Rank-k in percent; None when the CMC is shorter than k."""
     if rank is None:
-        return f"{100 * res['mAP']:.1f}"
-    return f"{100 * res['cmc'][rank - 1]:.1f}" if len(res["cmc"]) >= rank else "-"
+        return 100 * res["mAP"]
+    return 100 * float(res["cmc"][rank - 1]) if len(res["cmc"]) >= rank else None
+
+
+def _percent(res: dict, rank: int | None) -> str:
+    value = _value(res, rank)
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _cell(per_seed: list[dict], rank: int | None) -> list[str]:
+    """In percent: one seed's value, or the mean and sample std (ddof=1) over several seeds."""
+    if len(per_seed) == 1:
+        return [_percent(per_seed[0], rank)]
+    values = [_value(res, rank) for res in per_seed]
+    if None in values:
+        return ["-", "-"]
+    return [f"{np.mean(values):.1f}", f"{np.std(values, ddof=1):.1f}"]
 
 
 def _rows(results: dict[str, dict], sources) -> list[tuple[str, str, dict]]:
@@ -88,26 +104,48 @@ def format_table(results: dict[str, dict], sources: Sequence[str], title: str = 
 
 
 def compare_tables(
-    runs: dict[str, dict[str, dict]], sources: Sequence[str], reference: dict[str, tuple[float, float]] | None = None
+    runs: dict[str, list[dict[str, dict]]],
+    sources: Sequence[str],
+    reference: dict[str, tuple[float, float]] | None = None,
 ) -> tuple[str, str]:
     """Several models' results side by side, as Markdown (mAP / R1) and CSV (mAP, R1, R5, R10).
 
+    With several seeds a cell is the mean ± sample std over the seeds (an average row averages each
+    seed's targets first, so its spread is the spread of that average), the Markdown ends with a
+    line giving the number of seeds, and the CSV has the columns
+    ``model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std``.
+
     Args:
-        runs: model label -> that model's per-row results (the same rows for all).
+        runs: model label -> that model's per-row results (the same rows for all), one dict per
+            seed; every model has the same number of seeds (one: plain numbers).
         sources: the rows that are training domains (the others are unseen).
         reference: optional row -> (mAP, R1) in percent, shown as a ``paper`` column.
     """
     labels = list(runs)
-    tables = {label: _rows(results, sources) for label, results in runs.items()}
+    counts = {len(per_seed) for per_seed in runs.values()}
+    if len(counts) != 1 or 0 in counts:
+        got = ", ".join(f"{label}: {len(per_seed)}" for label, per_seed in runs.items())
+        raise ValueError(f"every model needs results for the same number of seeds (at least one); got {got}")
+    seeds = counts.pop()
+    tables = {label: [_rows(results, sources) for results in per_seed] for label, per_seed in runs.items()}
     head = [f"{m} mAP | {m} R1" for m in labels] + (["paper mAP | paper R1"] if reference is not None else [])
     md = ["| target | domain | " + " | ".join(head) + " |", "|" + "---|" * (2 + 2 * len(head))]
-    csv = ["model,target,domain,mAP," + ",".join(f"R{r}" for r in RANKS)]
-    for i, (name, kind, _) in enumerate(tables[labels[0]]):
-        cells = [f"{_percent(tables[m][i][2], None)} | {_percent(tables[m][i][2], 1)}" for m in labels]
+    metrics = ("mAP", *(f"R{r}" for r in RANKS))
+    if seeds == 1:
+        csv = ["model,target,domain," + ",".join(metrics)]
+    else:
+        csv = ["model,target,domain,seeds," + ",".join(f"{k},{k}_std" for k in metrics)]
+    for i, (name, kind, _) in enumerate(tables[labels[0]][0]):
+        cells = []
+        for m in labels:
+            per_seed = [rows[i][2] for rows in tables[m]]
+            values = [_cell(per_seed, r) for r in (None, *RANKS)]
+            cells.append(" | ".join(" ± ".join(v) for v in values[:2]))
+            counted = [str(seeds)] if seeds > 1 else []
+            csv.append(",".join([m, name.strip("*"), kind, *counted] + [x for v in values for x in v]))
         if reference is not None:
             cells.append(" | ".join(f"{v:.1f}" for v in reference[name]) if name in reference else "- | -")
         md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
-        for m in labels:
-            res = tables[m][i][2]
-            csv.append(",".join([m, name.strip("*"), kind] + [_percent(res, r) for r in (None, *RANKS)]))
+    if seeds > 1:
+        md.append(f"\nmAP and R1 in percent: mean ± sample std over {seeds} seeds.")
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"
