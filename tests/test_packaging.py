@@ -24,6 +24,7 @@ COMMANDS = (
     "torchreid-fgdi-export",
     "torchreid-fgdi-weights",
     "torchreid-fgdi-synthetic",
+    "torchreid-fgdi-pretrain",
 )
 
 

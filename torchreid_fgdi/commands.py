@@ -47,3 +47,10 @@ def synthetic() -> None:
     from .data.synthetic.cli import main
 
     main()
+
+
+def pretrain() -> None:
+    """``torchreid-fgdi-pretrain``: pretrain the synthetic benchmark's tiny CLIP (once; cached)."""
+    from .pretrain import main
+
+    main()

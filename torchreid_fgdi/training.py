@@ -23,6 +23,7 @@ import torchreid
 from yacs.config import CfgNode as CN
 
 from . import config as config_lib
+from . import pretrain
 from .checkpoint_file import CheckpointError, read_checkpoint
 from .data import DomainImageDataManager
 from .data.readiness import ensure_datasets
@@ -148,10 +149,11 @@ def _run(cfg: CN, folder: RunFolder) -> dict:
     datamanager = DomainImageDataManager(
         **config_lib.imagedata_kwargs(cfg), rank=rank, world_size=world, seed=cfg.train.seed
     )
+    kwargs = config_lib.model_kwargs(cfg, datamanager.num_train_domains)
+    if isinstance(kwargs["pretrained"], str):  # the synthetic benchmark's CLIP is made on first use
+        kwargs["pretrained"] = pretrain.resolve(kwargs["pretrained"])
     model = torchreid.models.build_model(
-        cfg.model.name,
-        config_lib.num_classes(cfg, datamanager.num_train_pids),
-        **config_lib.model_kwargs(cfg, datamanager.num_train_domains),
+        cfg.model.name, config_lib.num_classes(cfg, datamanager.num_train_pids), **kwargs
     )
     if isinstance(model, FGDI):
         for key, governed_by in config_lib.ignored_by_fgdi(cfg).items():

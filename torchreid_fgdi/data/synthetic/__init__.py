@@ -57,6 +57,8 @@ DOMAIN_STYLES = {
         DomainStyle("synth_b", 2, (144, 56), 4, 0.04, 0.80, 0.85, 1.10, 0.6, 3.0, 85, "gradient", 0.4),
         DomainStyle("synth_c", 3, (112, 48), 5, -0.04, 1.15, 1.20, 0.90, 0.0, 6.0, 80, "blocks", 0.3),
         DomainStyle("synth_d", 4, (160, 64), 3, 0.10, 0.55, 0.75, 1.15, 1.1, 9.0, 45, "noise", 0.6),
+        # For tuning only: neither a source nor the unseen target of the main job.
+        DomainStyle("synth_v", 5, (136, 52), 4, -0.08, 0.65, 1.25, 0.85, 0.8, 7.0, 55, "blocks", 0.5),
     )
 }
 
@@ -228,10 +230,12 @@ def _apply_light_and_style(img: Image.Image, rng, cam: dict, style: DomainStyle)
     return img
 
 
-def render(rng: np.random.Generator, ident: dict, cam: dict, style: DomainStyle) -> Image.Image:
-    """One image of `ident` seen by `cam` in the domain's style."""
+def render(
+    rng: np.random.Generator, ident: dict, cam: dict, style: DomainStyle, view: str | None = None
+) -> Image.Image:
+    """One image of `ident` seen by `cam` in the domain's style (from `view`, else one the camera draws)."""
     h, w = style.size
-    view = VIEWS[rng.choice(len(VIEWS), p=cam["views"])]
+    view = view or VIEWS[rng.choice(len(VIEWS), p=cam["views"])]
     img = Image.new("RGB", (w, h))
     draw = ImageDraw.Draw(img)
     _draw_background(draw, rng, style, cam, h, w)

@@ -1,0 +1,160 @@
+"""A tiny CLIP pretrained on captioned synthetic people with open_clip's own trainer.
+
+CLIP-FGDI's claim rests on what CLIP learned from image-text pairs. Real CLIP weights cannot be
+downloaded everywhere, so the synthetic benchmark gets its own: `fgdi_tiny`'s CLIP (models.
+variants.TINY_CLIP), trained by ``open_clip_train`` on a corpus of drawn people with captions
+(data.synthetic.captions) whose identities and styles are not the benchmark's. The checkpoint
+is an ordinary open_clip one; the model loads it through the same ``pretrained=<file>`` path as
+OpenAI's weights. It is made on first use, cached under a key of everything it depends on, and
+the zero-shot attribute probe (evaluation.zero_shot) says whether it linked words to images.
+
+In a config, ``fgdi.clip_weights: synthetic-captions`` names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import os.path as osp
+import shutil
+import sys
+from dataclasses import dataclass
+
+import open_clip
+import torch
+
+from . import atomic
+from .data.synthetic.captions import CorpusSize, write_corpus
+from .evaluation.zero_shot import attribute_accuracy, format_accuracy
+from .models.variants import TINY_CLIP
+
+TAG = "synthetic-captions"  # the fgdi.clip_weights value that means this checkpoint
+MODEL_NAME = "fgdi-tiny-clip"  # its open_clip config name
+CHECKPOINT = "open_clip_tiny.pt"
+PROBE = "zero_shot.json"
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    """The corpus and open_clip_train's schedule; every field is part of the cache key."""
+
+    corpus: CorpusSize = CorpusSize()
+    heldout: CorpusSize = CorpusSize(people=300, styles=16, images_per_person=1)
+    seed: int = 0
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    wd: float = 0.1
+    warmup: int = 20
+
+
+def cache_root() -> str:
+    """``$TORCHREID_FGDI_CACHE`` (the same cache as the project's environments), else ~/.cache/torchreid-fgdi."""
+    default = osp.join(os.environ.get("XDG_CACHE_HOME", osp.expanduser("~/.cache")), "torchreid-fgdi")
+    return os.environ.get("TORCHREID_FGDI_CACHE", default)
+
+
+def cache_key(settings: PretrainSettings) -> str:
+    """Changes with the settings, the model config, and the open_clip and torch versions."""
+    blob = json.dumps(
+        {
+            "settings": dataclasses.asdict(settings),
+            "model": TINY_CLIP,
+            "open_clip": open_clip.__version__,
+            "torch": torch.__version__.split("+")[0],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
+    """The checkpoint for `settings`, made first if it is not cached (one process makes it, others wait)."""
+    folder = osp.join(root or cache_root(), "synthetic-clip", cache_key(settings))
+    path = osp.join(folder, CHECKPOINT)
+    os.makedirs(osp.dirname(folder), exist_ok=True)
+    with open(folder + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not osp.isfile(path):
+            pretrain(folder, settings)
+    return path
+
+
+def pretrain(folder: str, settings: PretrainSettings) -> dict:
+    """Writes the corpus, trains with open_clip_train, keeps the final weights as
+    ``folder/open_clip_tiny.pt`` and the zero-shot probe as ``folder/zero_shot.json``; returns the probe."""
+    from open_clip_train.main import main as train_main  # imports pandas, transformers: only when training
+
+    work = folder + ".work"
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"=> Pretraining the tiny CLIP on captioned synthetic people into {folder} (once; minutes on a CPU)")
+    corpus = write_corpus(osp.join(work, "corpus"), settings.corpus, settings.seed)
+    heldout = write_corpus(osp.join(work, "heldout"), settings.heldout, settings.seed + 1)
+    config = osp.join(work, f"{MODEL_NAME}.json")
+    atomic.write_text(config, json.dumps({**TINY_CLIP, "quick_gelu": True}))
+    open_clip.add_model_config(config)
+    argv = [
+        *("--model", MODEL_NAME, "--train-data", corpus, "--dataset-type", "csv"),
+        *("--csv-separator", ",", "--csv-img-key", "filepath", "--csv-caption-key", "title"),
+        *("--batch-size", str(settings.batch_size), "--epochs", str(settings.epochs)),
+        *("--lr", str(settings.lr), "--wd", str(settings.wd), "--warmup", str(settings.warmup)),
+        *("--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6"),  # CLIP's Adam, whatever the name
+        *("--workers", "0", "--precision", "fp32", "--device", "cpu", "--seed", str(settings.seed)),
+        *("--save-frequency", str(settings.epochs), "--logs", work, "--name", "train", "--report-to", ""),
+    ]
+    if torch.cuda.is_available():
+        argv[argv.index("--device") + 1] = "cuda"
+    root_log = logging.getLogger()
+    level, handlers = root_log.level, list(root_log.handlers)
+    try:
+        train_main(argv)
+    finally:  # open_clip_train logs everything (torch's compiler too) at INFO through the root logger
+        for handler in [h for h in root_log.handlers if h not in handlers]:
+            root_log.removeHandler(handler)
+        root_log.setLevel(level)
+    trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
+    if not osp.isfile(trained):
+        raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(work, 'train', 'out.log')}")
+    state = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)
+    model.load_state_dict(state)
+    probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
+    print(format_accuracy(probe))
+    os.makedirs(folder, exist_ok=True)
+    atomic.write_text(osp.join(folder, PROBE), json.dumps(probe, indent=1))
+    atomic.save(state, osp.join(folder, CHECKPOINT))
+    shutil.rmtree(work, ignore_errors=True)
+    return probe
+
+
+def resolve(clip_weights: str) -> str:
+    """`clip_weights` with `TAG` replaced by the cached (or newly made) checkpoint's path."""
+    return pretrained_checkpoint() if clip_weights == TAG else clip_weights
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        prog="torchreid-fgdi-pretrain",
+        description=f"Pretrains fgdi_tiny's CLIP on captioned synthetic people with open_clip_train (once; "
+        f"cached) and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {TAG}.",
+    )
+    parser.add_argument("--cache", default="", help=f"cache folder (default: {cache_root()})")
+    parser.add_argument("--epochs", type=int, default=PretrainSettings.epochs)
+    parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus")
+    args = parser.parse_args(argv)
+    settings = PretrainSettings(corpus=dataclasses.replace(CorpusSize(), people=args.people), epochs=args.epochs)
+    path = pretrained_checkpoint(settings, args.cache)
+    with open(osp.join(osp.dirname(path), PROBE)) as f:
+        print(format_accuracy(json.load(f)))
+    print(f"=> {path}")
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
