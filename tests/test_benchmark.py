@@ -76,7 +76,7 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
             (folder / "results.json").write_text(json.dumps(results))
     out = tmp_path / "bench"
     runs = main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
-    assert list(runs) == ["fgdi_tiny", "second"] and list(runs["fgdi_tiny"]) == [1, 2, 3]
+    assert list(runs) == ["first", "second"] and list(runs["first"]) == [1, 2, 3]  # labels: the file names
     assert runs["second"][3]["synth_d"]["mAP"] == pytest.approx(0.30)
     table = (out / "benchmark.md").read_text().splitlines()
     # first on synth_c: 30.0 ± 10.0 mAP, 40.0 ± 10.0 R1; second: mean 54.0, sample std 5.3
@@ -87,7 +87,7 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
     assert table[-1] == "mAP and R1 in percent: mean ± sample std over 3 seeds."
     csv = (out / "benchmark.csv").read_text().splitlines()
     assert csv[0] == "model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std"
-    assert "fgdi_tiny,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
+    assert "first,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
     (tmp_path / "log" / "second" / "seed2" / "results.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"second/seed2/results.json does not exist"):
         main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])

@@ -2,11 +2,13 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.test_trust import ONE
 from torchreid_fgdi import pretrain
 from torchreid_fgdi.data.synthetic import DOMAIN_STYLES, _identity
 from torchreid_fgdi.data.synthetic.captions import (
@@ -19,7 +21,9 @@ from torchreid_fgdi.data.synthetic.captions import (
     write_corpus,
 )
 from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.training import main
 
+CLIP_CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny_clip.yaml")
 TINY = pretrain.PretrainSettings(
     corpus=CorpusSize(people=120, styles=4), heldout=CorpusSize(people=20, styles=2, images_per_person=1), epochs=1
 )
@@ -70,9 +74,16 @@ def test_the_cache_key_follows_every_setting():
     assert pretrain.resolve("openai") == "openai" and pretrain.resolve("") == ""
 
 
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A pretraining of the tiny settings: (cache root, checkpoint path)."""
+    root = tmp_path_factory.mktemp("cache")
+    return root, pretrain.pretrained_checkpoint(TINY, str(root))
+
+
 @pytest.mark.slow
-def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrained(tmp_path):
-    path = pretrain.pretrained_checkpoint(TINY, str(tmp_path))
+def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrained(pretrained):
+    tmp_path, path = pretrained
     probe = json.loads((tmp_path / "synthetic-clip" / pretrain.cache_key(TINY) / pretrain.PROBE).read_text())
     assert set(probe) == {"shirt", "pattern", "bottom", "accessory"}
     assert all(0 <= r["accuracy"] <= 1 and r["values"] >= 2 for r in probe.values())
@@ -83,3 +94,14 @@ def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrain
     torch.testing.assert_close(visual.conv1.weight, state["visual.conv1.weight"])
     random = build_fgdi("fgdi_tiny", 5, pretrained=False)
     assert not torch.equal(random.image_encoder.visual.conv1.weight, state["visual.conv1.weight"])
+
+
+@pytest.mark.slow
+def test_a_config_naming_the_synthetic_clip_trains_from_it(pretrained, tiny_root, tmp_path, monkeypatch):
+    _, path = pretrained
+    monkeypatch.setattr(pretrain, "pretrained_checkpoint", lambda: path)  # the tiny one stands in for the default
+    main(["--config-file", CLIP_CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *ONE])
+    trained = torch.load(tmp_path / "checkpoints" / "stage3.pth", weights_only=True)["state_dict"]
+    clip = torch.load(path, weights_only=True)
+    for key in ("positional_embedding", "text_projection", "transformer.resblocks.1.mlp.c_fc.weight"):
+        torch.testing.assert_close(trained[f"text_encoder.{key}"], clip[key])  # the frozen text tower is the CLIP's

@@ -68,13 +68,11 @@ def _collected(save_dir: str) -> dict:
 def _jobs(args) -> list[tuple[str, str | None, list[str]]]:
     """(column label, row prefix or None, config files) for every run."""
     if args.configs:
-        labels, jobs = set(), []
-        for path in args.configs:
-            name = load_config(path).model.name
-            label = name if name not in labels else osp.splitext(osp.basename(path))[0]
-            labels.add(label)
-            jobs.append((label, None, [path]))
-        return jobs
+        labels = [osp.splitext(osp.basename(path))[0] for path in args.configs]  # a model may have several configs
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"--configs names {', '.join(repeated)} more than once (column labels are file names)")
+        return [(label, None, [path]) for label, path in zip(labels, args.configs)]
     settings = protocol_settings(args.protocol, args.configs_dir)
     models = {m: osp.join(args.configs_dir, "models", f"{m}.yaml") for m in args.models}
     for path in models.values():
