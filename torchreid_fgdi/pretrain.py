@@ -145,8 +145,9 @@ def main(argv: list[str] | None = None) -> str:
         f"cached) and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {TAG}.",
     )
     parser.add_argument("--cache", default="", help=f"cache folder (default: {cache_root()})")
-    parser.add_argument("--epochs", type=int, default=PretrainSettings.epochs)
-    parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus")
+    other = "; other values make a separate checkpoint, which fgdi.clip_weights synthetic-captions does not use"
+    parser.add_argument("--epochs", type=int, default=PretrainSettings.epochs, help="open_clip_train epochs" + other)
+    parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus" + other)
     args = parser.parse_args(argv)
     settings = PretrainSettings(corpus=dataclasses.replace(CorpusSize(), people=args.people), epochs=args.epochs)
     path = pretrained_checkpoint(settings, args.cache)
