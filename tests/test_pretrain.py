@@ -1,6 +1,7 @@
 """The captioned corpus, open_clip_train on it, and the checkpoint through fgdi's pretrained=<file> path."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 from tests.test_trust import ONE
 from torchreid_fgdi import pretrain
+from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.data.synthetic import DOMAIN_STYLES, _identity
 from torchreid_fgdi.data.synthetic.captions import (
     ATTRIBUTES,
@@ -87,7 +89,9 @@ def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrain
     probe = json.loads((tmp_path / "synthetic-clip" / pretrain.cache_key(TINY) / pretrain.PROBE).read_text())
     assert set(probe) == {"shirt", "pattern", "bottom", "accessory"}
     assert all(0 <= r["accuracy"] <= 1 and r["values"] >= 2 for r in probe.values())
-    assert pretrain.pretrained_checkpoint(TINY, str(tmp_path)) == path  # cached: not trained again
+    assert (
+        pretrain.pretrained_checkpoint(TINY, str(tmp_path)) == path == pretrain.checkpoint_path(TINY, str(tmp_path))
+    )  # cached: not trained again
     state = torch.load(path, weights_only=True)
     model = build_fgdi("fgdi_tiny", 5, pretrained=path)
     visual = model.image_encoder.visual
@@ -105,3 +109,11 @@ def test_a_config_naming_the_synthetic_clip_trains_from_it(pretrained, tiny_root
     clip = torch.load(path, weights_only=True)
     for key in ("positional_embedding", "text_projection", "transformer.resblocks.1.mlp.c_fc.weight"):
         torch.testing.assert_close(trained[f"text_encoder.{key}"], clip[key])  # the frozen text tower is the CLIP's
+
+
+@pytest.mark.slow
+def test_a_diverged_pretraining_is_not_cached(tmp_path):
+    diverging = dataclasses.replace(TINY, lr=float("inf"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        pretrain.pretrained_checkpoint(diverging, str(tmp_path))
+    assert not Path(pretrain.checkpoint_path(diverging, str(tmp_path))).exists()

@@ -29,6 +29,7 @@ import open_clip
 import torch
 
 from . import atomic
+from .checkpoint_file import check_finite
 from .data.synthetic.captions import CorpusSize, write_corpus
 from .evaluation.zero_shot import attribute_accuracy, format_accuracy
 from .models.variants import TINY_CLIP
@@ -73,10 +74,15 @@ def cache_key(settings: PretrainSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def checkpoint_path(settings: PretrainSettings, root: str = "") -> str:
+    """Where the checkpoint for `settings` is cached (`root`: the cache folder, default `cache_root()`)."""
+    return osp.join(root or cache_root(), "synthetic-clip", cache_key(settings), CHECKPOINT)
+
+
 def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
     """The checkpoint for `settings`, made first if it is not cached (one process makes it, others wait)."""
-    folder = osp.join(root or cache_root(), "synthetic-clip", cache_key(settings))
-    path = osp.join(folder, CHECKPOINT)
+    path = checkpoint_path(settings, root)
+    folder = osp.dirname(path)
     os.makedirs(osp.dirname(folder), exist_ok=True)
     with open(folder + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -122,6 +128,7 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
         raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(work, 'train', 'out.log')}")
     state = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
+    check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
     model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)
     model.load_state_dict(state)
     probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
@@ -150,9 +157,11 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus" + other)
     args = parser.parse_args(argv)
     settings = PretrainSettings(corpus=dataclasses.replace(CorpusSize(), people=args.people), epochs=args.epochs)
+    cached = osp.isfile(checkpoint_path(settings, args.cache))
     path = pretrained_checkpoint(settings, args.cache)
-    with open(osp.join(osp.dirname(path), PROBE)) as f:
-        print(format_accuracy(json.load(f)))
+    if cached:  # a new checkpoint's probe was printed as it was measured
+        with open(osp.join(osp.dirname(path), PROBE)) as f:
+            print(format_accuracy(json.load(f)))
     print(f"=> {path}")
     return path
 
