@@ -100,3 +100,22 @@ def test_seeds_do_not_make_a_shared_save_dir_acceptable(tmp_path):
         main(["--configs", first, second, "--out", str(tmp_path), "--collect", "--seeds", "1", "2"])
     with pytest.raises(ValueError, match="at least two different seeds"):
         main(["--configs", first, "--out", str(tmp_path), "--collect", "--seeds", "4"])
+
+
+@pytest.mark.subprocess
+def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "bench"
+    runs = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT])
+    assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only"]
+    for label in runs:
+        saved = json.loads((tmp_path / f"log/synthetic/{label}/results.json").read_text())
+        assert {t: r["mAP"] for t, r in runs[label].items()} == {t: r["mAP"] for t, r in saved.items()}
+    printed = capsys.readouterr().out
+    assert "2 runs, 2 at a time with 1 torch thread(s) each" in printed
+    assert "=> [2/2] " in printed and "Show configuration" not in printed  # each run's output is in its log
+    (tmp_path / "again").mkdir()
+    monkeypatch.chdir(tmp_path / "again")  # fresh save_dirs: only the missing CLIP file can fail
+    missing = ["fgdi.clip_weights", str(tmp_path / "no-such-clip.pt")]
+    with pytest.raises(RuntimeError, match=r"fgdi_tiny(_stage1_only)? failed: .*no-such-clip\.pt"):
+        main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing])

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from yacs.config import CfgNode as CN
 
-from . import training
+from . import pretrain, run_pool, training
 from .config import load_config
 from .data.readiness import ensure_datasets
 from .evaluation import compare_tables, result_from_json
@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument(
         "--seeds", nargs="+", type=int, help="run every job once per seed and show mean ± std (default: each config's)"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at once, each with its share of the CPU's cores (default: 1; 2 halves a seeded "
+        "synthetic benchmark's time on a 2-core CPU; numbers differ from --jobs 1 at float rounding)",
+    )
     parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
     parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding every config")
     args = parser.parse_intermixed_args(argv)
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         args.opts = more + args.opts
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
     _check_seeds(args.seeds, opts)
+    run_pool.check_jobs(args.jobs)
 
     runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
     cfgs = [run.cfg for run in runs]
@@ -164,13 +172,18 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     if not args.collect:
         for root in {c.data.root for c in cfgs}:
             ensure_datasets(root, [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)])
+    argvs = [["--config-file", *run.files, *run.opts] for run in runs]
+    if args.collect:
+        outcomes = [_collected(run.cfg.data.save_dir) for run in runs]
+    elif args.jobs > 1:
+        names = [run.label + ("" if run.seed is None else f" seed {run.seed}") for run in runs]
+        needs_clip = [run.cfg.fgdi.clip_weights == pretrain.TAG for run in runs]
+        outcomes = run_pool.run_all(argvs, names, needs_clip, args.jobs)
+    else:
+        outcomes = [training.main(argv) for argv in argvs]
     per_seed: dict[str, dict[int | None, dict]] = {}
     source_rows = set()
-    for run in runs:
-        if args.collect:
-            results = _collected(run.cfg.data.save_dir)
-        else:
-            results = training.main(["--config-file", *run.files, *run.opts])
+    for run, results in zip(runs, outcomes):
         rows = per_seed.setdefault(run.label, {}).setdefault(run.seed, {})
         for target, res in results.items():
             row = target if run.prefix is None else (run.prefix if len(results) == 1 else f"{run.prefix}/{target}")

@@ -79,6 +79,10 @@ def checkpoint_path(settings: PretrainSettings, root: str = "") -> str:
     return osp.join(root or cache_root(), "synthetic-clip", cache_key(settings), CHECKPOINT)
 
 
+def is_cached(settings: PretrainSettings = PretrainSettings(), root: str = "") -> bool:
+    return osp.isfile(checkpoint_path(settings, root))
+
+
 def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
     """The checkpoint for `settings`, made first if it is not cached (one process makes it, others wait)."""
     path = checkpoint_path(settings, root)
@@ -157,7 +161,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus" + other)
     args = parser.parse_args(argv)
     settings = PretrainSettings(corpus=dataclasses.replace(CorpusSize(), people=args.people), epochs=args.epochs)
-    cached = osp.isfile(checkpoint_path(settings, args.cache))
+    cached = is_cached(settings, args.cache)
     path = pretrained_checkpoint(settings, args.cache)
     if cached:  # a new checkpoint's probe was printed as it was measured
         with open(osp.join(osp.dirname(path), PROBE)) as f:
