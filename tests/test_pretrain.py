@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,11 @@ def test_the_cache_key_follows_every_setting():
 def pretrained(tmp_path_factory):
     """A pretraining of the tiny settings: (cache root, checkpoint path)."""
     root = tmp_path_factory.mktemp("cache")
-    return root, pretrain.pretrained_checkpoint(TINY, str(root))
+    dynamo = logging.getLogger("torch._dynamo")
+    levels = logging.getLogger().level, dynamo.level
+    path = pretrain.pretrained_checkpoint(TINY, str(root))
+    assert (logging.getLogger().level, dynamo.level) == levels  # open_clip_train set every logger to INFO
+    return root, path
 
 
 @pytest.mark.slow

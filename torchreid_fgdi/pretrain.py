@@ -120,13 +120,16 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
     if torch.cuda.is_available():
         argv[argv.index("--device") + 1] = "cuda"
     root_log = logging.getLogger()
-    level, handlers = root_log.level, list(root_log.handlers)
+    handlers = list(root_log.handlers)
+    levels = {name: logging.getLogger(name).level for name in ["", *logging.root.manager.loggerDict]}
     try:
         train_main(argv)
-    finally:  # open_clip_train logs everything (torch's compiler too) at INFO through the root logger
+    finally:  # open_clip_train sets every logger (torch's compiler's too) to INFO and adds handlers
         for handler in [h for h in root_log.handlers if h not in handlers]:
             root_log.removeHandler(handler)
-        root_log.setLevel(level)
+        for name in logging.root.manager.loggerDict:
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+        root_log.setLevel(levels[""])
     trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
     if not osp.isfile(trained):
         raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(work, 'train', 'out.log')}")
