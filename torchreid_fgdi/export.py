@@ -8,7 +8,6 @@ random batch (onnxruntime for ONNX) before it is written.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os.path as osp
 import warnings
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from . import atomic
 from .inference import load_trained
+from .parsers import command_parser
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -99,11 +99,28 @@ def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, conf
 
 def main(argv: list[str] | None = None) -> dict[str, str]:
     """Exports in each format asked for; returns the written files by format."""
-    parser = argparse.ArgumentParser(prog="torchreid-fgdi-export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", required=True, help="a checkpoint, e.g. log/.../checkpoints/stage3.pth")
-    parser.add_argument("--config-file", default="", help="the training config, if the checkpoint has none")
-    parser.add_argument("--format", nargs="+", default=list(FORMATS), choices=FORMATS)
-    parser.add_argument("--out", default="export", help="output folder")
+    parser = command_parser(
+        "torchreid-fgdi-export",
+        "Writes a trained checkpoint's image encoder as ONNX and / or TorchScript (input: transformed\n"
+        "images; output: L2-normalised features), each checked against PyTorch before it is kept.",
+        [
+            "torchreid-fgdi-export --weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
+            "torchreid-fgdi-export --weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth "
+            "--format onnx --out export/",
+        ],
+    )
+    parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
+    parser.add_argument(
+        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
+    )
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=list(FORMATS),
+        choices=FORMATS,
+        help="formats to write (onnx needs the export extra)",
+    )
+    parser.add_argument("--out", default="export", help="folder for <checkpoint name>.onnx / .torchscript.pt")
     args = parser.parse_args(argv)
     return export(args.weights, args.out, args.format, args.config_file)
 

@@ -7,7 +7,6 @@ a picture of the same rows (``ranking.png``) and the numbers (``ranking.json``) 
 
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -21,6 +20,7 @@ from . import atomic
 from .compat import UnreadableImageError, read_image
 from .data.image_check import unreadable_images
 from .inference import FeatureExtractor
+from .parsers import command_parser
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height
@@ -111,14 +111,26 @@ def write_png(ranking: list[dict], path: str) -> str:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     """Ranks the gallery for each query and writes the three result files; returns the ranking."""
-    parser = argparse.ArgumentParser(prog="torchreid-fgdi-search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--query", nargs="+", required=True, help="query image(s)")
+    parser = command_parser(
+        "torchreid-fgdi-search",
+        "Ranks every image under a folder by cosine similarity to each query, with a trained checkpoint's\n"
+        "features, and writes index.html (thumbnails embedded), ranking.png and ranking.json.",
+        [
+            "torchreid-fgdi-search --query q1.jpg q2.jpg --gallery photos/ "
+            "--weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
+            "torchreid-fgdi-search --query q1.jpg --gallery photos/ "
+            "--weights log/synthetic/osnet_ain_x0_25/model/model.pth.tar-30 --topk 5 --out search/q1",
+        ],
+    )
+    parser.add_argument("--query", nargs="+", required=True, help="query image file(s)")
     parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
-    parser.add_argument("--weights", required=True, help="a checkpoint, e.g. log/.../checkpoints/stage3.pth")
-    parser.add_argument("--config-file", default="", help="the training config, if the checkpoint has none")
-    parser.add_argument("--topk", type=int, default=10)
+    parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
+    parser.add_argument(
+        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
+    )
+    parser.add_argument("--topk", type=int, default=10, help="matches shown per query")
     parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if available, else cpu)")
     parser.add_argument(
         "--skip-unreadable", action="store_true", help="leave out gallery images that cannot be decoded (listed)"
     )
