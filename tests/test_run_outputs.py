@@ -21,6 +21,7 @@ from torchreid_fgdi.config import imagedata_kwargs, load_config, load_config_tex
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
+from torchreid_fgdi.evaluation import rank_pictures
 from torchreid_fgdi.export import export
 from torchreid_fgdi.inference import FeatureExtractor, checkpoint_model_kwargs
 from torchreid_fgdi.training import main
@@ -90,12 +91,20 @@ def test_plots_are_written_at_the_end_of_the_run(run):
     sizes = {name: Image.open(plots / name).size for name in ("losses.png", "cmc.png", "domains.png")}
     assert sizes["losses.png"][0] > 3 * sizes["losses.png"][1]  # four stage panels side by side
     assert sizes["domains.png"][0] > 1.8 * sizes["domains.png"][1]  # before and after stage 3
-    before = torch.load(plots / "features_before_stage3.pt", weights_only=True)
-    after = torch.load(plots / "features_after_stage3.pt", weights_only=True)
+    assert not list(plots.glob("*.pt"))  # the feature dumps live in features/
+    before = torch.load(save_dir / "features" / "domains_before_stage3.pt", weights_only=True)
+    after = torch.load(save_dir / "features" / "domains_after_stage3.pt", weights_only=True)
     assert before["domains"] == after["domains"] and set(before["domains"]) == set(TARGETS)
+    assert before["unseen"] == after["unseen"] == ["synth_d"]
+    assert len(before["features"]) == len(before["domains"])
     assert not torch.equal(before["features"], after["features"])  # stage 3 moved them
     for target in TARGETS:
-        assert len(list((plots / "visrank" / target).glob("*.jpg"))) == 4
+        pictures = sorted((plots / "visrank" / target).glob("*.png"))
+        assert len(pictures) == 4
+        picture = np.asarray(Image.open(pictures[0]).convert("RGB"))
+        assert picture.shape[0] >= rank_pictures.MIN_HEIGHT  # 64 x 32 crops upscaled
+        colours = {tuple(c) for c in picture.reshape(-1, 3)}
+        assert rank_pictures.QUERY in colours and colours & {rank_pictures.TRUE_MATCH, rank_pictures.WRONG_MATCH}
 
 
 def _query_batch(tiny_root, save_dir):
@@ -150,7 +159,9 @@ def test_search_ranks_a_gallery_folder_and_writes_a_page(run, tiny_root, tmp_pat
     assert page.count("data:image/jpeg;base64,") == 2 * 6
     thumbnail = page.split("data:image/jpeg;base64,")[1].split('"')[0]
     assert Image.open(io.BytesIO(base64.b64decode(thumbnail))).size == search.THUMB
-    assert Image.open(out / "ranking.png").size == (6 * (search.THUMB[0] + 8), 2 * (search.THUMB[1] + 14 + 8))
+    picture = np.asarray(Image.open(out / "ranking.png").convert("RGB"))
+    query_frame_rows = (picture == rank_pictures.QUERY).all(axis=2).any(axis=1).astype(int)
+    assert np.diff(query_frame_rows, prepend=0).clip(0).sum() == 2  # one framed query per row
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
         search.list_images(str(tmp_path / "empty"))

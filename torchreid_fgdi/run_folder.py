@@ -27,7 +27,7 @@ from .engine.stages import EPOCH_KEYS
 from .errors import RunFolderError
 
 LOCK_FILE = ".run.lock"
-RUN_SUBFOLDERS = ("checkpoints", "model", "plots")  # a run's own; evaluation/ is another run's folder
+RUN_SUBFOLDERS = ("checkpoints", "features", "model", "plots")  # a run's own; evaluation/ is another run's folder
 OWNER_FILE = "run.yaml"
 
 # Keys that never change what a run computes: where things are, how fast, how much is shown.

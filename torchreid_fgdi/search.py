@@ -14,11 +14,12 @@ import json
 import os
 import os.path as osp
 
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from . import atomic
 from .compat import UnreadableImageError, read_image
 from .data.image_check import unreadable_images
+from .evaluation import rank_pictures
 from .inference import FeatureExtractor
 from .parsers import command_parser
 
@@ -90,23 +91,17 @@ def write_html(ranking: list[dict], path: str) -> str:
 
 
 def write_png(ranking: list[dict], path: str) -> str:
-    """One row per query: the query (blue frame), then the matches with rank and similarity."""
-    width, height = THUMB
-    label = 14
-    columns = 1 + max(len(entry["matches"]) for entry in ranking)
-    canvas = Image.new("RGB", (columns * (width + 8), len(ranking) * (height + label + 8)), "white")
-    draw = ImageDraw.Draw(canvas)
-    for row, entry in enumerate(ranking):
-        y = row * (height + label + 8) + 4
-        tiles = [(entry["query"], "query", (40, 90, 200))]
-        tiles += [(m["path"], f"#{n} {m['similarity']:.3f}", None) for n, m in enumerate(entry["matches"], 1)]
-        for col, (image_path, text, frame) in enumerate(tiles):
-            x = col * (width + 8) + 4
-            canvas.paste(_thumbnail(image_path), (x, y))
-            if frame:
-                draw.rectangle([x - 2, y - 2, x + width + 1, y + height + 1], outline=frame, width=2)
-            draw.text((x, y + height + 1), text, fill="black")
-    return atomic.write_atomically(path, lambda tmp: canvas.save(tmp, format="PNG"))
+    """One row per query: the query (blue frame), then the matches, rank above and similarity below."""
+    rows = [
+        [rank_pictures.Tile(_thumbnail(entry["query"]), "query", frame=rank_pictures.QUERY)]
+        + [
+            rank_pictures.Tile(_thumbnail(match["path"]), f"#{n}", f"{match['similarity']:.3f}")
+            for n, match in enumerate(entry["matches"], 1)
+        ]
+        for entry in ranking
+    ]
+    picture = rank_pictures.draw_rows(rows, THUMB, "cosine similarity under each image (higher: nearer)")
+    return rank_pictures.save_png(picture, path)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -19,9 +19,10 @@ def domain_features(
     extract: Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     per_domain: int = 150,
-) -> tuple[torch.Tensor, list[str]]:
+) -> dict:
     """Test features (`extract`) of up to `per_domain` images of every source (training images)
-    and every unseen target (query images), with the domain name of each."""
+    and every unseen target (query images): {"features": N x D, "domains": the N images' domain
+    names, "unseen": the unseen targets' names}, what `save_domain_features` keeps."""
     dm, subsets = datamanager, []
     train = dm.train_loader_test.dataset
     for d, name in enumerate(dm.sources):
@@ -37,11 +38,13 @@ def domain_features(
         with torch.no_grad():
             feats += [extract(batch["img"].to(device)).cpu() for batch in loader]
         labels += [name] * len(rows)
-    return torch.cat(feats), labels
+    unseen = [name for name in dm.targets if name not in dm.sources]
+    return {"features": torch.cat(feats), "domains": labels, "unseen": unseen}
 
 
-def save_domain_features(feats: torch.Tensor, labels: list[str], save_dir: str, title: str) -> None:
-    atomic.save({"features": feats, "domains": labels}, _domain_features_path(save_dir, title))
+def save_domain_features(saved: dict, save_dir: str, title: str) -> str:
+    """Kept in save_dir/features so domains.png can be redrawn (`write_plots`) without the model."""
+    return atomic.save(saved, domain_features_path(save_dir, title))
 
 
 def write_plots(save_dir: str, stage_names: Iterable[str], titles: Iterable[str]) -> list[str]:
@@ -51,15 +54,17 @@ def write_plots(save_dir: str, stage_names: Iterable[str], titles: Iterable[str]
     folder = osp.join(save_dir, "plots")
     rows = read_metrics(save_dir)
     written = [plots.plot_losses({s: latest(rows, s) for s in stage_names}, osp.join(folder, "losses.png"))]
-    panels = {}
+    panels, unseen = {}, set()
     for title in titles:
-        path = _domain_features_path(save_dir, title)
+        path = domain_features_path(save_dir, title)
         if osp.isfile(path):
             saved = torch.load(path, weights_only=True)
             panels[title] = (saved["features"], saved["domains"])
-    written.append(plots.plot_domains(panels, osp.join(folder, "domains.png")))
+            unseen.update(saved["unseen"])
+    written.append(plots.plot_domains(panels, osp.join(folder, "domains.png"), sorted(unseen)))
     return [path for path in written if path]
 
 
-def _domain_features_path(save_dir: str, title: str) -> str:
-    return osp.join(save_dir, "plots", "features_" + title.replace(" ", "_") + ".pt")
+def domain_features_path(save_dir: str, title: str) -> str:
+    """save_dir/features/domains_<title>.pt: {"features": N x D, "domains": N names, "unseen": names}."""
+    return osp.join(save_dir, "features", "domains_" + title.replace(" ", "_") + ".pt")

@@ -373,8 +373,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             return
         self.model.eval()
         with rng_preserved():
-            feats, labels = artifacts.domain_features(self.datamanager, self.extract_features, self.device)
-        artifacts.save_domain_features(feats, labels, save_dir, title)
+            saved = artifacts.domain_features(self.datamanager, self.extract_features, self.device)
+        artifacts.save_domain_features(saved, save_dir, title)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, writing: Collection[str] = ()) -> dict:

@@ -7,7 +7,6 @@ import json
 import os.path as osp
 
 import torch
-import torchreid
 
 from .. import atomic
 from ..evaluation import (
@@ -17,6 +16,7 @@ from ..evaluation import (
     format_split_table,
     format_table,
     plots,
+    rank_pictures,
     result_to_json,
     split_summary,
 )
@@ -93,14 +93,14 @@ class MultiTargetTestMixin:
                 + (f" (mean of {len(splits)} splits)" if splits else "")
             )
             if visrank and distmat is not None:
-                torchreid.utils.visualize_ranked_results(
+                rank_pictures.save_ranked_queries(
                     distmat,
-                    self.datamanager.fetch_test_loaders(name),
-                    self.datamanager.data_type,
-                    width=self.datamanager.width,
-                    height=self.datamanager.height,
-                    save_dir=osp.join(save_dir, "visrank_" + name),
-                    topk=visrank_topk,
+                    *self.datamanager.fetch_test_loaders(name),
+                    osp.join(save_dir, "visrank_" + name),
+                    visrank_topk,
+                    self.datamanager.height,
+                    self.datamanager.width,
+                    distance=f"{'re-ranked ' if rerank else ''}{dist_metric} distance",
                 )
             cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
             run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
@@ -109,7 +109,7 @@ class MultiTargetTestMixin:
         print(table)
         if save_dir:
             if self.plots:
-                plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"))
+                plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.md"), table)
             saved = {n: result_to_json(r) for n, r in self.test_results.items()}
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))

@@ -5,12 +5,12 @@ matplotlib's object API (no pyplot) draws off-screen, so it runs on servers and 
 
 from __future__ import annotations
 
-import os
-import os.path as osp
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from . import rank_pictures
 from .distances import distance_matrix
 
 _NOT_LOSSES = ("lr", "acc", "domain_acc")
@@ -43,41 +43,68 @@ def plot_losses(stages: dict[str, list[dict]], path: str) -> str | None:
     return _save(fig, path)
 
 
-def plot_cmc(results: dict[str, dict], path: str, max_rank: int = 20) -> str | None:
-    """CMC curves (ranks 1..max_rank) of every target, mAP in the legend."""
-    if not results:
-        return None
-    fig = _figure(5, 3.6)
+def cmc_figure(results: dict[str, dict], sources: Sequence[str], max_rank: int = 20):
+    """CMC curves (ranks 1..max_rank) of every target, mAP in the legend, unseen targets dashed.
+
+    The legend sits outside the axes: good models' curves fill the top, weak ones the bottom.
+    """
+    fig = _figure(6.4, 3.6)
     ax = fig.subplots()
+    length = 1
     for name, res in results.items():
         cmc = np.asarray(res["cmc"])[:max_rank] * 100
-        ax.plot(np.arange(1, len(cmc) + 1), cmc, marker=".", label=f"{name} (mAP {res['mAP']:.1%})")
-    ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), title="CMC")
-    ax.legend(fontsize=7)
-    return _save(fig, path)
+        length = max(length, len(cmc))
+        unseen = name not in sources
+        label = f"{name}{' (unseen)' if unseen else ''}, mAP {res['mAP']:.1%}"
+        ax.plot(np.arange(1, len(cmc) + 1), cmc, "--" if unseen else "-", marker=".", label=label, clip_on=False)
+    ax.set_xticks([1, *range(5, length + 1, 5)] if length >= 10 else range(1, length + 1))
+    ax.set(xlabel="rank", ylabel="matching rate (%)", xlim=(0.5, length + 0.5), ylim=(0, 100), title="CMC")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=8)
+    return fig
 
 
-def pca_2d(features: torch.Tensor) -> np.ndarray:
-    """The first two principal components of L2-normalised features."""
-    x = torch.nn.functional.normalize(features.double(), dim=1)
-    x = x - x.mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)
-    return (x @ v[:2].T).numpy()
+def plot_cmc(results: dict[str, dict], path: str, sources: Sequence[str], max_rank: int = 20) -> str | None:
+    return _save(cmc_figure(results, sources, max_rank), path) if results else None
 
 
-def plot_domains(panels: dict[str, tuple[torch.Tensor, list[str]]], path: str) -> str | None:
-    """One PCA scatter per panel (e.g. before / after the text-guided stage), coloured by domain."""
-    if not panels:
-        return None
-    fig = _figure(4.5 * len(panels), 4)
-    for ax, (title, (features, domains)) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels.items()):
-        points = pca_2d(features)
-        for domain in dict.fromkeys(domains):
-            mask = np.array([d == domain for d in domains])
-            ax.scatter(points[mask, 0], points[mask, 1], s=8, alpha=0.7, label=domain)
-        ax.set(title=title, xlabel="PC 1", ylabel="PC 2")
-        ax.legend(fontsize=7, markerscale=2)
-    return _save(fig, path)
+def pca_2d(panels: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Every panel's L2-normalised features on the first two principal components of all panels together.
+
+    One basis (and shared axes) keeps the panels comparable, so a change in how the domains mix is
+    not hidden by each panel's own rotation and scale. Each panel is centred on its own mean first:
+    a shift of the whole cloud between panels says nothing about mixing and would take PC 1.
+    """
+    centred = [torch.nn.functional.normalize(f.double(), dim=1) for f in panels]
+    centred = [x - x.mean(0) for x in centred]
+    _, _, v = torch.linalg.svd(torch.cat(centred), full_matrices=False)
+    return [(x @ v[:2].T).numpy() for x in centred]
+
+
+def domains_figure(panels: dict[str, tuple[torch.Tensor, list[str]]], unseen: Sequence[str] = ()):
+    """One PCA scatter per panel (e.g. before / after the text-guided stage), coloured by domain,
+    unseen domains as triangles; one legend for all panels."""
+    fig = _figure(3.8 * len(panels) + 1.6, 3.8)
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True, sharey=True)[0]
+    domains = list(dict.fromkeys(d for _, names in panels.values() for d in names))
+    colours = {d: f"C{i}" for i, d in enumerate(domains)}
+    for ax, (title, (_, names)), points in zip(axes, panels.items(), pca_2d([f for f, _ in panels.values()])):
+        for domain in domains:
+            mask = np.array([d == domain for d in names])
+            if mask.any():
+                marker, label = ("^", f"{domain} (unseen)") if domain in unseen else ("o", domain)
+                kwargs = {"s": 14 if domain in unseen else 8, "alpha": 0.7, "c": colours[domain]}
+                ax.scatter(points[mask, 0], points[mask, 1], marker=marker, label=label, **kwargs)
+        ax.set(title=title, xlabel="PC 1", ylabel="PC 2" if ax is axes[0] else None)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, markerscale=1.5)
+    return fig
+
+
+def plot_domains(
+    panels: dict[str, tuple[torch.Tensor, list[str]]], path: str, unseen: Sequence[str] = ()
+) -> str | None:
+    return _save(domains_figure(panels, unseen), path) if panels else None
 
 
 def visrank_queries(
@@ -89,26 +116,17 @@ def visrank_queries(
     size: tuple[int, int],
     dist_metric: str = "euclidean",
     normalize_feature: bool = False,
-) -> str:
-    """torchreid's ranked-results pictures for `num_queries` queries spread over the query set.
+) -> list[str]:
+    """Ranked-results pictures (`rank_pictures`) for `num_queries` queries spread over the query set.
 
     Only those queries' distances are computed, so this costs nothing next to the evaluation
     (re-ranking, which needs every distance, is not applied here).
-    ``query`` / ``gallery``: features and torchreid's item lists (path, pid, camid, ...).
+    ``query`` / ``gallery``: features and torchreid's item lists (path, pid, camid, ...);
+    ``size``: (height, width), the data manager's.
     """
-    import torchreid
-
     (qf, q_items), (gf, g_items) = query, gallery
     picked = np.linspace(0, len(q_items) - 1, min(num_queries, len(q_items))).round().astype(int)
     distmat = distance_matrix(qf[picked], gf, dist_metric, normalize_feature)  # as the evaluation ranked them
-    os.makedirs(save_dir, exist_ok=True)
-    torchreid.utils.visualize_ranked_results(
-        distmat,
-        ([q_items[i] for i in picked], g_items),
-        "image",
-        width=size[1],
-        height=size[0],
-        save_dir=save_dir,
-        topk=min(topk, len(g_items)),
+    return rank_pictures.save_ranked_queries(
+        distmat, [q_items[i] for i in picked], g_items, save_dir, topk, *size, distance=f"{dist_metric} distance"
     )
-    return osp.abspath(save_dir)

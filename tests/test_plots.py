@@ -1,0 +1,125 @@
+"""The run's figures and ranked-results pictures, checked for what a reader sees in them."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from torchreid_fgdi import search
+from torchreid_fgdi.evaluation import plots, rank_pictures
+
+
+def _cmc(top: float, n: int = 20) -> dict:
+    return {"mAP": top / 2, "cmc": np.linspace(top / 4, top, n)}
+
+
+def test_cmc_ranks_are_whole_numbers_unseen_targets_are_dashed_and_the_legend_is_off_the_curves():
+    results = {"synth_a": _cmc(1.0), "synth_d": _cmc(0.3)}
+    fig = plots.cmc_figure(results, sources=["synth_a"])
+    fig.draw_without_rendering()
+    (ax,) = fig.axes
+    ticks = ax.get_xticks()
+    assert list(ticks) == [1, 5, 10, 15, 20]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["1", "5", "10", "15", "20"]
+    assert ax.get_xlim()[0] < 1 and ax.get_xlim()[1] > 20 and ax.get_ylim() == (0, 100)
+    styles = {line.get_label(): line.get_linestyle() for line in ax.get_lines()}
+    assert styles == {"synth_a, mAP 50.0%": "-", "synth_d (unseen), mAP 15.0%": "--"}
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(styles)
+    assert not legend.get_window_extent().overlaps(ax.get_window_extent())
+
+
+def test_short_cmc_curves_get_a_tick_per_rank():
+    fig = plots.cmc_figure({"synth_a": _cmc(1.0, n=4)}, sources=["synth_a"])
+    assert list(fig.axes[0].get_xticks()) == [1, 2, 3, 4]
+
+
+def _cluster(centre: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    return centre + 0.01 * torch.randn(n, len(centre), generator=torch.Generator().manual_seed(seed))
+
+
+def test_domain_panels_share_one_pca_basis_and_axes_and_mark_the_unseen_domain():
+    # "before": two domains apart along e1 (far); "after": apart along e2 (less far). Fitted
+    # separately, each panel would show its split along its own PC 1; one basis keeps e1 and e2.
+    e = torch.eye(8)
+    before = torch.cat([_cluster(e[0] + 0.5 * e[1], 40, 0), _cluster(e[0] - 0.5 * e[1], 40, 1)])
+    after = torch.cat([_cluster(e[0] + 0.2 * e[2], 40, 2), _cluster(e[0] - 0.2 * e[2], 40, 3)])
+    names = ["synth_a"] * 40 + ["synth_d"] * 40
+    fig = plots.domains_figure({"before": (before, names), "after": (after, names)}, unseen=["synth_d"])
+    fig.draw_without_rendering()
+    left, right = fig.axes
+    assert left.get_xlim() == right.get_xlim() and left.get_ylim() == right.get_ylim()
+
+    def split(ax) -> np.ndarray:
+        """|mean of synth_a - mean of synth_d| along PC 1 and PC 2."""
+        a, d = (c.get_offsets().mean(0) for c in ax.collections)
+        return np.abs(a - d)
+
+    assert split(left)[0] > 0.5 and split(left)[1] < 0.05
+    assert split(right)[0] < 0.05 and split(right)[1] > 0.2
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["synth_a", "synth_d (unseen)"]
+    source, unseen = (len(c.get_paths()[0].vertices) for c in left.collections)
+    assert source != unseen  # circles and triangles
+
+
+def _ink_rows(band: np.ndarray) -> np.ndarray:
+    """Indices of the rows of `band` that hold dark (text) pixels."""
+    return np.flatnonzero((band.max(axis=2) < 100).any(axis=1))
+
+
+def _image(path, colour) -> str:
+    Image.new("RGB", (32, 64), colour).save(path)
+    return str(path)
+
+
+def test_ranked_pictures_are_upscaled_numbered_framed_and_skip_the_querys_own_camera(tmp_path):
+    query = (_image(tmp_path / "q.png", (250, 250, 0)), 7, 0, 0)
+    gallery = [
+        (_image(tmp_path / "same_cam.png", (0, 0, 0)), 7, 0, 0),  # nearest, but the evaluation ignores it
+        (_image(tmp_path / "match.png", (0, 200, 200)), 7, 1, 0),
+        (_image(tmp_path / "other.png", (200, 0, 200)), 8, 1, 0),
+        (_image(tmp_path / "far.png", (90, 90, 90)), 9, 2, 0),
+    ]
+    distmat = np.array([[0.0, 0.5, 0.25, 0.9]])
+    (path,) = rank_pictures.save_ranked_queries(distmat, [query], gallery, str(tmp_path / "out"), 2, 64, 32, "d")
+    assert path == str(tmp_path / "out" / "q.png")
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    width, height = rank_pictures.upscaled(32, 64)
+    assert (width, height) == (64, 128)
+    # one row under the caption: labels above, upscaled images in frames, scores below
+    column = rank_pictures.column_width([[rank_pictures.Tile(Image.new("RGB", (1, 1)), "#1", "0.250")]], (64, 128))
+    top = rank_pictures.GAP + 2 * rank_pictures.LINE_HEIGHT + rank_pictures.FRAME
+    lefts = [rank_pictures.column_x(col, column) + column // 2 - width // 2 for col in range(3)]
+    assert [tuple(picture[top + height // 2, x + width // 2]) for x in lefts] == [
+        (250, 250, 0),
+        (200, 0, 200),
+        (0, 200, 200),
+    ]
+    frames = [tuple(picture[top + height // 2, x - 1]) for x in lefts]
+    assert frames == [rank_pictures.QUERY, rank_pictures.WRONG_MATCH, rank_pictures.TRUE_MATCH]
+    above = [picture[top - rank_pictures.LINE_HEIGHT - rank_pictures.FRAME : top, x : x + width] for x in lefts]
+    below = [picture[top + height : top + height + rank_pictures.LINE_HEIGHT + 4, x : x + width] for x in lefts]
+    assert all(len(_ink_rows(band)) >= 9 for band in above + below)  # "query" / "id 7", "#1" / "0.250", ...
+    assert not np.array_equal(above[1], above[2]) and not np.array_equal(below[1], below[2])
+    fourth = rank_pictures.column_x(3, column) + column // 2
+    assert fourth >= picture.shape[1] or tuple(picture[top + height // 2, fourth]) == (255, 255, 255)  # topk 2
+    with pytest.raises(ValueError, match="does not match 1 queries x 4 gallery"):
+        rank_pictures.save_ranked_queries(distmat[:, :3], [query], gallery, str(tmp_path / "out"), 2, 64, 32, "d")
+
+
+def test_search_picture_puts_rank_above_and_similarity_below_in_a_readable_size(tmp_path):
+    query = _image(tmp_path / "q.png", (250, 250, 0))
+    matches = [{"path": _image(tmp_path / f"g{i}.png", (0, 200, 200)), "similarity": 0.958 - i} for i in range(3)]
+    path = search.write_png([{"query": query, "matches": matches}], str(tmp_path / "ranking.png"))
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    width, height = search.THUMB
+    column = rank_pictures.column_width([[rank_pictures.Tile(Image.new("RGB", (1, 1)), "#1", "0.958")]], search.THUMB)
+    left = rank_pictures.column_x(1, column) + column // 2 - width // 2
+    top = rank_pictures.GAP + 2 * rank_pictures.LINE_HEIGHT + rank_pictures.FRAME
+    assert tuple(picture[top + height // 2, left + width // 2]) == (0, 200, 200)
+    above = _ink_rows(picture[top - rank_pictures.LINE_HEIGHT - rank_pictures.FRAME : top, left : left + width])
+    below = _ink_rows(picture[top + height : top + height + rank_pictures.LINE_HEIGHT + 4, left : left + width])
+    assert len(above) >= 9 and len(below) >= 9  # "#1" above the image, "0.958" under it, each 9+ px tall
+    query_left = rank_pictures.column_x(0, column) + column // 2 - width // 2
+    assert tuple(picture[top + height // 2, query_left - 1]) == rank_pictures.QUERY
