@@ -3,7 +3,9 @@
 The same as `python -m torchreid_fgdi`, placed where torchreid users look for it.
 """
 
-from torchreid_fgdi.training import main
+import sys
+
+from torchreid_fgdi.commands import train
 
 if __name__ == "__main__":
-    main()
+    sys.exit(train())

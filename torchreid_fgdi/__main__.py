@@ -1,6 +1,8 @@
 """``python -m torchreid_fgdi``: the ``torchreid-fgdi`` command (`torchreid_fgdi.training`)."""
 
-from .training import main
+import sys
+
+from .commands import train
 
 if __name__ == "__main__":
-    main()
+    sys.exit(train())

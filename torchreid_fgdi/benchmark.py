@@ -19,11 +19,11 @@ and shows each cell as the mean ± sample std over the seeds; ``--collect`` read
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
 import os.path as osp
+import sys
 from typing import NamedTuple
 
 from yacs.config import CfgNode as CN
@@ -31,7 +31,10 @@ from yacs.config import CfgNode as CN
 from . import pretrain, run_pool, training
 from .config import load_config
 from .data.readiness import ensure_datasets
+from .errors import ConfigError
 from .evaluation import compare_tables, result_from_json
+from .parsers import command_parser
+from .refusals import run_command
 
 PACKAGED_CONFIGS = osp.join(osp.dirname(osp.abspath(__file__)), "configs")  # package data; ./configs links to it
 MODELS = ("fgdi", "osnet_ain_x1_0", "osnet_x1_0", "resnet50")
@@ -54,7 +57,7 @@ def protocol_settings(protocol: str, configs_dir: str) -> list[str]:
     )
     if not files:
         known = sorted(osp.splitext(p)[0] for p in os.listdir(osp.join(configs_dir, "protocols")))
-        raise ValueError(f"unknown protocol {protocol!r} under {configs_dir}/protocols; known: {', '.join(known)}")
+        raise ConfigError(f"unknown protocol {protocol!r} under {configs_dir}/protocols; known: {', '.join(known)}")
     return files
 
 
@@ -72,7 +75,7 @@ def _jobs(args) -> list[tuple[str, str | None, list[str]]]:
         labels = [osp.splitext(osp.basename(path))[0] for path in args.configs]  # a model may have several configs
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
-            raise ValueError(f"--configs names {', '.join(repeated)} more than once (column labels are file names)")
+            raise ConfigError(f"--configs names {', '.join(repeated)} more than once (column labels are file names)")
         return [(label, None, [path]) for label, path in zip(labels, args.configs)]
     settings = protocol_settings(args.protocol, args.configs_dir)
     models = {m: osp.join(args.configs_dir, "models", f"{m}.yaml") for m in args.models}
@@ -116,12 +119,12 @@ def _check_seeds(seeds: list[int] | None, opts: list[str]) -> None:
     if seeds is None:
         return
     if len(set(seeds)) != len(seeds) or len(seeds) < 2:
-        raise ValueError(
+        raise ConfigError(
             f"--seeds {' '.join(map(str, seeds))}: give at least two different seeds to show a spread "
             "(for one run with seed S, drop --seeds and pass train.seed S)"
         )
     if "train.seed" in opts[::2]:
-        raise ValueError("--seeds sets train.seed for each run; drop the train.seed KEY VALUE pair")
+        raise ConfigError("--seeds sets train.seed for each run; drop the train.seed KEY VALUE pair")
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -130,28 +133,54 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     The results are model label -> row -> torchreid result (``mAP``, ``cmc``); with ``--seeds``,
     model label -> seed -> row -> result.
     """
-    parser = argparse.ArgumentParser(prog="torchreid-fgdi-benchmark", description=__doc__.split("\n\n")[0])
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--configs", nargs="+", help="configs on the same data, one per model")
-    what.add_argument("--protocol", help="p1, p2, p3, single (a file or folder under configs/protocols)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), help="model configs for --protocol")
-    parser.add_argument(
-        "--configs-dir", default=PACKAGED_CONFIGS, help="holds models/ and protocols/ (default: the installed configs)"
+    parser = command_parser(
+        "torchreid-fgdi-benchmark",
+        "Trains (or collects) several models on the same data and writes their results side by side to\n"
+        "benchmark.md and benchmark.csv; every dataset is checked before anything trains.",
+        [
+            "torchreid-fgdi-benchmark --configs configs/synthetic/fgdi_tiny.yaml "
+            "configs/synthetic/osnet_ain_x0_25.yaml --seeds 1 2 3 --jobs 2",
+            "torchreid-fgdi-benchmark --configs configs/synthetic/fgdi_tiny.yaml "
+            "configs/synthetic/osnet_ain_x0_25.yaml --seeds 1 2 3 --collect  # the table again, no training",
+            "torchreid-fgdi-benchmark --protocol p1 --models fgdi osnet_ain_x1_0 --root reid-data",
+        ],
     )
-    parser.add_argument("--root", default="", help="root folder of the datasets (overrides every config)")
-    parser.add_argument("--collect", action="store_true", help="read finished runs instead of training")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--configs", nargs="+", metavar="CFG", help="configs on the same data, one column per file")
+    what.add_argument(
+        "--protocol", help="p1, p2, p3 or single: every setting of configs/protocols/<protocol>(.yaml) with each model"
+    )
     parser.add_argument(
-        "--seeds", nargs="+", type=int, help="run every job once per seed and show mean ± std (default: each config's)"
+        "--models", nargs="+", default=list(MODELS), help="for --protocol: model configs under <configs-dir>/models/"
+    )
+    parser.add_argument(
+        "--configs-dir",
+        default=PACKAGED_CONFIGS,
+        help="holds models/ and protocols/ for --protocol (default: the configs installed with the package)",
+    )
+    parser.add_argument("--root", default="", help="root folder of the datasets (overrides data.root of every config)")
+    parser.add_argument(
+        "--collect", action="store_true", help="read the results.json finished runs left instead of training"
+    )
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        metavar="S",
+        help="run every job once per seed (in <data.save_dir>/seed<S>) and show mean ± std; "
+        "default: once, with each config's train.seed",
     )
     parser.add_argument(
         "--jobs",
         type=int,
         default=1,
-        help="runs trained at once, each with its share of the CPU's cores (default: 1; 2 halves a seeded "
-        "synthetic benchmark's time on a 2-core CPU; numbers differ from --jobs 1 at float rounding)",
+        help="runs trained at once, each with its share of the CPU's cores; 2 halves a seeded synthetic "
+        "benchmark's time on a 2-core CPU, with numbers that differ from --jobs 1 at float rounding",
     )
-    parser.add_argument("--out", default="log/benchmark", help="where benchmark.md / benchmark.csv go")
-    parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding every config")
+    parser.add_argument("--out", default="log/benchmark", help="folder for benchmark.md and benchmark.csv")
+    parser.add_argument(
+        "opts", nargs="*", default=[], metavar="KEY VALUE", help="config keys and values overriding every config"
+    )
     args = parser.parse_intermixed_args(argv)
     if args.configs:
         args.configs, more = training.split_config_files(args.configs)
@@ -164,12 +193,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     cfgs = [run.cfg for run in runs]
     shared = sorted({c.data.save_dir for c in cfgs if [d.data.save_dir for d in cfgs].count(c.data.save_dir) > 1})
     if shared:
-        raise ValueError(
+        raise ConfigError(
             f"several runs would write data.save_dir {', '.join(shared)}: each would overwrite the one before and "
             "the table would show one run's numbers twice; give each config its own data.save_dir"
         )
     if args.configs and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
-        raise ValueError("the --configs must train and test on the same data (sources and targets)")
+        raise ConfigError("the --configs must train and test on the same data (sources and targets)")
     if not args.collect:
         for root in {c.data.root for c in cfgs}:
             ensure_datasets(root, [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)])
@@ -205,4 +234,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -1,56 +1,58 @@
 """The console scripts ``pip install`` creates, one per command (declared in ``pyproject.toml``).
 
-Each command's ``main`` returns its results to Python callers; a console script passes what its
-function returns to `sys.exit`, so these wrappers run the command and return nothing (exit 0).
+Each runs its command's ``main`` through `refusals.run_command` and returns the exit status the
+console script passes to `sys.exit`: 0, or 1 / 2 after a refusal printed as one ``error:`` line.
 """
 
 from __future__ import annotations
 
+from .refusals import run_command
 
-def train() -> None:
+
+def train(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi``: train and test from configs."""
     from .training import main  # each command imports only what it runs
 
-    main()
+    return run_command(main, argv)
 
 
-def benchmark() -> None:
+def benchmark(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-benchmark``: models side by side, or a whole protocol."""
     from .benchmark import main
 
-    main()
+    return run_command(main, argv)
 
 
-def search() -> None:
+def search(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-search``: rank a folder of images against queries."""
     from .search import main
 
-    main()
+    return run_command(main, argv)
 
 
-def export() -> None:
+def export(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-export``: the image encoder as ONNX / TorchScript."""
     from .export import main
 
-    main()
+    return run_command(main, argv)
 
 
-def weights() -> None:
+def weights(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-weights``: list or download released weights."""
     from .weights import main
 
-    main()
+    return run_command(main, argv)
 
 
-def synthetic() -> None:
+def synthetic(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-synthetic``: write the synthetic benchmark."""
     from .data.synthetic.cli import main
 
-    main()
+    return run_command(main, argv)
 
 
-def pretrain() -> None:
+def pretrain(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-pretrain``: pretrain the synthetic benchmark's tiny CLIP (once; cached)."""
     from .pretrain import main
 
-    main()
+    return run_command(main, argv)

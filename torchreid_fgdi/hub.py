@@ -81,6 +81,12 @@ def _verify(path: str, sha256: str, size: int | None, what: str) -> None:
         raise ChecksumError(f"{what} has sha256 {got}, expected {sha256.lower()}")
 
 
+def by_hand(url: str, path: str, sha256: str) -> str:
+    """What every error about a file that cannot be downloaded from here says to do, in one wording:
+    fetch it elsewhere and put it where the download would have gone."""
+    return f"download {url} by hand and put it at {osp.abspath(path)} (sha256 {sha256})"
+
+
 def download(url: str, path: str, sha256: str, size: int | None = None, quiet: bool = False) -> str:
     """`path`, downloaded from `url` unless already there; both checked against `sha256`."""
     if osp.isfile(path):
@@ -89,9 +95,9 @@ def download(url: str, path: str, sha256: str, size: int | None = None, quiet: b
         except ChecksumError as err:
             raise ChecksumError(f"{err}: a different or damaged file; move it away to download again") from err
         return path
-    by_hand = f"download {url} by hand and put it at {osp.abspath(path)} (sha256 {sha256})"
+    manual = by_hand(url, path, sha256)
     if not host_reachable(url):
-        raise WeightsUnavailableError(f"cannot reach {url} from here (offline?): {by_hand}")
+        raise WeightsUnavailableError(f"cannot reach {url} from here (offline?): {manual}")
 
     def fetch(tmp: str) -> None:
         import gdown  # slow to import; only a real download needs it
@@ -99,13 +105,13 @@ def download(url: str, path: str, sha256: str, size: int | None = None, quiet: b
         try:
             got = gdown.download(url, tmp, quiet=quiet)
         except Exception as err:  # gdown raises requests', urllib3's and its own errors
-            raise WeightsUnavailableError(f"downloading {url} failed ({err}): {by_hand}") from err
+            raise WeightsUnavailableError(f"downloading {url} failed ({err}): {manual}") from err
         if got is None or not osp.isfile(tmp):
-            raise WeightsUnavailableError(f"downloading {url} gave no file: {by_hand}")
+            raise WeightsUnavailableError(f"downloading {url} gave no file: {manual}")
         try:
             _verify(tmp, sha256, size, f"the download of {url}")
         except ChecksumError as err:
-            raise ChecksumError(f"{err}; it was deleted, nothing was written to {path}. Retry, or {by_hand}") from err
+            raise ChecksumError(f"{err}; it was deleted, nothing was written to {path}. Retry, or {manual}") from err
 
     return atomic.write_atomically(path, fetch)
 
@@ -117,6 +123,7 @@ class ReleasedWeights:
     filename: str
     size: int | None
     description: str
+    trained: bool = False  # trained CLIP-FGDI weights, not a backbone the models start from
 
 
 def _openai(checksum: str, filename: str, description: str) -> ReleasedWeights:
@@ -161,9 +168,20 @@ def cache_dir() -> str:
     return osp.join(torch.hub.get_dir(), "checkpoints")
 
 
-def get_weights(name: str, folder: str | None = None, quiet: bool = False) -> str:
-    """The local path of registered weights `name`, downloaded and checked on first use."""
+def weights_path(name: str, folder: str | None = None) -> str:
+    """Where registered weights `name` are kept: `folder`, else torch's cache."""
     if name not in REGISTRY:
         raise UnknownWeightsError(f"no released weights named {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return osp.join(folder or cache_dir(), REGISTRY[name].filename)
+
+
+def registered_name(url: str) -> str | None:
+    """The registry's name for the file at `url`, if it holds that file."""
+    return next((name for name, entry in REGISTRY.items() if entry.url == url), None)
+
+
+def get_weights(name: str, folder: str | None = None, quiet: bool = False) -> str:
+    """The local path of registered weights `name`, downloaded and checked on first use."""
+    path = weights_path(name, folder)
     entry = REGISTRY[name]
-    return download(entry.url, osp.join(folder or cache_dir(), entry.filename), entry.sha256, entry.size, quiet)
+    return download(entry.url, path, entry.sha256, entry.size, quiet)

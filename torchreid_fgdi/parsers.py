@@ -20,9 +20,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if not action.option_strings or default is None or default is False or default in ("", [], argparse.SUPPRESS):
-            return text
-        if "default" in text:
+        nothing = default is None or default is False or default in ("", [], argparse.SUPPRESS)
+        if nothing or not action.option_strings or "default" in text:
             return text
         shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
         return f"{text} (default: {shown.replace('%', '%%')})"

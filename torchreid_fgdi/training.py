@@ -32,6 +32,7 @@ from .engine.checkpointing import Progress, check_data, checkpoint_progress, con
 from .engine.stages import STAGE_NAMES
 from .models import FGDI, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint
+from .parsers import command_parser
 from .run_folder import RunFolder, check_resume, recorded_config
 from .settings import FGDISettings
 
@@ -57,18 +58,36 @@ FASTREID_FLAGS = {
 
 
 def build_config(argv: list[str] | None = None) -> CN:
-    """The config the command line asks for, merged and checked."""
-    parser = argparse.ArgumentParser(prog="torchreid-fgdi", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--config-file", nargs="+", default=[], help="yacs YAML config(s), merged in order (e.g. model, protocol)"
+    """The config the command line asks for, merged and checked; with neither a config file nor an
+    override the user asked for no run, so the usage is printed instead (exit 2)."""
+    parser = command_parser(
+        "torchreid-fgdi",
+        "Trains and tests a model as yacs configs say (torchreid's scripts/main.py, plus the three-stage\n"
+        "CLIP-FGDI engine for fgdi models), then writes a per-target table to data.save_dir.",
+        [
+            "torchreid-fgdi --config-file configs/synthetic/fgdi_tiny.yaml  # CLIP-FGDI on the synthetic domains",
+            "torchreid-fgdi --config-file configs/synthetic/osnet_ain_x0_25.yaml train.max_epoch 5 "
+            "data.save_dir log/quick",
+            "torchreid-fgdi --config-file configs/synthetic/fgdi_tiny.yaml test.evaluate True "
+            "model.load_weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
+        ],
     )
-    parser.add_argument("-s", "--sources", nargs="+", default=[], help="source datasets (overrides the config)")
-    parser.add_argument("-t", "--targets", nargs="+", default=[], help="target datasets (overrides the config)")
-    parser.add_argument("--root", type=str, default="", help="root folder of the datasets")
-    parser.add_argument("--transforms", nargs="+", default=[], help="data augmentation (overrides the config)")
+    parser.add_argument(
+        "--config-file",
+        nargs="+",
+        default=[],
+        metavar="CFG",
+        help="yacs YAML config(s), merged in order (e.g. model, protocol); later files override earlier ones",
+    )
+    parser.add_argument("-s", "--sources", nargs="+", default=[], help="source datasets (overrides data.sources)")
+    parser.add_argument("-t", "--targets", nargs="+", default=[], help="target datasets (overrides data.targets)")
+    parser.add_argument("--root", type=str, default="", help="root folder of the datasets (overrides data.root)")
+    parser.add_argument("--transforms", nargs="+", default=[], help="data augmentation (overrides data.transforms)")
     for flag in FASTREID_FLAGS:
         parser.add_argument(flag, nargs="?", const="", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("opts", nargs="*", default=[], help="KEY VALUE pairs overriding the config")
+    parser.add_argument(
+        "opts", nargs="*", default=[], metavar="KEY VALUE", help="config keys and values overriding the configs"
+    )
     args = parser.parse_intermixed_args(argv)
     for flag, equivalent in FASTREID_FLAGS.items():
         if getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
@@ -87,6 +106,8 @@ def build_config(argv: list[str] | None = None) -> CN:
     for key, value in (("data.root", args.root), *named.items()):
         if value:
             opts += [key, str(value)]
+    if not files and not opts:
+        parser.error("nothing to run: give --config-file CFG (and KEY VALUE overrides); the examples are in --help")
     return config_lib.load_config(files, opts)
 
 

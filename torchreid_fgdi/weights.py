@@ -5,23 +5,50 @@ A name also works as ``fgdi.clip_weights`` (or ``pretrained=`` of the model buil
 
 from __future__ import annotations
 
-import argparse
 import os.path as osp
+import sys
 
 from . import hub
+from .parsers import command_parser
+from .refusals import run_command
+
+
+def listing() -> str:
+    """What can be downloaded, each with its cache state, after what cannot (yet)."""
+    trained = [name for name, entry in hub.REGISTRY.items() if entry.trained]
+    if trained:
+        head = f"trained CLIP-FGDI weights: {', '.join(trained)}; the others are CLIP backbones fgdi models start from"
+    else:
+        head = (
+            "No trained CLIP-FGDI weights are released yet (their authors announce them as coming soon): "
+            "train your own with torchreid-fgdi.\nWhat can be downloaded are the CLIP backbones fgdi models start from:"
+        )
+    rows = []
+    for name, entry in hub.REGISTRY.items():
+        cached = "cached" if osp.isfile(hub.weights_path(name)) else "not cached"
+        rows.append(f"{name:<22} {cached:<11} {entry.description}\n{'':<34} {entry.url}")
+    tail = f"cache: {hub.cache_dir()}; --download NAME fetches one, fgdi.clip_weights NAME in a config uses one"
+    return "\n".join([head, *rows, tail])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="torchreid-fgdi-weights", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--download", metavar="NAME", help="fetch NAME into torch's cache and print its path")
+    parser = command_parser(
+        "torchreid-fgdi-weights",
+        "Lists the weights this package can download, with their cache state, or downloads one\n"
+        "(checked against its published sha256) into torch's cache and prints its path.",
+        ["torchreid-fgdi-weights", "torchreid-fgdi-weights --download clip-vit-b16-openai"],
+    )
+    parser.add_argument(
+        "--download",
+        metavar="NAME",
+        help="fetch NAME (one of those listed without options) into torch's cache and print its path",
+    )
     args = parser.parse_args(argv)
     if args.download:
         print(hub.get_weights(args.download))
         return
-    for name, entry in hub.REGISTRY.items():
-        cached = osp.isfile(osp.join(hub.cache_dir(), entry.filename))
-        print(f"{name:<22} {'cached' if cached else 'not cached':<11} {entry.description}\n{'':<34} {entry.url}")
+    print(listing())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

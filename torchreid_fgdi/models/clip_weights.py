@@ -15,7 +15,17 @@ import open_clip
 import torch
 from torch import nn
 
-from ..hub import REGISTRY, WeightsUnavailableError, get_weights, host_reachable, sha256sum
+from ..errors import ConfigError
+from ..hub import (
+    REGISTRY,
+    WeightsUnavailableError,
+    by_hand,
+    get_weights,
+    host_reachable,
+    registered_name,
+    sha256sum,
+    weights_path,
+)
 
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
@@ -59,7 +69,7 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
     tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        raise ValueError(
+        raise ConfigError(
             f"{weights!r} is neither a file nor an open_clip tag for {arch} (tags: {', '.join(tags) or 'none'})"
         )
     cached = _cached_copy(tag_cfg, cache_dir)
@@ -73,12 +83,18 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
     else:
         source = probe = tag_cfg["url"]
     if not host_reachable(probe):
+        registered = registered_name(tag_cfg.get("url", ""))
+        if registered:  # the advice the registry name's own offline error gives, then how to name the file
+            entry = REGISTRY[registered]
+            fetch = f"{by_hand(entry.url, weights_path(registered, cache_dir), entry.sha256)} and name it "
+            fetch += f"`fgdi.clip_weights: {registered}` (pretrained='{registered}'), the same weights"
+        else:
+            fetch = f"download one where there is internet ({source})"
         raise WeightsUnavailableError(
             f"cannot fetch CLIP weights {weights!r} for {arch}: {probe} is unreachable (offline?) and they are "
-            f"not in the local cache. Pass a local file instead, e.g. build_model(..., pretrained='/path/to/"
-            f"{arch}.pt') or `fgdi.clip_weights: /path/to/{arch}.pt` in a config. Accepted files: OpenAI's JIT "
-            "archive, an open_clip checkpoint (.bin/.pt/.safetensors) or a CLIP state dict. Download one where "
-            f"there is internet ({source})."
+            f"not in the local cache: {fetch}. Pass a local file instead, e.g. build_model(..., pretrained="
+            f"'/path/to/{arch}.pt') or `fgdi.clip_weights: /path/to/{arch}.pt` in a config. Accepted files: "
+            "OpenAI's JIT archive, an open_clip checkpoint (.bin/.pt/.safetensors) or a CLIP state dict."
         )
     return open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
 
@@ -107,7 +123,7 @@ def _check_trusted_archive(path: str) -> None:
     their sha256 are loaded: OpenAI's published CLIP files and those in `TRUSTED_TORCHSCRIPT`."""
     digest = sha256sum(path)
     if digest not in TRUSTED_TORCHSCRIPT | {entry.sha256 for entry in REGISTRY.values()}:
-        raise ValueError(
+        raise ConfigError(
             f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP files (sha256 {digest}); "
             "loading it would run the code it contains. Save its weights as a state dict on a machine you trust "
             "(torch.save(torch.jit.load(path).state_dict(), 'clip.pt')) and pass that file, or, if you trust "
@@ -156,7 +172,7 @@ def create_clip(
             _load_file(clip, path)
         except (RuntimeError, AssertionError) as err:  # open_clip asserts on some size mismatches
             details = " ".join(line.strip() for line in str(err).splitlines()[:3])[:400]
-            raise ValueError(
+            raise ConfigError(
                 f"{path} does not hold {name} weights ({details}); pick the fgdi model whose backbone matches "
                 "the file (see torchreid_fgdi.models.VARIANTS)"
             ) from err

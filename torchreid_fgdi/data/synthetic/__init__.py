@@ -301,13 +301,39 @@ def generate(
     seed: int = 0,
     overwrite: bool = False,
 ) -> list[str]:
-    """Generates the named domains under `root`, skipping those already there unless `overwrite`."""
+    """Generates the named domains under `root`; one already there is kept (and named) unless
+    `overwrite`, which writes the new one aside and swaps it in, so a crash keeps the old one."""
     written = []
     for name in names:
         folder = osp.join(root, name)
-        if osp.isdir(folder):
-            if not overwrite:
-                continue
-            shutil.rmtree(folder)
-        written.append(generate_domain(root, name, size, seed))
+        if not osp.isdir(folder):
+            written.append(generate_domain(root, name, size, seed))
+        elif overwrite:
+            written.append(_replace_domain(root, name, size, seed))
+        else:
+            print(
+                f"=> {folder} exists: kept as it is, not regenerated with these sizes and seed "
+                "(--overwrite replaces it)"
+            )
     return written
+
+
+def _replace_domain(root: str, name: str, size: SyntheticSize, seed: int) -> str:
+    """`root/name` written anew beside the old one, then swapped in; the old one is deleted last."""
+    folder = osp.join(root, name)
+    aside = tempfile.mkdtemp(prefix=f".{name}-replacing-", dir=root)
+    old = osp.join(aside, "old")
+    try:
+        fresh = generate_domain(aside, name, size, seed)
+        os.replace(folder, old)
+        try:
+            os.replace(fresh, folder)
+        except OSError:
+            os.replace(old, folder)
+            raise
+    except BaseException:
+        if not osp.isdir(old):  # a failed put-back leaves the old domain here: never delete it
+            shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+    return folder

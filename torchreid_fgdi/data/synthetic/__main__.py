@@ -1,6 +1,8 @@
 """``python -m torchreid_fgdi.data.synthetic``: the ``torchreid-fgdi-synthetic`` command."""
 
-from .cli import main
+import sys
+
+from ...commands import synthetic
 
 if __name__ == "__main__":
-    main()
+    sys.exit(synthetic())

@@ -1,0 +1,214 @@
+"""The commands as a user meets them: --help with every option explained and examples that parse,
+usage instead of a run when nothing was asked for, refusals as one ``error:`` line (the traceback
+only on request), the weights listing, one offline advice for one file, and the generator that
+says it kept a domain and replaces one safely."""
+
+import argparse
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchreid_fgdi import commands, hub, refusals
+from torchreid_fgdi.data import synthetic
+from torchreid_fgdi.errors import ConfigError
+from torchreid_fgdi.models import clip_weights
+from torchreid_fgdi.parsers import EXAMPLES_HEADING, HelpFormatter
+
+REPO = Path(__file__).parents[1]
+CONFIG = str(REPO / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
+COMMANDS = {
+    "torchreid-fgdi": commands.train,
+    "torchreid-fgdi-benchmark": commands.benchmark,
+    "torchreid-fgdi-search": commands.search,
+    "torchreid-fgdi-export": commands.export,
+    "torchreid-fgdi-weights": commands.weights,
+    "torchreid-fgdi-synthetic": commands.synthetic,
+    "torchreid-fgdi-pretrain": commands.pretrain,
+}
+
+
+def _help(command, monkeypatch, capsys) -> tuple[argparse.ArgumentParser, str]:
+    """The parser `command` builds and the --help it prints."""
+    built = []
+    parse = argparse.ArgumentParser.parse_known_args
+
+    def recording(self, *args, **kwargs):
+        built.append(self)
+        return parse(self, *args, **kwargs)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", recording)
+    with pytest.raises(SystemExit) as done:
+        command(["--help"])
+    assert done.value.code == 0
+    return built[0], capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_explains_every_option_shows_defaults_and_gives_examples_that_parse(name, monkeypatch, capsys):
+    parser, text = _help(COMMANDS[name], monkeypatch, capsys)
+    assert parser.prog == name and parser.formatter_class is HelpFormatter
+    assert name not in parser.description  # the usage line says how to call it; the description says what it does
+    formatter = HelpFormatter(name)
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS:  # fast-reid's flags, answered when used
+            continue
+        assert action.help, f"{name}: {action.option_strings or action.dest} has no help"
+        shown = formatter._get_help_string(action)
+        default = action.default
+        nothing = default is None or default is False or default in ("", [], argparse.SUPPRESS)
+        assert nothing or not action.option_strings or "default" in shown, f"{name}: {action.dest} hides its default"
+    examples = text.split(f"\n{EXAMPLES_HEADING}\n", 1)[1].strip().splitlines()
+    assert 2 <= len(examples) <= 3
+    for line in examples:
+        words = shlex.split(line, comments=True)
+        assert words[0] == name
+        parser.parse_intermixed_args(words[1:])  # a bad example exits 2 here
+        for word in words:
+            if word.endswith(".yaml"):
+                assert (REPO / word).is_file(), f"{name} example names a missing {word}"
+
+
+def test_defaults_read_as_typed_and_are_not_invented():
+    parser = argparse.ArgumentParser(formatter_class=HelpFormatter)
+    parser.add_argument("--domains", nargs="+", default=["a", "b"], help="domains")
+    parser.add_argument("--rate", default="5%", help="rate")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument("--device", default=None, help="cpu or cuda")
+    parser.add_argument("--flag", action="store_true", help="on or off")
+    parser.add_argument("--cache", default="x", help="cache folder (default: ~/.cache)")
+    text = " ".join(parser.format_help().split())
+    assert "domains (default: a b)" in text and "rate (default: 5%)" in text and "seed (default: 0)" in text
+    assert "cpu or cuda --flag" in text and "on or off --cache" in text  # nothing added after them
+    assert text.count("default") == 4
+
+
+@pytest.mark.subprocess
+def test_no_arguments_print_the_usage_and_start_nothing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "torchreid_fgdi"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 2
+    assert any(line.startswith("usage: torchreid-fgdi ") for line in done.stderr.splitlines())
+    assert "torchreid-fgdi: error: nothing to run: give --config-file CFG" in done.stderr
+    assert "Show configuration" not in done.stdout
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "argv", "message"),
+    [
+        (commands.train, ["--config-file", CONFIG, "train.max_epochs", "3"], "unknown config key 'train.max_epochs'"),
+        (commands.benchmark, ["--configs", CONFIG, "--seeds", "1"], "--seeds 1: give at least two different seeds"),
+    ],
+)
+def test_a_config_error_is_one_error_line_and_exit_2(command, argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    assert command(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {message}")
+    assert err.rstrip().endswith(f"({refusals.DEBUG_VARIABLE}=1 shows the traceback)")
+    assert "Traceback" not in err
+    monkeypatch.setenv(refusals.DEBUG_VARIABLE, "1")
+    with pytest.raises(ConfigError, match=message):  # uncaught: the interpreter prints its traceback
+        command(argv)
+
+
+def test_missing_datasets_are_reported_once_without_a_traceback(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    argv = ["--config-file", CONFIG, "--root", str(tmp_path / "data"), "-s", "market1501", "-t", "market1501"]
+    assert commands.train([*argv, "data.save_dir", str(tmp_path / "log")]) == 1
+    out, err = capsys.readouterr()
+    assert "market1501  missing: " in out  # the dataset table, printed as it was checked
+    lines = err.splitlines()
+    assert lines[0].startswith("error: 1 dataset(s) not ready, nothing was started")
+    assert lines[1].startswith("- market1501: expected under ")
+    assert lines[-1] == f"({refusals.DEBUG_VARIABLE}=1 shows the traceback)"
+
+
+def test_bugs_keep_their_traceback_and_missing_paths_do_not(capsys, monkeypatch):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+
+    def buggy(argv):
+        return {}["no such key"]
+
+    with pytest.raises(KeyError):
+        refusals.run_command(buggy)
+
+    def missing(argv):
+        raise FileNotFoundError("gallery folder 'photos' does not exist")
+
+    assert refusals.run_command(missing) == 1
+    assert capsys.readouterr().err.startswith("error: gallery folder 'photos' does not exist (")
+
+
+def test_weights_download_of_an_unknown_name_lists_the_known_ones(capsys):
+    assert commands.weights(["--download", "bad"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no released weights named 'bad'; known: ") and err.count("\n") == 1
+    assert all(name in err for name in hub.REGISTRY)
+
+
+def test_weights_listing_says_no_trained_clip_fgdi_weights_exist_until_one_is_registered(capsys, monkeypatch):
+    assert commands.weights([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("No trained CLIP-FGDI weights are released yet")
+    assert "CLIP backbones" in out and all(name in out for name in hub.REGISTRY)
+    trained = hub.ReleasedWeights("https://example.org/fgdi.pth", "0" * 64, "fgdi.pth", None, "CLIP-FGDI", True)
+    monkeypatch.setitem(hub.REGISTRY, "fgdi-market", trained)
+    commands.weights([])
+    assert capsys.readouterr().out.startswith("trained CLIP-FGDI weights: fgdi-market;")
+
+
+def test_offline_tag_and_registry_name_of_one_backbone_give_the_same_advice(tmp_path, monkeypatch):
+    monkeypatch.setattr(hub, "host_reachable", lambda *args, **kwargs: False)
+    monkeypatch.setattr(clip_weights, "host_reachable", lambda *args, **kwargs: False)
+    entry = hub.REGISTRY["clip-rn50-openai"]
+    advice = hub.by_hand(entry.url, str(tmp_path / entry.filename), entry.sha256)
+    with pytest.raises(hub.WeightsUnavailableError) as by_name:
+        hub.get_weights("clip-rn50-openai", str(tmp_path))
+    with pytest.raises(hub.WeightsUnavailableError) as by_tag:
+        clip_weights.resolve_weights("RN50", "openai", cache_dir=str(tmp_path))
+    assert advice in str(by_name.value) and advice in str(by_tag.value)
+    assert "`fgdi.clip_weights: clip-rn50-openai`" in str(by_tag.value)  # the name that reads the file from there
+
+
+def _images(domain: Path) -> list[str]:
+    return sorted(str(p.relative_to(domain)) for p in domain.rglob("*.jpg"))
+
+
+def test_the_generator_says_it_kept_a_domain_and_overwrite_swaps_in_a_new_one(tmp_path, capsys, monkeypatch):
+    root, domain = tmp_path / "data", tmp_path / "data" / "synth_a"
+    small = ["--root", str(root), "--domains", "synth_a", "--train-ids", "2", "--test-ids", "2"]
+    assert commands.synthetic(small) == 0
+    first = _images(domain)
+    capsys.readouterr()
+    larger = [*small[:-4], "--train-ids", "5", "--test-ids", "3"]
+    assert commands.synthetic(larger) == 0
+    assert capsys.readouterr().out == (
+        f"=> {domain} exists: kept as it is, not regenerated with these sizes and seed (--overwrite replaces it)\n"
+    )
+    assert _images(domain) == first
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(synthetic, "_write_split", crash)
+    with pytest.raises(OSError, match="disk full"):
+        commands.synthetic([*larger, "--overwrite"])
+    assert _images(domain) == first and [p.name for p in root.iterdir()] == ["synth_a"]  # the old one, whole
+    monkeypatch.undo()
+    assert commands.synthetic([*larger, "--overwrite"]) == 0
+    assert capsys.readouterr().out == f"wrote {domain}\n"
+    assert len(_images(domain)) > len(first) and [p.name for p in root.iterdir()] == ["synth_a"]
+
+
+def test_the_generator_refuses_sizes_it_cannot_draw(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        commands.synthetic(["--root", str(tmp_path), "--max-cams-per-id", "1"])
+    assert done.value.code == 2
+    assert "--max-cams-per-id must be at least 2, got 1" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
