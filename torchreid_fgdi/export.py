@@ -2,26 +2,34 @@
 
 The exported graph is what `inference.FeatureExtractor` computes after its transform: the eval
 feature of a batch of transformed images, L2-normalised (input ``images``, N x 3 x H x W float32;
-output ``features``, N x D). The batch size is free. Each export is checked against PyTorch on a
-random batch (onnxruntime for ONNX) before it is written.
+output ``features``, N x D). The batch size is free; height and width are fixed at the trained size
+(features are only defined there: the transform resizes every image to it, and a ViT's resampling
+of its position embedding for other sizes does not survive the export). Each file carries what a
+deployment needs beside it (`metadata`: input size, preprocessing, feature dimension, model name)
+in ONNX's ``metadata_props`` or TorchScript's extra file ``metadata.json``. Each export is checked
+against PyTorch on a random batch (onnxruntime for ONNX) before it is written.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os.path as osp
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from yacs.config import CfgNode as CN
 
-from . import atomic
-from .inference import load_trained
+from . import __version__, atomic
+from .inference import load_trained, preprocessing
 from .parsers import command_parser
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
+INPUT, OUTPUT = "images", "features"
+TORCHSCRIPT_METADATA = "metadata.json"  # the extra file of a TorchScript export holding `metadata`
 
 
 class NormalizedFeatures(torch.nn.Module):
@@ -35,20 +43,44 @@ class NormalizedFeatures(torch.nn.Module):
         return F.normalize(self.model(images).float(), dim=1)
 
 
+def metadata(cfg: CN, model_path: str, feature_dim: int) -> dict[str, str]:
+    """Everything a deployment needs beside the graph, as strings: model, input and preprocessing
+    (`inference.preprocessing`), the one free axis, and the output."""
+    return {
+        "model_name": cfg.model.name,
+        "checkpoint": osp.basename(model_path),
+        "torchreid_fgdi_version": __version__,
+        "input_name": INPUT,
+        "input_layout": "NCHW float32 RGB",
+        **preprocessing(cfg),
+        "dynamic_axes": "batch",  # height and width are fixed at input_height x input_width
+        "output_name": OUTPUT,
+        "feature_dim": str(feature_dim),
+        "feature_norm": "L2 (cosine similarity is the dot product)",
+    }
+
+
 def _max_difference(want: torch.Tensor, got) -> float:
     return float((want - torch.as_tensor(got)).abs().max())
 
 
-def export_torchscript(module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor) -> float:
-    """Traces `module` into `path`; the largest difference of the saved file to PyTorch on `probe`."""
+def export_torchscript(
+    module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor, meta: Mapping[str, str]
+) -> float:
+    """Traces `module` into `path`, `meta` as its extra file; the largest difference of the saved file
+    to PyTorch on `probe`."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated, still widely deployed
-        torch.jit.trace(module, example, check_trace=False).save(path)
+        traced = torch.jit.trace(module, example, check_trace=False)
+        traced.save(path, _extra_files={TORCHSCRIPT_METADATA: json.dumps(dict(meta), indent=1)})
         return _max_difference(module(probe), torch.jit.load(path)(probe))
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor) -> float:
-    """Exports `module` to `path` with a free batch size; the largest difference onnxruntime gives on `probe`."""
+def export_onnx(
+    module: torch.nn.Module, example: torch.Tensor, path: str, probe: torch.Tensor, meta: Mapping[str, str]
+) -> float:
+    """Exports `module` to `path` with a free batch size and `meta` as its metadata_props; the largest
+    difference onnxruntime gives on `probe`."""
     import onnxruntime
 
     batch = torch.export.Dim("batch", min=1)
@@ -56,21 +88,29 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: str, probe
         module,
         (example,),
         dynamo=True,
-        input_names=["images"],
-        output_names=["features"],
-        dynamic_shapes={"images": {0: batch}},
+        input_names=[INPUT],
+        output_names=[OUTPUT],
+        dynamic_shapes={INPUT: {0: batch}},
     )
+    program.model.metadata_props.update(meta)
     program.save(path)
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        return _max_difference(module(probe), session.run(["features"], {"images": probe.numpy()})[0])
+        return _max_difference(module(probe), session.run([OUTPUT], {INPUT: probe.numpy()})[0])
 
 
 EXPORTERS = {"onnx": (".onnx", export_onnx), "torchscript": (".torchscript.pt", export_torchscript)}
 
 
-def _write_checked(tmp: str, fmt: str, module: torch.nn.Module, example: torch.Tensor, probe: torch.Tensor) -> None:
-    difference = EXPORTERS[fmt][1](module, example, tmp, probe)
+def _write_checked(
+    tmp: str,
+    fmt: str,
+    module: torch.nn.Module,
+    example: torch.Tensor,
+    probe: torch.Tensor,
+    meta: Mapping[str, str] | None = None,
+) -> None:
+    difference = EXPORTERS[fmt][1](module, example, tmp, probe, meta or {})
     if not difference <= TOLERANCE:  # NaN compares false either way
         raise RuntimeError(f"the {fmt} export differs from PyTorch by {difference:.2e} (> {TOLERANCE}); not written")
     print(f"=> {fmt}: max |difference| to PyTorch {difference:.1e}")
@@ -86,12 +126,14 @@ def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, conf
     module = NormalizedFeatures(model).eval()
     example = torch.randn(2, 3, cfg.data.height, cfg.data.width)
     probe = torch.randn(3, 3, cfg.data.height, cfg.data.width)  # another batch size than the example's
+    with torch.no_grad():
+        meta = metadata(cfg, model_path, module(example).shape[1])
     stem = osp.join(out_dir, osp.splitext(osp.basename(model_path))[0])
     written = {}
     for fmt in formats:
         if fmt not in EXPORTERS:
             raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
-        write = functools.partial(_write_checked, fmt=fmt, module=module, example=example, probe=probe)
+        write = functools.partial(_write_checked, fmt=fmt, module=module, example=example, probe=probe, meta=meta)
         written[fmt] = atomic.write_atomically(stem + EXPORTERS[fmt][0], write)
         print(f"=> {fmt}: {written[fmt]}")
     return written

@@ -9,6 +9,12 @@ ranking.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
+from functools import cached_property
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,10 +22,10 @@ import torchreid
 from PIL import Image
 from yacs.config import CfgNode as CN
 
-from . import compat
+from . import __version__, compat
 from . import config as config_lib
 from .checkpoint_file import read_checkpoint
-from .data.transforms import CLIP_FGDI, clip_fgdi_transforms
+from .data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
 from .evaluation import check_finite_features
 from .models import VARIANTS, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint, read_state_dict
@@ -83,13 +89,35 @@ def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict) -> tuple[int, in
 
 
 def test_transform(cfg: CN):
-    """The transform the run tested with: the authors' pipeline or torchreid's resize + mean/std."""
+    """The transform the run tested with: the authors' pipeline or torchreid's resize + mean/std.
+
+    torchreid's builder prints both of its pipelines step by step; at inference that is noise, so
+    its print-out is swallowed."""
     height, width = cfg.data.height, cfg.data.width
     if CLIP_FGDI in cfg.data.transforms:
         return clip_fgdi_transforms(height, width)[1]
-    return torchreid.data.transforms.build_transforms(
-        height, width, transforms=None, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std
-    )[1]
+    with contextlib.redirect_stdout(io.StringIO()):
+        return torchreid.data.transforms.build_transforms(
+            height, width, transforms=None, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std
+        )[1]
+
+
+def preprocessing(cfg: CN) -> dict[str, str]:
+    """`test_transform` in words a deployment can follow without this package: resize an RGB image
+    to ``input_height`` x ``input_width`` with PIL's `resize` filter, scale pixels to [0, 1], then
+    normalise: ``mean_std`` subtracts `norm_mean` and divides by `norm_std` per channel;
+    ``per_image`` subtracts each channel's mean over the image and divides by
+    sqrt(its variance + `norm_eps`) (`PerImageNorm`)."""
+    common = {"input_height": str(cfg.data.height), "input_width": str(cfg.data.width), "pixel_scale": "1/255"}
+    if CLIP_FGDI in cfg.data.transforms:
+        return {**common, "resize": "bicubic", "normalization": "per_image", "norm_eps": repr(PerImageNorm.eps)}
+    return {
+        **common,
+        "resize": "bilinear",
+        "normalization": "mean_std",
+        "norm_mean": json.dumps(list(cfg.data.norm_mean)),
+        "norm_std": json.dumps(list(cfg.data.norm_std)),
+    }
 
 
 class FeatureExtractor:
@@ -121,6 +149,17 @@ class FeatureExtractor:
         self.model = model.to(self.device)
         self.transform = test_transform(self.cfg)
         self.batch_size = batch_size
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """A hash of everything these features depend on: the package version, the config (model,
+        input size, transform) and every weight and buffer. Equal fingerprints, equal features."""
+        digest = hashlib.sha256(f"{__version__}\n{self.cfg.dump()}".encode())
+        for name, value in sorted(self.model.state_dict().items()):
+            value = value.detach().cpu().contiguous()
+            digest.update(f"{name} {value.dtype} {tuple(value.shape)}".encode())
+            digest.update(value.reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
 
     def _tensor(self, image) -> torch.Tensor:
         if isinstance(image, str):

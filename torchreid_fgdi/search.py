@@ -1,8 +1,10 @@
-"""``torchreid-fgdi-search --query IMG [IMG ...] --gallery DIR --weights CKPT``: rank a folder.
+"""``torchreid-fgdi-search --query IMG|DIR [...] --gallery DIR --weights CKPT``: rank a folder.
 
 Every image under the gallery folder is ranked by cosine similarity to each query with a trained
-checkpoint's features. The result page (``index.html``, self-contained: thumbnails are embedded),
-a picture of the same rows (``ranking.png``) and the numbers (``ranking.json``) go to ``--out``.
+checkpoint's features. The gallery's features are kept in an index (`gallery_index`), so a second
+search over the same folder embeds only the queries and the images that changed. The result page
+(``index.html``, self-contained: thumbnails are embedded), a picture of the same rows
+(``ranking.png``) and the numbers (``ranking.json``) go to ``--out``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,28 @@ import io
 import json
 import os
 import os.path as osp
+from collections import defaultdict
 
+import torch
 from PIL import Image
 
-from . import atomic
+from . import atomic, gallery_index, nearest
 from .compat import UnreadableImageError, read_image
-from .data.image_check import unreadable_images
 from .evaluation import rank_pictures
 from .inference import FeatureExtractor
 from .parsers import command_parser
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height
+
+
+def _images_under(folder: str) -> list[str]:
+    return sorted(
+        osp.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.lower().endswith(IMAGE_SUFFIXES)
+    )
 
 
 def list_images(folder: str) -> list[str]:
@@ -35,28 +47,56 @@ def list_images(folder: str) -> list[str]:
         )
     if not osp.isdir(folder):
         raise FileNotFoundError(f"gallery folder {folder!r} does not exist")
-    found = sorted(
-        osp.join(root, name)
-        for root, _, names in os.walk(folder)
-        for name in names
-        if name.lower().endswith(IMAGE_SUFFIXES)
-    )
+    found = _images_under(folder)
     if not found:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder!r}")
     return found
 
 
-def rank(extractor: FeatureExtractor, queries: list[str], gallery: list[str], topk: int) -> list[dict]:
-    """[{query, matches: [{path, similarity}, ...best first]}] for every query."""
-    similarity = extractor(queries) @ extractor(gallery).T
-    best = similarity.topk(min(topk, len(gallery)), dim=1)
-    return [
-        {
-            "query": query,
-            "matches": [{"path": gallery[i], "similarity": round(float(v), 6)} for v, i in zip(values, indices)],
-        }
-        for query, values, indices in zip(queries, best.values.tolist(), best.indices.tolist())
-    ]
+def query_images(items: list[str]) -> list[str]:
+    """The query images: each item a file, or a folder standing for every image under it, sorted."""
+    queries = []
+    for item in items:
+        if osp.isdir(item):
+            found = _images_under(item)
+            if not found:
+                raise FileNotFoundError(f"--query folder {item!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            queries += found
+        elif osp.exists(item):
+            queries.append(item)
+        else:
+            raise FileNotFoundError(f"--query {item!r} does not exist: pass image files or folders of images")
+    return queries
+
+
+def _same_files(queries: list[str], gallery: list[str]) -> list[set[int]]:
+    """For each query, the gallery rows that are the query's own file (another path to it included)."""
+    rows = defaultdict(set)
+    for row, path in enumerate(gallery):
+        stat = os.stat(path)
+        rows[stat.st_dev, stat.st_ino].add(row)
+    return [rows.get((stat.st_dev, stat.st_ino), set()) for stat in map(os.stat, queries)]
+
+
+def rank(
+    queries: list[str],
+    query_features: torch.Tensor,
+    gallery: list[str],
+    gallery_features: torch.Tensor,
+    topk: int,
+    exclude_self: bool = False,
+) -> list[dict]:
+    """[{query, matches: [{path, similarity}, ...best first]}] for every query; with `exclude_self`,
+    a query's own file is not among its matches."""
+    excluded = _same_files(queries, gallery) if exclude_self else [set() for _ in queries]
+    values, indices = nearest.top_k(query_features, gallery_features, topk + max(map(len, excluded)))
+    ranking = []
+    for query, own, row_values, row_indices in zip(queries, excluded, values.tolist(), indices.tolist()):
+        matches = [
+            {"path": gallery[i], "similarity": round(v, 6)} for v, i in zip(row_values, row_indices) if i not in own
+        ]
+        ranking.append({"query": query, "matches": matches[:topk]})
+    return ranking
 
 
 def _thumbnail(path: str) -> Image.Image:
@@ -117,7 +157,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             "--weights log/synthetic/osnet_ain_x0_25/model/model.pth.tar-30 --topk 5 --out search/q1",
         ],
     )
-    parser.add_argument("--query", nargs="+", required=True, help="query image file(s)")
+    parser.add_argument(
+        "--query",
+        nargs="+",
+        required=True,
+        help="query image file(s) and / or folder(s) (every image under one, sorted)",
+    )
     parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
     parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
     parser.add_argument(
@@ -129,23 +174,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--skip-unreadable", action="store_true", help="leave out gallery images that cannot be decoded (listed)"
     )
+    parser.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="leave a query's own file (any path to it) out of its matches; off by default, so the ranking\n"
+        "shows the gallery as it is and a query taken from it comes first at 1.000",
+    )
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="the gallery's feature index file (default: one per gallery folder under\n"
+        "$TORCHREID_FGDI_CACHE/gallery-index/, the cache defaulting to ~/.cache/torchreid-fgdi)",
+    )
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be >= 1")
+    queries = query_images(args.query)
     gallery = list_images(args.gallery)
-    if args.skip_unreadable:
-        bad = unreadable_images(gallery)
-        gallery = [path for path in gallery if path not in bad]
-        if bad:
-            print(
-                f"=> Skipped {len(bad)} unreadable gallery image(s):\n  "
-                + "\n  ".join(f"{p}: {w}" for p, w in bad.items())
-            )
     extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
+    index_path = args.index or gallery_index.default_path(args.gallery)
     try:
-        ranking = rank(extractor, args.query, gallery, args.topk)
+        found = gallery_index.gallery_features(extractor, args.gallery, gallery, index_path, args.skip_unreadable)
+        query_features = extractor(queries)
     except UnreadableImageError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n(--skip-unreadable leaves unreadable gallery images out)\n")
+    if found.skipped:
+        print(
+            f"=> Skipped {len(found.skipped)} unreadable gallery image(s):\n  "
+            + "\n  ".join(f"{p}: {w}" for p, w in found.skipped.items())
+        )
+    print(
+        f"=> Gallery {args.gallery}: {len(found.paths)} images, {found.reused} from the index {index_path}, "
+        f"{found.embedded} embedded, {found.removed} gone from the folder"
+    )
+    if not found.paths:
+        parser.exit(2, f"{parser.prog}: error: no readable gallery images under {args.gallery!r}\n")
+    ranking = rank(queries, query_features, found.paths, found.features, args.topk, args.exclude_self)
     atomic.write_text(osp.join(args.out, "ranking.json"), json.dumps(ranking, indent=1))
     page = write_html(ranking, osp.join(args.out, "index.html"))
     picture = write_png(ranking, osp.join(args.out, "ranking.png"))

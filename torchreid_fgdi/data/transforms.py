@@ -21,10 +21,12 @@ TRANSFORMS = ("random_flip", "random_crop", "random_patch", "color_jitter", "ran
 class PerImageNorm:
     """Each channel of each image to zero mean, unit variance (``nn.InstanceNorm2d(3)`` on one image)."""
 
+    eps = 1e-5
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(dim=(1, 2), keepdim=True)
         var = x.var(dim=(1, 2), unbiased=False, keepdim=True)
-        return (x - mean) / torch.sqrt(var + 1e-5)
+        return (x - mean) / torch.sqrt(var + self.eps)
 
 
 def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]:
