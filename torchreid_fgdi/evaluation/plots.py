@@ -6,6 +6,7 @@ matplotlib's object API (no pyplot) draws off-screen, so it runs on servers and 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,10 +14,13 @@ import torch
 from . import rank_pictures
 from .distances import distance_matrix
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 _NOT_LOSSES = ("lr", "acc", "domain_acc")
 
 
-def _figure(width: float, height: float):
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
@@ -43,7 +47,7 @@ def plot_losses(stages: dict[str, list[dict]], path: str) -> str | None:
     return _save(fig, path)
 
 
-def cmc_figure(results: dict[str, dict], sources: Sequence[str], max_rank: int = 20):
+def cmc_figure(results: dict[str, dict], sources: Sequence[str], max_rank: int = 20) -> Figure:
     """CMC curves (ranks 1..max_rank) of every target, mAP in the legend, unseen targets dashed.
 
     The legend sits outside the axes: good models' curves fill the top, weak ones the bottom.
@@ -81,7 +85,7 @@ def pca_2d(panels: Sequence[torch.Tensor]) -> list[np.ndarray]:
     return [(x @ v[:2].T).numpy() for x in centred]
 
 
-def domains_figure(panels: dict[str, tuple[torch.Tensor, list[str]]], unseen: Sequence[str] = ()):
+def domains_figure(panels: dict[str, tuple[torch.Tensor, list[str]]], unseen: Sequence[str] = ()) -> Figure:
     """One PCA scatter per panel (e.g. before / after the text-guided stage), coloured by domain,
     unseen domains as triangles; one legend for all panels."""
     fig = _figure(3.8 * len(panels) + 1.6, 3.8)
@@ -96,8 +100,8 @@ def domains_figure(panels: dict[str, tuple[torch.Tensor, list[str]]], unseen: Se
                 kwargs = {"s": 14 if domain in unseen else 8, "alpha": 0.7, "c": colours[domain]}
                 ax.scatter(points[mask, 0], points[mask, 1], marker=marker, label=label, **kwargs)
         ax.set(title=title, xlabel="PC 1", ylabel="PC 2" if ax is axes[0] else None)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, markerscale=1.5)
+    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, markerscale=1.5)
     return fig
 
 
