@@ -1,32 +1,43 @@
 """`FeatureExtractor(config_file=...)` on a torchreid baseline's checkpoint, which records no config:
-the model and test transform come from the config given with it, the weights from the checkpoint."""
+the model and test transform come from the config given with it, the weights from the checkpoint.
+Its fingerprint, and the metadata an export carries for a deployment without this package."""
 
+import json
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
 import torchreid
 from PIL import Image
 
+from torchreid_fgdi import inference
 from torchreid_fgdi.checkpoint_file import CheckpointError
-from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.export import TORCHSCRIPT_METADATA, export
+from torchreid_fgdi.inference import FeatureExtractor, preprocessing
 
 BASELINE = str(Path(__file__).parents[1] / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
 
 
-@pytest.fixture
-def baseline(tmp_path):
+def save_baseline(folder: Path, seed: int = 0) -> tuple[str, torch.nn.Module]:
     """A checkpoint as torchreid's engines save it (no config inside) and the model it holds (eval)."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = torchreid.models.build_model("osnet_ain_x0_25", 7, loss="triplet", pretrained=False)
     for module in model.modules():  # batch-norm statistics away from their initial values
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
-    torchreid.utils.save_checkpoint({"state_dict": model.state_dict(), "epoch": 3, "rank1": 0.5}, str(tmp_path))
-    return str(tmp_path / "model.pth.tar-3"), model.eval()
+    torchreid.utils.save_checkpoint({"state_dict": model.state_dict(), "epoch": 3, "rank1": 0.5}, str(folder))
+    return str(folder / "model.pth.tar-3"), model.eval()
+
+
+@pytest.fixture
+def baseline(tmp_path):
+    return save_baseline(tmp_path)
 
 
 def _person(seed: int) -> Image.Image:
@@ -64,3 +75,61 @@ def test_a_baseline_checkpoint_with_another_models_config_is_refused(baseline, t
     other.write_text(f"_BASE_: {BASELINE}\nmodel:\n  name: osnet_x0_25\n")
     with pytest.raises(CheckpointError, match="does not fit OSNet .*another model's checkpoint"):
         FeatureExtractor(path, config_file=str(other), device="cpu")
+
+
+def test_the_extractor_prints_nothing_and_its_fingerprint_follows_the_weights_and_input_size(
+    baseline, tmp_path, capsys
+):
+    path, _ = baseline
+    capsys.readouterr()
+    extractor = FeatureExtractor(path, config_file=BASELINE, device="cpu")
+    assert capsys.readouterr().out == ""  # torchreid's "Building train transforms ..." is not shown
+    assert FeatureExtractor(path, config_file=BASELINE, device="cpu").fingerprint == extractor.fingerprint
+    other_weights, _ = save_baseline(tmp_path / "other", seed=1)
+    assert FeatureExtractor(other_weights, config_file=BASELINE, device="cpu").fingerprint != extractor.fingerprint
+    taller = tmp_path / "taller.yaml"
+    taller.write_text(f"_BASE_: {BASELINE}\ndata:\n  height: 128\n")
+    assert FeatureExtractor(path, config_file=str(taller), device="cpu").fingerprint != extractor.fingerprint
+
+
+def _deployed_input(meta: dict, image: Image.Image) -> np.ndarray:
+    """The 3 x H x W input the metadata describes, made with PIL and numpy alone."""
+    filters = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+    size = (int(meta["input_width"]), int(meta["input_height"]))
+    assert meta["pixel_scale"] == "1/255"
+    x = np.asarray(image.convert("RGB").resize(size, filters[meta["resize"]]), dtype=np.float32) / 255
+    if meta["normalization"] == "mean_std":
+        x = (x - np.float32(json.loads(meta["norm_mean"]))) / np.float32(json.loads(meta["norm_std"]))
+    else:
+        x = (x - x.mean(axis=(0, 1))) / np.sqrt(x.var(axis=(0, 1)) + np.float32(meta["norm_eps"]))
+    return x.transpose(2, 0, 1)
+
+
+def test_an_export_carries_what_a_deployment_needs_in_its_metadata(baseline, tmp_path):
+    path, _ = baseline
+    written = export(path, str(tmp_path / "export"), config_file=BASELINE)
+    meta = {prop.key: prop.value for prop in onnx.load(written["onnx"]).metadata_props}
+    assert (meta["model_name"], meta["input_height"], meta["input_width"]) == ("osnet_ain_x0_25", "64", "32")
+    assert (meta["resize"], meta["normalization"], meta["dynamic_axes"]) == ("bilinear", "mean_std", "batch")
+    images = [_person(0), _person(1), _person(2)]
+    session = onnxruntime.InferenceSession(written["onnx"], providers=["CPUExecutionProvider"])
+    batch = np.stack([_deployed_input(meta, image) for image in images])
+    (features,) = session.run([meta["output_name"]], {meta["input_name"]: batch})
+    assert features.shape == (3, int(meta["feature_dim"])) == (3, 512)
+    want = FeatureExtractor(path, config_file=BASELINE, device="cpu")(images)
+    torch.testing.assert_close(torch.from_numpy(features), want, atol=1e-4, rtol=0)
+    taller = np.zeros((1, 3, 128, 32), dtype=np.float32)
+    with pytest.raises(onnxruntime.capi.onnxruntime_pybind11_state.InvalidArgument, match="invalid dimensions"):
+        session.run([meta["output_name"]], {meta["input_name"]: taller})  # height and width are fixed
+    extra = {TORCHSCRIPT_METADATA: ""}
+    torch.jit.load(written["torchscript"], _extra_files=extra)
+    assert json.loads(extra[TORCHSCRIPT_METADATA]) == meta
+
+
+def test_the_per_image_preprocessing_metadata_reproduces_the_authors_test_transform():
+    cfg = load_config([], ["data.transforms", "clip_fgdi", "data.height", "64", "data.width", "32"])
+    meta = preprocessing(cfg)
+    assert (meta["resize"], meta["normalization"]) == ("bicubic", "per_image")
+    image = _person(3)
+    want = inference.test_transform(cfg)(image).numpy()
+    np.testing.assert_allclose(_deployed_input(meta, image), want, atol=1e-5, rtol=0)
