@@ -1,43 +1,109 @@
-"""Fast evaluator vs torchreid-pip's Python fallback on a Market-1501-sized problem.
+"""Our evaluator against the peers' compiled ones (torchreid's and fast-reid's Cython) on a
+Market-1501-sized problem: 3,368 queries x 15,913 gallery, 1,280-d, 750 identities, 6 cameras.
 
-3,368 queries x 15,913 gallery images, a random distance matrix over a realistic pid / camid split;
-prints both times, the speed-up, and checks the results are equal.
+In one run, interleaved, median of ``--repeats``:
+- ranking only, distances given (every evaluator on the same float32 matrix), beside the floor:
+  the distance GEMM alone and GEMM + a top-50 partial sort;
+- the whole evaluation from features (distances included);
+- the CUHK03 metric (ours against the peers and torchreid's Python reference, same numpy seed).
+Prints each time, the ratios, and whether CMC is identical and mAP equal to 1e-6. Peers that
+cannot be built (no Cython or compiler, no source) are reported and torchreid's Python
+reference is timed instead.
 
-    python scripts/benchmarks/rank_speed.py
+    python scripts/benchmarks/rank_speed.py [--peer-sources DIR] [--repeats 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import statistics
 import time
 import warnings
 
 import numpy as np
+import torch
 from _common import reid_split
+from peers import available
 
 warnings.filterwarnings("ignore", message="Cython evaluation")
 from torchreid.reid.metrics.rank import evaluate_py  # noqa: E402
 
-from torchreid_fgdi.evaluation.fast_rank import evaluate_rank  # noqa: E402
+from torchreid_fgdi.evaluation.distances import distance_matrix  # noqa: E402
+from torchreid_fgdi.evaluation.fast_rank import CHUNK, evaluate_rank, rank_features  # noqa: E402
+
+NUM_QUERY, NUM_GALLERY, DIM = 3368, 15913, 1280
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _floor_topk(qf: torch.Tensor, gf: torch.Tensor) -> None:
+    for start in range(0, len(qf), CHUNK):
+        torch.topk(torch.from_numpy(distance_matrix(qf[start : start + CHUNK], gf)), 50, 1, largest=False)
+
+
+def _same(a, b) -> bool:
+    return np.array_equal(np.asarray(a[0])[: len(b[0])], np.asarray(b[0])[: len(a[0])]) and abs(a[1] - b[1]) < 1e-6
+
+
+def _result(out):
+    """(cmc, mAP) from any evaluator (fast-reid's Market-1501 metric returns every AP and INP)."""
+    return (out[0], float(np.mean(out[1]))) if len(out) == 3 else (out[0], float(out[1]))
 
 
 def main() -> None:
-    q_pids, g_pids, q_cams, g_cams = reid_split(3368, 15913, num_ids=750, num_cams=6)
-    distmat = np.random.default_rng(1).random((3368, 15913), dtype=np.float32)
-    for metric, cuhk03 in (("Market-1501", False), ("CUHK03", True)):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--peer-sources", default="", help="folder with <peer>/rank_cy.pyx (default: download)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each side (median shown)")
+    args = parser.parse_args()
+    q_pids, g_pids, q_cams, g_cams = reid_split(NUM_QUERY, NUM_GALLERY, num_ids=750, num_cams=6)
+    gen = torch.Generator().manual_seed(0)
+    qf, gf = torch.randn(NUM_QUERY, DIM, generator=gen), torch.randn(NUM_GALLERY, DIM, generator=gen)
+    labels = (q_pids, g_pids, q_cams, g_cams)
+    peers = available(args.peer_sources)
+    if not peers:
+        print("[peers] none built: timing torchreid's Python reference instead (minutes)")
+        peers = {"torchreid-python": lambda d, *rest: evaluate_py(d, *rest)}
+    distmat = distance_matrix(qf, gf)
+
+    rank_only = {"ours": lambda: evaluate_rank(distmat, *labels, 50)}
+    rank_only |= {name: (lambda f=f: _result(f(distmat, *labels, 50))) for name, f in peers.items()}
+    whole = {"ours": lambda: rank_features((qf, q_pids, q_cams), (gf, g_pids, g_cams))}
+    whole |= {name: (lambda f=f: _result(f(distance_matrix(qf, gf), *labels, 50))) for name, f in peers.items()}
+    floors = {"GEMM": lambda: distance_matrix(qf, gf), "GEMM + top-50": lambda: _floor_topk(qf, gf)}
+
+    times: dict[str, list[float]] = {}
+    results = {}
+    for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every side
+        for group, table in (("rank", rank_only), ("whole", whole), ("floor", floors)):
+            for name, fn in table.items():
+                seconds, out = _timed(fn)
+                times.setdefault(f"{group}:{name}", []).append(seconds)
+                results[f"{group}:{name}"] = out
+    t = {key: statistics.median(values) for key, values in times.items()}
+    reference = results["rank:ours"]
+    threads = torch.get_num_threads()
+    print(f"Market-1501 size: {NUM_QUERY} x {NUM_GALLERY}, {DIM}-d; median of {args.repeats}; threads {threads}")
+    print(f"floor: GEMM {t['floor:GEMM']:.2f} s, GEMM + top-50 {t['floor:GEMM + top-50']:.2f} s")
+    for group, title in (("rank", "ranking only (distances given)"), ("whole", "whole evaluation from features")):
+        print(f"{title}: ours {t[f'{group}:ours']:.2f} s")
+        for name in peers:
+            ratio = t[f"{group}:{name}"] / t[f"{group}:ours"]
+            equal = _same(results[f"{group}:{name}"], reference)
+            print(f"  {name}: {t[f'{group}:{name}']:.2f} s -> ours is {ratio:.2f}x as fast; CMC and mAP equal: {equal}")
+    print(f"ranking only, ours / (GEMM + top-50 floor): {t['rank:ours'] / t['floor:GEMM + top-50']:.2f}x")
+
+    np.random.seed(0)
+    ours_time, ours = _timed(lambda: evaluate_rank(distmat, *labels, 50, use_metric_cuhk03=True))
+    print(f"CUHK03 metric: ours {ours_time:.2f} s")
+    for name, f in peers.items():
         np.random.seed(0)
-        start = time.perf_counter()
-        theirs = evaluate_py(distmat, q_pids, g_pids, q_cams, g_cams, 50, cuhk03)
-        t_theirs = time.perf_counter() - start
-        np.random.seed(0)
-        start = time.perf_counter()
-        ours = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, 50, cuhk03)
-        t_ours = time.perf_counter() - start
-        equal = np.array_equal(ours[0], theirs[0]) and abs(ours[1] - theirs[1]) < 1e-12
-        print(
-            f"{metric} metric: torchreid python {t_theirs:.1f} s, fast {t_ours:.1f} s, "
-            f"speed-up {t_theirs / t_ours:.1f}x, results equal: {equal}",
-            flush=True,
-        )
+        seconds, theirs = _timed(lambda f=f: _result(f(distmat, *labels, 50, True)))
+        equal = abs(theirs[1] - ours[1]) < 1e-6
+        print(f"  {name}: {seconds:.2f} s -> ours is {seconds / ours_time:.2f}x as fast; mAP equal: {equal}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
-"""CMC and mAP without torchreid's per-query Python loop, and in bounded memory.
+"""CMC and mAP without sorting the gallery, in bounded memory.
 
-`evaluate_rank` takes the same arguments as torchreid's and returns the same numbers: the CMC
-bit for bit, mAP to float64 rounding (torchreid sums each query's precisions over its kept
-gallery, here over all gallery positions with zeros between, so the last bit may differ). The
-CUHK03 metric draws its random gallery samples in torchreid's order from numpy's global
-generator, so it also gives torchreid's numbers for the same seed. `rank_features` computes
-distances query chunk by query chunk, so no query x gallery matrix is ever held whole.
+Only the ranks of a query's true matches enter CMC and mAP. The rank of the j-th closest match is
+the number of gallery images at a distance up to its own, minus the query's own-camera images of
+its identity (torchreid drops those). So each block of queries bins every gallery distance among
+the block's few match distances (`torch.searchsorted`, log k per image) and counts the bins,
+instead of sorting whole rows (log G per image). Distances are computed block by block from the
+features, so no query x gallery matrix is held; `evaluate_rank` does the same on a given matrix.
+
+The numbers are torchreid's `evaluate_rank` (Market-1501 metric): the CMC bit for bit and mAP to
+float64 rounding. Exact ties in distance are the one difference: here an image at the same
+distance as a match counts as ranked before it, where torchreid's unstable sort leaves the order
+unspecified. The CUHK03 metric samples galleries in ranked order from numpy's global generator,
+as torchreid does, so it sorts its blocks to give torchreid's numbers for the same seed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -20,19 +28,120 @@ CHUNK = 256
 _CUHK03_REPEATS = 10
 
 
-def _market_stats(order, q_pids, q_camids, g_pids, g_camids):
-    """For queries with a valid match: AP and the rank (1-based, among kept images) of the first hit."""
+class _Matches:
+    """Each query's same-identity gallery images (matches in other cameras, junk in its own), padded."""
+
+    def __init__(self, q_pids, q_camids, g_pids, g_camids):
+        if len(g_pids) == 0:
+            raise ValueError("the gallery is empty; nothing can be ranked")
+        self.q_pids, self.q_camids, self.g_camids = q_pids, q_camids, g_camids
+        self.by_pid = np.argsort(g_pids, kind="stable")
+        pids, starts, counts = np.unique(g_pids[self.by_pid], return_index=True, return_counts=True)
+        slot = np.minimum(np.searchsorted(pids, q_pids), len(pids) - 1)
+        found = pids[slot] == q_pids
+        self.starts, self.counts = np.where(found, starts[slot], 0), np.where(found, counts[slot], 0)
+
+    def block(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(gallery index, is a match, is junk), each (queries x most same-identity images)."""
+        starts, counts = self.starts[rows], self.counts[rows]
+        width = max(1, int(counts.max(initial=0)))
+        offset = np.arange(width)[None, :]
+        present = offset < counts[:, None]
+        index = self.by_pid[np.where(present, starts[:, None] + offset, 0)]
+        same_cam = self.g_camids[index] == self.q_camids[rows, None]
+        return torch.from_numpy(index), torch.from_numpy(present & ~same_cam), torch.from_numpy(present & same_cam)
+
+
+def _blocks(n: int, size: int) -> Iterator[slice]:
+    return (slice(start, min(start + size, n)) for start in range(0, n, size))
+
+
+def match_ranks(
+    dist: torch.Tensor, index: torch.Tensor, match: torch.Tensor, junk: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1-based rank among the gallery without junk of each query's matches, closest first; whether
+    the row has a distance tie involving a match, where only a sort gives torchreid's order).
+
+    Entries past a query's number of matches are undefined.
+    """
+    if not torch.isfinite(dist.sum(1)).all():  # one reduction: a NaN or inf anywhere makes its row's sum one
+        raise ValueError("the distance matrix holds NaN or infinite values; no ranking can be computed from them")
+    same = dist.gather(1, index)
+    inf = torch.full_like(same, float("inf"))
+    matched = torch.where(match, same, inf).sort(1).values
+    width = matched.shape[1]
+    # Each match distance and the next float above it: an image is closer than P when it falls below
+    # P's edge, at most as far when it falls below the next one; one search gives both.
+    edges = torch.cat([matched, torch.nextafter(matched, inf)], 1).sort(1).values.contiguous()
+    bins = torch.searchsorted(edges, dist, right=True)  # per image: the edges at or below its distance
+    bins += torch.arange(len(dist)).unsqueeze(1) * (2 * width + 1)
+    below = torch.bincount(bins.view(-1), minlength=len(dist) * (2 * width + 1)).view(len(dist), -1).cumsum(1)
+    before = below.gather(1, torch.searchsorted(edges, matched))  # images strictly closer than each match
+    up_to = below.gather(1, torch.searchsorted(edges, torch.nextafter(matched, inf)))
+    n = match.sum(1)
+    tied = torch.where(torch.arange(width) < n.unsqueeze(1), up_to - before, 0).sum(1) > n  # one each: itself
+    own = torch.where(match | junk, same, inf)  # the query's identity: its matches and its junk
+    others_before = before - (own.unsqueeze(1) < matched.unsqueeze(2)).sum(2)
+    return others_before + torch.arange(1, width + 1), tied
+
+
+def _sorted_stats(dist: np.ndarray, q_pids, q_camids, g_pids, g_camids) -> tuple[np.ndarray, np.ndarray]:
+    """(AP, rank of the first match) of rows with ties, from torchreid's own sort."""
+    order = np.argsort(dist, axis=1)
     gp, gc = g_pids[order], g_camids[order]
     match = gp == q_pids[:, None]
     keep = ~(match & (gc == q_camids[:, None]))
     hit = match & keep
-    valid = hit.any(1)
-    hit, keep = hit[valid], keep[valid]
     kept_rank = np.cumsum(keep, 1, dtype=np.int64)
     cum_hits = np.cumsum(hit, 1, dtype=np.int64)
-    ap = np.where(hit, cum_hits / np.maximum(kept_rank, 1), 0.0).sum(1) / hit.sum(1)
+    ap = np.where(hit, cum_hits / np.maximum(kept_rank, 1), 0.0).sum(1) / np.maximum(hit.sum(1), 1)
     first = np.where(hit, kept_rank, np.iinfo(np.int64).max).min(1)
-    return valid, ap, first
+    return ap, first
+
+
+class _Accumulator:
+    """Per-query results, added block by block in query order."""
+
+    def __init__(self, max_rank: int, cuhk03: bool):
+        self.max_rank, self.cuhk03 = max_rank, cuhk03
+        self.hits = np.zeros(max_rank, dtype=np.int64)
+        self.ap_sum = 0.0
+        self.cuhk03_rows: list[np.ndarray] = []
+        self.valid = 0
+
+    def add(self, dist: torch.Tensor, matches: _Matches, rows: slice, g_pids: np.ndarray) -> None:
+        index, match, junk = matches.block(rows)
+        ranks, tied = match_ranks(dist, index, match, junk)
+        ranks = ranks.double()
+        n = match.sum(1)
+        j = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64)
+        ap = torch.where(j <= n.unsqueeze(1), j / ranks, 0.0).sum(1) / n.clamp(min=1)
+        first = ranks[:, 0]
+        q_pids, q_camids = matches.q_pids[rows], matches.q_camids[rows]
+        if tied.any():
+            t = tied.numpy()
+            ap_t, first_t = _sorted_stats(dist[tied].numpy(), q_pids[t], q_camids[t], g_pids, matches.g_camids)
+            ap[tied], first[tied] = torch.from_numpy(ap_t), torch.from_numpy(first_t).double()
+        valid = n > 0
+        self.ap_sum += float(ap[valid].sum())
+        self.valid += int(valid.sum())
+        if not self.cuhk03:
+            self.hits += (first[valid].numpy()[:, None] <= np.arange(1, self.max_rank + 1)[None, :]).sum(0)
+            return
+        v = valid.numpy()
+        order = np.argsort(dist[valid].numpy(), axis=1)
+        for row, q_pid, q_camid in zip(order, q_pids[v], q_camids[v]):
+            self.cuhk03_rows.append(_cuhk03_cmc(row, q_pid, q_camid, g_pids, matches.g_camids, self.max_rank))
+
+    def result(self) -> tuple[np.ndarray, float]:
+        if self.valid == 0:
+            raise ValueError("no query has a valid gallery match (its identity from another camera)")
+        if self.cuhk03:
+            length = min(len(r) for r in self.cuhk03_rows)
+            cmc = np.asarray([r[:length] for r in self.cuhk03_rows], dtype=np.float32).sum(0) / float(self.valid)
+        else:
+            cmc = self.hits.astype(np.float32) / float(self.valid)
+        return cmc, self.ap_sum / self.valid
 
 
 def _cuhk03_cmc(row, q_pid, q_camid, g_pids, g_camids, max_rank: int) -> np.ndarray:
@@ -55,35 +164,10 @@ def _cuhk03_cmc(row, q_pid, q_camid, g_pids, g_camids, max_rank: int) -> np.ndar
     return cmc / _CUHK03_REPEATS
 
 
-class _Accumulator:
-    """Per-query results, added chunk by chunk in query order."""
-
-    def __init__(self, max_rank: int, cuhk03: bool):
-        self.max_rank, self.cuhk03 = max_rank, cuhk03
-        self.hits = np.zeros(max_rank, dtype=np.int64)
-        self.aps: list[np.ndarray] = []
-        self.cuhk03_rows: list[np.ndarray] = []
-        self.valid = 0
-
-    def add(self, order, q_pids, q_camids, g_pids, g_camids) -> None:
-        valid, ap, first = _market_stats(order, q_pids, q_camids, g_pids, g_camids)
-        self.aps.append(ap)
-        self.valid += int(valid.sum())
-        if not self.cuhk03:
-            self.hits += (first[:, None] <= np.arange(1, self.max_rank + 1)[None, :]).sum(0)
-            return
-        for row, q_pid, q_camid in zip(order[valid], q_pids[valid], q_camids[valid]):
-            self.cuhk03_rows.append(_cuhk03_cmc(row, q_pid, q_camid, g_pids, g_camids, self.max_rank))
-
-    def result(self) -> tuple[np.ndarray, float]:
-        if self.valid == 0:
-            raise ValueError("no query has a valid gallery match (its identity from another camera)")
-        if self.cuhk03:
-            length = min(len(r) for r in self.cuhk03_rows)
-            cmc = np.asarray([r[:length] for r in self.cuhk03_rows], dtype=np.float32).sum(0) / float(self.valid)
-        else:
-            cmc = self.hits.astype(np.float32) / float(self.valid)
-        return cmc, float(np.mean(np.concatenate(self.aps)))
+def _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank: int, cuhk03: bool) -> tuple[_Accumulator, _Matches]:
+    q_pids, q_camids, g_pids, g_camids = map(np.asarray, (q_pids, q_camids, g_pids, g_camids))
+    matches = _Matches(q_pids, q_camids, g_pids, g_camids)
+    return _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), cuhk03), matches
 
 
 def evaluate_rank(
@@ -96,10 +180,9 @@ def evaluate_rank(
     use_metric_cuhk03: bool = False,
 ) -> tuple[np.ndarray, float]:
     """torchreid's `evaluate_rank` (Market-1501 or CUHK03 metric) on a distance matrix."""
-    acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
-    for start in range(0, len(q_pids), CHUNK):
-        rows = slice(start, start + CHUNK)
-        acc.add(np.argsort(distmat[rows], axis=1), q_pids[rows], q_camids[rows], g_pids, g_camids)
+    acc, matches = _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank, use_metric_cuhk03)
+    for rows in _blocks(len(q_pids), CHUNK):
+        acc.add(torch.from_numpy(np.ascontiguousarray(distmat[rows])), matches, rows, np.asarray(g_pids))
     return acc.result()
 
 
@@ -112,12 +195,11 @@ def rank_features(
     use_metric_cuhk03: bool = False,
     chunk: int = CHUNK,
 ) -> tuple[np.ndarray, float]:
-    """CMC and mAP from features, one chunk of queries at a time (memory: chunk x gallery)."""
+    """CMC and mAP from features, one block of queries at a time (memory: a few chunk x gallery)."""
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
-    acc = _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), use_metric_cuhk03)
-    for start in range(0, len(q_pids), chunk):
-        rows = slice(start, start + chunk)
-        dist = distance_matrix(qf[rows], gf, dist_metric, normalize_feature)
-        acc.add(np.argsort(dist, axis=1), q_pids[rows], q_camids[rows], g_pids, g_camids)
+    acc, matches = _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank, use_metric_cuhk03)
+    for rows in _blocks(len(q_pids), chunk):
+        dist = torch.from_numpy(distance_matrix(qf[rows], gf, dist_metric, normalize_feature))
+        acc.add(dist, matches, rows, np.asarray(g_pids))
     return acc.result()

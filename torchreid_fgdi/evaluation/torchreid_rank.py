@@ -19,9 +19,11 @@ def usable_ranks(
     q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray, max_rank: int
 ) -> int:
     """`max_rank` capped at the smallest gallery left to a query once its identity's images from
-    its own camera are dropped."""
-    same = (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
-    return max(1, min(max_rank, int((len(g_pids) - same.sum(1)).min())))
+    its own camera are dropped (counted per (pid, camid) pair: no query x gallery matrix)."""
+    pairs, counts = np.unique(np.stack([g_pids, g_camids], 1), axis=0, return_counts=True)
+    own = dict(zip(map(tuple, pairs.tolist()), counts.tolist()))
+    dropped = max((own.get(key, 0) for key in zip(q_pids.tolist(), q_camids.tolist())), default=0)
+    return max(1, min(max_rank, len(g_pids) - dropped))
 
 
 def _capped(max_rank: int, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03: bool) -> int:
