@@ -8,6 +8,7 @@ import pytest
 from torchreid_fgdi.benchmark import main
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
+from torchreid_fgdi.evaluation import results_from_json
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "synthetic"
 FGDI, ABLATION = str(CONFIGS / "fgdi_tiny.yaml"), str(CONFIGS / "fgdi_tiny_stage1_only.yaml")
@@ -109,7 +110,7 @@ def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_pa
     runs = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT])
     assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only"]
     for label in runs:
-        saved = json.loads((tmp_path / f"log/synthetic/{label}/results.json").read_text())
+        saved = results_from_json(json.loads((tmp_path / f"log/synthetic/{label}/results.json").read_text()))
         assert {t: r["mAP"] for t, r in runs[label].items()} == {t: r["mAP"] for t, r in saved.items()}
     printed = capsys.readouterr().out
     assert "2 runs, 2 at a time with 1 torch thread(s) each" in printed

@@ -72,7 +72,7 @@ def test_metrics_file_and_plain_text_log(run):
     assert all(0 <= r["acc"] <= 1 for r in rows if "acc" in r)
     (log,) = save_dir.glob("train.log-*")
     text = log.read_text()
-    for line in ("=> stage1 epoch 2/2", "=> stage2a epoch 2/2 loss", "=> stage3 epoch 2/2", "##### synth_d: mAP"):
+    for line in ("=> stage1 epoch 2/2 (run epoch 2/8)", "=> stage2a epoch 2/2 (run epoch 4/8)", "##### synth_d: mAP"):
         assert line in text
 
 

@@ -32,7 +32,7 @@ from . import pretrain, run_pool, training
 from .config import load_config
 from .data.readiness import ensure_datasets
 from .errors import ConfigError
-from .evaluation import compare_tables, result_from_json
+from .evaluation import compare_tables, results_from_json
 from .parsers import command_parser
 from .refusals import run_command
 
@@ -66,7 +66,7 @@ def _collected(save_dir: str) -> dict:
     if not osp.isfile(path):
         raise FileNotFoundError(f"--collect: {path} does not exist; run the config first (drop --collect)")
     with open(path) as f:
-        return {name: result_from_json(r) for name, r in json.load(f).items()}
+        return results_from_json(json.load(f))
 
 
 def _jobs(args) -> list[tuple[str, str | None, list[str]]]:

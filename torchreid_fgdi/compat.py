@@ -14,16 +14,28 @@ import functools
 import glob
 import importlib
 import os
+import re
 import stat
 import sys
 import time
 import types
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchreid.reid import metrics, models
+
+# torchreid warns when first imported that its Cython rank metric is unavailable, though every engine
+# here ranks with `evaluation.fast_rank`: that one warning is ignored, during this import only.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message=re.escape("Cython evaluation (very fast so highly recommended) is unavailable"),
+        category=UserWarning,
+        module=re.escape("torchreid.reid.metrics.rank"),
+    )
+    from torchreid.reid import metrics, models
 from torchreid.reid.data import datasets, sampler
 from torchreid.reid.data.datasets import image
 from torchreid.reid.utils import tools, torchtools

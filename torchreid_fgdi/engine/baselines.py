@@ -1,11 +1,12 @@
 """torchreid's own engines, with multi-target test results, for the built-in baselines."""
 
 import os.path as osp
+import time
 
 import torchreid
 
 from .. import compat
-from . import distributed
+from . import distributed, progress
 from .testing import MultiTargetTestMixin
 
 
@@ -20,6 +21,30 @@ class FinishedRunMixin:
     def run(self, *args, start_epoch: int = 0, **kwargs):
         self.epoch = max(self.epoch, start_epoch - 1)
         return super().run(*args, start_epoch=start_epoch, **kwargs)
+
+
+class EpochMeansMixin:
+    """A line after every epoch with the epoch's mean of each loss term; torchreid's batch lines show
+    the means so far, so none of them gives the epoch's."""
+
+    _epoch_meter: torchreid.utils.MetricMeter | None = None
+
+    def forward_backward(self, data: dict) -> dict:
+        summary = super().forward_backward(data)
+        if self._epoch_meter is not None:
+            self._epoch_meter.update(summary)
+        return summary
+
+    def train(self, *args, **kwargs):
+        self._epoch_meter, lr, started = torchreid.utils.MetricMeter(), self.get_current_lr(), time.time()
+        result = super().train(*args, **kwargs)
+        means = {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
+        self._epoch_meter = None
+        print(
+            f"=> epoch {self.epoch + 1}/{self.max_epoch} in {time.time() - started:.0f} s, epoch means: "
+            f"{progress.terms(means)} | lr {lr:.2e}"
+        )
+        return result
 
 
 class DistributedMixin:
@@ -79,9 +104,13 @@ class DistributedMixin:
         distributed.barrier()
 
 
-class ImageSoftmaxEngine(FinishedRunMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageSoftmaxEngine):
+class ImageSoftmaxEngine(
+    FinishedRunMixin, EpochMeansMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageSoftmaxEngine
+):
     """torchreid's softmax (ID loss) engine; see `MultiTargetTestMixin` for what `test` adds."""
 
 
-class ImageTripletEngine(FinishedRunMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageTripletEngine):
+class ImageTripletEngine(
+    FinishedRunMixin, EpochMeansMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageTripletEngine
+):
     """torchreid's triplet + ID loss engine; see `MultiTargetTestMixin` for what `test` adds."""

@@ -20,7 +20,7 @@ from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
-from .stages import DONE, FGDI_STAGES, IMAGE, PROMPT, Stage, build_optimizers, trained_by, with_epochs
+from .stages import DONE, FGDI_STAGES, IMAGE, LR_GROUPS, PROMPT, Stage, build_optimizers, trained_by, with_epochs
 from .testing import MultiTargetTestMixin
 
 
@@ -107,6 +107,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._ddp = None
         self._bar = None
         self._epoch_meter = torchreid.utils.MetricMeter()
+        self._print_freq = 0  # image batches between console lines; 0 outside `run`
+        self.clock = progress.RunClock(self.stages, len(self.train_loader))
         self.last_rank1 = 0.0
         self.epoch_step = 0
         self.run_log = RunLog("")
@@ -167,6 +169,17 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         """torchreid's `Engine.train` calls this every epoch to open every layer; the stage decides instead."""
         self._set_trainable(self.stage_row())
 
+    def get_current_lr(self, names=None) -> float:
+        """The current stage's configured rate (its optimizer's first group), as the logs show it;
+        torchreid's reads the last group, in an image stage the biases' doubled rate."""
+        return self.optimizers[self.stage_row().optimizer].param_groups[0]["lr"]
+
+    def rates(self, stage: Stage) -> str:
+        """'lr 1.00e-03 (bias 2.00e-03)': every group's current rate of `stage`'s optimizer, labelled."""
+        groups = self.optimizers[stage.optimizer].param_groups
+        first, *others = (f"{label} {group['lr']:.2e}" for label, group in zip(LR_GROUPS[stage.kind], groups))
+        return first + (f" ({', '.join(others)})" if others else "")
+
     def extract_features(self, input: torch.Tensor) -> torch.Tensor:
         """Test features under ``fgdi.test_precision``, returned in float32."""
         with autocast(self.test_precision, self.device):
@@ -193,9 +206,24 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
         self._epoch_meter.update(summary)
+        self.clock.step(IMAGE)
         if self._bar is not None:
             self._bar.update()
+        if self._print_freq and (self.batch_idx + 1) % self._print_freq == 0:
+            self._print_batch(stage)
         return summary
+
+    def _print_batch(self, stage: Stage) -> None:
+        """The run's batch line, in place of torchreid's (which numbers image epochs only)."""
+        epoch, batch = self.stage_epoch + 1, self.batch_idx + 1
+        print(
+            f"{self.clock.epoch(stage.name, epoch)} batch {batch}/{self.num_batches}, means so far: "
+            f"{progress.terms(self._epoch_meter_means())} | {self.rates(stage)} | "
+            f"{self.clock.seconds_per_step(IMAGE):.2f} s/batch | {self.clock.eta(stage.name, epoch, batch)}"
+        )
+
+    def _epoch_meter_means(self) -> dict[str, float]:
+        return {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
 
     def train_prompts(self, name: str) -> dict:
         """One epoch of prompt stage `name` over the cached image features: SupCon both ways plus
@@ -336,29 +364,32 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             self.writer.close()
 
     def _train_epoch(self, stage: Stage, print_freq: int) -> None:
-        """One epoch of `stage`; its averages (every loss term, accuracy, lr) go to the run log."""
+        """One epoch of `stage`; its means (every loss term, accuracy) and rate go to the console and the run log."""
         self.epoch_step = 0
         done = self.stage_epoch + 1
         self.known_good.epoch_started()
-        lr = self.optimizers[stage.optimizer].param_groups[0]["lr"]
+        lr, rates = self.get_current_lr(), self.rates(stage)  # the epoch's: the schedules step at its end
+        started = time.time()
+        self.clock.start()
         if stage.kind == IMAGE:
             self.epoch = self.image_epoch
             if hasattr(self.train_loader.sampler, "set_epoch"):
                 self.train_loader.sampler.set_epoch(self.image_epoch)
-            print(f"=> {stage.name} epoch {done}/{stage.epochs}")
             self._epoch_meter = torchreid.utils.MetricMeter()
-            self.train(print_freq=print_freq)
+            self._print_freq = print_freq
+            self.train(print_freq=len(self.train_loader) + 1)  # never: `_print_batch` replaces torchreid's line
+            self._print_freq = 0
             self.image_epoch += 1
-            summary = {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
+            summary = self._epoch_meter_means()
         else:
             summary = self.train_prompts(stage.name)
-            print(
-                f"=> {stage.name} epoch {done}/{stage.epochs} "
-                + " ".join(f"{k} {v:.4f}" for k, v in summary.items())
-                + f" lr {lr:.2e}"
-            )
+            self.clock.step(PROMPT)
             if self._bar is not None:
                 self._bar.update()
+        print(
+            f"=> {self.clock.epoch(stage.name, done)} in {time.time() - started:.0f} s, epoch means: "
+            f"{progress.terms(summary)} | {rates} | {self.clock.eta(stage.name, done)}"
+        )
         self.run_log.log(stage.name, {**summary, "lr": lr}, done)
         self.known_good.epoch_finished()
 

@@ -86,6 +86,11 @@ def build_optimizers(
     return optimizers, schedulers
 
 
+# Each kind's optimizer groups in the order the builders below make them, as the logs label them;
+# the first group runs at the configured rate (fgdi.image.lr, fgdi.prompt.lr).
+LR_GROUPS = {IMAGE: ("lr", "bias"), PROMPT: ("lr", "classifier")}
+
+
 def _image_optimizer(params: dict, settings: FGDISettings):
     s = settings.image
     groups = [

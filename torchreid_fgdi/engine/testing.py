@@ -10,6 +10,7 @@ import torch
 
 from .. import atomic
 from ..evaluation import (
+    as_stored,
     average_results,
     evaluate_features,
     extract_features,
@@ -17,9 +18,10 @@ from ..evaluation import (
     format_table,
     plots,
     rank_pictures,
-    result_to_json,
+    results_to_json,
     split_summary,
 )
+from ..evaluation.report import UNSEEN, domains
 from . import progress
 from .run_log import RunLog
 
@@ -69,6 +71,7 @@ class MultiTargetTestMixin:
             splits = split_ids(name)
             if splits is None:
                 res, distmat, query, gallery = evaluate(loaders, desc=name)
+                sizes = [(len(query[1]), len(gallery[1]))]
                 if self.plots and save_dir:
                     items = self.datamanager.fetch_test_loaders(name)
                     plots.visrank_queries(
@@ -82,15 +85,17 @@ class MultiTargetTestMixin:
                         normalize_feature,
                     )
             else:
-                per_split = [
-                    evaluate(self.datamanager.test_split_loaders(name, i), desc=f"{name} split {i}")[0] for i in splits
-                ]
+                per_split, sizes = [], []
+                for i in splits:
+                    r, _, q, g = evaluate(self.datamanager.test_split_loaders(name, i), desc=f"{name} split {i}")
+                    per_split.append(as_stored(r))  # the mean is then the one recomputed from results.json
+                    sizes.append((len(q[1]), len(g[1])))
                 res, distmat = split_summary(per_split), None
-            self.test_results[name] = res
+            res = self.test_results[name] = as_stored(res)
             print(
                 f"##### {name}: mAP {res['mAP']:.1%} | "
                 + " | ".join(f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"]))
-                + (f" (mean of {len(splits)} splits)" if splits else "")
+                + f" ({_sizes(sizes)})"
             )
             if visrank and distmat is not None:
                 rank_pictures.save_ranked_queries(
@@ -104,16 +109,17 @@ class MultiTargetTestMixin:
                 )
             cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
             run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
-        table = format_table(self.test_results, self.datamanager.sources)
+        table = format_table(self.test_results, self.datamanager.sources, ranks=ranks)
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
             if self.plots:
                 plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.md"), table)
-            saved = {n: result_to_json(r) for n, r in self.test_results.items()}
+            saved = results_to_json(self.test_results, self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
-        unseen = [n for n in self.test_results if n not in self.datamanager.sources] or list(self.test_results)
+        kind = domains(self.test_results, self.datamanager.sources)
+        unseen = [n for n in self.test_results if kind[n] == UNSEEN] or list(self.test_results)
         print(f"=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over {', '.join(unseen)}")
         return float(average_results(self.test_results, unseen)["cmc"][0])
 
@@ -125,3 +131,13 @@ class MultiTargetTestMixin:
         )
         res = evaluate_features(query, gallery, **kwargs)
         return res, res.pop("distmat"), query, gallery
+
+
+def _sizes(sizes: list[tuple[int, int]]) -> str:
+    """'16 query / 41 gallery images', or over random splits 'mean of 10 splits of 50 query / 98-102 gallery images'."""
+
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+    counts = f"{span([q for q, _ in sizes])} query / {span([g for _, g in sizes])} gallery images"
+    return counts if len(sizes) == 1 else f"mean of {len(sizes)} splits of {counts}"

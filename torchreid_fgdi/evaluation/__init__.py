@@ -2,18 +2,22 @@
 
 from .ranking import NonFiniteFeaturesError, check_finite_features, evaluate_features, extract_features
 from .report import (
+    as_stored,
     average_results,
     compare_tables,
     format_split_table,
     format_table,
     result_from_json,
     result_to_json,
+    results_from_json,
+    results_to_json,
     split_summary,
 )
 
 __all__ = [
     "NonFiniteFeaturesError",
     "check_finite_features",
+    "as_stored",
     "average_results",
     "compare_tables",
     "evaluate_features",
@@ -22,5 +26,7 @@ __all__ = [
     "format_table",
     "result_from_json",
     "result_to_json",
+    "results_from_json",
+    "results_to_json",
     "split_summary",
 ]

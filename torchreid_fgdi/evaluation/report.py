@@ -1,12 +1,18 @@
-"""Result tables: one row per target, marked source or unseen, and the averages over targets."""
+"""Result tables: one row per target, marked source or unseen, and the averages over targets.
+
+The engines keep each result as ``results.json`` stores it (`as_stored`), so a table rebuilt from
+the file (``torchreid-fgdi-benchmark --collect``) rounds exactly as the run's did.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 
 RANKS = (1, 5, 10)
+SOURCE, UNSEEN = "source", "unseen"
+AVERAGES = "averages"  # the results.json key of the per-domain means, beside the targets' names
 
 
 def average_results(results: dict[str, dict], names: Iterable[str]) -> dict:
@@ -39,10 +45,45 @@ def result_to_json(res: dict) -> dict:
 
 
 def result_from_json(data: dict) -> dict:
-    res = {**data, "cmc": np.asarray(data["cmc"])}
+    res = {**data, "cmc": np.asarray(data["cmc"], dtype=np.float64)}
     if "splits" in data:
         res["splits"] = [result_from_json(r) for r in data["splits"]]
     return res
+
+
+def as_stored(res: dict) -> dict:
+    """`res` as ``results.json`` keeps it (float64, CMC to rank 50).
+
+    The evaluators give a float32 CMC (torchreid's, bit for bit); an average of float32 values and
+    one of the same values read back as float64 can fall on either side of a rounding tie.
+    """
+    return result_from_json(result_to_json(res))
+
+
+def domains(names: Iterable[str], sources: Collection[str]) -> dict[str, str]:
+    """Each target's domain: a training source, or unseen."""
+    return {name: SOURCE if name in sources else UNSEEN for name in names}
+
+
+def results_to_json(results: dict[str, dict], sources: Collection[str]) -> dict:
+    """``results.json``: every target's result with its ``domain``, then ``averages``: for each domain
+    with targets, the mean over them (`average_results`) and their names (``targets``)."""
+    if AVERAGES in results:
+        raise ValueError(f"a target may not be named {AVERAGES!r}: results.json keeps the domain means under it")
+    kind = domains(results, sources)
+    out = {name: {**result_to_json(res), "domain": kind[name]} for name, res in results.items()}
+    groups = {group: [n for n in results if kind[n] == group] for group in (SOURCE, UNSEEN)}
+    out[AVERAGES] = {
+        group: {**result_to_json(average_results(results, names)), "targets": names}
+        for group, names in groups.items()
+        if names
+    }
+    return out
+
+
+def results_from_json(data: dict) -> dict[str, dict]:
+    """The per-target results of a ``results.json`` (older files, without ``averages``, too)."""
+    return {name: result_from_json(res) for name, res in data.items() if name != AVERAGES}
 
 
 def format_split_table(results: dict[str, dict]) -> str:
@@ -84,22 +125,24 @@ def _cell(per_seed: list[dict], rank: int | None) -> list[str]:
 
 def _rows(results: dict[str, dict], sources) -> list[tuple[str, str, dict]]:
     """(target, 'source'/'unseen', result) per target, then the averages over each group of >1."""
-    kind = {n: "source" if n in sources else "unseen" for n in results}
+    kind = domains(results, sources)
     rows = [(n, kind[n], r) for n, r in results.items()]
-    for group in ("source", "unseen"):
+    for group in (SOURCE, UNSEEN):
         names = [n for n in results if kind[n] == group]
         if len(names) > 1:
             rows.append(("**average**", group, average_results(results, names)))
     return rows
 
 
-def format_table(results: dict[str, dict], sources: Sequence[str], title: str = "") -> str:
-    """A Markdown table of mAP / Rank-k in percent, with the averages over source and over unseen targets."""
-    head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in RANKS) + " |"
-    lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(RANKS))]
-
+def format_table(
+    results: dict[str, dict], sources: Sequence[str], title: str = "", ranks: Sequence[int] = RANKS
+) -> str:
+    """A Markdown table of mAP / Rank-k (each of `ranks`, ``-`` past a short CMC) in percent, with the
+    averages over source and over unseen targets."""
+    head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in ranks) + " |"
+    lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(ranks))]
     for name, kind, res in _rows(results, sources):
-        lines.append(f"| {name} | {kind} | " + " | ".join(_percent(res, r) for r in (None, *RANKS)) + " |")
+        lines.append(f"| {name} | {kind} | " + " | ".join(_percent(res, r) for r in (None, *ranks)) + " |")
     return "\n".join(line for line in lines if line) + "\n"
 
 
