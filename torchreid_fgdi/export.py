@@ -91,6 +91,7 @@ def export_onnx(
         input_names=[INPUT],
         output_names=[OUTPUT],
         dynamic_shapes={INPUT: {0: batch}},
+        verbose=False,  # its step-by-step progress lines
     )
     program.model.metadata_props.update(meta)
     program.save(path)
