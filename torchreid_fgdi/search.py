@@ -177,14 +177,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument(
         "--exclude-self",
         action="store_true",
-        help="leave a query's own file (any path to it) out of its matches; off by default, so the ranking\n"
-        "shows the gallery as it is and a query taken from it comes first at 1.000",
+        help="leave each query's own file (under any path) out of its matches; off by default, so the "
+        "gallery is shown as it is and a query taken from it comes first at 1.000",
     )
     parser.add_argument(
         "--index",
         default=None,
-        help="the gallery's feature index file (default: one per gallery folder under\n"
-        "$TORCHREID_FGDI_CACHE/gallery-index/, the cache defaulting to ~/.cache/torchreid-fgdi)",
+        help="the gallery's feature index (default: one file per gallery folder in "
+        "$TORCHREID_FGDI_CACHE/gallery-index/, the cache being ~/.cache/torchreid-fgdi unless set)",
     )
     args = parser.parse_args(argv)
     if args.topk < 1:
