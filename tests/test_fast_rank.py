@@ -3,9 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+import torchreid
 from torchreid.reid.metrics.rank import evaluate_py
 
 from torchreid_fgdi.evaluation import evaluate_features
+from torchreid_fgdi.evaluation.distances import GalleryDistances
 from torchreid_fgdi.evaluation.fast_rank import evaluate_rank, rank_features
 
 
@@ -61,3 +64,16 @@ def test_chunked_features_give_the_dense_result(metric):
     assert fast["distmat"] is None and np.array_equal(fast["cmc"], dense["cmc"])
     with pytest.raises(ValueError, match="test.evaluator must be one of"):
         evaluate_features(query, gallery, metric, evaluator="cython")
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_block_distances_are_torchreids_value_for_value(metric, normalize):
+    gen = torch.Generator().manual_seed(3)
+    qf, gf = torch.randn(40, 24, generator=gen) * 5, torch.randn(300, 24, generator=gen) * 5
+    q, g = (F.normalize(qf, dim=1), F.normalize(gf, dim=1)) if normalize else (qf, gf)
+    want = torchreid.metrics.compute_distance_matrix(q, g, metric)
+    distances = GalleryDistances(gf, metric, normalize)
+    assert torch.equal(torch.cat([distances(qf[:17]), distances(qf[17:])]), want)
+    with pytest.raises(ValueError, match="unknown distance metric 'cityblock'"):
+        GalleryDistances(gf, "cityblock")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .distances import distance_matrix
+from .distances import GalleryDistances
 from .torchreid_rank import usable_ranks
 
 CHUNK = 256
@@ -199,7 +199,7 @@ def rank_features(
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
     acc, matches = _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank, use_metric_cuhk03)
+    distances = GalleryDistances(gf, dist_metric, normalize_feature)
     for rows in _blocks(len(q_pids), chunk):
-        dist = torch.from_numpy(distance_matrix(qf[rows], gf, dist_metric, normalize_feature))
-        acc.add(dist, matches, rows, np.asarray(g_pids))
+        acc.add(distances(qf[rows]), matches, rows, np.asarray(g_pids))
     return acc.result()
