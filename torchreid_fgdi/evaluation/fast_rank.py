@@ -99,17 +99,37 @@ def _sorted_stats(dist: np.ndarray, q_pids, q_camids, g_pids, g_camids) -> tuple
     return ap, first
 
 
-class _Accumulator:
-    """Per-query results, added block by block in query order."""
+class Ranker:
+    """CMC and mAP of a query set, from blocks of its distance rows added in query order.
 
-    def __init__(self, max_rank: int, cuhk03: bool):
-        self.max_rank, self.cuhk03 = max_rank, cuhk03
-        self.hits = np.zeros(max_rank, dtype=np.int64)
+    Re-ranking and the feature path feed it blocks as they compute them, so no query x gallery
+    matrix is ever whole.
+    """
+
+    def __init__(
+        self,
+        q_pids: np.ndarray,
+        g_pids: np.ndarray,
+        q_camids: np.ndarray,
+        g_camids: np.ndarray,
+        max_rank: int = 50,
+        use_metric_cuhk03: bool = False,
+    ):
+        q_pids, g_pids, q_camids, g_camids = map(np.asarray, (q_pids, g_pids, q_camids, g_camids))
+        self.matches = _Matches(q_pids, q_camids, g_pids, g_camids)
+        self.g_pids, self.cuhk03 = g_pids, use_metric_cuhk03
+        self.max_rank = usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank)
+        self.hits = np.zeros(self.max_rank, dtype=np.int64)
         self.ap_sum = 0.0
         self.cuhk03_rows: list[np.ndarray] = []
         self.valid = 0
+        self.next_row = 0
 
-    def add(self, dist: torch.Tensor, matches: _Matches, rows: slice, g_pids: np.ndarray) -> None:
+    def add(self, dist: torch.Tensor) -> None:
+        """The distances of the next ``len(dist)`` queries to the whole gallery."""
+        rows = slice(self.next_row, self.next_row + len(dist))
+        self.next_row = rows.stop
+        matches = self.matches
         index, match, junk = matches.block(rows)
         ranks, tied = match_ranks(dist, index, match, junk)
         ranks = ranks.double()
@@ -120,7 +140,7 @@ class _Accumulator:
         q_pids, q_camids = matches.q_pids[rows], matches.q_camids[rows]
         if tied.any():
             t = tied.numpy()
-            ap_t, first_t = _sorted_stats(dist[tied].numpy(), q_pids[t], q_camids[t], g_pids, matches.g_camids)
+            ap_t, first_t = _sorted_stats(dist[tied].numpy(), q_pids[t], q_camids[t], self.g_pids, matches.g_camids)
             ap[tied], first[tied] = torch.from_numpy(ap_t), torch.from_numpy(first_t).double()
         valid = n > 0
         self.ap_sum += float(ap[valid].sum())
@@ -131,9 +151,12 @@ class _Accumulator:
         v = valid.numpy()
         order = np.argsort(dist[valid].numpy(), axis=1)
         for row, q_pid, q_camid in zip(order, q_pids[v], q_camids[v]):
-            self.cuhk03_rows.append(_cuhk03_cmc(row, q_pid, q_camid, g_pids, matches.g_camids, self.max_rank))
+            self.cuhk03_rows.append(_cuhk03_cmc(row, q_pid, q_camid, self.g_pids, matches.g_camids, self.max_rank))
 
     def result(self) -> tuple[np.ndarray, float]:
+        """(CMC, mAP) over every query added; all of them must have been."""
+        if self.next_row != len(self.matches.q_pids):
+            raise ValueError(f"distances of {self.next_row} of {len(self.matches.q_pids)} queries were added")
         if self.valid == 0:
             raise ValueError("no query has a valid gallery match (its identity from another camera)")
         if self.cuhk03:
@@ -164,12 +187,6 @@ def _cuhk03_cmc(row, q_pid, q_camid, g_pids, g_camids, max_rank: int) -> np.ndar
     return cmc / _CUHK03_REPEATS
 
 
-def _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank: int, cuhk03: bool) -> tuple[_Accumulator, _Matches]:
-    q_pids, q_camids, g_pids, g_camids = map(np.asarray, (q_pids, q_camids, g_pids, g_camids))
-    matches = _Matches(q_pids, q_camids, g_pids, g_camids)
-    return _Accumulator(usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank), cuhk03), matches
-
-
 def evaluate_rank(
     distmat: np.ndarray,
     q_pids: np.ndarray,
@@ -180,10 +197,10 @@ def evaluate_rank(
     use_metric_cuhk03: bool = False,
 ) -> tuple[np.ndarray, float]:
     """torchreid's `evaluate_rank` (Market-1501 or CUHK03 metric) on a distance matrix."""
-    acc, matches = _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank, use_metric_cuhk03)
+    ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
     for rows in _blocks(len(q_pids), CHUNK):
-        acc.add(torch.from_numpy(np.ascontiguousarray(distmat[rows])), matches, rows, np.asarray(g_pids))
-    return acc.result()
+        ranker.add(torch.from_numpy(np.ascontiguousarray(distmat[rows])))
+    return ranker.result()
 
 
 def rank_features(
@@ -198,8 +215,8 @@ def rank_features(
     """CMC and mAP from features, one block of queries at a time (memory: a few chunk x gallery)."""
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
-    acc, matches = _accumulator(q_pids, q_camids, g_pids, g_camids, max_rank, use_metric_cuhk03)
+    ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
     distances = GalleryDistances(gf, dist_metric, normalize_feature)
     for rows in _blocks(len(q_pids), chunk):
-        acc.add(distances(qf[rows]), matches, rows, np.asarray(g_pids))
-    return acc.result()
+        ranker.add(distances(qf[rows]))
+    return ranker.result()
