@@ -10,9 +10,19 @@ from __future__ import annotations
 import torch
 
 BACKENDS = ("auto", "torch", "faiss")
-# Gallery size from which `top_k` uses faiss (search_crossover.py on 2 CPU cores, dim 1280).
+# Gallery size from which `top_k` uses faiss. search_crossover.py (2 CPU cores, dim 1280, 1 / 10 /
+# 100 queries): on idle cores faiss took 0.74-0.97x torch's time from 20,000 images to 100,000 and
+# was level or slower below 10,000; with the cores shared, 0.55-1.0x from 20,000 (one query over
+# 200,000 images was slower, 2.4x).
 FAISS_FROM = 20_000
 _SCORES_PER_CHUNK = 1 << 26  # query x gallery similarities held at once on the torch path (256 MiB)
+# faiss scans the gallery once per query while queries x dim < its distance_compute_blas_threshold
+# (128000: up to 99 queries of dim 1280), and uses BLAS above; BLAS is faster from 4 queries on.
+_FAISS_BLAS_FROM_QUERIES = 4
+# faiss's BLAS path multiplies the queries by 1024 gallery rows at a time, a parallel region each:
+# on shared cores, waiting for a descheduled thread at every one made it 3-10x slower than torch.
+# Blocks of up to 65536 rows (64 MiB of similarities at most) take that to parity.
+_FAISS_BLOCK_SCORES, _FAISS_BLOCK_ROWS = 1 << 24, (1024, 65536)
 
 
 def _torch_top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,6 +35,10 @@ def _faiss_top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[
     import faiss
 
     faiss.omp_set_num_threads(torch.get_num_threads())
+    faiss.cvar.distance_compute_blas_threshold = _FAISS_BLAS_FROM_QUERIES * gallery.shape[1]
+    low, high = _FAISS_BLOCK_ROWS
+    rows = _FAISS_BLOCK_SCORES // min(len(queries), faiss.cvar.distance_compute_blas_query_bs)
+    faiss.cvar.distance_compute_blas_database_bs = min(max(rows, low), high)
     values, indices = faiss.knn(queries.numpy(), gallery.numpy(), k, metric=faiss.METRIC_INNER_PRODUCT)
     return torch.from_numpy(values), torch.from_numpy(indices)
 
