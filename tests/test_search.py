@@ -174,6 +174,8 @@ def test_torch_and_faiss_give_the_same_ranking(monkeypatch):
     by_faiss = nearest.top_k(queries, gallery, 20, "faiss")
     assert torch.equal(by_torch[1], by_faiss[1])
     torch.testing.assert_close(by_torch[0], by_faiss[0])
+    one = nearest.top_k(queries[:1], gallery, 20, "faiss")  # faiss's one-query scan, not its BLAS path
+    assert torch.equal(one[1], by_torch[1][:1])
     calls = []
     monkeypatch.setattr(nearest, "_faiss_top_k", lambda *args: calls.append(args) or by_faiss)
     monkeypatch.setattr(nearest, "FAISS_FROM", 3000)
