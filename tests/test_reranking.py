@@ -62,7 +62,9 @@ def test_normalize_feature_makes_euclidean_rank_as_cosine():
 @pytest.mark.parametrize("evaluator", ["fast", "torchreid"])
 def test_rerank_is_torchreids_k_reciprocal_re_ranking_of_the_same_distances(normalize_feature, evaluator):
     query, gallery = _split(2)
-    result = evaluate_features(query, gallery, "euclidean", normalize_feature, rerank=True, evaluator=evaluator)
+    result = evaluate_features(
+        query, gallery, "euclidean", normalize_feature, rerank=True, evaluator=evaluator, keep_distmat=True
+    )
     qf, gf = query[0], gallery[0]
     if normalize_feature:
         qf, gf = (torch.tensor(_unit(f), dtype=torch.float32) for f in (qf, gf))

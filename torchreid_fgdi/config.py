@@ -16,6 +16,7 @@ from yacs.config import CfgNode as CN
 from .config_checks import check_config, flat_items, get, typed_overrides
 from .engine.stages import EPOCH_KEYS, STAGE_NAMES
 from .errors import ConfigError
+from .evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from .settings import FGDISettings
 
 
@@ -115,6 +116,7 @@ def get_default_config() -> CN:
     cfg.test.eval_freq = -1
     cfg.test.start_eval = 0
     cfg.test.rerank = False
+    cfg.test.rerank_memory_gib = RERANK_MEMORY_GIB  # fast evaluator's re-ranking: its blocks' working memory
     cfg.test.evaluator = "fast"  # chunked, vectorised CMC / mAP; "torchreid" for torchreid's own
     cfg.test.visrank = False
     cfg.test.visrank_topk = 10

@@ -77,6 +77,7 @@ POSITIVE = (
     "train.batch_size",
     "train.lr",
     "test.batch_size",
+    "test.rerank_memory_gib",
     "sampler.num_instances",
     "data.height",
     "data.width",

@@ -11,6 +11,7 @@ import torchreid
 from ..errors import ConfigError, FGDIError
 from . import fast_rank
 from .distances import distance_matrix
+from .rerank import DEFAULT_MEMORY_GIB, Reranked
 from .torchreid_rank import evaluate_rank
 
 
@@ -58,12 +59,14 @@ def evaluate_features(
     use_metric_cuhk03: bool = False,
     evaluator: str = "fast",
     keep_distmat: bool = False,
+    rerank_memory_gib: float = DEFAULT_MEMORY_GIB,
 ) -> dict:
     """{'mAP', 'cmc' (numpy, ranks 1..50, fewer on a tiny gallery), 'distmat'} for one query / gallery pair.
 
     ``evaluator='fast'`` ranks query chunk by query chunk (no query x gallery matrix unless
-    re-ranking or ``keep_distmat`` needs it, then ``distmat`` is None); ``'torchreid'`` is
-    torchreid's own `evaluate_rank` on the whole matrix.
+    ``keep_distmat`` asks for it, otherwise ``distmat`` is None), re-ranking with `Reranked` in
+    ``rerank_memory_gib``; ``'torchreid'`` is torchreid's own `re_ranking` and `evaluate_rank` on
+    whole matrices.
     """
     if evaluator not in EVALUATORS:
         raise ConfigError(f"test.evaluator must be one of {EVALUATORS}, got {evaluator!r}")
@@ -74,6 +77,18 @@ def evaluate_features(
         return {"mAP": mAP, "cmc": cmc, "distmat": None}
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
+    if evaluator == "fast" and rerank:
+        reranked = Reranked(qf, gf, dist_metric, normalize_feature, rerank_memory_gib)
+        distmat = reranked.matrix() if keep_distmat else None
+        cmc, mAP = fast_rank.evaluate_rank(
+            reranked if distmat is None else distmat,
+            q_pids,
+            g_pids,
+            q_camids,
+            g_camids,
+            use_metric_cuhk03=use_metric_cuhk03,
+        )
+        return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}
     distmat = distance_matrix(qf, gf, dist_metric, normalize_feature)
     if rerank:
         distmat_qq = distance_matrix(qf, qf, dist_metric, normalize_feature)
