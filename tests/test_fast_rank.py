@@ -70,7 +70,7 @@ def test_chunked_features_give_the_dense_result(metric):
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
 def test_block_distances_are_torchreids_value_for_value(metric, normalize):
     gen = torch.Generator().manual_seed(3)
-    qf, gf = torch.randn(40, 24, generator=gen) * 5, torch.randn(300, 24, generator=gen) * 5
+    qf, gf = torch.randn(40, 24, generator=gen) * 5, torch.randn(5000, 24, generator=gen) * 5  # > _NORM_ROWS
     q, g = (F.normalize(qf, dim=1), F.normalize(gf, dim=1)) if normalize else (qf, gf)
     want = torchreid.metrics.compute_distance_matrix(q, g, metric)
     distances = GalleryDistances(gf, metric, normalize)

@@ -1,6 +1,6 @@
 """An MSMT17-sized evaluation (11,659 queries x 82,161 gallery, 1,280-d features) in bounded memory.
 
-The fast evaluator ranks query chunks (distances and sort of 256 queries at a time). torchreid's
+The fast evaluator ranks blocks of queries (distances and match ranks of a few hundred at a time). torchreid's
 path holds the whole query x gallery matrix, its argsort and match matrix: that is measured on a
 slice of the queries (``--torchreid-queries``, default a tenth) and its memory and time for all
 queries extrapolated linearly (the big arrays scale with the number of queries). Each side runs

@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message="Cython evaluation")
 from torchreid.reid.metrics.rank import evaluate_py  # noqa: E402
 
 from torchreid_fgdi.evaluation.distances import GalleryDistances, distance_matrix  # noqa: E402
-from torchreid_fgdi.evaluation.fast_rank import CHUNK, evaluate_rank, rank_features  # noqa: E402
+from torchreid_fgdi.evaluation.fast_rank import block_rows, evaluate_rank, rank_features  # noqa: E402
 
 NUM_QUERY, NUM_GALLERY, DIM = 3368, 15913, 1280
 
@@ -42,9 +42,9 @@ def _timed(fn):
 
 
 def _floor_topk(qf: torch.Tensor, gf: torch.Tensor) -> None:
-    distances = GalleryDistances(gf)
-    for start in range(0, len(qf), CHUNK):
-        torch.topk(distances(qf[start : start + CHUNK]), 50, 1, largest=False)
+    distances, rows = GalleryDistances(gf), block_rows(len(gf))
+    for start in range(0, len(qf), rows):
+        torch.topk(distances(qf[start : start + rows]), 50, 1, largest=False)
 
 
 def _same(a, b) -> bool:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 METRICS = ("euclidean", "cosine")
+_NORM_ROWS = 4096  # gallery rows squared at a time: no temporary as large as the gallery
 
 
 class GalleryDistances:
@@ -25,7 +26,9 @@ class GalleryDistances:
         if dist_metric == "cosine":
             gf = F.normalize(gf, p=2, dim=1)
         self.gallery_t = gf.t()
-        self.squared_norms = gf.pow(2).sum(dim=1) if dist_metric == "euclidean" else None
+        self.squared_norms = None
+        if dist_metric == "euclidean":
+            self.squared_norms = torch.cat([rows.pow(2).sum(dim=1) for rows in gf.split(_NORM_ROWS)])
 
     def __call__(self, qf: torch.Tensor) -> torch.Tensor:
         qf = F.normalize(qf, dim=1) if self.normalize else qf

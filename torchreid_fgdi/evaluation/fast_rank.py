@@ -24,8 +24,16 @@ import torch
 from .distances import GalleryDistances
 from .torchreid_rank import usable_ranks
 
-CHUNK = 256
+BLOCK_BYTES = 2**28  # a block's distances and bin numbers (8 bytes a pair) take at most this
+
+
+def block_rows(gallery_size: int) -> int:
+    """Queries per block: as many as `BLOCK_BYTES` holds, 16 to 1024."""
+    return max(16, min(1024, BLOCK_BYTES // (8 * max(gallery_size, 1))))
+
+
 _CUHK03_REPEATS = 10
+_SORTED_ROWS = 32  # rows with a tie, sorted together (each sorted row holds ~4 gallery-sized arrays)
 
 
 class _Matches:
@@ -73,14 +81,17 @@ def match_ranks(
     # Each match distance and the next float above it: an image is closer than P when it falls below
     # P's edge, at most as far when it falls below the next one; one search gives both.
     edges = torch.cat([matched, torch.nextafter(matched, inf)], 1).sort(1).values.contiguous()
-    bins = torch.searchsorted(edges, dist, right=True)  # per image: the edges at or below its distance
+    bins = torch.searchsorted(edges, dist, right=True, out_int32=True)  # per image: the edges at or below it
     bins += torch.arange(len(dist)).unsqueeze(1) * (2 * width + 1)
     below = torch.bincount(bins.view(-1), minlength=len(dist) * (2 * width + 1)).view(len(dist), -1).cumsum(1)
     before = below.gather(1, torch.searchsorted(edges, matched))  # images strictly closer than each match
     up_to = below.gather(1, torch.searchsorted(edges, torch.nextafter(matched, inf)))
     n = match.sum(1)
-    tied = torch.where(torch.arange(width) < n.unsqueeze(1), up_to - before, 0).sum(1) > n  # one each: itself
     own = torch.where(match | junk, same, inf)  # the query's identity: its matches and its junk
+    # A tie with another identity's image is the one whose order counts (junk is dropped, and two
+    # matches in either order give the same ranks).
+    others_tied = up_to - before - (own.unsqueeze(1) == matched.unsqueeze(2)).sum(2)
+    tied = torch.where(torch.arange(width) < n.unsqueeze(1), others_tied, 0).sum(1) > 0
     others_before = before - (own.unsqueeze(1) < matched.unsqueeze(2)).sum(2)
     return others_before + torch.arange(1, width + 1), tied
 
@@ -138,10 +149,10 @@ class Ranker:
         ap = torch.where(j <= n.unsqueeze(1), j / ranks, 0.0).sum(1) / n.clamp(min=1)
         first = ranks[:, 0]
         q_pids, q_camids = matches.q_pids[rows], matches.q_camids[rows]
-        if tied.any():
-            t = tied.numpy()
-            ap_t, first_t = _sorted_stats(dist[tied].numpy(), q_pids[t], q_camids[t], self.g_pids, matches.g_camids)
-            ap[tied], first[tied] = torch.from_numpy(ap_t), torch.from_numpy(first_t).double()
+        for part in torch.nonzero(tied).view(-1).split(_SORTED_ROWS):  # a few rows at a time: sorting is costly
+            i = part.numpy()
+            ap_t, first_t = _sorted_stats(dist[part].numpy(), q_pids[i], q_camids[i], self.g_pids, matches.g_camids)
+            ap[part], first[part] = torch.from_numpy(ap_t), torch.from_numpy(first_t).double()
         valid = n > 0
         self.ap_sum += float(ap[valid].sum())
         self.valid += int(valid.sum())
@@ -198,7 +209,7 @@ def evaluate_rank(
 ) -> tuple[np.ndarray, float]:
     """torchreid's `evaluate_rank` (Market-1501 or CUHK03 metric) on a distance matrix."""
     ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
-    for rows in _blocks(len(q_pids), CHUNK):
+    for rows in _blocks(len(q_pids), block_rows(len(g_pids))):
         ranker.add(torch.from_numpy(np.ascontiguousarray(distmat[rows])))
     return ranker.result()
 
@@ -210,13 +221,13 @@ def rank_features(
     normalize_feature: bool = False,
     max_rank: int = 50,
     use_metric_cuhk03: bool = False,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    """CMC and mAP from features, one block of queries at a time (memory: a few chunk x gallery)."""
+    """CMC and mAP from features, one block of `chunk` queries at a time (default `block_rows`)."""
     qf, q_pids, q_camids = query
     gf, g_pids, g_camids = gallery
     ranker = Ranker(q_pids, g_pids, q_camids, g_camids, max_rank, use_metric_cuhk03)
     distances = GalleryDistances(gf, dist_metric, normalize_feature)
-    for rows in _blocks(len(q_pids), chunk):
+    for rows in _blocks(len(q_pids), chunk or block_rows(len(g_pids))):
         ranker.add(distances(qf[rows]))
     return ranker.result()
