@@ -56,6 +56,7 @@ class FGDISettings:
     precision: str
     test_precision: str
     sync_bn: bool
+    grad_checkpointing: bool
     checkpoint_every: int
     image: ImageOptimSettings
     prompt: PromptSettings

@@ -92,6 +92,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             raise ConfigError("a stage table needs an image stage: it trains the features the test ranks by")
         if settings.sync_bn:
             model = _sync_bnnecks(model, self.device)
+        if settings.grad_checkpointing:
+            model.image_encoder.set_grad_checkpointing()
         self.model = model.to(self.device)
         self._frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         self.optimizers, self.schedulers = build_optimizers(self.model, self.stages, settings, self._frozen)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -86,6 +87,11 @@ class ViTImageEncoder(_PositionGrid, nn.Module):
 
     position_key = "visual.positional_embedding"
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in backward instead of keeping them (open_clip's switch,
+        honoured by `forward`, which runs the blocks itself): less memory, one more forward per step."""
+        self.visual.set_grad_checkpointing(enable)
+
     def use_stride(self, stride: int) -> None:
         """Patches at `stride` from now on (a checkpoint trained with overlapping patches)."""
         self.visual.conv1.stride = (stride, stride)
@@ -109,10 +115,11 @@ class ViTImageEncoder(_PositionGrid, nn.Module):
         batch_first = getattr(v.transformer, "batch_first", True)
         if not batch_first:
             x = x.transpose(0, 1)
+        run = _checkpointed if v.transformer.grad_checkpointing and torch.is_grad_enabled() else _plain
         *blocks, last = v.transformer.resblocks
         for block in blocks:
-            x = block(x)
-        x11, x12 = x, last(x)
+            x = run(block, x)
+        x11, x12 = x, run(last, x)
         if not batch_first:
             x11, x12 = x11.transpose(0, 1), x12.transpose(0, 1)
         x12_cls = v.ln_post(x12[:, 0])
@@ -152,6 +159,12 @@ class ResNetImageEncoder(_PositionGrid, nn.Module):
 
     position_key = "visual.attnpool.positional_embedding"
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        raise ValueError(
+            "fgdi.grad_checkpointing needs a ViT image tower (open_clip's ModifiedResNet has no such switch): "
+            "set it False for ResNet backbones"
+        )
+
     def grid_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """The ``layer4`` grid of an input of `image_size` (height, width)."""
         return (image_size[0] // 16, image_size[1] // 16)
@@ -164,6 +177,14 @@ class ResNetImageEncoder(_PositionGrid, nn.Module):
         position = resize_pos_embed(pool.positional_embedding, self.grid_size, tuple(x4.shape[-2:]))
         pooled = torch.func.functional_call(pool, {"positional_embedding": position}, (x4,))
         return x3.mean(dim=(2, 3)), x4.mean(dim=(2, 3)), pooled
+
+
+def _plain(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return block(x)
+
+
+def _checkpointed(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return checkpoint(block, x, use_reentrant=False)
 
 
 def build_image_encoder(visual: nn.Module, image_size: tuple[int, int], stride: int | None = None) -> nn.Module:

@@ -1,0 +1,102 @@
+"""Peak memory and time of a stage-3 step with and without ``fgdi.grad_checkpointing``.
+
+ViT-B/16 at 224x224 (random weights), each setting in a fresh process, so that its peak resident
+memory is its own: one small warm-up step allocates Adam's state, then one step at each batch size
+is measured as the rise of the peak resident memory above the memory held before it. The
+difference between two batch sizes divided by their difference in images is the activation memory
+per image, from which the memory of larger batches can be estimated.
+
+    python scripts/benchmarks/stage3_memory.py [--batches 8 16] [--precision bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import torch
+from _common import peak_rss_gib
+
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.stages import STAGE_NAMES
+from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.settings import FGDISettings
+
+NUM_IDS, NUM_DOMAINS = 64, 3
+
+
+class _Loader(SimpleNamespace):
+    """Stands in for the training loader: stage 3 reads only the identities' domains from it."""
+
+    def __len__(self) -> int:
+        return 1
+
+
+def _rss_gib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**30
+
+
+def _batch(size: int) -> dict:
+    pids = torch.arange(size // 4).repeat_interleave(4) % NUM_IDS
+    return {"img": torch.randn(size, 3, 224, 224), "pid": pids, "dsetid": pids % NUM_DOMAINS}
+
+
+def measure(batch_size: int, checkpointing: bool, precision: str) -> dict:
+    """One step's peak-memory rise (GiB) and seconds, in this process."""
+    torch.manual_seed(0)
+    items = [(None, pid, 0, pid % NUM_DOMAINS) for pid in range(NUM_IDS)]
+    datamanager = SimpleNamespace(
+        train_loader=_Loader(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=NUM_IDS
+    )
+    opts = ["fgdi.precision", precision, "fgdi.grad_checkpointing", str(checkpointing)]
+    settings = FGDISettings.from_node(load_config(opts=opts).fgdi, STAGE_NAMES)
+    model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
+    engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
+    engine.enter("stage3")
+    engine.model.train()
+    engine.forward_backward(_batch(4))  # Adam's state exists from here on
+    held = _rss_gib()
+    start = time.perf_counter()
+    engine.forward_backward(_batch(batch_size))
+    return {"seconds": time.perf_counter() - start, "peak_rise": peak_rss_gib() - held}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, nargs=2, default=[8, 16], help="two batch sizes, multiples of 4")
+    parser.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)  # batch, checkpointing: the child's job
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(int(args.one[0]), args.one[1] == "True", args.precision)))
+        return
+    started = time.time()
+    print(f"stage-3 step, ViT-B/16 at 224x224, {args.precision}, {torch.get_num_threads()} threads")
+    rows = {}
+    for checkpointing in (False, True):
+        for batch in args.batches:
+            command = [sys.executable, __file__, "--precision", args.precision]
+            child = subprocess.run([*command, "--one", str(batch), str(checkpointing)], capture_output=True, text=True)
+            if child.returncode:
+                sys.exit(child.stderr)
+            rows[checkpointing, batch] = json.loads(child.stdout.strip().splitlines()[-1])
+            row = rows[checkpointing, batch]
+            print(
+                f"grad_checkpointing {checkpointing!s:<5} batch {batch:>3}: peak memory +{row['peak_rise']:.2f} GiB, "
+                f"{row['seconds']:.1f} s/step",
+                flush=True,
+            )
+        small, large = (rows[checkpointing, b] for b in args.batches)
+        per_image = (large["peak_rise"] - small["peak_rise"]) / (args.batches[1] - args.batches[0]) * 1024
+        print(f"grad_checkpointing {checkpointing!s:<5} activation memory per image: {per_image:.0f} MiB")
+    print(f"took {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

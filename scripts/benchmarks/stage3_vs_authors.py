@@ -1,0 +1,251 @@
+"""One full stage-3 training step: the authors' code (Qi5Lei/CLIP-FGDI) against this engine.
+
+Both models hold the same weights (the parity fixtures' seeded ViT-B/16 state dict, 10 identities,
+4 domains, 224x224) and see the same batch. A step is everything a stage-3 iteration does:
+the authors' re-encode the batch's identity and domain prompts (eval, no grad), then forward,
+ID + triplet + i2t + domain-guidance loss, backward and their Adam step (one parameter group per
+tensor, as their `make_optimizer_for_IE` builds it); this engine reads the prompt features it
+encoded once. Each candidate speed-up of our step is timed too. Steps of all of them alternate,
+so each sees the same machine load; fp32 and bf16 autocast (the authors' AMP, on CPU).
+
+The authors' code is read from a checkout or bare git directory (default: the mirror below) into a
+temporary folder at run time, with its hard-wired ``.cuda()`` calls removed so that it runs on CPU,
+and CLIP's fp16 conversion left out (as the parity fixtures were made).
+
+    python scripts/benchmarks/stage3_vs_authors.py [--authors DIR] [--steps 3] [--batch 8] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.precision import autocast
+from torchreid_fgdi.engine.stages import STAGE_NAMES
+from torchreid_fgdi.models import build_fgdi, from_authors_state_dict
+from torchreid_fgdi.settings import FGDISettings
+
+MIRROR = Path("/work/.mirror/Qi5Lei+CLIP-FGDI/repo")
+FIXTURES = Path("/work/shared/fixtures")
+NUM_IDS, NUM_DOMAINS = 10, 4  # the fixtures' model
+AUTHORS_FILES = (
+    "models/CLIP.py",
+    "models/clip/__init__.py",
+    "models/clip/clip.py",
+    "models/clip/model.py",
+    "models/clip/simple_tokenizer.py",
+    "models/clip/bpe_simple_vocab_16e6.txt.gz",
+    "loss/__init__.py",
+    "loss/make_loss.py",
+    "loss/triplet_loss.py",
+    "loss/apn_loss.py",
+    "loss/center_loss.py",
+    "loss/softmax_loss.py",
+    "loss/arcface.py",
+    "loss/contrastive_loss.py",
+    "solver/make_optimizer_prompt.py",
+)
+
+
+def _read(source: Path, name: str) -> bytes:
+    if (source / name).is_file():
+        return (source / name).read_bytes()
+    return subprocess.run(["git", "-C", str(source), "show", f"HEAD:{name}"], capture_output=True, check=True).stdout
+
+
+def import_authors(source: Path, folder: Path):
+    """Their model, loss and optimizer modules, as package ``authors_fgdi`` under `folder`."""
+    package = folder / "authors_fgdi"
+    for name in AUTHORS_FILES:
+        data = _read(source, name)
+        if name.endswith(".py"):
+            data = data.replace(b".cuda()", b"").replace(b'clip_model.to("cuda")', b"clip_model")
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_bytes(data)
+    for sub in ("", "models", "solver"):  # theirs import models and solvers this step does not use
+        (package / sub / "__init__.py").write_bytes(b"")
+    sys.path.insert(0, str(folder))
+    clip_module = importlib.import_module("authors_fgdi.models.CLIP")
+    return SimpleNamespace(
+        CLIP=clip_module,
+        clip_model=importlib.import_module("authors_fgdi.models.clip.model"),
+        make_loss=importlib.import_module("authors_fgdi.loss").make_loss,
+        optimizer=importlib.import_module("authors_fgdi.solver.make_optimizer_prompt").make_optimizer_for_IE,
+    )
+
+
+def fixture_state() -> dict:
+    spec = importlib.util.spec_from_file_location("authors_weights", FIXTURES / "authors_weights.py")
+    weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(weights)
+    return weights.make_state_dict(str(FIXTURES / "authors_fgdi_vitb16_keys.json"), seed=0)
+
+
+def authors_model(authors, state: dict) -> torch.nn.Module:
+    """Their `Model` for ViT-B/16 at 224, its CLIP built in float32 on CPU (no download, no fp16)."""
+    authors.CLIP.load_clip_to_cpu = lambda name, h, w, stride: authors.clip_model.CLIP(
+        512, 224, 12, 768, 16, stride, 77, 49408, 512, 8, 12, h, w
+    )
+    args = SimpleNamespace(size_train=(224, 224), backbone="ViT-B-16", image_encoder_lr=5e-6, optimizer="Adam")
+    model = authors.CLIP.Model(NUM_IDS, args, domain_num=NUM_DOMAINS)
+    model.load_state_dict(state)
+    return model, args
+
+
+def authors_step(authors, state: dict) -> Callable:
+    """`train_stage2`'s loop body on CPU; `precision` bf16 autocasts what their AMP covers. Their
+    prompt features of every identity are encoded once before the stage, as they do."""
+    model, args = authors_model(authors, state)
+    criterion, optimizer = authors.make_loss(NUM_IDS), authors.optimizer(model, args)
+    model.eval()
+    with torch.no_grad():
+        text_features, _ = model(label=torch.arange(NUM_IDS), get_text=True)
+
+    def step(batch: dict, precision: str) -> None:
+        img, target, domain = batch["img"], batch["pid"], batch["dsetid"]
+        optimizer.zero_grad()
+        model.eval()
+        with torch.no_grad():
+            text_p, _ = model(label=target, get_text=True, domain=domain, getdomain=False)
+            text_n, _ = model(label=target, get_text=True, domain=domain, getdomain=True)
+        model.train()
+        with autocast(precision, torch.device("cpu")):
+            score, feat, image_features = model(x=img, label=target)
+            logits = image_features @ text_features.t()
+            loss = criterion(score, feat, target, logits, image_features, text_p.detach(), text_n.detach(), beta=0.1)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+class _Loader(SimpleNamespace):
+    """Stands in for the training loader: stage 3 reads only the identities' domains from it."""
+
+    def __len__(self) -> int:
+        return 1
+
+
+def our_engine(state: dict, precision: str) -> ImageFGDIEngine:
+    items = [(None, pid, 0, pid % NUM_DOMAINS) for pid in range(NUM_IDS)]
+    loader = _Loader(dataset=SimpleNamespace(train=items))
+    datamanager = SimpleNamespace(train_loader=loader, test_loader={}, num_train_pids=NUM_IDS)
+    model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
+    model.load_state_dict(from_authors_state_dict(state))
+    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
+    engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
+    engine.enter("stage3")
+    engine.model.train()
+    return engine
+
+
+def our_candidates(engine: ImageFGDIEngine, compile_tower: bool) -> dict[str, Callable]:
+    """Our step as configured, and with each candidate speed-up switched on for that step only."""
+    model = engine.model
+    plain = engine.optimizers["image"]
+    groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in plain.param_groups]
+
+    def with_optimizer(**kind) -> Callable:
+        optimizer = torch.optim.Adam([dict(g) for g in groups], **kind)
+
+        def step(batch: dict, precision: str) -> None:
+            engine.optimizers["image"] = optimizer
+            engine.forward_backward(batch)
+            engine.optimizers["image"] = plain
+
+        return step
+
+    def ours(batch: dict, precision: str) -> None:
+        engine.forward_backward(batch)
+
+    def channels_last(batch: dict, precision: str) -> None:
+        model.to(memory_format=torch.channels_last)
+        engine.forward_backward({**batch, "img": batch["img"].contiguous(memory_format=torch.channels_last)})
+        model.to(memory_format=torch.contiguous_format)
+
+    def frozen_requiring_grad(batch: dict, precision: str) -> None:
+        for param in model.parameters():
+            param.requires_grad_(True)
+        engine.forward_backward(batch)
+        engine.enter("stage3")
+        model.train()
+
+    candidates = {
+        "ours": ours,
+        "ours, Adam's for-loop (the old default)": with_optimizer(foreach=False),
+        "ours + fused Adam": with_optimizer(fused=True),
+        "ours + channels-last": channels_last,
+        "ours, frozen towers requiring grad": frozen_requiring_grad,
+    }
+    if compile_tower:
+        eager, compiled = model.image_encoder, torch.compile(model.image_encoder)
+
+        def compiled_step(batch: dict, precision: str) -> None:
+            model.image_encoder = compiled
+            engine.forward_backward(batch)
+            model.image_encoder = eager
+
+        candidates["ours + torch.compile(image tower)"] = compiled_step
+    return candidates
+
+
+def timed(steps: dict[str, Callable], batch: dict, precision: str, rounds: int) -> dict[str, float]:
+    """Seconds per step of each, after one warm-up step each; rounds alternate between them."""
+    for step in steps.values():
+        step(batch, precision)
+    total = dict.fromkeys(steps, 0.0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step(batch, precision)
+            total[name] += time.perf_counter() - start
+    return {name: seconds / rounds for name, seconds in total.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--authors", type=Path, default=MIRROR, help="checkout or bare git dir of Qi5Lei/CLIP-FGDI")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps of each, after one warm-up step")
+    parser.add_argument("--batch", type=int, default=8, help="images per step (4 per identity)")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of our image tower")
+    args = parser.parse_args()
+    if not (args.authors / "models").is_dir() and not (args.authors / "HEAD").is_file():
+        sys.exit(f"the authors' code is not at {args.authors}: pass --authors <checkout or bare git dir of CLIP-FGDI>")
+    if not (FIXTURES / "authors_weights.py").is_file():
+        sys.exit(f"the parity fixtures are not at {FIXTURES}: they give both models the same weights")
+    started = time.time()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} at 224x224, ViT-B/16")
+    with tempfile.TemporaryDirectory() as folder:
+        authors = import_authors(args.authors, Path(folder))
+        state = fixture_state()
+        torch.manual_seed(0)
+        pids = torch.arange(args.batch // 4).repeat_interleave(4) * 3 % NUM_IDS
+        batch = {"img": torch.randn(args.batch, 3, 224, 224), "pid": pids, "dsetid": pids % NUM_DOMAINS}
+        for precision in args.precisions:
+            engine = our_engine(state, precision)
+            steps = {"authors": authors_step(authors, state), **our_candidates(engine, args.compile)}
+            seconds = timed(steps, batch, precision, args.steps)
+            for name, value in seconds.items():
+                print(
+                    f"{precision} {name:<40} {value:6.2f} s/step  {seconds['authors'] / value:5.2f}x the authors'",
+                    flush=True,
+                )
+            del engine, steps
+    print(f"took {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
