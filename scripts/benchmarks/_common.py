@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -21,3 +22,17 @@ def reid_split(num_query: int, num_gallery: int, num_ids: int, num_cams: int, se
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def stage3_datamanager(num_ids: int, num_domains: int) -> SimpleNamespace:
+    """Stands in for a data manager in a stage-3 benchmark: stage 3 reads only the identities' domains
+    (and the engine the loader's length)."""
+
+    class Loader(SimpleNamespace):
+        def __len__(self) -> int:
+            return 1
+
+    items = [(None, pid, 0, pid % num_domains) for pid in range(num_ids)]
+    return SimpleNamespace(
+        train_loader=Loader(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=num_ids
+    )

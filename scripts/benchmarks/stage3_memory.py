@@ -16,10 +16,9 @@ import json
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import torch
-from _common import peak_rss_gib
+from _common import peak_rss_gib, stage3_datamanager
 
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
@@ -28,13 +27,6 @@ from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.settings import FGDISettings
 
 NUM_IDS, NUM_DOMAINS = 64, 3
-
-
-class _Loader(SimpleNamespace):
-    """Stands in for the training loader: stage 3 reads only the identities' domains from it."""
-
-    def __len__(self) -> int:
-        return 1
 
 
 def _rss_gib() -> float:
@@ -50,10 +42,7 @@ def _batch(size: int) -> dict:
 def measure(batch_size: int, checkpointing: bool, precision: str) -> dict:
     """One step's peak-memory rise (GiB) and seconds, in this process."""
     torch.manual_seed(0)
-    items = [(None, pid, 0, pid % NUM_DOMAINS) for pid in range(NUM_IDS)]
-    datamanager = SimpleNamespace(
-        train_loader=_Loader(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=NUM_IDS
-    )
+    datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     opts = ["fgdi.precision", precision, "fgdi.grad_checkpointing", str(checkpointing)]
     settings = FGDISettings.from_node(load_config(opts=opts).fgdi, STAGE_NAMES)
     model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)

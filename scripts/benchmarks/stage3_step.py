@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from types import SimpleNamespace
 
 import torch
+from _common import stage3_datamanager
 
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
@@ -29,10 +29,7 @@ NUM_IDS, NUM_DOMAINS = 64, 3
 
 def _engine(variant: str, image_size, precision: str) -> ImageFGDIEngine:
     """The engine over a stand-in data manager: stage 3 reads only the identities' domains from it."""
-    items = [(None, pid, 0, pid % NUM_DOMAINS) for pid in range(NUM_IDS)]
-    datamanager = SimpleNamespace(
-        train_loader=SimpleNamespace(dataset=SimpleNamespace(train=items)), test_loader={}, num_train_pids=NUM_IDS
-    )
+    datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     model = build_fgdi(variant, NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False, image_size=image_size)
     settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from _common import stage3_datamanager
 
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
@@ -131,17 +132,8 @@ def authors_step(authors, state: dict) -> Callable:
     return step
 
 
-class _Loader(SimpleNamespace):
-    """Stands in for the training loader: stage 3 reads only the identities' domains from it."""
-
-    def __len__(self) -> int:
-        return 1
-
-
 def our_engine(state: dict, precision: str) -> ImageFGDIEngine:
-    items = [(None, pid, 0, pid % NUM_DOMAINS) for pid in range(NUM_IDS)]
-    loader = _Loader(dataset=SimpleNamespace(train=items))
-    datamanager = SimpleNamespace(train_loader=loader, test_loader={}, num_train_pids=NUM_IDS)
+    datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
     model.load_state_dict(from_authors_state_dict(state))
     settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
