@@ -28,7 +28,7 @@ from .distances import GalleryDistances
 K1, K2, LAMBDA = 20, 6, 0.3
 DEFAULT_MEMORY_GIB = 2.0
 _SETS_ROWS = 2048  # rows per block when building the k-reciprocal sets: a few MiB, well inside any budget
-_WEIGHT_ROWS = 32  # rows per block when weighting them: the distances to their union of members
+_WEIGHT_ROWS = 64  # rows per block when weighting them: the distances to their union of members
 _PAIR_BYTES = 48  # per (query entry, gallery entry) pair of the Jaccard sum: indices, values, bincount keys
 
 
@@ -162,7 +162,6 @@ class Reranked:
         self.shape = (len(qf), len(gf))
         nearest, self.row_max = _nearest(images, min(k1 + 1, images.total), self.budget)
         v = _query_expansion(_v(images, nearest, self.row_max, k1), nearest, k2)
-        del nearest
         self.query_v = v[: len(qf)]
         self.inverted = v[len(qf) :].T.tocsr()  # row c: the gallery images whose V has column c
         entry_pairs = np.diff(self.inverted.indptr)[self.query_v.indices]
