@@ -78,18 +78,12 @@ def test_stage3_gives_frozen_towers_no_gradients():
     assert frozen and not any(p.requires_grad or p.grad is not None for p in frozen)
 
 
-def test_foreach_adam_steps_to_the_same_loss_and_weights_as_the_python_loop():
-    fast, loop = _stage3(), _stage3()
-    assert fast.optimizers["image"].defaults["foreach"] is True
-    plain = torch.optim.Adam(
-        [{k: v for k, v in g.items() if k != "foreach"} for g in loop.optimizers["image"].param_groups],
-        foreach=False,
-    )
-    loop.optimizers["image"] = plain
+def test_grad_checkpointing_steps_to_the_same_loss_and_weights():
+    plain, checkpointed = _stage3(), _stage3("fgdi.grad_checkpointing", "True")
     for _ in range(2):  # the second step reads the Adam state the first one wrote
-        want, got = loop.forward_backward(_batch()), fast.forward_backward(_batch())
+        want, got = plain.forward_backward(_batch()), checkpointed.forward_backward(_batch())
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-6)
-    start, stepped = _stage3().model.state_dict(), loop.model.state_dict()
-    for name, value in fast.model.state_dict().items():
-        torch.testing.assert_close(value, stepped[name], atol=1e-7, rtol=1e-6, msg=name)
+    start, stepped = _stage3().model.state_dict(), plain.model.state_dict()
+    for name, value in checkpointed.model.state_dict().items():
+        torch.testing.assert_close(value, stepped[name], atol=1e-6, rtol=1e-5, msg=name)
     assert not torch.equal(stepped["image_encoder.visual.conv1.weight"], start["image_encoder.visual.conv1.weight"])

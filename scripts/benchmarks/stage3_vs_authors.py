@@ -176,7 +176,7 @@ def our_candidates(engine: ImageFGDIEngine, compile_tower: bool) -> dict[str, Ca
 
     candidates = {
         "ours": ours,
-        "ours, Adam's for-loop (the old default)": with_optimizer(foreach=False),
+        "ours + foreach Adam": with_optimizer(foreach=True),
         "ours + fused Adam": with_optimizer(fused=True),
         "ours + channels-last": channels_last,
         "ours, frozen towers requiring grad": frozen_requiring_grad,

@@ -97,9 +97,7 @@ def _image_optimizer(params: dict, settings: FGDISettings):
         {"params": [p for n, p in params.items() if "bias" not in n], "lr": s.lr},
         {"params": [p for n, p in params.items() if "bias" in n], "lr": s.lr * s.bias_lr_factor},
     ]
-    # foreach: one kernel per operation over all tensors, not a Python loop over ~200 of them (the
-    # same arithmetic; scripts/benchmarks/stage3_vs_authors.py measures the step).
-    optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay, foreach=True)
+    optimizer = torch.optim.Adam(groups, weight_decay=s.weight_decay)
     return optimizer, schedules.image_scheduler(optimizer, s.milestones, s.gamma, s.warmup_factor, s.warmup_epochs)
 
 
