@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchreid
 
-from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config import fgdi_engine_kwargs, load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import evaluate_features, fast_rank
 from torchreid_fgdi.evaluation.distances import distance_matrix
@@ -95,3 +95,8 @@ def test_bad_reads_and_budgets_are_refused_with_the_reason():
         Reranked(query[0], gallery[0], memory_gib=0)
     with pytest.raises(ConfigError, match="test.rerank_memory_gib must be > 0, got -1"):
         load_config((), ["test.rerank_memory_gib", "-1.0"])
+
+
+def test_the_budget_setting_reaches_the_fgdi_engine():
+    cfg = load_config((), ["test.rerank_memory_gib", "0.5"])
+    assert fgdi_engine_kwargs(cfg)["rerank_memory_gib"] == 0.5

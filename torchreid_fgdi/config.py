@@ -397,5 +397,6 @@ def fgdi_engine_kwargs(cfg: CN) -> dict:
         "plots": cfg.test.plots,
         "plot_queries": cfg.test.plot_queries,
         "evaluator": cfg.test.evaluator,
+        "rerank_memory_gib": cfg.test.rerank_memory_gib,
         "config_text": cfg.dump(),
     }

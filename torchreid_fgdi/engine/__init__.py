@@ -41,6 +41,7 @@ def build_engine(
         scheduler=scheduler,
         use_gpu=datamanager.use_gpu,
         evaluator=cfg.test.evaluator,
+        rerank_memory_gib=cfg.test.rerank_memory_gib,
         plots=cfg.test.plots,
         plot_queries=cfg.test.plot_queries,
         config_text=cfg.dump(),

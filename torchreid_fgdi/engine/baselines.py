@@ -6,6 +6,7 @@ import time
 import torchreid
 
 from .. import compat
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from . import distributed, progress
 from .testing import MultiTargetTestMixin
 
@@ -74,17 +75,19 @@ class DistributedMixin:
         self,
         *args,
         evaluator: str = "fast",
+        rerank_memory_gib: float = RERANK_MEMORY_GIB,
         plots: bool = True,
         plot_queries: int = 4,
         config_text: str = "",
         data_fingerprint: str | None = None,
         **kwargs,
     ):
-        """torchreid's engine arguments, plus ``test.evaluator`` / ``plots`` / ``plot_queries``, the
-        run's config (``cfg.dump()``) and the training list's fingerprint, which checkpoints record
-        so that a resume can be checked."""
+        """torchreid's engine arguments, plus ``test.evaluator`` / ``rerank_memory_gib`` / ``plots`` /
+        ``plot_queries``, the run's config (``cfg.dump()``) and the training list's fingerprint,
+        which checkpoints record so that a resume can be checked."""
         super().__init__(*args, **kwargs)
         self.evaluator, self.plots, self.plot_queries = evaluator, plots, plot_queries
+        self.rerank_memory_gib = rerank_memory_gib
         self.config_text, self.data_fingerprint = config_text, data_fingerprint
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:

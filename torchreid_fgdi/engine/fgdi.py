@@ -13,6 +13,7 @@ import torchreid
 from .. import atomic
 from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
 from ..errors import ConfigError, FGDIError
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from ..settings import FGDISettings
 from . import artifacts, caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
@@ -60,7 +61,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
         settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi)`).
         use_gpu: use CUDA if available.
-        plots, plot_queries, evaluator: ``test.plots``, ``test.plot_queries``, ``test.evaluator``.
+        plots, plot_queries, evaluator, rerank_memory_gib: ``test.plots``, ``test.plot_queries``,
+            ``test.evaluator``, ``test.rerank_memory_gib``.
         config_text: the run's whole config (``cfg.dump()``), recorded in every checkpoint so that
             `inference.FeatureExtractor`, search and export can rebuild the model from it.
         table: the stages to run.
@@ -76,6 +78,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         plots: bool = True,
         plot_queries: int = 4,
         evaluator: str = "fast",
+        rerank_memory_gib: float = RERANK_MEMORY_GIB,
         config_text: str = "",
         table: tuple[Stage, ...] = FGDI_STAGES,
     ):
@@ -83,6 +86,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.settings = settings
         self.stages = with_epochs(table, settings.epochs)
         self.plots, self.plot_queries, self.evaluator = plots, plot_queries, evaluator
+        self.rerank_memory_gib = rerank_memory_gib
         self.config_text = config_text
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(settings.precision, self.device)

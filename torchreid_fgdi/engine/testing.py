@@ -22,6 +22,7 @@ from ..evaluation import (
     split_summary,
 )
 from ..evaluation.report import UNSEEN, domains
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from . import progress
 from .run_log import RunLog
 
@@ -38,6 +39,7 @@ class MultiTargetTestMixin:
 
     test_results: dict
     evaluator = "fast"  # or "torchreid" (test.evaluator): see evaluation.evaluate_features
+    rerank_memory_gib = RERANK_MEMORY_GIB  # test.rerank_memory_gib: the fast evaluator's re-ranking blocks
     plots = True  # test.plots: CMC curves and a few ranked queries per target in save_dir/plots
     plot_queries = 4  # test.plot_queries
 
@@ -67,6 +69,7 @@ class MultiTargetTestMixin:
                 use_metric_cuhk03=use_metric_cuhk03,
                 evaluator=self.evaluator,
                 keep_distmat=visrank,
+                rerank_memory_gib=self.rerank_memory_gib,
             )
             splits = split_ids(name)
             if splits is None:

@@ -140,8 +140,9 @@ class Reranked:
     """Re-ranked query x gallery distances, computed a block of query rows at a time when asked for.
 
     ``rerank[rows]`` (a slice) is a float32 array, so the object can stand for the matrix where a
-    ranking reads it a block of rows at a time. ``memory_gib`` bounds the blocks' working memory;
-    the sparse V (a few hundred bytes per image) and the features come on top.
+    ranking reads it a block of rows at a time. ``memory_gib`` bounds the blocks' working memory
+    (at least one row each); the features and the sparse V (tens of entries per image, about a
+    kilobyte with its inverted index) come on top.
     """
 
     def __init__(
