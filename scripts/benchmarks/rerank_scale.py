@@ -11,7 +11,7 @@ the Market-size run and once from the slice: the two agree on memory; its time g
 (Q+G)^2 between them (cache misses on the larger matrices), so the Market-based time is the
 lower estimate.
 
-    python scripts/benchmarks/rerank_scale.py          # about 20 minutes on 2 shared cores
+    python scripts/benchmarks/rerank_scale.py          # 13-19 minutes here (2 shared cores)
 """
 
 from __future__ import annotations
