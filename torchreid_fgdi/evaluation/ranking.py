@@ -79,16 +79,14 @@ def evaluate_features(
     gf, g_pids, g_camids = gallery
     if evaluator == "fast" and rerank:
         reranked = Reranked(qf, gf, dist_metric, normalize_feature, rerank_memory_gib)
-        distmat = reranked.matrix() if keep_distmat else None
-        cmc, mAP = fast_rank.evaluate_rank(
-            reranked if distmat is None else distmat,
-            q_pids,
-            g_pids,
-            q_camids,
-            g_camids,
-            use_metric_cuhk03=use_metric_cuhk03,
-        )
-        return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": distmat}
+        ranker = fast_rank.Ranker(q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03=use_metric_cuhk03)
+        kept = []
+        for _, block in reranked.blocks():
+            ranker.add(block)
+            if keep_distmat:
+                kept.append(block.numpy())
+        cmc, mAP = ranker.result()
+        return {"mAP": float(mAP), "cmc": np.asarray(cmc), "distmat": np.concatenate(kept) if kept else None}
     distmat = distance_matrix(qf, gf, dist_metric, normalize_feature)
     if rerank:
         distmat_qq = distance_matrix(qf, qf, dist_metric, normalize_feature)
