@@ -24,7 +24,7 @@ import torch
 from .distances import GalleryDistances
 from .torchreid_rank import usable_ranks
 
-BLOCK_BYTES = 2**28  # a block's distances and bin numbers (8 bytes a pair) take at most this
+BLOCK_BYTES = 2**27  # a block's distances and bin numbers (8 bytes a pair) take at most this
 
 
 def block_rows(gallery_size: int) -> int:
@@ -82,7 +82,7 @@ def match_ranks(
     # P's edge, at most as far when it falls below the next one; one search gives both.
     edges = torch.cat([matched, torch.nextafter(matched, inf)], 1).sort(1).values.contiguous()
     bins = torch.searchsorted(edges, dist, right=True, out_int32=True)  # per image: the edges at or below it
-    bins += torch.arange(len(dist)).unsqueeze(1) * (2 * width + 1)
+    bins += torch.arange(len(dist), dtype=torch.int32).unsqueeze(1) * (2 * width + 1)  # int32: no wide copy
     below = torch.bincount(bins.view(-1), minlength=len(dist) * (2 * width + 1)).view(len(dist), -1).cumsum(1)
     before = below.gather(1, torch.searchsorted(edges, matched))  # images strictly closer than each match
     up_to = below.gather(1, torch.searchsorted(edges, torch.nextafter(matched, inf)))
