@@ -24,7 +24,7 @@ from yacs.config import CfgNode as CN
 
 from . import __version__, atomic
 from .inference import load_trained, preprocessing
-from .parsers import command_parser
+from .parsers import add_checkpoint_arguments, command_parser
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -152,10 +152,7 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
             "--format onnx --out export/",
         ],
     )
-    parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
-    parser.add_argument(
-        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument(
         "--format",
         nargs="+",

@@ -32,3 +32,11 @@ def command_parser(prog: str, description: str, examples: Sequence[str]) -> argp
     (command lines, each optionally followed by ``# what it does``)."""
     epilog = "\n".join([EXAMPLES_HEADING, *(f"  {example}" for example in examples)])
     return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """--weights and --config-file, as every command that loads a trained model reads them."""
+    parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
+    parser.add_argument(
+        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
+    )

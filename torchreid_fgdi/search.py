@@ -24,7 +24,7 @@ from . import atomic, gallery_index, nearest
 from .compat import UnreadableImageError, read_image
 from .evaluation import rank_pictures
 from .inference import FeatureExtractor
-from .parsers import command_parser
+from .parsers import add_checkpoint_arguments, command_parser
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height
@@ -164,10 +164,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         help="query image file(s) and / or folder(s) (every image under one, sorted)",
     )
     parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
-    parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
-    parser.add_argument(
-        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
-    )
+    add_checkpoint_arguments(parser)
     parser.add_argument("--topk", type=int, default=10, help="matches shown per query")
     parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if available, else cpu)")
