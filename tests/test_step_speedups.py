@@ -8,7 +8,7 @@ import torch
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.stages import STAGE_NAMES
-from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.models import build_fgdi, image_encoder
 from torchreid_fgdi.settings import FGDISettings
 
 NUM_IDS, NUM_DOMAINS = 8, 2
@@ -87,3 +87,37 @@ def test_grad_checkpointing_steps_to_the_same_loss_and_weights():
     for name, value in checkpointed.model.state_dict().items():
         torch.testing.assert_close(value, stepped[name], atol=1e-6, rtol=1e-5, msg=name)
     assert not torch.equal(stepped["image_encoder.visual.conv1.weight"], start["image_encoder.visual.conv1.weight"])
+
+
+def _whole_last_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the tower's last block over every token, as open_clip (and the authors) do."""
+    monkeypatch.setattr(image_encoder, "_reads_class_token_alone", lambda block: False)
+
+
+def test_the_last_block_runs_at_the_class_token_alone_with_the_same_features_and_gradients(monkeypatch):
+    short, whole = _stage3(), _stage3()
+    images = _batch()["img"]
+    short_kept, short_features = _kept_for_backward(short), short.model.image_encoder(images)
+    short_grads = _gradients(short)
+    _whole_last_block(monkeypatch)
+    assert _kept_for_backward(short) > short_kept  # the short path was taken: it keeps less for backward
+    want_features, want_grads = whole.model.image_encoder(images), _gradients(whole)
+    for got, want in zip(short_features, want_features):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    assert short_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        torch.testing.assert_close(short_grads[name], want_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_adam_is_fused_on_cpu_and_steps_as_torchs_default_adam():
+    fused, default = _stage3(), _stage3()
+    assert all(opt.defaults["fused"] for opt in fused.optimizers.values())
+    groups = [{k: v for k, v in g.items() if k != "fused"} for g in default.optimizers["image"].param_groups]
+    default.optimizers["image"] = torch.optim.Adam(groups)
+    assert not default.optimizers["image"].defaults["fused"]
+    for _ in range(2):  # the second step reads the Adam state the first one wrote
+        fused.forward_backward(_batch()), default.forward_backward(_batch())
+    start, want = _stage3().model.state_dict(), default.model.state_dict()
+    for name, value in fused.model.state_dict().items():
+        torch.testing.assert_close(value, want[name], atol=1e-6, rtol=1e-5, msg=name)
+    assert not torch.equal(want["image_encoder.visual.conv1.weight"], start["image_encoder.visual.conv1.weight"])

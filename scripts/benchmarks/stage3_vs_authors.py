@@ -5,12 +5,13 @@ Both models hold the same weights (the parity fixtures' seeded ViT-B/16 state di
 the authors' re-encode the batch's identity and domain prompts (eval, no grad), then forward,
 ID + triplet + i2t + domain-guidance loss, backward and their Adam step (one parameter group per
 tensor, as their `make_optimizer_for_IE` builds it); this engine reads the prompt features it
-encoded once. Each candidate speed-up of our step is timed too. Steps of all of them alternate,
+encoded once. Their step with the prompt features cached shows what is left once that is
+fixed; each of our step's speed-ups undone, and further candidates, are timed too. Steps of all of them alternate,
 so each sees the same machine load; fp32 and bf16 autocast (the authors' AMP, on CPU).
 
 The authors' code is read from a checkout or bare git directory (default: the mirror below) into a
-temporary folder at run time, with its hard-wired ``.cuda()`` calls removed so that it runs on CPU,
-and CLIP's fp16 conversion left out (as the parity fixtures were made).
+temporary folder at run time, with its hard-wired ``.cuda()`` calls removed so that it runs on CPU.
+Their CLIP is built in float32 as theirs ends up (their ``convert_weights`` casts to float32).
 
     python scripts/benchmarks/stage3_vs_authors.py [--authors DIR] [--steps 3] [--batch 8] [--compile]
 """
@@ -30,12 +31,14 @@ from types import SimpleNamespace
 
 import torch
 from _common import stage3_datamanager
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.precision import autocast
 from torchreid_fgdi.engine.stages import STAGE_NAMES
-from torchreid_fgdi.models import build_fgdi, from_authors_state_dict
+from torchreid_fgdi.models import build_fgdi, from_authors_state_dict, image_encoder
 from torchreid_fgdi.settings import FGDISettings
 
 MIRROR = Path("/work/.mirror/Qi5Lei+CLIP-FGDI/repo")
@@ -105,23 +108,33 @@ def authors_model(authors, state: dict) -> torch.nn.Module:
     return model, args
 
 
-def authors_step(authors, state: dict) -> Callable:
+def authors_step(authors, state: dict, reencode: bool = True) -> Callable:
     """`train_stage2`'s loop body on CPU; `precision` bf16 autocasts what their AMP covers. Their
-    prompt features of every identity are encoded once before the stage, as they do."""
+    prompt features of every identity are encoded once before the stage, as they do; without
+    `reencode`, the batch's identity and domain prompt features are too (what is left of their step
+    once the constant prompts are cached)."""
     model, args = authors_model(authors, state)
     criterion, optimizer = authors.make_loss(NUM_IDS), authors.optimizer(model, args)
     model.eval()
     with torch.no_grad():
         text_features, _ = model(label=torch.arange(NUM_IDS), get_text=True)
+    cached = {}
 
-    def step(batch: dict, precision: str) -> None:
-        img, target, domain = batch["img"], batch["pid"], batch["dsetid"]
-        optimizer.zero_grad()
+    def prompts(target: torch.Tensor, domain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         model.eval()
         with torch.no_grad():
             text_p, _ = model(label=target, get_text=True, domain=domain, getdomain=False)
             text_n, _ = model(label=target, get_text=True, domain=domain, getdomain=True)
         model.train()
+        return text_p, text_n
+
+    def step(batch: dict, precision: str) -> None:
+        img, target, domain = batch["img"], batch["pid"], batch["dsetid"]
+        optimizer.zero_grad()
+        if reencode:
+            text_p, text_n = prompts(target, domain)
+        else:
+            text_p, text_n = cached.get("prompts") or cached.setdefault("prompts", prompts(target, domain))
         with autocast(precision, torch.device("cpu")):
             score, feat, image_features = model(x=img, label=target)
             logits = image_features @ text_features.t()
@@ -144,10 +157,11 @@ def our_engine(state: dict, precision: str) -> ImageFGDIEngine:
 
 
 def our_candidates(engine: ImageFGDIEngine, compile_tower: bool) -> dict[str, Callable]:
-    """Our step as configured, and with each candidate speed-up switched on for that step only."""
+    """Our step as configured, and with each of its speed-ups undone or a further candidate
+    switched on, for that step only."""
     model = engine.model
-    plain = engine.optimizers["image"]
-    groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in plain.param_groups]
+    configured = engine.optimizers["image"]
+    groups = [{k: v for k, v in g.items() if k not in ("foreach", "fused")} for g in configured.param_groups]
 
     def with_optimizer(**kind) -> Callable:
         optimizer = torch.optim.Adam([dict(g) for g in groups], **kind)
@@ -155,12 +169,22 @@ def our_candidates(engine: ImageFGDIEngine, compile_tower: bool) -> dict[str, Ca
         def step(batch: dict, precision: str) -> None:
             engine.optimizers["image"] = optimizer
             engine.forward_backward(batch)
-            engine.optimizers["image"] = plain
+            engine.optimizers["image"] = configured
 
         return step
 
     def ours(batch: dict, precision: str) -> None:
         engine.forward_backward(batch)
+
+    def whole_last_block(batch: dict, precision: str) -> None:
+        alone = image_encoder._reads_class_token_alone
+        image_encoder._reads_class_token_alone = lambda block: False
+        engine.forward_backward(batch)
+        image_encoder._reads_class_token_alone = alone
+
+    def math_attention(batch: dict, precision: str) -> None:
+        with sdpa_kernel(SDPBackend.MATH):
+            engine.forward_backward(batch)
 
     def channels_last(batch: dict, precision: str) -> None:
         model.to(memory_format=torch.channels_last)
@@ -168,17 +192,20 @@ def our_candidates(engine: ImageFGDIEngine, compile_tower: bool) -> dict[str, Ca
         model.to(memory_format=torch.contiguous_format)
 
     def frozen_requiring_grad(batch: dict, precision: str) -> None:
-        for param in model.parameters():
+        trained = {param: param.requires_grad for param in model.parameters()}
+        for param in trained:
             param.requires_grad_(True)
         engine.forward_backward(batch)
-        engine.enter("stage3")
-        model.train()
+        for param, flag in trained.items():
+            param.requires_grad_(flag)
 
     candidates = {
         "ours": ours,
-        "ours + foreach Adam": with_optimizer(foreach=True),
-        "ours + fused Adam": with_optimizer(fused=True),
+        "ours, Adam unfused (torch's CPU default)": with_optimizer(foreach=False, fused=False),
+        "ours, Adam foreach instead of fused": with_optimizer(foreach=True),
+        "ours, last block over every token": whole_last_block,
         "ours + channels-last": channels_last,
+        "ours + attention by the math kernel": math_attention,
         "ours, frozen towers requiring grad": frozen_requiring_grad,
     }
     if compile_tower:
@@ -206,6 +233,27 @@ def timed(steps: dict[str, Callable], batch: dict, precision: str, rounds: int) 
     return {name: seconds / rounds for name, seconds in total.items()}
 
 
+def matmul_floor(step: Callable, batch: dict, precision: str) -> tuple[float, float, float]:
+    """(GFLOP of `step`'s matrix products and attention, this machine's GFLOP/s on a ViT-B/16 MLP
+    product of the batch's size in `precision`, the seconds those products take at that rate): no
+    step doing the same arithmetic runs faster than that here."""
+    with FlopCounterMode(display=False) as counter:
+        step(batch, precision)
+    tokens = len(batch["img"]) * 197
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(tokens, 768, dtype=dtype), torch.randn(768, 3072, dtype=dtype)
+    seconds = min(_seconds(lambda: a @ b) for _ in range(5))
+    rate = 2 * tokens * 768 * 3072 / seconds / 1e9
+    gflop = counter.get_total_flops() / 1e9
+    return gflop, rate, gflop / rate
+
+
+def _seconds(work: Callable) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--authors", type=Path, default=MIRROR, help="checkout or bare git dir of Qi5Lei/CLIP-FGDI")
@@ -228,13 +276,21 @@ def main() -> None:
         batch = {"img": torch.randn(args.batch, 3, 224, 224), "pid": pids, "dsetid": pids % NUM_DOMAINS}
         for precision in args.precisions:
             engine = our_engine(state, precision)
-            steps = {"authors": authors_step(authors, state), **our_candidates(engine, args.compile)}
+            steps = {
+                "authors": authors_step(authors, state),
+                "authors, prompt features cached": authors_step(authors, state, reencode=False),
+                **our_candidates(engine, args.compile),
+            }
             seconds = timed(steps, batch, precision, args.steps)
+            gflop, rate, seconds["floor: our products at the machine's rate"] = matmul_floor(
+                steps["ours"], batch, precision
+            )
             for name, value in seconds.items():
                 print(
-                    f"{precision} {name:<40} {value:6.2f} s/step  {seconds['authors'] / value:5.2f}x the authors'",
+                    f"{precision} {name:<45} {value:6.2f} s/step  {seconds['authors'] / value:5.2f}x the authors'",
                     flush=True,
                 )
+            print(f"{precision} (floor: {gflop:.0f} GFLOP of matrix products and attention at {rate:.0f} GFLOP/s)")
             del engine, steps
     print(f"took {time.time() - started:.0f} s")
 
