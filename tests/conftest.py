@@ -9,9 +9,20 @@ import open_clip
 import pytest
 import torch
 
+from torchreid_fgdi import gallery_index
 from torchreid_fgdi.data.synthetic import SyntheticSize, generate
 
 TINY = SyntheticSize(train_ids=12, test_ids=8, max_cams_per_id=3, max_images_per_cam=3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gallery_indexes_kept_in_the_sessions_folder(tmp_path_factory):
+    """A search without ``--index`` keeps its index in the user's cache; the tests' galleries are
+    temporary, so theirs go to the session's temporary folder instead."""
+    folder = str(tmp_path_factory.mktemp("cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gallery_index, "cache_root", lambda: folder)
+        yield
 
 
 @pytest.fixture(scope="session")
