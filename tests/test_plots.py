@@ -123,3 +123,14 @@ def test_search_picture_puts_rank_above_and_similarity_below_in_a_readable_size(
     assert len(above) >= 9 and len(below) >= 9  # "#1" above the image, "0.958" under it, each 9+ px tall
     query_left = rank_pictures.column_x(0, column) + column // 2 - width // 2
     assert tuple(picture[top + height // 2, query_left - 1]) == rank_pictures.QUERY
+
+
+def test_a_crop_of_another_shape_keeps_its_proportions_on_white():
+    wide = Image.new("RGB", (80, 20), (0, 90, 200))  # 4:1, the tiles are 1:2
+    tile = np.asarray(rank_pictures.fitted(wide, search.THUMB)).astype(int)
+    width, height = search.THUMB
+    assert tile.shape == (height, width, 3)
+    blue = np.all(np.abs(tile - (0, 90, 200)) < 12, axis=2)
+    rows = np.flatnonzero(blue.all(axis=1))
+    assert 14 <= len(rows) <= 16 and abs(rows.mean() - height / 2) < 1  # 64 / 4 rows, centred
+    assert (tile[: rows[0] - 1] == 255).all() and (tile[rows[-1] + 2 :] == 255).all()

@@ -100,7 +100,7 @@ def rank(
 
 
 def _thumbnail(path: str) -> Image.Image:
-    return read_image(path).resize(THUMB)
+    return rank_pictures.fitted(read_image(path), THUMB)
 
 
 def _data_uri(image: Image.Image) -> str:

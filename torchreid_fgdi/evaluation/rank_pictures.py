@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .. import atomic
 from ..compat import read_image
@@ -40,6 +40,12 @@ class Tile:
     frame: tuple[int, int, int] | None = None
 
 
+def fitted(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`image` scaled to fit `size` (width, height) with its proportions kept, centred on white:
+    a crop of another shape than the tiles is not stretched into a different-looking person."""
+    return ImageOps.pad(image.convert("RGB"), size, Image.Resampling.BICUBIC, color="white")
+
+
 def upscaled(width: int, height: int) -> tuple[int, int]:
     """(width, height) times the smallest whole factor that makes the height at least MIN_HEIGHT."""
     factor = max(1, math.ceil(MIN_HEIGHT / height))
@@ -59,7 +65,7 @@ def column_x(col: int, width: int) -> int:
 
 
 def draw_rows(rows: Sequence[Sequence[Tile]], size: tuple[int, int], caption: str = "") -> Image.Image:
-    """The rows of tiles on white, every image resized to `size` (width, height), `caption` on top."""
+    """The rows of tiles on white, every image fitted to `size` (width, height), `caption` on top."""
     if not rows or not all(rows):
         raise ValueError("draw_rows needs at least one row and one tile in every row")
     font = _font()
@@ -80,7 +86,7 @@ def draw_rows(rows: Sequence[Sequence[Tile]], size: tuple[int, int], caption: st
             x = column_x(col, column)
             centre = x + column // 2
             left, image_top = centre - width // 2, y + LINE_HEIGHT + FRAME
-            canvas.paste(tile.image.resize(size, Image.Resampling.BICUBIC), (left, image_top))
+            canvas.paste(fitted(tile.image, size), (left, image_top))
             if tile.frame:
                 box = [left - FRAME, image_top - FRAME, left + width + FRAME - 1, image_top + height + FRAME - 1]
                 draw.rectangle(box, outline=tile.frame, width=FRAME)
