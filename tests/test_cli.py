@@ -97,6 +97,28 @@ def test_no_arguments_print_the_usage_and_start_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.subprocess
+def test_python_dash_m_refuses_as_the_console_scripts_do(tmp_path):
+    """``python -m torchreid_fgdi.<command>`` (the README's other spelling) prints the same one line."""
+    missing = str(tmp_path / "missing.pth")
+    spellings = {
+        "search": ["--weights", missing, "--query", str(tmp_path / "q"), "--gallery", str(tmp_path)],
+        "export": ["--weights", missing],
+    }
+    runs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", f"torchreid_fgdi.{name}", *argv], cwd=tmp_path, stderr=subprocess.PIPE, text=True
+        )
+        for name, argv in spellings.items()
+    }
+    errors = {name: run.communicate(timeout=300)[1] for name, run in runs.items()}
+    for name, run in runs.items():
+        last = errors[name].strip().splitlines()[-1]
+        assert run.returncode == 1 and "Traceback" not in errors[name], (name, errors[name])
+        assert last.startswith("error: ") and last.endswith(f"({refusals.DEBUG_VARIABLE}=1 shows the traceback)")
+    assert "--query" in errors["search"] and "missing.pth" in errors["export"]
+
+
 @pytest.mark.parametrize(
     ("command", "argv", "message"),
     [

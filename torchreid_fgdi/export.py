@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import os.path as osp
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -25,6 +26,7 @@ from yacs.config import CfgNode as CN
 from . import __version__, atomic
 from .inference import load_trained, preprocessing
 from .parsers import add_checkpoint_arguments, command_parser
+from .refusals import run_command
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -166,4 +168,4 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

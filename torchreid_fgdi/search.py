@@ -15,6 +15,7 @@ import io
 import json
 import os
 import os.path as osp
+import sys
 from collections import defaultdict
 
 import torch
@@ -25,6 +26,7 @@ from .compat import UnreadableImageError, read_image
 from .evaluation import rank_pictures
 from .inference import FeatureExtractor
 from .parsers import add_checkpoint_arguments, command_parser
+from .refusals import run_command
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height
@@ -215,4 +217,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))
