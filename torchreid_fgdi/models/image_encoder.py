@@ -62,7 +62,8 @@ class ViTImageEncoder(_PositionGrid, nn.Module):
     """open_clip's VisionTransformer, returning the CLS tokens of the three features in docs/method.md.
 
     - ``x11``: after block L-1 (no LayerNorm), ``x12``: after the last block and ``ln_post``,
-      ``xproj``: ``x12 @ proj``.
+      ``xproj``: ``x12 @ proj``. The last block runs at the class token alone, as nothing else
+      of it is read (`_class_token_block`).
     - Any input size and patch stride (overlapping patches when stride < patch size): the
       position embedding is resampled once, here, to the grid of `image_size`; inputs of another
       size get it resampled again, on the fly, to their grid (so a model built at torchreid's
