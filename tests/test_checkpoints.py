@@ -5,6 +5,7 @@ import pytest
 import torch
 import torchreid
 
+from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.models import build_fgdi, load_fgdi_checkpoint, resize_pos_embed, to_authors_state_dict
 
 SIZE = (64, 32)
@@ -64,17 +65,17 @@ def test_clipreid_checkpoint_with_camera_embedding_gives_the_same_features(tmp_p
     torch.testing.assert_close(_features(model, images[1:2]), _features(source, images[1:2], camids[1:2]))
 
     without_cameras = build_fgdi("fgdi_tiny", 5, num_domains=2, pretrained=False)
-    with pytest.raises(ValueError, match=r"unexpected: cv_embed.*"):
+    with pytest.raises(CheckpointError, match=r"unexpected: cv_embed.*"):
         load_fgdi_checkpoint(without_cameras, str(tmp_path / "clipreid.pth"))
     wrong_ids = build_fgdi("fgdi_tiny", 7, num_domains=2, pretrained=False, num_cameras=6)
-    with pytest.raises(ValueError, match=r"classifier.weight: checkpoint \(5, 64\) vs model \(7, 64\)"):
+    with pytest.raises(CheckpointError, match=r"classifier.weight: checkpoint \(5, 64\) vs model \(7, 64\)"):
         load_fgdi_checkpoint(wrong_ids, str(tmp_path / "clipreid.pth"))
 
 
 def test_position_embedding_is_resampled_from_the_checkpoints_grid():
     source = build_fgdi("fgdi_tiny", 3, pretrained=False)  # 64x32 -> 8x4 grid
     model = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))  # 6x6 grid
-    with pytest.raises(ValueError, match=r"non-square grid of 32 positions.*ckpt_grid"):
+    with pytest.raises(CheckpointError, match=r"non-square grid of 32 positions.*ckpt_grid"):
         load_fgdi_checkpoint(model, source.state_dict())
     load_fgdi_checkpoint(model, source.state_dict(), ckpt_grid=(8, 4))
     key = "image_encoder.visual.positional_embedding"

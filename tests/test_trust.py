@@ -397,7 +397,7 @@ def test_search_explains_a_file_as_gallery_and_skips_unreadable_images_on_reques
         ]
     )
     assert all("broken" not in m["path"] for m in ranking[0]["matches"])
-    with pytest.raises(ValueError, match="CUDA is not available on this machine"):
+    with pytest.raises(ConfigError, match="CUDA is not available on this machine"):
         FeatureExtractor(weights, device="cuda")
 
 

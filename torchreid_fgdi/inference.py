@@ -26,6 +26,7 @@ from . import __version__, compat
 from . import config as config_lib
 from .checkpoint_file import read_checkpoint
 from .data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
+from .errors import ConfigError
 from .evaluation import check_finite_features
 from .models import VARIANTS, load_fgdi_checkpoint
 from .models.checkpoints import load_torchreid_checkpoint, read_state_dict
@@ -145,7 +146,7 @@ class FeatureExtractor:
         model, self.cfg = load_trained(model_path, config_file)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+            raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
         self.model = model.to(self.device)
         self.transform = test_transform(self.cfg)
         self.batch_size = batch_size

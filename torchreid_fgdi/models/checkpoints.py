@@ -67,7 +67,7 @@ def detect_layout(state: Mapping) -> str:
         return "fgdi"
     if any(k.startswith(_AUTHORS_IMAGE) for k in state):
         return "authors"
-    raise ValueError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
+    raise CheckpointError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
 
 
 _CONVERTERS = {"fgdi": dict, "authors": from_authors_state_dict, "clipreid": from_clipreid_state_dict}
@@ -76,11 +76,11 @@ _CONVERTERS = {"fgdi": dict, "authors": from_authors_state_dict, "clipreid": fro
 def _grid_of(rows: int, ckpt_grid: tuple[int, int] | None, key: str) -> tuple[int, int]:
     if ckpt_grid is not None:
         if ckpt_grid[0] * ckpt_grid[1] + 1 != rows:
-            raise ValueError(f"{key} has {rows - 1} grid rows, which is not ckpt_grid={tuple(ckpt_grid)}")
+            raise CheckpointError(f"{key} has {rows - 1} grid rows, which is not ckpt_grid={tuple(ckpt_grid)}")
         return tuple(ckpt_grid)
     side = math.isqrt(rows - 1)
     if side * side != rows - 1:
-        raise ValueError(
+        raise CheckpointError(
             f"{key} holds a non-square grid of {rows - 1} positions (the checkpoint's input size differs from this "
             "model's); pass ckpt_grid=(rows, cols) of the checkpoint, e.g. (16, 8) for 256x128 at stride 16"
         )
@@ -139,7 +139,7 @@ def load_fgdi_checkpoint(
             "build the model with the checkpoint's backbone, num_classes (classifier rows), num_domains (dmctx rows)"
             " and, for CLIP-ReID's camera embedding (cv_embed), num_cameras"
         )
-        raise ValueError(f"{layout} checkpoint does not fit this model ({hint}):\n  " + "\n  ".join(problems))
+        raise CheckpointError(f"{layout} checkpoint does not fit this model ({hint}):\n  " + "\n  ".join(problems))
     model.load_state_dict(state, strict=False)
     return kept
 
