@@ -1,8 +1,10 @@
-"""Shared pieces of the benchmark scripts: a realistic random re-ID split and a peak-memory probe."""
+"""Shared pieces of the benchmark scripts: a realistic random re-ID split, a timer and a peak-memory probe."""
 
 from __future__ import annotations
 
 import resource
+import time
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,6 +19,13 @@ def reid_split(num_query: int, num_gallery: int, num_ids: int, num_cams: int, se
         [rng.integers(0, num_ids, num_gallery // 2), rng.integers(num_ids, 3 * num_ids, num_gallery - num_gallery // 2)]
     )
     return q_pids, g_pids, rng.integers(0, num_cams, num_query), rng.integers(0, num_cams, num_gallery)
+
+
+def timed_call(work: Callable):
+    """(seconds `work()` took, what it returned)."""
+    start = time.perf_counter()
+    out = work()
+    return time.perf_counter() - start, out
 
 
 def peak_rss_gib() -> float:

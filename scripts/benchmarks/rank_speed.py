@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
-from _common import reid_split
+from _common import reid_split, timed_call
 from peers import available
 
 warnings.filterwarnings("ignore", message="Cython evaluation")
@@ -33,12 +32,6 @@ from torchreid_fgdi.evaluation.distances import GalleryDistances, distance_matri
 from torchreid_fgdi.evaluation.fast_rank import block_rows, evaluate_rank, rank_features  # noqa: E402
 
 NUM_QUERY, NUM_GALLERY, DIM = 3368, 15913, 1280
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
 
 
 def _floor_topk(qf: torch.Tensor, gf: torch.Tensor) -> None:
@@ -82,7 +75,7 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so a slow spell of a shared machine hits every side
         for group, table in (("rank", rank_only), ("whole", whole), ("floor", floors)):
             for name, fn in table.items():
-                seconds, out = _timed(fn)
+                seconds, out = timed_call(fn)
                 times.setdefault(f"{group}:{name}", []).append(seconds)
                 results[f"{group}:{name}"] = out
     t = {key: statistics.median(values) for key, values in times.items()}
@@ -103,11 +96,11 @@ def main() -> None:
     c_q, c_g, c_qc, c_gc = reid_split(1400, 5332, num_ids=700, num_cams=2, seed=1)
     c_dist = distance_matrix(qf[:1400], gf[:5332])
     np.random.seed(0)
-    ours_time, ours = _timed(lambda: evaluate_rank(c_dist, c_q, c_g, c_qc, c_gc, 50, use_metric_cuhk03=True))
+    ours_time, ours = timed_call(lambda: evaluate_rank(c_dist, c_q, c_g, c_qc, c_gc, 50, use_metric_cuhk03=True))
     print(f"CUHK03 metric, 1,400 x 5,332: ours {ours_time:.2f} s")
     for name, f in peers.items():
         np.random.seed(0)
-        seconds, theirs = _timed(lambda f=f: _result(f(c_dist, c_q, c_g, c_qc, c_gc, 50, True)))
+        seconds, theirs = timed_call(lambda f=f: _result(f(c_dist, c_q, c_g, c_qc, c_gc, 50, True)))
         equal = abs(theirs[1] - ours[1]) < 1e-6
         print(f"  {name}: {seconds:.2f} s -> ours is {seconds / ours_time:.2f}x as fast; mAP equal: {equal}")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from _common import stage3_datamanager
+from _common import stage3_datamanager, timed_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -134,7 +134,9 @@ def authors_step(authors, state: dict, reencode: bool = True) -> Callable:
         if reencode:
             text_p, text_n = prompts(target, domain)
         else:
-            text_p, text_n = cached.get("prompts") or cached.setdefault("prompts", prompts(target, domain))
+            if "prompts" not in cached:
+                cached["prompts"] = prompts(target, domain)
+            text_p, text_n = cached["prompts"]
         with autocast(precision, torch.device("cpu")):
             score, feat, image_features = model(x=img, label=target)
             logits = image_features @ text_features.t()
@@ -227,9 +229,7 @@ def timed(steps: dict[str, Callable], batch: dict, precision: str, rounds: int) 
     total = dict.fromkeys(steps, 0.0)
     for _ in range(rounds):
         for name, step in steps.items():
-            start = time.perf_counter()
-            step(batch, precision)
-            total[name] += time.perf_counter() - start
+            total[name] += timed_call(lambda step=step: step(batch, precision))[0]
     return {name: seconds / rounds for name, seconds in total.items()}
 
 
@@ -242,16 +242,10 @@ def matmul_floor(step: Callable, batch: dict, precision: str) -> tuple[float, fl
     tokens = len(batch["img"]) * 197
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     a, b = torch.randn(tokens, 768, dtype=dtype), torch.randn(768, 3072, dtype=dtype)
-    seconds = min(_seconds(lambda: a @ b) for _ in range(5))
+    seconds = min(timed_call(lambda: a @ b)[0] for _ in range(5))
     rate = 2 * tokens * 768 * 3072 / seconds / 1e9
     gflop = counter.get_total_flops() / 1e9
     return gflop, rate, gflop / rate
-
-
-def _seconds(work: Callable) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def main() -> None:

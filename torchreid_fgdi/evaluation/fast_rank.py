@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .distances import GalleryDistances
-from .torchreid_rank import usable_ranks
+from .torchreid_rank import capped_ranks
 
 BLOCK_BYTES = 2**27  # a block's distances and bin numbers (8 bytes a pair) take at most this
 
@@ -129,7 +129,7 @@ class Ranker:
         q_pids, g_pids, q_camids, g_camids = map(np.asarray, (q_pids, g_pids, q_camids, g_camids))
         self.matches = _Matches(q_pids, q_camids, g_pids, g_camids)
         self.g_pids, self.cuhk03 = g_pids, use_metric_cuhk03
-        self.max_rank = usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank)
+        self.max_rank = capped_ranks(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
         self.hits = np.zeros(self.max_rank, dtype=np.int64)
         self.ap_sum = 0.0
         self.cuhk03_rows: list[np.ndarray] = []

@@ -26,7 +26,7 @@ def usable_ranks(
     return max(1, min(max_rank, len(g_pids) - dropped))
 
 
-def _capped(max_rank: int, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03: bool) -> int:
+def capped_ranks(max_rank: int, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03: bool) -> int:
     """The ranks the metric can give (the CUHK03 metric samples one image per identity: no cap)."""
     return max_rank if use_metric_cuhk03 else usable_ranks(q_pids, q_camids, g_pids, g_camids, max_rank)
 
@@ -46,7 +46,7 @@ def evaluate_rank(
     At a capped `max_rank` torchreid's metric gives the same numbers whether or not
     `torchreid_fgdi.compat` has replaced it with `for_torchreid_engines`.
     """
-    capped = _capped(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
+    capped = capped_ranks(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
     return metrics.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, capped, use_metric_cuhk03, use_cython)
 
 
@@ -59,7 +59,7 @@ def for_torchreid_engines(torchreid_evaluate_rank: Callable) -> Callable:
     def evaluate_rank(
         distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50, use_metric_cuhk03=False, use_cython=True
     ):
-        capped = _capped(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
+        capped = capped_ranks(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
         cmc, mAP = torchreid_evaluate_rank(
             distmat, q_pids, g_pids, q_camids, g_camids, capped, use_metric_cuhk03, use_cython
         )
