@@ -5,7 +5,7 @@ The same as `python -m torchreid_fgdi`, placed where torchreid users look for it
 
 import sys
 
-from torchreid_fgdi.commands import train
+from torchreid_fgdi.cli.commands import train
 
 if __name__ == "__main__":
     sys.exit(train())

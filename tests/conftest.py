@@ -9,8 +9,8 @@ import open_clip
 import pytest
 import torch
 
-from torchreid_fgdi import gallery_index
-from torchreid_fgdi.data.synthetic import SyntheticSize, generate
+from torchreid_fgdi.synthetic.render import SyntheticSize, generate
+from torchreid_fgdi.tools import gallery_index
 
 TINY = SyntheticSize(train_ids=12, test_ids=8, max_cams_per_id=3, max_images_per_cam=3)
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torchreid
 
-from torchreid_fgdi.checkpoint_file import CheckpointError
 from torchreid_fgdi.models import build_fgdi, load_fgdi_checkpoint, resize_pos_embed, to_authors_state_dict
+from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 SIZE = (64, 32)
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from torchreid_fgdi import commands, hub, refusals
-from torchreid_fgdi.data import synthetic
+from torchreid_fgdi.cli import commands, refusals
+from torchreid_fgdi.cli.parsers import EXAMPLES_HEADING, HelpFormatter
 from torchreid_fgdi.errors import ConfigError
-from torchreid_fgdi.models import clip_weights
-from torchreid_fgdi.parsers import EXAMPLES_HEADING, HelpFormatter
+from torchreid_fgdi.models import clip_weights, hub
+from torchreid_fgdi.synthetic import render as synthetic
 
 REPO = Path(__file__).parents[1]
 CONFIG = str(REPO / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")

@@ -14,8 +14,8 @@ import torch
 import torchreid
 
 import torchreid_fgdi  # noqa: F401
-from torchreid_fgdi import compat
 from torchreid_fgdi.evaluation import torchreid_rank
+from torchreid_fgdi.integration import compat
 
 # Runs in a fresh interpreter: which object every torchreid module binds to each name before
 # torchreid_fgdi is imported, with its fixes applied, after revert() and after apply() again.
@@ -189,7 +189,7 @@ def test_rank_metric_on_a_gallery_smaller_than_the_cmc_length():
 UNFIXED_READ = """
 import sys
 import torchreid, torchreid_fgdi
-torchreid_fgdi.compat.revert()
+torchreid_fgdi.integration.compat.revert()
 print("ready", flush=True)
 torchreid.utils.read_image(sys.argv[1])
 print("returned", flush=True)

@@ -7,16 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
+from torchreid_fgdi.config.defaults import load_config
 
-from torchreid_fgdi.checkpoint_file import CheckpointError
-from torchreid_fgdi.config import load_config
+from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.settings import FGDISettings
 from torchreid_fgdi.engine.stages import FGDI_STAGES, IMAGE, IMAGE_ENCODER, PROMPT, STAGE_NAMES, Stage
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.models import build_fgdi
-from torchreid_fgdi.settings import FGDISettings
-from torchreid_fgdi.training import main
+from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "2", "fgdi.stage3_epochs", "2"]

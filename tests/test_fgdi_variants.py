@@ -8,9 +8,8 @@ import pytest
 import torch
 import torchreid
 from huggingface_hub import constants
+from torchreid_fgdi.config.defaults import load_config, model_kwargs
 
-from torchreid_fgdi.config import load_config, model_kwargs
-from torchreid_fgdi.hub import sha256sum
 from torchreid_fgdi.models import (
     FGDI,
     VARIANTS,
@@ -20,6 +19,7 @@ from torchreid_fgdi.models import (
     create_clip,
     load_fgdi_checkpoint,
 )
+from torchreid_fgdi.models.hub import sha256sum
 
 # (x12 width + xproj width) of each registered backbone: the eval feature's size.
 FEATURE_DIMS = {

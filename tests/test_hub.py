@@ -5,8 +5,8 @@ probe, so these give the same result on a machine with or without internet."""
 import open_clip
 import pytest
 
-from torchreid_fgdi import hub, weights
-from torchreid_fgdi.models import VARIANTS
+from torchreid_fgdi.cli import weights
+from torchreid_fgdi.models import VARIANTS, hub
 
 pytestmark = pytest.mark.timeout(60)  # a download that stalls fails here instead of holding the suite
 

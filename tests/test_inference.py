@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 import torchreid
 from PIL import Image
+from torchreid_fgdi.config.defaults import load_config
 
-from torchreid_fgdi import inference
-from torchreid_fgdi.checkpoint_file import CheckpointError
-from torchreid_fgdi.config import load_config
-from torchreid_fgdi.export import TORCHSCRIPT_METADATA, export
-from torchreid_fgdi.inference import FeatureExtractor, preprocessing
+from torchreid_fgdi.tools import features as inference
+from torchreid_fgdi.tools.export import TORCHSCRIPT_METADATA, export
+from torchreid_fgdi.tools.features import FeatureExtractor, preprocessing
+from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 BASELINE = str(Path(__file__).parents[1] / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torchreid
 
+from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.errors import ConfigError
-from torchreid_fgdi.training import main
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
 FGDI_CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import torchreid_fgdi
-from torchreid_fgdi import benchmark
+from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 
 PACKAGE = Path(torchreid_fgdi.__file__).parent
@@ -70,7 +70,7 @@ def test_the_wheel_ships_configs_py_typed_licence_and_entry_points(tmp_path):
     assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.10" in metadata
     assert f"{dist_info}/licenses/LICENSE" in names
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
-    assert all(f"{name} = torchreid_fgdi.commands:" in entry_points for name in COMMANDS)
+    assert all(f"{name} = torchreid_fgdi.cli.commands:" in entry_points for name in COMMANDS)
     assert not any(name.startswith(("tests/", "configs/")) for name in names)
 
 
@@ -117,7 +117,7 @@ def test_no_module_imports_one_that_imports_it_back():
         parts = path.relative_to(REPO).with_suffix("").parts
         files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = (path, parts[-1] == "__init__")
     graph = {m: _imports(path, m, is_package, set(files)) for m, (path, is_package) in files.items()}
-    assert "torchreid_fgdi.hub" in graph["torchreid_fgdi.models.clip_weights"]  # the walk sees imports
+    assert "torchreid_fgdi.models.hub" in graph["torchreid_fgdi.models.clip_weights"]  # the walk sees imports
 
     def reachable(start: str) -> set[str]:
         seen, todo = set(), [start]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from torchreid_fgdi import search
 from torchreid_fgdi.evaluation import plots, rank_pictures
+from torchreid_fgdi.tools import search
 
 
 def _cmc(top: float, n: int = 20) -> dict:

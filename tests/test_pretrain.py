@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from tests.test_trust import ONE
-from torchreid_fgdi import pretrain
-from torchreid_fgdi.checkpoint_file import CheckpointError
-from torchreid_fgdi.data.synthetic import DOMAIN_STYLES, _identity
-from torchreid_fgdi.data.synthetic.captions import (
+from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.synthetic import pretrain
+from torchreid_fgdi.synthetic.captions import (
     ATTRIBUTES,
     COLOURS,
     CorpusSize,
@@ -23,8 +23,8 @@ from torchreid_fgdi.data.synthetic.captions import (
     colour_name,
     write_corpus,
 )
-from torchreid_fgdi.models import build_fgdi
-from torchreid_fgdi.training import main
+from torchreid_fgdi.synthetic.render import DOMAIN_STYLES, _identity
+from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 CLIP_CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny_clip.yaml")
 TINY = pretrain.PretrainSettings(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torchreid
 
-from torchreid_fgdi.benchmark import PAPER_AVERAGE, main
+from torchreid_fgdi.cli.benchmark import PAPER_AVERAGE, main
 from torchreid_fgdi.data.readiness import check_datasets
 
 from .fake_datasets import BUILDERS

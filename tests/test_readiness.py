@@ -2,8 +2,8 @@
 
 import pytest
 
+from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
-from torchreid_fgdi.training import main
 
 
 def _touch(root, *paths):

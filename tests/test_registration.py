@@ -7,9 +7,9 @@ import pytest
 import torchreid
 
 from tests.fake_datasets import make_cuhksysu
-from torchreid_fgdi import compat, registry
 from torchreid_fgdi.data import IMAGE_DATASETS, DomainBalancedIdentitySampler
 from torchreid_fgdi.data.public import CUHKSYSU
+from torchreid_fgdi.integration import compat, registry
 from torchreid_fgdi.models import FGDI, MODEL_FACTORIES, VARIANTS, build_fgdi
 
 

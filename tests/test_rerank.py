@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torchreid
+from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, load_config
 
-from torchreid_fgdi.config import fgdi_engine_kwargs, load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import evaluate_features, fast_rank
 from torchreid_fgdi.evaluation.distances import distance_matrix

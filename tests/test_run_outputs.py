@@ -13,18 +13,18 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchreid_fgdi.config.defaults import imagedata_kwargs, load_config, load_config_text
 
 from tests.test_fgdi_engine import CONFIG, SHORT
-from torchreid_fgdi import export as export_module
-from torchreid_fgdi import search
-from torchreid_fgdi.config import imagedata_kwargs, load_config, load_config_text
+from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.evaluation import rank_pictures
-from torchreid_fgdi.export import export
-from torchreid_fgdi.inference import FeatureExtractor, checkpoint_model_kwargs
-from torchreid_fgdi.training import main
+from torchreid_fgdi.tools import export as export_module
+from torchreid_fgdi.tools import search
+from torchreid_fgdi.tools.export import export
+from torchreid_fgdi.tools.features import FeatureExtractor, checkpoint_model_kwargs
 
 STAGE_TERMS = {
     "stage1": {"loss", "id", "triplet", "acc", "lr"},

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.engine import schedules
 from torchreid_fgdi.engine.run_log import read_metrics
-from torchreid_fgdi.training import main
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
 STAGES = ("stage1", "stage2a", "stage2b", "stage3")

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.test_inference import BASELINE, save_baseline
-from torchreid_fgdi import gallery_index, nearest, search
-from torchreid_fgdi.inference import FeatureExtractor
+from torchreid_fgdi.tools import gallery_index, nearest, search
+from torchreid_fgdi.tools.features import FeatureExtractor
 
 
 def _picture(path, seed: int) -> str:

@@ -16,7 +16,7 @@ import torch
 import torchreid
 from PIL import Image
 
-from torchreid_fgdi import search
+from torchreid_fgdi.tools import search
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install playwright")
 CHROMIUMS = ("chromium-headless-shell", "chromium")  # Debian's packages; scripts/test.sh installs the first

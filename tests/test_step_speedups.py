@@ -4,12 +4,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torchreid_fgdi.config.defaults import load_config
 
-from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.settings import FGDISettings
 from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi, image_encoder
-from torchreid_fgdi.settings import FGDISettings
 
 NUM_IDS, NUM_DOMAINS = 8, 2
 

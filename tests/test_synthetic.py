@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from torchreid_fgdi.data.datasets import parse_market_name
-from torchreid_fgdi.data.synthetic import DOMAIN_STYLES, SyntheticSize, generate_domain
+from torchreid_fgdi.synthetic.render import DOMAIN_STYLES, SyntheticSize, generate_domain
 
 SMALL = SyntheticSize(train_ids=5, test_ids=4)
 
@@ -67,7 +67,7 @@ def test_command_line_writes_requested_domains(tmp_path):
         [
             sys.executable,
             "-m",
-            "torchreid_fgdi.data.synthetic",
+            "torchreid_fgdi.synthetic.render",
             "--root",
             str(tmp_path),
             "--domains",

@@ -12,23 +12,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config.defaults import load_config
 
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
-from torchreid_fgdi import atomic, benchmark
-from torchreid_fgdi.checkpoint_file import CheckpointError, read_checkpoint
-from torchreid_fgdi.compat import UnreadableImageError, glob_with_literal_folders, read_image
-from torchreid_fgdi.config import load_config
-from torchreid_fgdi.config_checks import ConfigError
+from torchreid_fgdi.cli import benchmark
+from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
+from torchreid_fgdi.cli.train import build_config, main, resume_path
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
-from torchreid_fgdi.export import _write_checked, export
-from torchreid_fgdi.inference import FeatureExtractor
-from torchreid_fgdi.run_folder import RunFolder, RunFolderError
-from torchreid_fgdi.search import main as search
-from torchreid_fgdi.training import build_config, main, resume_path
+from torchreid_fgdi.integration.compat import UnreadableImageError, glob_with_literal_folders, read_image
+from torchreid_fgdi.tools.export import _write_checked, export
+from torchreid_fgdi.tools.features import FeatureExtractor
+from torchreid_fgdi.tools.search import main as search
+from torchreid_fgdi.utils import atomic
+from torchreid_fgdi.utils.checkpoint import CheckpointError, read_checkpoint
 
 ONE = ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "1", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "1"]
 ONE += ["fgdi.checkpoint_every", "1", "fgdi.prompt.batch_size", "32", "train.print_freq", "1000"]

@@ -1,12 +1,12 @@
 """CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models and
-samplers into torchreid and applies the fixes in `torchreid_fgdi.compat` (`compat.apply()`, the
+samplers into torchreid and applies the fixes in `torchreid_fgdi.integration.compat` (`compat.apply()`, the
 only place the package changes torchreid or torch; `compat.revert()` undoes them)."""
 
-from . import compat
+from .integration import compat
 
 compat.apply()
 
-from .registry import register_all  # noqa: E402
+from .integration.registry import register_all  # noqa: E402
 
 register_all()
 

@@ -20,3 +20,42 @@ class ConfigError(FGDIError, ValueError):
 
 class RunFolderError(FGDIError, RuntimeError):
     """The run cannot use this folder or this checkpoint; nothing was written."""
+
+
+class NonFiniteFeaturesError(FGDIError, FloatingPointError):
+    """A model gave NaN or infinite features: any ranking of them would be meaningless."""
+
+
+class NonFiniteLossError(FGDIError, FloatingPointError):
+    """A NaN or Inf loss: training stops before the step is applied."""
+
+
+class UnreadableImageError(FGDIError, OSError):
+    """An image file that PIL cannot decode (corrupt, truncated, empty or not an image)."""
+
+
+class WeightsUnavailableError(FGDIError, RuntimeError):
+    """Weights that are neither cached nor downloadable from here."""
+
+
+class ChecksumError(FGDIError, ValueError):
+    """A file whose sha256 (or size) is not the one published for it."""
+
+
+class UnknownWeightsError(FGDIError, KeyError):
+    """A released-weights name the registry does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DatasetsNotReadyError(FGDIError, FileNotFoundError):
+    """Some dataset of the run is missing or incomplete under the data root."""
+
+
+class WriteError(FGDIError, OSError):
+    """A file could not be written; the message says why and that the previous version is intact."""
+
+
+class CheckpointError(FGDIError, ValueError):
+    """A checkpoint that cannot be used; the message names the file and the problem."""

@@ -14,9 +14,9 @@ import time
 import torch
 import torchreid
 
-from torchreid_fgdi.data.synthetic import SyntheticSize, generate_domain
 from torchreid_fgdi.data.transforms import clip_fgdi_transforms
 from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.synthetic.render import SyntheticSize, generate_domain
 
 
 def _loader(root: str, images: int, workers: int) -> torch.utils.data.DataLoader:

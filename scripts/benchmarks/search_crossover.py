@@ -1,5 +1,5 @@
 """Top-k search time of faiss (exact inner product) vs torch (matmul + topk) by gallery size: where
-`torchreid_fgdi.nearest.FAISS_FROM` comes from.
+`torchreid_fgdi.tools.nearest.FAISS_FROM` comes from.
 
 Random L2-normalised features of the fgdi model's dimension (ViT-B/16: 768 + 512), through
 `nearest.top_k` as a search calls it. The two paths alternate within each repeat, so load from
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from torchreid_fgdi.models.variants import VARIANTS
-from torchreid_fgdi.nearest import FAISS_FROM, top_k
+from torchreid_fgdi.tools.nearest import FAISS_FROM, top_k
 
 
 def feature_dim(model_name: str) -> int:

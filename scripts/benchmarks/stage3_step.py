@@ -17,12 +17,12 @@ import time
 
 import torch
 from _common import stage3_datamanager
+from torchreid_fgdi.config.defaults import load_config
 
-from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
+from torchreid_fgdi.engine.settings import FGDISettings
 from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi
-from torchreid_fgdi.settings import FGDISettings
 
 NUM_IDS, NUM_DOMAINS = 64, 3
 

@@ -33,13 +33,13 @@ import torch
 from _common import stage3_datamanager, timed_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+from torchreid_fgdi.config.defaults import load_config
 
-from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.precision import autocast
+from torchreid_fgdi.engine.settings import FGDISettings
 from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi, from_authors_state_dict, image_encoder
-from torchreid_fgdi.settings import FGDISettings
 
 MIRROR = Path("/work/.mirror/Qi5Lei+CLIP-FGDI/repo")
 FIXTURES = Path("/work/shared/fixtures")

@@ -9,8 +9,8 @@ from collections import Counter
 import torch
 import torchreid
 
-from ..compat import UnreadableImageError
 from ..errors import ConfigError
+from ..integration.compat import UnreadableImageError
 from .image_check import damaged_images, unreadable_images
 from .samplers import IDENTITY_SAMPLERS, DomainBalancedIdentitySampler
 from .transforms import CLIP_FGDI, clip_fgdi_transforms

@@ -10,8 +10,8 @@ import re
 
 import torchreid
 
-from ..compat import glob_with_literal_folders
-from .synthetic import DOMAIN_STYLES, generate_domain
+from ..integration.compat import glob_with_literal_folders
+from ..synthetic.render import DOMAIN_STYLES, generate_domain
 
 _NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$")
 
@@ -28,7 +28,7 @@ def parse_market_name(path: str) -> tuple[int, int]:
 
 
 class SyntheticDomain(torchreid.data.ImageDataset):
-    """One generated domain (see `torchreid_fgdi.data.synthetic`) in Market-1501 layout.
+    """One generated domain (see `torchreid_fgdi.synthetic.render`) in Market-1501 layout.
 
     Args:
         root (str): folder holding the domain folders, e.g. ``reid-data``.

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from ..compat import read_image
+from ..integration.compat import read_image
 
 # The bytes a whole file of each format ends with (JPEG's end-of-image marker may be followed
 # by a little padding or camera data, so it is looked for near the end).

@@ -12,7 +12,8 @@ import os.path as osp
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..errors import FGDIError
+from ..errors import DatasetsNotReadyError
+from ..synthetic.render import DOMAIN_STYLES
 from .name_checks import (
     DUKEMTMCREID_DIR,
     MARKET1501_DIR,
@@ -21,7 +22,6 @@ from .name_checks import (
     MSMT17_RELEASES,
     NAME_CHECKS,
 )
-from .synthetic import DOMAIN_STYLES
 
 _SHOWN = 10
 
@@ -94,10 +94,6 @@ LAYOUTS: dict[str, Layout] = {
         _one("ilids/i-LIDS_Pedestrian/Persons"), "i-LIDS_Pedestrian.tgz, https://www.eecs.qmul.ac.uk/~jason/data/"
     ),
 }
-
-
-class DatasetsNotReadyError(FGDIError, FileNotFoundError):
-    """Some dataset of the run is missing or incomplete under the data root."""
 
 
 def _present(root: str, path: str) -> bool:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torchreid
 
-from .. import atomic
 from ..evaluation import plots
+from ..utils import atomic
 from .run_log import latest, read_metrics
 
 

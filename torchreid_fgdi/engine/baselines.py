@@ -5,8 +5,8 @@ import time
 
 import torchreid
 
-from .. import compat
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
+from ..integration import compat
 from . import distributed, progress
 from .testing import MultiTargetTestMixin
 

@@ -7,10 +7,10 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from .. import atomic
-from ..checkpoint_file import CheckpointError, read_checkpoint
 from ..errors import RunFolderError
-from ..settings import FGDISettings
+from ..utils import atomic
+from ..utils.checkpoint import CheckpointError, read_checkpoint
+from .settings import FGDISettings
 from .stages import DONE, FGDI_STAGES, Stage, with_epochs
 
 

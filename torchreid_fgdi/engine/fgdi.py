@@ -10,23 +10,19 @@ import torch
 import torch.nn.functional as F
 import torchreid
 
-from .. import atomic
-from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
-from ..errors import ConfigError, FGDIError
+from ..errors import ConfigError, NonFiniteLossError
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from ..settings import FGDISettings
+from ..utils import atomic
+from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
 from . import artifacts, caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
+from .settings import FGDISettings
 from .stages import DONE, FGDI_STAGES, IMAGE, LR_GROUPS, PROMPT, Stage, build_optimizers, trained_by, with_epochs
 from .testing import MultiTargetTestMixin
-
-
-class NonFiniteLossError(FGDIError, FloatingPointError):
-    """A NaN or Inf loss: training stops before the step is applied."""
 
 
 class _PromptStep(torch.nn.Module):

@@ -13,8 +13,8 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 
 from ..errors import ConfigError
-from ..settings import FGDISettings
 from . import schedules
+from .settings import FGDISettings
 
 IMAGE = "image"  # batches of augmented images through the image encoder (torchreid's train loop)
 PROMPT = "prompt"  # the prompts on image features extracted once, un-augmented

@@ -8,7 +8,6 @@ import os.path as osp
 
 import torch
 
-from .. import atomic
 from ..evaluation import (
     as_stored,
     average_results,
@@ -23,6 +22,7 @@ from ..evaluation import (
 )
 from ..evaluation.report import UNSEEN, domains
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
+from ..utils import atomic
 from . import progress
 from .run_log import RunLog
 

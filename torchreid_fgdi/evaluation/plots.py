@@ -27,7 +27,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig, path: str) -> str:
-    from .. import atomic
+    from ..utils import atomic
 
     return atomic.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .. import atomic
-from ..compat import read_image
+from ..integration.compat import read_image
+from ..utils import atomic
 
 QUERY = (40, 90, 200)
 TRUE_MATCH = (0, 160, 0)

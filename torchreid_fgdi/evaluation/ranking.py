@@ -8,15 +8,11 @@ import numpy as np
 import torch
 import torchreid
 
-from ..errors import ConfigError, FGDIError
+from ..errors import ConfigError, NonFiniteFeaturesError
 from . import fast_rank
 from .distances import distance_matrix
 from .rerank import DEFAULT_MEMORY_GIB, Reranked
 from .torchreid_rank import evaluate_rank
-
-
-class NonFiniteFeaturesError(FGDIError, FloatingPointError):
-    """A model gave NaN or infinite features: any ranking of them would be meaningless."""
 
 
 def check_finite_features(feats: torch.Tensor, where: str) -> torch.Tensor:

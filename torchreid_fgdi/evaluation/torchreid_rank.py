@@ -44,7 +44,7 @@ def evaluate_rank(
     """torchreid's `evaluate_rank` (CMC, mAP) with the CMC cut at the usable gallery size.
 
     At a capped `max_rank` torchreid's metric gives the same numbers whether or not
-    `torchreid_fgdi.compat` has replaced it with `for_torchreid_engines`.
+    `torchreid_fgdi.integration.compat` has replaced it with `for_torchreid_engines`.
     """
     capped = capped_ranks(max_rank, q_pids, g_pids, q_camids, g_camids, use_metric_cuhk03)
     return metrics.evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, capped, use_metric_cuhk03, use_cython)

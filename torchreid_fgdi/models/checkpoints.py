@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from ..checkpoint_file import CheckpointError, check_finite, read_checkpoint
+from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
 from .image_encoder import resize_pos_embed
 
 _AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..hub import (
+from .hub import (
     REGISTRY,
     WeightsUnavailableError,
     by_hand,
@@ -58,7 +58,7 @@ def _cached_copy(tag_cfg: dict, cache_dir: str | None) -> str | None:
 
 
 def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
-    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.hub.REGISTRY`
+    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.models.hub.REGISTRY`
     (downloaded and checked once), or an open_clip tag for `arch`."""
     if os.path.isfile(weights):
         return weights

@@ -28,11 +28,13 @@ from typing import NamedTuple
 
 from yacs.config import CfgNode as CN
 
-from . import pretrain, run_pool, training
-from .config import load_config
-from .data.readiness import ensure_datasets
-from .errors import ConfigError
-from .evaluation import compare_tables, results_from_json
+from ..config.defaults import load_config
+from ..data.readiness import ensure_datasets
+from ..errors import ConfigError
+from ..evaluation import compare_tables, results_from_json
+from ..synthetic import pretrain
+from . import run_pool
+from . import train as training
 from .parsers import command_parser
 from .refusals import run_command
 

@@ -11,7 +11,7 @@ from .refusals import run_command
 
 def train(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi``: train and test from configs."""
-    from .training import main  # each command imports only what it runs
+    from .train import main  # each command imports only what it runs
 
     return run_command(main, argv)
 
@@ -25,14 +25,14 @@ def benchmark(argv: list[str] | None = None) -> int:
 
 def search(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-search``: rank a folder of images against queries."""
-    from .search import main
+    from ..tools.search import main
 
     return run_command(main, argv)
 
 
 def export(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-export``: the image encoder as ONNX / TorchScript."""
-    from .export import main
+    from ..tools.export import main
 
     return run_command(main, argv)
 
@@ -46,13 +46,13 @@ def weights(argv: list[str] | None = None) -> int:
 
 def synthetic(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-synthetic``: write the synthetic benchmark."""
-    from .data.synthetic.cli import main
+    from .synthetic import main
 
     return run_command(main, argv)
 
 
 def pretrain(argv: list[str] | None = None) -> int:
     """``torchreid-fgdi-pretrain``: pretrain the synthetic benchmark's tiny CLIP (once; cached)."""
-    from .pretrain import main
+    from ..synthetic.pretrain import main
 
     return run_command(main, argv)

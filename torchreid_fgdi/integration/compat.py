@@ -40,10 +40,10 @@ from torchreid.reid.data import datasets, sampler
 from torchreid.reid.data.datasets import image
 from torchreid.reid.utils import tools, torchtools
 
-from . import atomic
-from .checkpoint_file import read_checkpoint
-from .errors import FGDIError
-from .evaluation.torchreid_rank import for_torchreid_engines
+from ..errors import UnreadableImageError
+from ..evaluation.torchreid_rank import for_torchreid_engines
+from ..utils import atomic
+from ..utils.checkpoint import read_checkpoint
 
 _SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
 _READ_ATTEMPTS = 3
@@ -148,10 +148,6 @@ def build_model(
     if name not in factories:
         raise KeyError(f"Unknown model: {name}. Must be one of {list(factories)}")
     return factories[name](num_classes=num_classes, loss=loss, pretrained=pretrained, use_gpu=use_gpu, **kwargs)
-
-
-class UnreadableImageError(FGDIError, OSError):
-    """An image file that PIL cannot decode (corrupt, truncated, empty or not an image)."""
 
 
 def read_image(path: str) -> Image.Image:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torchreid
 
+from ..data import IMAGE_DATASETS
+from ..data.datamanager import SAMPLERS
+from ..models import MODEL_FACTORIES
 from . import compat
-from .data import IMAGE_DATASETS
-from .data.datamanager import SAMPLERS
-from .models import MODEL_FACTORIES
 
 
 def register_all() -> None:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import atomic
-from .data.image_check import unreadable_images
-from .inference import FeatureExtractor
-from .pretrain import cache_root
+from ..data.image_check import unreadable_images
+from ..synthetic.pretrain import cache_root
+from ..utils import atomic
+from .features import FeatureExtractor
 
 FORMAT = 1
 SAVE_EVERY = 8192  # images embedded between two writes of the index during a build

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import ConfigError, FGDIError
+from ..errors import ConfigError, FGDIError
 
 DEBUG_VARIABLE = "TORCHREID_FGDI_DEBUG"
 DEBUG_HINT = f"{DEBUG_VARIABLE}=1 shows the traceback"

@@ -18,16 +18,16 @@ from torchreid.reid.optim.lr_scheduler import AVAI_SCH
 from torchreid.reid.optim.optimizer import AVAI_OPTIMS
 from yacs.config import CfgNode as CN
 
-from . import compat
-from .data.datamanager import MIN_TEST_SPLITS, TRAIN_SAMPLERS
-from .data.samplers import IDENTITY_SAMPLERS, check_pk_batch
-from .data.transforms import TRANSFORMS
-from .engine.losses import GUIDE_DIRECTIONS
-from .engine.precision import PRECISIONS, resolve_precision
-from .engine.stages import EPOCH_KEYS
-from .errors import ConfigError
-from .evaluation.ranking import EVALUATORS
-from .models.fgdi import LOSSES, NECK_FEATS
+from ..data.datamanager import MIN_TEST_SPLITS, TRAIN_SAMPLERS
+from ..data.samplers import IDENTITY_SAMPLERS, check_pk_batch
+from ..data.transforms import TRANSFORMS
+from ..engine.losses import GUIDE_DIRECTIONS
+from ..engine.precision import PRECISIONS, resolve_precision
+from ..engine.stages import EPOCH_KEYS
+from ..errors import ConfigError
+from ..evaluation.ranking import EVALUATORS
+from ..integration import compat
+from ..models.fgdi import LOSSES, NECK_FEATS
 
 # Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
 CHOICES = {

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
-from .config_checks import check_config, flat_items, get, typed_overrides
-from .engine.stages import EPOCH_KEYS, STAGE_NAMES
-from .errors import ConfigError
-from .evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from .settings import FGDISettings
+from ..engine.settings import FGDISettings
+from ..engine.stages import EPOCH_KEYS, STAGE_NAMES
+from ..errors import ConfigError
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
+from .checks import check_config, flat_items, get, typed_overrides
 
 
 def get_default_config() -> CN:
@@ -280,7 +280,7 @@ def imagedata_kwargs(cfg: CN) -> dict:
 
 def model_kwargs(cfg: CN, num_domains: int) -> dict:
     """`torchreid.models.build_model` arguments beyond name and num_classes; FGDI's come from `fgdi`."""
-    from .models import VARIANTS
+    from ..models import VARIANTS
 
     if cfg.model.name not in VARIANTS:
         return {"loss": cfg.loss.name, "pretrained": cfg.model.pretrained, "use_gpu": cfg.use_gpu}
@@ -305,7 +305,7 @@ def num_classes(cfg: CN, num_train_pids: int) -> int:
     also in Protocol-2 where only training splits are read, so some rows are never a target (they
     still take part in the label-smoothed cross-entropy and, in stage 3, the i2t logits).
     """
-    from .models import VARIANTS
+    from ..models import VARIANTS
 
     wanted = cfg.fgdi.num_classes if cfg.model.name in VARIANTS else 0
     if wanted and wanted < num_train_pids:

@@ -25,25 +25,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import atomic
-from .errors import FGDIError
+from ..errors import ChecksumError, UnknownWeightsError, WeightsUnavailableError
+from ..utils import atomic
 
 PROBE_TIMEOUT = 4.0
-
-
-class WeightsUnavailableError(FGDIError, RuntimeError):
-    """Weights that are neither cached nor downloadable from here."""
-
-
-class ChecksumError(FGDIError, ValueError):
-    """A file whose sha256 (or size) is not the one published for it."""
-
-
-class UnknownWeightsError(FGDIError, KeyError):
-    """A released-weights name the registry does not hold."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:

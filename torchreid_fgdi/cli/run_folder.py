@@ -19,12 +19,12 @@ from collections.abc import Sequence
 
 from yacs.config import CfgNode as CN
 
-from . import atomic
-from .config import load_config_text
-from .config_checks import flat_items
-from .engine.checkpointing import Progress
-from .engine.stages import EPOCH_KEYS
-from .errors import RunFolderError
+from ..config.checks import flat_items
+from ..config.defaults import load_config_text
+from ..engine.checkpointing import Progress
+from ..engine.stages import EPOCH_KEYS
+from ..errors import RunFolderError
+from ..utils import atomic
 
 LOCK_FILE = ".run.lock"
 RUN_SUBFOLDERS = ("checkpoints", "features", "model", "plots")  # a run's own; evaluation/ is another run's folder

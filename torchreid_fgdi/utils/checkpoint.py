@@ -14,11 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import FGDIError
-
-
-class CheckpointError(FGDIError, ValueError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
+from ..errors import CheckpointError
 
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:

@@ -15,14 +15,10 @@ import resource
 import shutil
 from collections.abc import Callable
 
-from .errors import FGDIError
+from ..errors import WriteError
 
 _TEMPORARY = re.compile(r"\.tmp\d+$")
 _ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
-
-
-class WriteError(FGDIError, OSError):
-    """A file could not be written; the message says why and that the previous version is intact."""
 
 
 def _storage_problem(folder: str) -> str | None:

@@ -1,9 +1,9 @@
-"""``torchreid-fgdi-synthetic --root DIR`` (or ``python -m torchreid_fgdi.data.synthetic``): the generator's command."""
+"""``torchreid-fgdi-synthetic --root DIR``: the generator's command."""
 
 from __future__ import annotations
 
-from ...parsers import command_parser
-from . import DOMAIN_STYLES, SyntheticSize, generate
+from ..synthetic.render import DOMAIN_STYLES, SyntheticSize, generate
+from .parsers import command_parser
 
 
 def main(argv: list[str] | None = None) -> None:

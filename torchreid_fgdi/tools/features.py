@@ -22,16 +22,17 @@ import torchreid
 from PIL import Image
 from yacs.config import CfgNode as CN
 
-from . import __version__, compat
-from . import config as config_lib
-from .checkpoint_file import read_checkpoint
-from .data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
-from .errors import ConfigError
-from .evaluation import check_finite_features
-from .models import VARIANTS, load_fgdi_checkpoint
-from .models.checkpoints import load_torchreid_checkpoint, read_state_dict
-from .models.clip_weights import tag_uses_quick_gelu
-from .models.variants import variant_weights
+from .. import __version__
+from ..config import defaults as config_lib
+from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
+from ..errors import ConfigError
+from ..evaluation import check_finite_features
+from ..integration import compat
+from ..models import VARIANTS, load_fgdi_checkpoint
+from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
+from ..models.clip_weights import tag_uses_quick_gelu
+from ..models.variants import variant_weights
+from ..utils.checkpoint import read_checkpoint
 
 
 def _recorded_config(checkpoint: dict, model_path: str) -> CN:
@@ -136,7 +137,7 @@ class FeatureExtractor:
 
     Examples::
 
-        from torchreid_fgdi.inference import FeatureExtractor
+        from torchreid_fgdi.tools.features import FeatureExtractor
         extractor = FeatureExtractor("log/fgdi/checkpoints/stage3.pth")
         features = extractor(["a.jpg", "b.jpg"])
         similarity = features @ features.T

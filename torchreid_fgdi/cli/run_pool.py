@@ -20,8 +20,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 import torch
 
-from . import pretrain, training
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..synthetic import pretrain
+from . import train as training
 
 
 def usable_cores() -> int:

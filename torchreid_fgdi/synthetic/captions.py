@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from . import VIEWS, DomainStyle, _camera, _identity, render
+from .render import VIEWS, DomainStyle, _camera, _identity, render
 
 # Colour words by hue (turns, each up to its limit), for saturated colours; dark reds and oranges are brown.
 HUES = (

@@ -21,12 +21,13 @@ from collections import defaultdict
 import torch
 from PIL import Image
 
-from . import atomic, gallery_index, nearest
-from .compat import UnreadableImageError, read_image
-from .evaluation import rank_pictures
-from .inference import FeatureExtractor
-from .parsers import add_checkpoint_arguments, command_parser
-from .refusals import run_command
+from ..cli.parsers import add_checkpoint_arguments, command_parser
+from ..cli.refusals import run_command
+from ..evaluation import rank_pictures
+from ..integration.compat import UnreadableImageError, read_image
+from ..utils import atomic
+from . import gallery_index, nearest
+from .features import FeatureExtractor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height

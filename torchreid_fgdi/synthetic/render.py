@@ -9,7 +9,7 @@ a real shift on an unseen one, as in domain-generalizable re-ID.
 
 Usage::
 
-    python -m torchreid_fgdi.data.synthetic --root reid-data
+    python -m torchreid_fgdi.synthetic.render --root reid-data
 """
 
 from __future__ import annotations

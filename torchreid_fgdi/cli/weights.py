@@ -8,7 +8,7 @@ from __future__ import annotations
 import os.path as osp
 import sys
 
-from . import hub
+from ..models import hub
 from .parsers import command_parser
 from .refusals import run_command
 

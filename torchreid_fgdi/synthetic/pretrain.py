@@ -27,13 +27,13 @@ from dataclasses import dataclass
 import open_clip
 import torch
 
-from . import atomic
-from .checkpoint_file import check_finite
-from .data.synthetic.captions import CorpusSize, write_corpus
-from .evaluation.zero_shot import attribute_accuracy, format_accuracy
-from .models.variants import TINY_CLIP
-from .parsers import command_parser
-from .refusals import run_command
+from ..cli.parsers import command_parser
+from ..cli.refusals import run_command
+from ..models.variants import TINY_CLIP
+from ..utils import atomic
+from ..utils.checkpoint import check_finite
+from .captions import CorpusSize, write_corpus
+from .probe import attribute_accuracy, format_accuracy
 
 TAG = "synthetic-captions"  # the fgdi.clip_weights value that means this checkpoint
 MODEL_NAME = "fgdi-tiny-clip"  # its open_clip config name

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
-from . import __version__, atomic
-from .inference import load_trained, preprocessing
-from .parsers import add_checkpoint_arguments, command_parser
-from .refusals import run_command
+from .. import __version__
+from ..cli.parsers import add_checkpoint_arguments, command_parser
+from ..cli.refusals import run_command
+from ..utils import atomic
+from .features import load_trained, preprocessing
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4

@@ -22,19 +22,19 @@ import torch
 import torchreid
 from yacs.config import CfgNode as CN
 
-from . import config as config_lib
-from . import pretrain
-from .checkpoint_file import CheckpointError, read_checkpoint
-from .data import DomainImageDataManager
-from .data.readiness import ensure_datasets
-from .engine import ImageFGDIEngine, build_engine, distributed, schedules
-from .engine.checkpointing import Progress, check_data, checkpoint_progress, continue_from, newest_checkpoint
-from .engine.stages import STAGE_NAMES
-from .models import FGDI, load_fgdi_checkpoint
-from .models.checkpoints import load_torchreid_checkpoint
+from ..config import defaults as config_lib
+from ..data import DomainImageDataManager
+from ..data.readiness import ensure_datasets
+from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
+from ..engine.checkpointing import Progress, check_data, checkpoint_progress, continue_from, newest_checkpoint
+from ..engine.settings import FGDISettings
+from ..engine.stages import STAGE_NAMES
+from ..models import FGDI, load_fgdi_checkpoint
+from ..models.checkpoints import load_torchreid_checkpoint
+from ..synthetic import pretrain
+from ..utils.checkpoint import CheckpointError, read_checkpoint
 from .parsers import command_parser
 from .run_folder import RunFolder, check_resume, recorded_config
-from .settings import FGDISettings
 
 
 def _split_words(words: list[str], belongs) -> tuple[list[str], list[str]]:
