@@ -14,6 +14,7 @@ import torch
 import torchreid
 
 import torchreid_fgdi  # noqa: F401
+from torchreid_fgdi.errors import UnreadableImageError
 from torchreid_fgdi.evaluation import torchreid_rank
 from torchreid_fgdi.integration import compat
 
@@ -219,7 +220,7 @@ def test_a_corrupt_image_fails_with_its_path_instead_of_hanging(tmp_path):
     reader.stdout.close()
     assert retries.count(f'IOError incurred when reading "{bad}". Will redo.') > 1 and "returned" not in retries
     dataset = torchreid.data.ImageDataset([(str(bad), 0, 0)], [(str(gray), 0, 0)], [(str(gray), 0, 1)], verbose=False)
-    with pytest.raises(compat.UnreadableImageError, match=r'cannot decode image ".*0001_c1s1_000151_01.jpg"'):
+    with pytest.raises(UnreadableImageError, match=r'cannot decode image ".*0001_c1s1_000151_01.jpg"'):
         dataset[0]
     assert compat.read_image(str(gray)).mode == "RGB"
 

@@ -74,7 +74,7 @@ def test_train_loader_test_is_ordered_and_unaugmented(tiny_root):
 
 
 def test_missing_domain_is_generated_on_first_use(tmp_path):
-    dataset = torchreid_fgdi.data.IMAGE_DATASETS["synth_d"](root=str(tmp_path), verbose=False)
+    dataset = torchreid_fgdi.synthetic.SYNTHETIC_DATASETS["synth_d"](root=str(tmp_path), verbose=False)
     assert (tmp_path / "synth_d" / "query").is_dir()
     assert dataset.num_train_pids == 60
 

@@ -4,6 +4,7 @@ import pytest
 
 from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
+from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS
 
 
 def _touch(root, *paths):
@@ -19,7 +20,8 @@ def test_found_missing_and_alternative_layouts(tmp_path):
     _touch(tmp_path, "msmt17/MSMT17_V2/mask_train_v2", "msmt17/MSMT17_V2/mask_test_v2")
     for split in ("train", "val", "query", "gallery"):
         (tmp_path / f"msmt17/MSMT17_V2/list_{split}.txt").write_text("")
-    status = check_datasets(str(tmp_path), ["market1501", "msmt17", "viper", "synth_a", "my_dataset"])
+    names = ["market1501", "msmt17", "viper", "synth_a", "my_dataset"]
+    status = check_datasets(str(tmp_path), names, generated=SYNTHETIC_DATASETS)
     assert status == {
         "market1501": f"missing: {market}/bounding_box_test",
         "msmt17": "found",

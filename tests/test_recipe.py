@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config, num_classes
 
 from tests.fake_datasets import make_cuhksysu, make_market1501
 from tests.test_fgdi_engine import _engine
+from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config.defaults import load_config, num_classes
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.augmix import OPERATIONS, AuthorsAugMix, sample_parameter
+from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.data.public import CUHKSYSU
 from torchreid_fgdi.data.transforms import clip_fgdi_transforms
 from torchreid_fgdi.engine import caches
-from torchreid_fgdi.integration.compat import read_image
 from torchreid_fgdi.models import build_fgdi
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

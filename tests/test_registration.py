@@ -7,14 +7,15 @@ import pytest
 import torchreid
 
 from tests.fake_datasets import make_cuhksysu
-from torchreid_fgdi.data import IMAGE_DATASETS, DomainBalancedIdentitySampler
+from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.data.public import CUHKSYSU
-from torchreid_fgdi.integration import compat, registry
+from torchreid_fgdi.integration import registry
+from torchreid_fgdi.integration.registry import IMAGE_DATASETS
 from torchreid_fgdi.models import FGDI, MODEL_FACTORIES, VARIANTS, build_fgdi
 
 
 def test_datasets_registered_once_and_idempotently():
-    table = compat.image_dataset_registry()
+    table = registry.image_dataset_registry()
     before = dict(table)
     registry.register_all()
     registry.register_all()
@@ -39,7 +40,7 @@ def test_a_public_name_the_plugin_replaces_builds_the_plugins_class(tmp_path):
 
 
 def test_the_plugin_adds_exactly_its_model_names_and_each_builds_fgdi():
-    table = compat.model_registry()
+    table = registry.model_registry()
     registry.register_all()
     added = {name for name, factory in table.items() if getattr(factory, "func", None) is build_fgdi}
     assert added == set(MODEL_FACTORIES) == set(VARIANTS)

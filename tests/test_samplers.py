@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from torchreid_fgdi.data import DomainBalancedIdentitySampler, DomainImageDataManager
-from torchreid_fgdi.data.datamanager import check_identity_batches
+from torchreid_fgdi.data.samplers import check_identity_batches
 
 K = 4
 # 3 domains x 2 identities; identity 0 has one image, identity 3 two, the others five.

@@ -9,16 +9,15 @@ import numpy as np
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.checks import CHOICES
-from torchreid_fgdi.config.defaults import load_config
 
 import torchreid_fgdi
 from torchreid_fgdi.cli.run_folder import RunFolderError
-from torchreid_fgdi.data.datamanager import check_identity_batches
+from torchreid_fgdi.config.checks import CHOICES
+from torchreid_fgdi.config.defaults import load_config
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
-from torchreid_fgdi.errors import ConfigError, FGDIError
+from torchreid_fgdi.data.samplers import check_identity_batches
+from torchreid_fgdi.errors import ConfigError, FGDIError, UnreadableImageError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features
-from torchreid_fgdi.integration import compat
 from torchreid_fgdi.utils import atomic
 from torchreid_fgdi.utils import checkpoint as checkpoint_file
 
@@ -90,7 +89,7 @@ def test_unknown_keys_and_unfillable_batches_are_config_errors_too():
         (checkpoint_file.CheckpointError, ValueError),
         (atomic.WriteError, OSError),
         (RunFolderError, RuntimeError),
-        (compat.UnreadableImageError, OSError),
+        (UnreadableImageError, OSError),
         (NonFiniteFeaturesError, FloatingPointError),
         (DatasetsNotReadyError, FileNotFoundError),
     ],

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchreid_fgdi.data.datasets import parse_market_name
+from torchreid_fgdi.data.folders import parse_market_name
 from torchreid_fgdi.synthetic.render import DOMAIN_STYLES, SyntheticSize, generate_domain
 
 SMALL = SyntheticSize(train_ids=5, test_ids=4)

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config
 
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
@@ -21,10 +19,14 @@ from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.train import build_config, main, resume_path
+from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config.defaults import load_config
+from torchreid_fgdi.data.folders import glob_with_literal_folders
+from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
+from torchreid_fgdi.errors import UnreadableImageError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
-from torchreid_fgdi.integration.compat import UnreadableImageError, glob_with_literal_folders, read_image
 from torchreid_fgdi.tools.export import _write_checked, export
 from torchreid_fgdi.tools.features import FeatureExtractor
 from torchreid_fgdi.tools.search import main as search

@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import NamedTuple
 
-from torchreid_fgdi.synthetic.pretrain import cache_root
+from torchreid_fgdi.utils.cache import cache_root
 
 
 class Peer(NamedTuple):

@@ -32,7 +32,7 @@ from ..config.defaults import load_config
 from ..data.readiness import ensure_datasets
 from ..errors import ConfigError
 from ..evaluation import compare_tables, results_from_json
-from ..synthetic import pretrain
+from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
 from . import train as training
 from .parsers import command_parser
@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         raise ConfigError("the --configs must train and test on the same data (sources and targets)")
     if not args.collect:
         for root in {c.data.root for c in cfgs}:
-            ensure_datasets(root, [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)])
+            names = [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)]
+            ensure_datasets(root, names, generated=SYNTHETIC_DATASETS)
     argvs = [["--config-file", *run.files, *run.opts] for run in runs]
     if args.collect:
         outcomes = [_collected(run.cfg.data.save_dir) for run in runs]

@@ -31,7 +31,7 @@ from ..engine.settings import FGDISettings
 from ..engine.stages import STAGE_NAMES
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
-from ..synthetic import pretrain
+from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from ..utils.checkpoint import CheckpointError, read_checkpoint
 from .parsers import command_parser
 from .run_folder import RunFolder, check_resume, recorded_config
@@ -165,7 +165,7 @@ def _run(cfg: CN, folder: RunFolder) -> dict:
     torchreid.utils.set_random_seed(cfg.train.seed)
     print(f"Show configuration\n{cfg}\n")
 
-    ensure_datasets(cfg.data.root, [*cfg.data.sources, *cfg.data.targets])
+    ensure_datasets(cfg.data.root, [*cfg.data.sources, *cfg.data.targets], generated=SYNTHETIC_DATASETS)
     rank, world = distributed.rank(), distributed.world_size()
     datamanager = DomainImageDataManager(
         **config_lib.imagedata_kwargs(cfg), rank=rank, world_size=world, seed=cfg.train.seed

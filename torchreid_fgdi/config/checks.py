@@ -18,15 +18,15 @@ from torchreid.reid.optim.lr_scheduler import AVAI_SCH
 from torchreid.reid.optim.optimizer import AVAI_OPTIMS
 from yacs.config import CfgNode as CN
 
-from ..data.datamanager import MIN_TEST_SPLITS, TRAIN_SAMPLERS
-from ..data.samplers import IDENTITY_SAMPLERS, check_pk_batch
+from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
+from ..data.test_splits import MIN_TEST_SPLITS
 from ..data.transforms import TRANSFORMS
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
 from ..engine.stages import EPOCH_KEYS
 from ..errors import ConfigError
 from ..evaluation.ranking import EVALUATORS
-from ..integration import compat
+from ..integration import registry
 from ..models.fgdi import LOSSES, NECK_FEATS
 
 # Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
@@ -212,10 +212,10 @@ def _name_error(kind: str, name: str, available, key: str) -> ConfigError:
 
 def check_config(cfg: CN) -> None:
     """Names, choices, ranges and the P x K batch, each against what the run will need."""
-    models = compat.model_registry()
+    models = registry.model_registry()
     if cfg.model.name not in models:
         raise _name_error("model", cfg.model.name, list(models), "model.name")
-    datasets = compat.image_dataset_registry()
+    datasets = registry.image_dataset_registry()
     for key in ("data.sources", "data.targets"):
         for name in get(cfg, key):
             if name not in datasets:

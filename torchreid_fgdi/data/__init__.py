@@ -1,10 +1,7 @@
-"""Data: the generated benchmark and its datasets, fixed public datasets, samplers, transforms, the data manager."""
+"""Data: fixed public datasets, image reading, samplers, transforms, the data manager."""
 
 from .datamanager import DomainImageDataManager
-from .datasets import SYNTHETIC_DATASETS, SyntheticDomain
 from .public import PUBLIC_DATASETS
-from .samplers import DomainBalancedIdentitySampler
+from .samplers import SAMPLERS, DomainBalancedIdentitySampler
 
-IMAGE_DATASETS = {**SYNTHETIC_DATASETS, **PUBLIC_DATASETS}
-
-__all__ = ["IMAGE_DATASETS", "DomainBalancedIdentitySampler", "DomainImageDataManager", "SyntheticDomain"]
+__all__ = ["PUBLIC_DATASETS", "SAMPLERS", "DomainBalancedIdentitySampler", "DomainImageDataManager"]

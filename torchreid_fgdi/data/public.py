@@ -7,7 +7,7 @@ import re
 
 import torchreid
 
-from ..integration.compat import glob_with_literal_folders
+from .folders import glob_with_literal_folders
 
 _SYSU_NAME = re.compile(r"^p(\d+)_s\d+_\d+\.jpg$")
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import os.path as osp
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from ..errors import DatasetsNotReadyError
-from ..synthetic.render import DOMAIN_STYLES
 from .name_checks import (
     DUKEMTMCREID_DIR,
     MARKET1501_DIR,
@@ -101,11 +100,15 @@ def _present(root: str, path: str) -> bool:
     return osp.isfile(full) or (osp.isdir(full) and any(os.scandir(full)))
 
 
-def check_datasets(root: str, names: Iterable[str]) -> dict[str, str]:
-    """{name: 'found' | 'generated on first use' | 'not checked (unknown layout)' | 'missing: <paths>'}."""
+def check_datasets(root: str, names: Iterable[str], generated: Collection[str] = ()) -> dict[str, str]:
+    """{name: 'found' | 'generated on first use' | 'not checked (unknown layout)' | 'missing: <paths>'}.
+
+    `generated`: the names of datasets that make themselves in ``root/<name>`` when missing (the
+    synthetic domains, `synthetic.SYNTHETIC_DATASETS`).
+    """
     status = {}
     for name in dict.fromkeys(names):
-        if name in DOMAIN_STYLES:
+        if name in generated:
             status[name] = "found" if osp.isdir(osp.join(root, name)) else "generated on first use"
         elif name not in LAYOUTS:
             status[name] = "not checked (unknown layout)"
@@ -124,10 +127,10 @@ def malformed_files(root: str, status: dict[str, str]) -> dict[str, list[str]]:
     return {name: listed for name, listed in problems.items() if listed}
 
 
-def ensure_datasets(root: str, names: Iterable[str]) -> None:
+def ensure_datasets(root: str, names: Iterable[str], generated: Collection[str] = ()) -> None:
     """Prints each dataset's status; raises `DatasetsNotReadyError` if any is missing (with layouts and
-    sources) or has files torchreid would misread (each named)."""
-    status = check_datasets(root, names)
+    sources) or has files torchreid would misread (each named). `generated`: as in `check_datasets`."""
+    status = check_datasets(root, names, generated)
     width = max(len(n) for n in status)
     print(f"=> Datasets under {osp.abspath(root)}")
     for name, state in status.items():

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
+import torch
+import torchreid
 from torch.utils.data import Sampler
 
 from ..errors import ConfigError
 
 # Samplers that draw P identities x K images per batch (train.batch_size must be a multiple of K).
 IDENTITY_SAMPLERS = ("RandomIdentitySampler", "DomainBalancedIdentitySampler")
+
+
+def check_train_samplers(*names: str) -> None:
+    """Refuses a sampler name neither torchreid nor the plugin knows."""
+    for name in names:
+        if name not in TRAIN_SAMPLERS:
+            raise ConfigError(f"unknown train sampler {name!r}: choose one of {', '.join(TRAIN_SAMPLERS)}")
 
 
 def check_pk_batch(batch_size: int, num_instances: int) -> None:
@@ -131,3 +140,70 @@ class DomainBalancedIdentitySampler(Sampler):
 
     def __len__(self) -> int:
         return self.length
+
+
+SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}  # the plugin's, by name
+TRAIN_SAMPLERS = tuple(dict.fromkeys([*torchreid.reid.data.sampler.AVAI_SAMPLERS, *SAMPLERS]))  # torchreid's, ours
+
+
+def check_identity_batches(items: list, sampler: str, batch_size: int, num_instances: int) -> None:
+    """Rejects P x K settings the training identities cannot fill, before any work.
+
+    An identity with fewer than K images is sampled with replacement (torchreid's and the
+    authors' behaviour, needed for CUHK-SYSU or MSMT17 with K=4), so that is reported, not refused.
+    """
+    if sampler not in IDENTITY_SAMPLERS:
+        return
+    counts = Counter(item[1] for item in items)
+    most, needed = max(counts.values()), batch_size // num_instances
+    if num_instances > most:
+        raise ConfigError(
+            f"sampler.num_instances (K) {num_instances} is more than the images of every training identity "
+            f"(at most {most}): no batch could hold K different images of one identity; choose K <= {most}"
+        )
+    if len(counts) < needed:
+        raise ConfigError(
+            f"a batch of {batch_size} needs {needed} identities x K={num_instances} images, but the sources have "
+            f"{len(counts)} identities: lower train.batch_size to at most {len(counts) * num_instances}"
+        )
+    few = sum(count < num_instances for count in counts.values())
+    if few:
+        print(f"=> {few} of {len(counts)} identities have < K={num_instances} images: sampled with replacement")
+
+
+def torchreid_sampler_name(name: str) -> str:
+    """The sampler torchreid's data manager builds first: its own by name; for a plugin sampler
+    (which replaces it afterwards) the plain ``RandomSampler``."""
+    return "RandomSampler" if name in SAMPLERS else name
+
+
+def replacement_sampler(
+    name: str,
+    items: list,
+    trainset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_instances: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+) -> Sampler | None:
+    """The sampler replacing the one torchreid's data manager built over `trainset` (whose training
+    `items` are ``(path, pid, camid, dsetid)``), or None to keep it (one process, a torchreid sampler)."""
+    ours = SAMPLERS.get(name)
+    if world_size == 1:
+        return ours(items, batch_size, num_instances, seed=seed) if ours else None
+    if batch_size % world_size:
+        raise ConfigError(f"batch_size {batch_size} must be a multiple of the {world_size} processes")
+    if name == "RandomSampler":
+        return torch.utils.data.DistributedSampler(
+            trainset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
+    if not ours and name != "RandomIdentitySampler":
+        raise ConfigError(
+            f"distributed training supports RandomSampler, RandomIdentitySampler and "
+            f"DomainBalancedIdentitySampler, not {name}"
+        )
+    return DomainBalancedIdentitySampler(
+        items, batch_size, num_instances, balance_domains=bool(ours), rank=rank, world_size=world_size, seed=seed
+    )

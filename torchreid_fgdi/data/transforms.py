@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torchvision.transforms as T
 
+from ..errors import ConfigError
 from .augmix import AuthorsAugMix
 
 CLIP_FGDI = "clip_fgdi"
@@ -48,3 +49,13 @@ def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]
     )
     test = T.Compose([resize, T.ToTensor(), PerImageNorm()])
     return train, test
+
+
+def wants_clip_fgdi(transforms: str | list[str] | None) -> bool:
+    """Whether ``data.transforms`` names the authors' pipeline (alone: it is a whole pipeline)."""
+    transforms = [transforms] if isinstance(transforms, str) else list(transforms or [])
+    if CLIP_FGDI not in transforms:
+        return False
+    if len(transforms) > 1:
+        raise ConfigError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
+    return True

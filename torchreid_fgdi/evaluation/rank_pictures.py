@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from ..integration.compat import read_image
+from ..data.images import read_image
 from ..utils import atomic
 
 QUERY = (40, 90, 200)

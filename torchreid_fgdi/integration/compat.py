@@ -15,16 +15,13 @@ import glob
 import importlib
 import os
 import re
-import stat
 import sys
-import time
 import types
 import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 # torchreid warns when first imported that its Cython rank metric is unavailable, though every engine
 # here ranks with `evaluation.fast_rank`: that one warning is ignored, during this import only.
@@ -36,21 +33,21 @@ with warnings.catch_warnings():
         module=re.escape("torchreid.reid.metrics.rank"),
     )
     from torchreid.reid import metrics, models
-from torchreid.reid.data import datasets, sampler
+from torchreid.reid.data import sampler
 from torchreid.reid.data.datasets import image
 from torchreid.reid.utils import tools, torchtools
 
-from ..errors import UnreadableImageError
+from ..data.folders import glob_with_literal_folders
+from ..data.images import read_image
 from ..evaluation.torchreid_rank import for_torchreid_engines
 from ..utils import atomic
 from ..utils.checkpoint import read_checkpoint
+from . import registry
 
 _SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
-_READ_ATTEMPTS = 3
 
 _undo: list[Callable[[], None]] | None = None  # how to put back what apply() changed; None: not applied
 _originals: dict[str, Callable] = {}  # torchreid's functions a replacement calls, by name, as apply() found them
-_SAMPLERS: dict[str, type] = {}  # name -> class, samplers a plugin adds to torchreid's
 
 
 def _torchreid_modules() -> list[types.ModuleType]:
@@ -77,23 +74,6 @@ def _replace(original: Callable, replacement: Callable) -> None:
         for name, value in list(vars(module).items()):
             if value is original:
                 _set(module, name, replacement)
-
-
-def image_dataset_registry() -> dict:
-    """torchreid's name -> class table of image datasets.
-
-    torchreid offers `register_image_dataset` (which raises on a second call) but no way to
-    look a name up, so idempotent registration has to read the table.
-    """
-    return vars(datasets)["__image_datasets"]
-
-
-def model_registry() -> dict:
-    """torchreid's name -> builder table behind `build_model` and `show_avai_models`.
-
-    torchreid has no `register_model`; a plugin model is a new entry in this table.
-    """
-    return vars(models)["__model_factory"]
 
 
 def _alias_submodules() -> None:
@@ -144,35 +124,10 @@ def build_model(
     """
     if not kwargs:
         return _originals["build_model"](name, num_classes, loss=loss, pretrained=pretrained, use_gpu=use_gpu)
-    factories = model_registry()
+    factories = registry.model_registry()
     if name not in factories:
         raise KeyError(f"Unknown model: {name}. Must be one of {list(factories)}")
     return factories[name](num_classes=num_classes, loss=loss, pretrained=pretrained, use_gpu=use_gpu, **kwargs)
-
-
-def read_image(path: str) -> Image.Image:
-    """torchreid's `read_image`, but a file that cannot be decoded fails with its path.
-
-    torchreid retries forever on any IOError ("Will redo. Don't worry. Just chill."), so one
-    corrupt or truncated file hangs training inside a DataLoader worker. A few retries cover a
-    flaky network file system; then the error names the file. Grayscale, RGBA, CMYK and palette
-    images are converted to RGB, as torchreid does, after turning the image as its EXIF orientation
-    says (as the CLIP-FGDI authors read images; torchreid does not).
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f'image "{path}" does not exist')
-    if not stat.S_ISREG(os.stat(path).st_mode):  # opening a named pipe would wait forever
-        raise UnreadableImageError(f'"{path}" is not a regular file (a named pipe, device or folder): remove it')
-    for attempt in range(_READ_ATTEMPTS):
-        try:
-            with Image.open(path) as img:
-                return ImageOps.exif_transpose(img).convert("RGB")
-        except Image.DecompressionBombError as err:
-            raise UnreadableImageError(f'image "{path}" is implausibly large ({err}): replace or remove it') from err
-        except OSError as err:
-            if attempt == _READ_ATTEMPTS - 1:
-                raise UnreadableImageError(f'cannot decode image "{path}" ({err}): replace or remove the file') from err
-            time.sleep(0.1)
 
 
 def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = False) -> None:
@@ -188,20 +143,6 @@ def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_mo
     print(f'Checkpoint saved to "{fpath}"')
     if is_best:
         atomic.save(state, os.path.join(save_dir, "model-best.pth.tar"))
-
-
-def glob_with_literal_folders(pattern: str) -> list[str]:
-    """`glob.glob` for torchreid's ``osp.join(folder, '*.jpg')`` patterns, the folder taken literally.
-
-    torchreid globs a dataset's folder path as a pattern, so a data root such as ``run[1]`` matches
-    nothing ("no images") or, worse, a sibling ``run1/`` whose images are then read silently. The
-    trailing components that start with ``*`` are the pattern; everything before is a path.
-    """
-    parts = pattern.split(os.sep)
-    start = len(parts)
-    while start > 0 and parts[start - 1].startswith("*"):
-        start -= 1
-    return glob.glob(os.path.join(glob.escape(os.sep.join(parts[:start])), *parts[start:]))
 
 
 def _dataset_folders_are_paths() -> None:
@@ -235,23 +176,24 @@ def load_pretrained_weights(model: torch.nn.Module, weight_path: str) -> None:
     return None
 
 
-def register_sampler(name: str, sampler_class: type) -> None:
-    """Makes torchreid's data managers accept `name` as ``train_sampler`` (while the fixes are applied).
-
-    torchreid's `build_train_sampler` asserts the name is in a fixed list and builds its five
-    samplers with an if-chain, so no other sampler can be used by name. A registered class is
-    built as ``sampler_class(data_source, batch_size, num_instances)``.
-    """
-    _SAMPLERS[name] = sampler_class
-    if _undo is not None:
-        _list_registered_samplers()
-
-
 def _list_registered_samplers() -> None:
-    for name in _SAMPLERS:
-        if name not in sampler.AVAI_SAMPLERS:
-            sampler.AVAI_SAMPLERS.append(name)
-            _undo.append(functools.partial(sampler.AVAI_SAMPLERS.remove, name))
+    """torchreid's list of sampler names (`AVAI_SAMPLERS`) names every registered sampler, those
+    registered later too, while the fixes are applied."""
+    for name in registry.sampler_registry():
+        _list_sampler(name)
+    registry.on_register_sampler.append(_list_sampler)
+    _undo.append(functools.partial(_stop_listing, registry.on_register_sampler))
+
+
+def _list_sampler(name: str) -> None:
+    if name not in sampler.AVAI_SAMPLERS:
+        sampler.AVAI_SAMPLERS.append(name)
+        _undo.append(functools.partial(sampler.AVAI_SAMPLERS.remove, name))
+
+
+def _stop_listing(listeners: list) -> None:
+    if _list_sampler in listeners:  # absent if `registry` was reloaded since
+        listeners.remove(_list_sampler)
 
 
 def build_train_sampler(
@@ -263,9 +205,15 @@ def build_train_sampler(
     num_datasets: int = 1,
     **kwargs,
 ) -> torch.utils.data.Sampler:
-    """torchreid's `build_train_sampler`, which also builds the samplers `register_sampler` added."""
-    if train_sampler in _SAMPLERS:
-        return _SAMPLERS[train_sampler](data_source, batch_size, num_instances)
+    """torchreid's `build_train_sampler`, which also builds the samplers `registry.register_sampler` added.
+
+    torchreid's own asserts the name is in a fixed list and builds its five samplers with an if-chain,
+    so no other sampler can be used by name. A registered class is built as
+    ``sampler_class(data_source, batch_size, num_instances)``.
+    """
+    sampler_class = registry.sampler_registry().get(train_sampler)
+    if sampler_class is not None:
+        return sampler_class(data_source, batch_size, num_instances)
     return _originals["build_train_sampler"](
         data_source, train_sampler, batch_size=batch_size, num_instances=num_instances,
         num_cams=num_cams, num_datasets=num_datasets, **kwargs,

@@ -1,24 +1,65 @@
-"""Puts everything the plugin adds into torchreid's registries, once per process."""
+"""torchreid's tables of image datasets, models and samplers, and `register_all`, which puts everything the
+plugin adds into them, once per process."""
 
 from __future__ import annotations
 
-import torchreid
+from collections.abc import Callable
 
-from ..data import IMAGE_DATASETS
-from ..data.datamanager import SAMPLERS
+import torchreid
+from torchreid.reid import models
+from torchreid.reid.data import datasets
+
+from ..data import PUBLIC_DATASETS, SAMPLERS
 from ..models import MODEL_FACTORIES
-from . import compat
+from ..synthetic import SYNTHETIC_DATASETS
+
+IMAGE_DATASETS = {**SYNTHETIC_DATASETS, **PUBLIC_DATASETS}  # every dataset the plugin registers, by name
+
+_SAMPLERS: dict[str, type] = {}  # name -> class, samplers a plugin adds to torchreid's
+# Called with the name of each newly registered sampler (`compat` lists it in torchreid's AVAI_SAMPLERS).
+on_register_sampler: list[Callable[[str], None]] = []
+
+
+def image_dataset_registry() -> dict:
+    """torchreid's name -> class table of image datasets.
+
+    torchreid offers `register_image_dataset` (which raises on a second call) but no way to
+    look a name up, so idempotent registration has to read the table.
+    """
+    return vars(datasets)["__image_datasets"]
+
+
+def model_registry() -> dict:
+    """torchreid's name -> builder table behind `build_model` and `show_avai_models`.
+
+    torchreid has no `register_model`; a plugin model is a new entry in this table.
+    """
+    return vars(models)["__model_factory"]
+
+
+def sampler_registry() -> dict[str, type]:
+    """name -> class of the samplers added to torchreid's (`compat.build_train_sampler` builds them)."""
+    return _SAMPLERS
+
+
+def register_sampler(name: str, sampler_class: type) -> None:
+    """Makes torchreid's data managers accept `name` as ``train_sampler`` (while `compat`'s fixes are
+    applied): torchreid's `build_train_sampler` builds it as ``sampler_class(data_source, batch_size,
+    num_instances)``."""
+    _SAMPLERS[name] = sampler_class
+    for listener in on_register_sampler:
+        listener(name)
 
 
 def register_all() -> None:
     """Idempotent: a second call (or a re-import) changes nothing."""
-    datasets = compat.image_dataset_registry()
+    table = image_dataset_registry()
     for name, cls in IMAGE_DATASETS.items():
-        if datasets.get(name) is not cls:
-            datasets.pop(name, None)
+        if table.get(name) is not cls:
+            table.pop(name, None)
             torchreid.data.register_image_dataset(name, cls)
-    models = compat.model_registry()
+    factories = model_registry()
     for name, factory in MODEL_FACTORIES.items():
-        models[name] = factory
+        factories[name] = factory
     for name, sampler in SAMPLERS.items():
-        compat.register_sampler(name, sampler)
+        register_sampler(name, sampler)

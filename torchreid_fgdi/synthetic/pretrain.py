@@ -31,6 +31,7 @@ from ..cli.parsers import command_parser
 from ..cli.refusals import run_command
 from ..models.variants import TINY_CLIP
 from ..utils import atomic
+from ..utils.cache import cache_root
 from ..utils.checkpoint import check_finite
 from .captions import CorpusSize, write_corpus
 from .probe import attribute_accuracy, format_accuracy
@@ -53,12 +54,6 @@ class PretrainSettings:
     lr: float = 1e-3
     wd: float = 0.1
     warmup: int = 20
-
-
-def cache_root() -> str:
-    """``$TORCHREID_FGDI_CACHE`` (the same cache as the project's environments), else ~/.cache/torchreid-fgdi."""
-    default = osp.join(os.environ.get("XDG_CACHE_HOME", osp.expanduser("~/.cache")), "torchreid-fgdi")
-    return os.environ.get("TORCHREID_FGDI_CACHE", default)
 
 
 def cache_key(settings: PretrainSettings) -> str:

@@ -24,10 +24,10 @@ from yacs.config import CfgNode as CN
 
 from .. import __version__
 from ..config import defaults as config_lib
+from ..data.images import read_image
 from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
 from ..errors import ConfigError
 from ..evaluation import check_finite_features
-from ..integration import compat
 from ..models import VARIANTS, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
 from ..models.clip_weights import tag_uses_quick_gelu
@@ -165,7 +165,7 @@ class FeatureExtractor:
 
     def _tensor(self, image) -> torch.Tensor:
         if isinstance(image, str):
-            image = compat.read_image(image)
+            image = read_image(image)
         elif isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError(f"arrays must be H x W x 3 uint8 RGB images, got {image.shape} {image.dtype}")

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.image_check import unreadable_images
-from ..synthetic.pretrain import cache_root
+from ..data.images import unreadable_images
 from ..utils import atomic
+from ..utils.cache import cache_root
 from .features import FeatureExtractor
 
 FORMAT = 1

@@ -23,8 +23,9 @@ from PIL import Image
 
 from ..cli.parsers import add_checkpoint_arguments, command_parser
 from ..cli.refusals import run_command
+from ..data.images import read_image
+from ..errors import UnreadableImageError
 from ..evaluation import rank_pictures
-from ..integration.compat import UnreadableImageError, read_image
 from ..utils import atomic
 from . import gallery_index, nearest
 from .features import FeatureExtractor

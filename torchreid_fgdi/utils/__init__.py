@@ -1,1 +1,2 @@
-"""TODO"""
+"""Small helpers every layer may use and that import nothing of the package but `errors`: whole-file
+writes (`atomic`), the checkpoint file (`checkpoint`) and the cache folder (`cache`)."""

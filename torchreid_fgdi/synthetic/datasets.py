@@ -6,25 +6,11 @@ A missing domain is generated on first use, as torchreid downloads a missing pub
 from __future__ import annotations
 
 import os.path as osp
-import re
 
 import torchreid
 
-from ..integration.compat import glob_with_literal_folders
-from ..synthetic.render import DOMAIN_STYLES, generate_domain
-
-_NAME = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$")
-
-
-def parse_market_name(path: str) -> tuple[int, int]:
-    """(pid, 0-based camid) from a Market-1501 file name such as `0001_c1s1_000151_01.jpg`."""
-    match = _NAME.match(osp.basename(path))
-    if match is None:
-        raise ValueError(
-            f'cannot parse "{path}": expected a Market-1501 name like 0001_c1s1_000151_01.jpg '
-            "(pid, camera, sequence, frame, box)"
-        )
-    return int(match.group(1)), int(match.group(2)) - 1
+from ..data.folders import glob_with_literal_folders, parse_market_name
+from .render import DOMAIN_STYLES, generate_domain
 
 
 class SyntheticDomain(torchreid.data.ImageDataset):
@@ -71,6 +57,7 @@ class SyntheticDomain(torchreid.data.ImageDataset):
         return items
 
 
+# One torchreid dataset class per generated domain, registered under the domain's name (synth_a, ...).
 SYNTHETIC_DATASETS = {
     name: type(name, (SyntheticDomain,), {"domain": name, "__doc__": SyntheticDomain.__doc__}) for name in DOMAIN_STYLES
 }
