@@ -19,8 +19,9 @@ from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli import benchmark
+from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
-from torchreid_fgdi.cli.train import build_config, main, resume_path
+from torchreid_fgdi.cli.train import build_config, main
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features

@@ -6,7 +6,7 @@ import time
 import torchreid
 
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from ..integration import compat
+from ..utils.checkpoint import save_torchreid_checkpoint
 from . import distributed, progress
 from .testing import MultiTargetTestMixin
 
@@ -103,7 +103,7 @@ class DistributedMixin:
                     **({"config": self.config_text} if self.config_text else {}),
                     **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
                 }
-                compat.save_checkpoint(state, osp.join(save_dir, name), is_best=is_best)
+                save_torchreid_checkpoint(state, osp.join(save_dir, name), is_best=is_best)
         distributed.barrier()
 
 

@@ -12,8 +12,7 @@ import torchreid
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from ..utils import atomic
-from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
+from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, write_checkpoint
 from . import artifacts, caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
@@ -439,9 +438,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             return latest_path
         paths = [osp.join(folder, f"{name}.pth")] if name else []
         paths.append(latest_path)
-        atomic.save(self.checkpoint_state(writing=paths), paths[0])
-        if len(paths) > 1:
-            atomic.link(paths[0], latest_path)
+        write_checkpoint(self.checkpoint_state(writing=paths), *paths)
         self.known_good.written(paths)
         distributed.barrier()
         return latest_path
