@@ -201,7 +201,8 @@ def _run(cfg: CN, folder: RunFolder) -> dict:
     if world > 1:
         device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    engine = build_engine(cfg, datamanager, trained, optimizer, scheduler, fingerprint)
+    loss, test = config_lib.loss_settings(cfg), config_lib.test_settings(cfg)
+    engine = build_engine(datamanager, trained, optimizer, scheduler, loss, test, cfg.dump())
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 import torchreid
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, write_checkpoint
 from . import artifacts, caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
@@ -19,7 +18,7 @@ from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
-from .settings import FGDISettings
+from .settings import DEFAULT_TEST, FGDISettings, TestSettings
 from .stages import DONE, FGDI_STAGES, IMAGE, LR_GROUPS, PROMPT, Stage, build_optimizers, trained_by, with_epochs
 from .testing import MultiTargetTestMixin
 
@@ -54,10 +53,9 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     Args:
         datamanager: `torchreid_fgdi.data.DomainImageDataManager` (training items carry ``dsetid``).
         model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
-        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi)`).
+        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi, STAGE_NAMES)`).
+        test: the config's ``test`` settings every engine's test reads (evaluator, plots...).
         use_gpu: use CUDA if available.
-        plots, plot_queries, evaluator, rerank_memory_gib: ``test.plots``, ``test.plot_queries``,
-            ``test.evaluator``, ``test.rerank_memory_gib``.
         config_text: the run's whole config (``cfg.dump()``), recorded in every checkpoint so that
             `inference.FeatureExtractor`, search and export can rebuild the model from it.
         table: the stages to run.
@@ -69,19 +67,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         datamanager: torchreid.data.ImageDataManager,
         model: torch.nn.Module,
         settings: FGDISettings,
+        test: TestSettings = DEFAULT_TEST,
         use_gpu: bool = True,
-        plots: bool = True,
-        plot_queries: int = 4,
-        evaluator: str = "fast",
-        rerank_memory_gib: float = RERANK_MEMORY_GIB,
         config_text: str = "",
         table: tuple[Stage, ...] = FGDI_STAGES,
     ):
         super().__init__(datamanager, use_gpu)
         self.settings = settings
         self.stages = with_epochs(table, settings.epochs)
-        self.plots, self.plot_queries, self.evaluator = plots, plot_queries, evaluator
-        self.rerank_memory_gib = rerank_memory_gib
+        self.test_settings = test
         self.config_text = config_text
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(settings.precision, self.device)
@@ -359,7 +353,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if distributed.is_main():
             guided = next((stage.name for stage in self.stages if stage.text_guided), "training")
             self._save_domain_features(save_dir, f"after {guided}")
-            if self.plots:
+            if self.test_settings.plots:
                 titles = (f"before {guided}", f"after {guided}")
                 artifacts.write_plots(save_dir, [stage.name for stage in self.stages], titles)
             self.writer.close()
@@ -401,7 +395,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         distributed.barrier()
 
     def _save_domain_features(self, save_dir: str, title: str) -> None:
-        if not (self.plots and distributed.is_main()):
+        if not (self.test_settings.plots and distributed.is_main()):
             return
         self.model.eval()
         with rng_preserved():

@@ -21,10 +21,10 @@ from ..evaluation import (
     split_summary,
 )
 from ..evaluation.report import UNSEEN, domains
-from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from ..utils import atomic
 from . import progress
 from .run_log import RunLog
+from .settings import DEFAULT_TEST
 
 
 class MultiTargetTestMixin:
@@ -38,10 +38,7 @@ class MultiTargetTestMixin:
     """
 
     test_results: dict
-    evaluator = "fast"  # or "torchreid" (test.evaluator): see evaluation.evaluate_features
-    rerank_memory_gib = RERANK_MEMORY_GIB  # test.rerank_memory_gib: the fast evaluator's re-ranking blocks
-    plots = True  # test.plots: CMC curves and a few ranked queries per target in save_dir/plots
-    plot_queries = 4  # test.plot_queries
+    test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
 
     def test(
         self,
@@ -67,21 +64,21 @@ class MultiTargetTestMixin:
                 normalize_feature=normalize_feature,
                 rerank=rerank,
                 use_metric_cuhk03=use_metric_cuhk03,
-                evaluator=self.evaluator,
+                evaluator=self.test_settings.evaluator,
                 keep_distmat=visrank,
-                rerank_memory_gib=self.rerank_memory_gib,
+                rerank_memory_gib=self.test_settings.rerank_memory_gib,
             )
             splits = split_ids(name)
             if splits is None:
                 res, distmat, query, gallery = evaluate(loaders, desc=name)
                 sizes = [(len(query[1]), len(gallery[1]))]
-                if self.plots and save_dir:
+                if self.test_settings.plots and save_dir:
                     items = self.datamanager.fetch_test_loaders(name)
                     plots.visrank_queries(
                         (query[0], items[0]),
                         (gallery[0], items[1]),
                         osp.join(save_dir, "plots", "visrank", name),
-                        self.plot_queries,
+                        self.test_settings.plot_queries,
                         visrank_topk,
                         (self.datamanager.height, self.datamanager.width),
                         dist_metric,
@@ -116,7 +113,7 @@ class MultiTargetTestMixin:
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
-            if self.plots:
+            if self.test_settings.plots:
                 plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.md"), table)
             saved = results_to_json(self.test_results, self.datamanager.sources)
