@@ -99,4 +99,4 @@ def test_bad_reads_and_budgets_are_refused_with_the_reason():
 
 def test_the_budget_setting_reaches_the_fgdi_engine():
     cfg = load_config((), ["test.rerank_memory_gib", "0.5"])
-    assert fgdi_engine_kwargs(cfg)["rerank_memory_gib"] == 0.5
+    assert fgdi_engine_kwargs(cfg)["test"].rerank_memory_gib == 0.5

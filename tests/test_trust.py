@@ -17,8 +17,9 @@ from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli import benchmark
+from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
-from torchreid_fgdi.cli.train import build_config, main, resume_path
+from torchreid_fgdi.cli.train import build_config, main
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.config.defaults import load_config
 from torchreid_fgdi.data.folders import glob_with_literal_folders

@@ -25,6 +25,7 @@ from ..engine.checkpointing import Progress
 from ..engine.stages import EPOCH_KEYS
 from ..errors import RunFolderError
 from ..utils import atomic
+from ..utils.checkpoint import recorded_config_text
 
 LOCK_FILE = ".run.lock"
 RUN_SUBFOLDERS = ("checkpoints", "features", "model", "plots")  # a run's own; evaluation/ is another run's folder
@@ -50,6 +51,7 @@ TEST_SETTINGS = (
     *("cuhk03.use_metric_cuhk03", "fgdi.test_precision"),
 )
 RESUMABLE = (*EPOCHS, *LEARNING_RATES, *TEST_SETTINGS, "fgdi.precision")
+RESUME_FIX = "resuming it cannot be checked against this config; start from its weights with model.load_weights instead"
 
 
 def differences(old: CN, new: CN, ignore: Sequence[str] = LOGISTICS) -> dict[str, tuple]:
@@ -91,12 +93,8 @@ def check_resume(recorded: CN, cfg: CN, progress: Progress, checkpoint: str) -> 
 
 def recorded_config(state: dict, checkpoint: str) -> CN:
     """The config a checkpoint records; refused if it has none (nothing to check a resume against)."""
-    if not state.get("config"):
-        raise RunFolderError(
-            f"{checkpoint} records no config, so resuming it cannot be checked against this one; "
-            "start from its weights with model.load_weights instead"
-        )
-    return load_config_text(state["config"], f"the config recorded in {checkpoint}")
+    text = recorded_config_text(state, checkpoint, fix=RESUME_FIX)
+    return load_config_text(text, f"the config recorded in {checkpoint}")
 
 
 class RunFolder:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import os
 import os.path as osp
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -26,15 +24,13 @@ from ..config import defaults as config_lib
 from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
-from ..engine.checkpointing import Progress, check_data, checkpoint_progress, continue_from, newest_checkpoint
-from ..engine.settings import FGDISettings
-from ..engine.stages import STAGE_NAMES
+from ..engine.checkpointing import continue_from
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
-from ..utils.checkpoint import CheckpointError, read_checkpoint
 from .parsers import command_parser
-from .run_folder import RunFolder, check_resume, recorded_config
+from .resume import checked_resume
+from .run_folder import RunFolder
 
 
 def _split_words(words: list[str], belongs) -> tuple[list[str], list[str]]:
@@ -205,65 +201,11 @@ def _run(cfg: CN, folder: RunFolder) -> dict:
     if world > 1:
         device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    engine = build_engine(cfg, datamanager, trained, optimizer, scheduler, fingerprint)
+    loss, test = config_lib.loss_settings(cfg), config_lib.test_settings(cfg)
+    engine = build_engine(datamanager, trained, optimizer, scheduler, loss, test, cfg.dump())
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
-
-
-def _torchreid_progress(state: dict, recorded) -> Progress:
-    done = int(state["epoch"])
-    return Progress(done >= recorded.train.max_epoch, {"train.max_epoch": (False, done)})
-
-
-def checked_resume(cfg: CN, fingerprint: str, folder: RunFolder, fgdi: bool) -> tuple[str, CN | None]:
-    """The checkpoint to resume ('' for none) and its recorded config, checked against `cfg` and the
-    training data's `fingerprint` before anything is written; then the folder is claimed for the run."""
-    resume = "" if cfg.test.evaluate else resume_path(cfg, fgdi)
-    recorded = None
-    if resume:
-        state = read_checkpoint(resume, mmap=True)
-        recorded = recorded_config(state, resume)
-        progress = (
-            checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi, STAGE_NAMES))
-            if fgdi
-            else _torchreid_progress(state, recorded)
-        )
-        check_resume(recorded, cfg, progress, resume)
-        check_data(state.get("data"), fingerprint, resume)
-    if not cfg.test.evaluate and distributed.is_main():
-        folder.claim(cfg, resuming=bool(resume))
-    return resume, recorded
-
-
-def resume_path(cfg: CN, fgdi: bool) -> str:
-    """``model.resume``; ``auto`` is the run's newest intact checkpoint in ``data.save_dir``, or
-    nothing (start afresh) if it has none, so re-running one command continues a killed run."""
-    if cfg.model.resume != "auto":
-        return cfg.model.resume
-    if fgdi:
-        found = newest_checkpoint(osp.join(cfg.data.save_dir, "checkpoints"))
-    else:
-        found = _newest_torchreid_checkpoint(osp.join(cfg.data.save_dir, "model"))
-    if not found:
-        print(f"=> model.resume auto: no checkpoint in {cfg.data.save_dir}, starting afresh")
-        return ""
-    print(f"=> model.resume auto: {found}")
-    return found
-
-
-def _newest_torchreid_checkpoint(folder: str) -> str:
-    pattern = re.compile(r"model\.pth\.tar-(\d+)$")  # not a temporary file a killed save left
-    epochs = {
-        int(m.group(1)): path for path in glob.glob(osp.join(glob.escape(folder), "*")) if (m := pattern.search(path))
-    }
-    for epoch in sorted(epochs, reverse=True):
-        try:
-            read_checkpoint(epochs[epoch], mmap=True)
-            return epochs[epoch]
-        except CheckpointError as err:
-            print(f"=> model.resume auto: skipping {epochs[epoch]}: {err}")
-    return ""
 
 
 def run_fgdi(cfg: CN, datamanager: DomainImageDataManager, model: FGDI, folder: RunFolder) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
-from ..engine.settings import FGDISettings
+from ..engine.settings import FGDISettings, LossSettings, TestSettings
 from ..engine.stages import EPOCH_KEYS, STAGE_NAMES
 from ..errors import ConfigError
 from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
@@ -389,14 +389,23 @@ def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
     return {key: what for key, what in FGDI_GOVERNS.items() if get(cfg, key) != get(defaults, key)}
 
 
+def test_settings(cfg: CN) -> TestSettings:
+    """The ``test`` keys every engine's test reads."""
+    t = cfg.test
+    return TestSettings(t.evaluator, t.rerank_memory_gib, t.plots, t.plot_queries)
+
+
+def loss_settings(cfg: CN) -> LossSettings:
+    """The baselines' torchreid losses (``loss.*``)."""
+    softmax, triplet = cfg.loss.softmax, cfg.loss.triplet
+    return LossSettings(cfg.loss.name, softmax.label_smooth, triplet.margin, triplet.weight_t, triplet.weight_x)
+
+
 def fgdi_engine_kwargs(cfg: CN) -> dict:
     """`ImageFGDIEngine` arguments beyond the data manager and the model."""
     return {
         "settings": FGDISettings.from_node(cfg.fgdi, STAGE_NAMES),
+        "test": test_settings(cfg),
         "use_gpu": cfg.use_gpu,
-        "plots": cfg.test.plots,
-        "plot_queries": cfg.test.plot_queries,
-        "evaluator": cfg.test.evaluator,
-        "rerank_memory_gib": cfg.test.rerank_memory_gib,
         "config_text": cfg.dump(),
     }

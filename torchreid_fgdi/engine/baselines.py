@@ -5,9 +5,9 @@ import time
 
 import torchreid
 
-from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from ..integration import compat
+from ..utils.checkpoint import save_torchreid_checkpoint
 from . import distributed, progress
+from .settings import DEFAULT_TEST, TestSettings
 from .testing import MultiTargetTestMixin
 
 
@@ -71,24 +71,13 @@ class DistributedMixin:
         distributed.barrier()
         return rank1
 
-    def __init__(
-        self,
-        *args,
-        evaluator: str = "fast",
-        rerank_memory_gib: float = RERANK_MEMORY_GIB,
-        plots: bool = True,
-        plot_queries: int = 4,
-        config_text: str = "",
-        data_fingerprint: str | None = None,
-        **kwargs,
-    ):
-        """torchreid's engine arguments, plus ``test.evaluator`` / ``rerank_memory_gib`` / ``plots`` /
-        ``plot_queries``, the run's config (``cfg.dump()``) and the training list's fingerprint,
-        which checkpoints record so that a resume can be checked."""
+    def __init__(self, *args, test: TestSettings = DEFAULT_TEST, config_text: str = "", **kwargs):
+        """torchreid's engine arguments, plus the ``test`` settings and the run's config (``cfg.dump()``),
+        which checkpoints record with the data manager's training-list fingerprint so that a resume
+        can be checked."""
         super().__init__(*args, **kwargs)
-        self.evaluator, self.plots, self.plot_queries = evaluator, plots, plot_queries
-        self.rerank_memory_gib = rerank_memory_gib
-        self.config_text, self.data_fingerprint = config_text, data_fingerprint
+        self.test_settings, self.config_text = test, config_text
+        self.data_fingerprint = getattr(self.datamanager, "fingerprint", lambda: None)()
 
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         """torchreid's checkpoint (same file, same keys), plus the run's config and data fingerprint."""
@@ -103,7 +92,7 @@ class DistributedMixin:
                     **({"config": self.config_text} if self.config_text else {}),
                     **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
                 }
-                compat.save_checkpoint(state, osp.join(save_dir, name), is_best=is_best)
+                save_torchreid_checkpoint(state, osp.join(save_dir, name), is_best=is_best)
         distributed.barrier()
 
 

@@ -8,8 +8,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from ..errors import RunFolderError
-from ..utils import atomic
-from ..utils.checkpoint import CheckpointError, read_checkpoint
+from ..utils.checkpoint import CheckpointError, newest_intact, write_checkpoint
 from .settings import FGDISettings
 from .stages import DONE, FGDI_STAGES, Stage, with_epochs
 
@@ -90,7 +89,7 @@ def continue_from(state: dict, path: str, save_dir: str) -> str:
     or stage files of a longer run)."""
     latest_path = osp.join(save_dir, "checkpoints", "latest.pth")
     if osp.abspath(path) != osp.abspath(latest_path):
-        atomic.save({**state, "saved": time.time()}, latest_path)
+        write_checkpoint({**state, "saved": time.time()}, latest_path)
     return latest_path
 
 
@@ -116,15 +115,10 @@ def checkpoint_progress(state: dict, settings: FGDISettings, table: tuple[Stage,
 def newest_checkpoint(folder: str, table: tuple[Stage, ...] = FGDI_STAGES) -> str:
     """The checkpoint in `folder` written last (``latest.pth``, or a stage file when a kill came
     between the two), skipping damaged files (each reported), or '' if there is none."""
-    found = []
     order = (*(stage.name for stage in table), DONE)
-    for name in ("latest.pth", *(f"{s}.pth" for s in order[:-1])):
-        path = osp.join(folder, name)
-        if not osp.isfile(path):
-            continue
-        try:
-            state = read_checkpoint(path, mmap=True)
-            found.append(((state.get("saved", 0.0), order.index(state["stage"]), state["stage_epoch"]), path))
-        except (CheckpointError, KeyError, ValueError) as err:
-            print(f"=> model.resume auto: skipping {path}: {err}")
-    return max(found)[1] if found else ""
+    names = ("latest.pth", *(f"{s}.pth" for s in order[:-1]))
+
+    def written(path: str, state: dict) -> tuple:
+        return state.get("saved", 0.0), order.index(state["stage"]), state["stage_epoch"]
+
+    return newest_intact([osp.join(folder, name) for name in names], written)

@@ -11,16 +11,15 @@ import torch.nn.functional as F
 import torchreid
 
 from ..errors import ConfigError, NonFiniteLossError
-from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
-from ..utils import atomic
-from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
-from . import artifacts, caches, distributed, progress, schedules
+from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, write_checkpoint
+from . import caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data
+from .hooks import DomainFeatures, Hook, PeriodicCheckpoint, PeriodicTest, Plots, StepLog
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
-from .settings import FGDISettings
+from .settings import DEFAULT_TEST, FGDISettings, TestSettings
 from .stages import DONE, FGDI_STAGES, IMAGE, LR_GROUPS, PROMPT, Stage, build_optimizers, trained_by, with_epochs
 from .testing import MultiTargetTestMixin
 
@@ -40,10 +39,13 @@ class _PromptStep(torch.nn.Module):
 class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     """Trains CLIP-FGDI stage by stage (docs/method.md) and tests with torchreid's evaluation.
 
-    The stages are rows of a table (`stages.FGDI_STAGES`): an image stage runs torchreid's train
-    loop, which calls `forward_backward` per batch (ID + triplet loss, plus the text terms in a
-    text-guided stage); a prompt stage runs `train_prompts` over image features extracted once.
-    Each stage trains exactly its parameters, with the optimizer and schedule its row names.
+    The stages are rows of a table (`stages.FGDI_STAGES`). An epoch (`train`, torchreid's shape)
+    steps and then updates the stage's schedule: an image stage calls `forward_backward` per batch
+    (ID + triplet loss, plus the text terms in a text-guided stage); a prompt stage runs
+    `train_prompts` over image features extracted once. Each stage trains exactly its parameters,
+    with the optimizer and schedule its row names (each optimizer registered with torchreid's
+    `register_model` under its name). Around the steps, hooks (`hooks.py`) print and log, test,
+    write checkpoints and the domain features and plots.
     Checkpoints (``save_dir/checkpoints``) hold everything `resume` needs to continue a stopped
     run exactly, mid-stage included.
 
@@ -55,14 +57,30 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     Args:
         datamanager: `torchreid_fgdi.data.DomainImageDataManager` (training items carry ``dsetid``).
         model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
-        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi)`).
+        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi, STAGE_NAMES)`).
+        test: the config's ``test`` settings every engine's test reads (evaluator, plots...).
         use_gpu: use CUDA if available.
-        plots, plot_queries, evaluator, rerank_memory_gib: ``test.plots``, ``test.plot_queries``,
-            ``test.evaluator``, ``test.rerank_memory_gib``.
         config_text: the run's whole config (``cfg.dump()``), recorded in every checkpoint so that
             `inference.FeatureExtractor`, search and export can rebuild the model from it.
         table: the stages to run.
-        (`config.fgdi_engine_kwargs(cfg)` gives all but the table from a config.)
+
+    Examples::
+
+        import torchreid, torchreid_fgdi
+        from torchreid_fgdi.config import load_config
+        from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs, num_classes
+        from torchreid_fgdi.data import DomainImageDataManager
+        from torchreid_fgdi.engine import ImageFGDIEngine
+
+        cfg = load_config("configs/synthetic/fgdi_tiny.yaml")
+        datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
+        model = torchreid.models.build_model(
+            cfg.model.name,
+            num_classes(cfg, datamanager.num_train_pids),
+            **model_kwargs(cfg, datamanager.num_train_domains),
+        )
+        engine = ImageFGDIEngine(datamanager, model, **fgdi_engine_kwargs(cfg))  # settings, test, ...
+        engine.run(save_dir="log/fgdi_tiny", print_freq=10)
     """
 
     def __init__(
@@ -70,19 +88,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         datamanager: torchreid.data.ImageDataManager,
         model: torch.nn.Module,
         settings: FGDISettings,
+        test: TestSettings = DEFAULT_TEST,
         use_gpu: bool = True,
-        plots: bool = True,
-        plot_queries: int = 4,
-        evaluator: str = "fast",
-        rerank_memory_gib: float = RERANK_MEMORY_GIB,
         config_text: str = "",
         table: tuple[Stage, ...] = FGDI_STAGES,
     ):
         super().__init__(datamanager, use_gpu)
         self.settings = settings
         self.stages = with_epochs(table, settings.epochs)
-        self.plots, self.plot_queries, self.evaluator = plots, plot_queries, evaluator
-        self.rerank_memory_gib = rerank_memory_gib
+        self.test_settings = test
         self.config_text = config_text
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.precision = resolve_precision(settings.precision, self.device)
@@ -98,8 +112,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
         self.optimizers, self.schedulers = build_optimizers(self.model, self.stages, settings, self._frozen)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        image = next(stage.optimizer for stage in self.stages if stage.kind == IMAGE)
-        self.register_model("model", model, self.optimizers[image], self.schedulers[image])
+        for name, optimizer in self.optimizers.items():  # `update_lr([name])` steps a stage's schedule
+            self.register_model(name, self.model, optimizer, self.schedulers[name])
         self.stage, self.stage_epoch, self.image_epoch = self.stages[0].name, 0, 0
         self.max_epoch = sum(stage.epochs for stage in self.stages if stage.kind == IMAGE)
         self._image_cache = None
@@ -107,10 +121,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._text_cache = None
         self._resume_rng = None
         self._ddp = None
-        self._bar = None
-        self._epoch_meter = torchreid.utils.MetricMeter()
-        self._print_freq = 0  # image batches between console lines; 0 outside `run`
-        self.clock = progress.RunClock(self.stages, len(self.train_loader))
+        self.hooks: list[Hook] = []  # `run` sets the run's (`default_hooks`)
+        self.bar = None  # the current stage's progress bar, while it trains
         self.last_rank1 = 0.0
         self.epoch_step = 0
         self.run_log = RunLog("")
@@ -167,10 +179,6 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         for name, param in self.model.named_parameters():
             param.requires_grad_(name in trainable)
 
-    def two_stepped_transfer_learning(self, epoch, fixbase_epoch, open_layers, model=None) -> None:
-        """torchreid's `Engine.train` calls this every epoch to open every layer; the stage decides instead."""
-        self._set_trainable(self.stage_row())
-
     def get_current_lr(self, names=None) -> float:
         """The current stage's configured rate (its optimizer's first group), as the logs show it;
         torchreid's reads the last group, in an image stage the biases' doubled rate."""
@@ -207,34 +215,16 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._step(self.optimizers[stage.optimizer], loss, terms)
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
-        self._epoch_meter.update(summary)
-        self.clock.step(IMAGE)
-        if self._bar is not None:
-            self._bar.update()
-        if self._print_freq and (self.batch_idx + 1) % self._print_freq == 0:
-            self._print_batch(stage)
         return summary
-
-    def _print_batch(self, stage: Stage) -> None:
-        """The run's batch line, in place of torchreid's (which numbers image epochs only)."""
-        epoch, batch = self.stage_epoch + 1, self.batch_idx + 1
-        print(
-            f"{self.clock.epoch(stage.name, epoch)} batch {batch}/{self.num_batches}, means so far: "
-            f"{progress.terms(self._epoch_meter_means())} | {self.rates(stage)} | "
-            f"{self.clock.seconds_per_step(IMAGE):.2f} s/batch | {self.clock.eta(stage.name, epoch, batch)}"
-        )
-
-    def _epoch_meter_means(self) -> dict[str, float]:
-        return {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
 
     def train_prompts(self, name: str) -> dict:
         """One epoch of prompt stage `name` over the cached image features: SupCon both ways plus
         omega x the domain classifier's cross-entropy (through the gradient reversal for identity
         prompts). In a fresh random order per epoch, or (``fgdi.prompt.reshuffle`` False, the
-        authors' way) in chunks of one order drawn when the stage starts."""
+        authors' way) in chunks of one order drawn when the stage starts. Returns the epoch's means.
+        The epoch loop (`train`) puts the model in training mode before and steps the schedule after."""
         s, stage = self.settings.prompt, self.stage_row(name)
         feats, pids, dsetids = self._image_cache
-        self.model.train()
         batch = min(s.batch_size, len(pids))
         keep_order = not s.reshuffle
         order = self._prompt_order if keep_order and self._prompt_order is not None else torch.randperm(len(pids))
@@ -258,7 +248,6 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             self._step(self.optimizers[stage.optimizer], loss, terms)
             meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
             meters.update({"domain_acc": (logits.argmax(1) == dsetid).float().mean().item()})
-        self.schedulers[stage.optimizer].step()
         return {name: meter.avg for name, meter in meters.meters.items()}
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, terms: dict) -> None:
@@ -310,6 +299,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         stage table sets the epochs and what trains, so `max_epoch`, `start_epoch`, `fixbase_epoch`
         and `open_layers` are not used (`config.ignored_by_fgdi` names them when a config sets
         them). `eval_freq` > 0 also tests every that many epochs of the last stage, from `start_eval`.
+        What happens around the steps is done by `default_hooks` (see `hooks.py`).
         """
         test_kwargs = {
             "dist_metric": dist_metric,
@@ -322,92 +312,91 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "rerank": rerank,
         }
         if test_only:
-            self._test(test_kwargs)
+            self.run_test(test_kwargs)
             return
+        self._open_logs(save_dir)
+        self.hooks = self.default_hooks(save_dir, test_kwargs, print_freq, eval_freq, start_eval)
+        started = time.time()
+        while self.stage != DONE:
+            self.train_stage()
+        if not distributed.replicas_agree(self.model):
+            raise RuntimeError("the processes' weights diverged during distributed training")
+        print(f"=> Trained all stages in {time.time() - started:.0f} s; final test")
+        self.call_hooks("after_run")
+        if self.writer is not None:
+            self.writer.close()
+
+    def default_hooks(
+        self, save_dir: str, test_kwargs: dict, print_freq: int, eval_freq: int, start_eval: int
+    ) -> list[Hook]:
+        """The run's hooks, in the order they act: the console and logs, tests, checkpoints (after the
+        test, so they record its Rank-1), the domain features and the plots."""
+        return [
+            StepLog(self, print_freq),
+            PeriodicTest(test_kwargs, eval_freq, start_eval),
+            PeriodicCheckpoint(save_dir, self.settings.checkpoint_every),
+            DomainFeatures(save_dir),
+            Plots(save_dir),
+        ]
+
+    def call_hooks(self, point: str, *args) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(self, *args)
+
+    def _open_logs(self, save_dir: str) -> None:
+        """TensorBoard (main process) and ``metrics.jsonl``, emptied when the run starts afresh."""
         if self.writer is None and distributed.is_main():
             self.writer = torch.utils.tensorboard.SummaryWriter(log_dir=save_dir)
         self.run_log = RunLog(save_dir, self.writer)
         if self.stage == self.stages[0].name and self.stage_epoch == 0 and self._resume_rng is None:
             self.run_log.start()  # a new run in this save_dir: earlier runs' curves would mix in
-        started = time.time()
-        while self.stage != DONE:
-            stage = self.stage_row()
-            self.enter(stage.name)
-            if self._resume_rng is not None:
-                set_rng_state(self._resume_rng)
-                self._resume_rng = None
-            if stage.text_guided and self.stage_epoch == 0:
-                self._save_domain_features(save_dir, f"before {stage.name}")
-            batches, unit = (len(self.train_loader), "batch") if stage.kind == IMAGE else (1, "epoch")
-            with progress.bar(stage.name, (stage.epochs - self.stage_epoch) * batches, unit) as self._bar:
-                while self.stage_epoch < stage.epochs:
-                    self._train_epoch(stage, print_freq)
-                    self.stage_epoch += 1
-                    finished = self.stage_epoch == stage.epochs
-                    tests = stage is self.stages[-1] and eval_freq > 0 and self.stage_epoch >= start_eval
-                    if tests and self.stage_epoch % eval_freq == 0 and not finished:
-                        self._test(test_kwargs)
-                    if self.stage_epoch % max(self.settings.checkpoint_every, 1) == 0 and not finished:
-                        self.save_checkpoint(save_dir)
-            self._bar = None
-            self.stage, self.stage_epoch = self._next_stage(), 0
-            self.save_checkpoint(save_dir, stage.name)
-        if not distributed.replicas_agree(self.model):
-            raise RuntimeError("the processes' weights diverged during distributed training")
-        print(f"=> Trained all stages in {time.time() - started:.0f} s; final test")
-        self._test(test_kwargs)
-        self.save_checkpoint(save_dir, self.stages[-1].name)
-        if distributed.is_main():
-            guided = next((stage.name for stage in self.stages if stage.text_guided), "training")
-            self._save_domain_features(save_dir, f"after {guided}")
-            if self.plots:
-                titles = (f"before {guided}", f"after {guided}")
-                artifacts.write_plots(save_dir, [stage.name for stage in self.stages], titles)
-            self.writer.close()
 
-    def _train_epoch(self, stage: Stage, print_freq: int) -> None:
-        """One epoch of `stage`; its means (every loss term, accuracy) and rate go to the console and the run log."""
+    def train_stage(self) -> None:
+        """The current stage's remaining epochs; the engine then stands at the next stage."""
+        stage = self.stage_row()
+        self.enter(stage.name)
+        if self._resume_rng is not None:
+            set_rng_state(self._resume_rng)
+            self._resume_rng = None
+        self.call_hooks("before_stage", stage)
+        batches, unit = (len(self.train_loader), "batch") if stage.kind == IMAGE else (1, "epoch")
+        with progress.bar(stage.name, (stage.epochs - self.stage_epoch) * batches, unit) as self.bar:
+            while self.stage_epoch < stage.epochs:
+                self.train()
+        self.bar = None
+        self.stage, self.stage_epoch = self._next_stage(), 0
+        self.call_hooks("after_stage", stage)
+
+    def train(self) -> None:
+        """One epoch of the current stage, in the shape of torchreid's `Engine.train`: the steps
+        (`forward_backward` per image batch; a prompt epoch is one `train_prompts`), then `update_lr`
+        steps the stage's schedule. What trains is the stage's (`enter`), not torchreid's
+        ``fixbase_epoch`` / ``open_layers``; the console lines are a hook's (`hooks.StepLog`)."""
+        stage = self.stage_row()
         self.epoch_step = 0
-        done = self.stage_epoch + 1
-        self.known_good.epoch_started()
-        lr, rates = self.get_current_lr(), self.rates(stage)  # the epoch's: the schedules step at its end
-        started = time.time()
-        self.clock.start()
+        self.call_hooks("before_epoch", stage)
         if stage.kind == IMAGE:
             self.epoch = self.image_epoch
             if hasattr(self.train_loader.sampler, "set_epoch"):
                 self.train_loader.sampler.set_epoch(self.image_epoch)
-            self._epoch_meter = torchreid.utils.MetricMeter()
-            self._print_freq = print_freq
-            self.train(print_freq=len(self.train_loader) + 1)  # never: `_print_batch` replaces torchreid's line
-            self._print_freq = 0
-            self.image_epoch += 1
-            summary = self._epoch_meter_means()
+            steps, step = self.train_loader, self.forward_backward
         else:
-            summary = self.train_prompts(stage.name)
-            self.clock.step(PROMPT)
-            if self._bar is not None:
-                self._bar.update()
-        print(
-            f"=> {self.clock.epoch(stage.name, done)} in {time.time() - started:.0f} s, epoch means: "
-            f"{progress.terms(summary)} | {rates} | {self.clock.eta(stage.name, done)}"
-        )
-        self.run_log.log(stage.name, {**summary, "lr": lr}, done)
-        self.known_good.epoch_finished()
+            steps, step = [stage.name], self.train_prompts
+        self.set_model_mode("train")
+        self.num_batches = len(steps)
+        for self.batch_idx, data in enumerate(steps):
+            self.call_hooks("before_step", stage)
+            self.call_hooks("after_step", stage, step(data))
+        self.update_lr([stage.optimizer])
+        self.stage_epoch += 1
+        self.image_epoch += stage.kind == IMAGE
+        self.call_hooks("after_epoch", stage)
 
-    def _test(self, test_kwargs: dict) -> None:
-        """Rank 0 evaluates; the other ranks wait for it."""
+    def run_test(self, test_kwargs: dict) -> None:
+        """Rank 0 evaluates (`test`, its Rank-1 kept for the checkpoints); the other ranks wait for it."""
         if distributed.is_main():
             self.last_rank1 = self.test(**test_kwargs)
         distributed.barrier()
-
-    def _save_domain_features(self, save_dir: str, title: str) -> None:
-        if not (self.plots and distributed.is_main()):
-            return
-        self.model.eval()
-        with rng_preserved():
-            saved = artifacts.domain_features(self.datamanager, self.extract_features, self.device)
-        artifacts.save_domain_features(saved, save_dir, title)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def checkpoint_state(self, writing: Collection[str] = ()) -> dict:
@@ -439,9 +428,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             return latest_path
         paths = [osp.join(folder, f"{name}.pth")] if name else []
         paths.append(latest_path)
-        atomic.save(self.checkpoint_state(writing=paths), paths[0])
-        if len(paths) > 1:
-            atomic.link(paths[0], latest_path)
+        write_checkpoint(self.checkpoint_state(writing=paths), *paths)
         self.known_good.written(paths)
         distributed.barrier()
         return latest_path

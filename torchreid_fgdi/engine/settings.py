@@ -1,6 +1,8 @@
-"""The config's ``fgdi`` training keys as frozen, typed settings: what the engine reads.
+"""What an engine reads, as frozen, typed settings: the ``fgdi`` training keys (`FGDISettings`),
+the ``test`` keys every engine's test reads (`TestSettings`) and the baselines' torchreid losses
+(`LossSettings`).
 
-`config.py` owns the keys, their defaults and their checks; these classes only give the engine
+`config` owns the keys, their defaults and their checks; these classes only give the engine
 explicit, typed values instead of a mutable yacs node. A field is named as its key.
 """
 
@@ -11,7 +13,42 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB
+
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSettings:
+    """``test``: how every engine's test evaluates and what it draws.
+
+    Args:
+        evaluator: ``test.evaluator``, "fast" or "torchreid" (see `evaluation.evaluate_features`).
+        rerank_memory_gib: ``test.rerank_memory_gib``, the fast evaluator's re-ranking block budget.
+        plots: ``test.plots``, CMC curves and a few ranked queries per target in ``save_dir/plots``.
+        plot_queries: ``test.plot_queries``, the ranked queries drawn per target.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    evaluator: str = "fast"
+    rerank_memory_gib: float = DEFAULT_MEMORY_GIB
+    plots: bool = True
+    plot_queries: int = 4
+
+
+DEFAULT_TEST = TestSettings()  # frozen: one default object for every engine
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """``loss``: the baselines' torchreid losses (``loss.name``, ``loss.softmax.*``, ``loss.triplet.*``)."""
+
+    name: str = "softmax"
+    label_smooth: bool = True
+    margin: float = 0.3
+    weight_t: float = 1.0
+    weight_x: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,10 +21,10 @@ from ..evaluation import (
     split_summary,
 )
 from ..evaluation.report import UNSEEN, domains
-from ..evaluation.rerank import DEFAULT_MEMORY_GIB as RERANK_MEMORY_GIB
 from ..utils import atomic
 from . import progress
 from .run_log import RunLog
+from .settings import DEFAULT_TEST
 
 
 class MultiTargetTestMixin:
@@ -38,10 +38,7 @@ class MultiTargetTestMixin:
     """
 
     test_results: dict
-    evaluator = "fast"  # or "torchreid" (test.evaluator): see evaluation.evaluate_features
-    rerank_memory_gib = RERANK_MEMORY_GIB  # test.rerank_memory_gib: the fast evaluator's re-ranking blocks
-    plots = True  # test.plots: CMC curves and a few ranked queries per target in save_dir/plots
-    plot_queries = 4  # test.plot_queries
+    test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
 
     def test(
         self,
@@ -55,45 +52,21 @@ class MultiTargetTestMixin:
         rerank=False,
     ) -> float:
         self.set_model_mode("eval")
-        device = torch.device("cuda" if self.use_gpu else "cpu")
         self.test_results = {}
         run_log = RunLog(save_dir, self.writer)
-        split_ids = getattr(self.datamanager, "test_split_ids", lambda name: None)
+        evaluate = functools.partial(
+            self._evaluate_target,
+            device=torch.device("cuda" if self.use_gpu else "cpu"),
+            dist_metric=dist_metric,
+            normalize_feature=normalize_feature,
+            rerank=rerank,
+            use_metric_cuhk03=use_metric_cuhk03,
+            evaluator=self.test_settings.evaluator,
+            keep_distmat=visrank,
+            rerank_memory_gib=self.test_settings.rerank_memory_gib,
+        )
         for name, loaders in self.test_loader.items():
-            evaluate = functools.partial(
-                self._evaluate_target,
-                device=device,
-                dist_metric=dist_metric,
-                normalize_feature=normalize_feature,
-                rerank=rerank,
-                use_metric_cuhk03=use_metric_cuhk03,
-                evaluator=self.evaluator,
-                keep_distmat=visrank,
-                rerank_memory_gib=self.rerank_memory_gib,
-            )
-            splits = split_ids(name)
-            if splits is None:
-                res, distmat, query, gallery = evaluate(loaders, desc=name)
-                sizes = [(len(query[1]), len(gallery[1]))]
-                if self.plots and save_dir:
-                    items = self.datamanager.fetch_test_loaders(name)
-                    plots.visrank_queries(
-                        (query[0], items[0]),
-                        (gallery[0], items[1]),
-                        osp.join(save_dir, "plots", "visrank", name),
-                        self.plot_queries,
-                        visrank_topk,
-                        (self.datamanager.height, self.datamanager.width),
-                        dist_metric,
-                        normalize_feature,
-                    )
-            else:
-                per_split, sizes = [], []
-                for i in splits:
-                    r, _, q, g = evaluate(self.datamanager.test_split_loaders(name, i), desc=f"{name} split {i}")
-                    per_split.append(as_stored(r))  # the mean is then the one recomputed from results.json
-                    sizes.append((len(q[1]), len(g[1])))
-                res, distmat = split_summary(per_split), None
+            res, distmat, sizes = self._test_target(name, loaders, evaluate, save_dir, visrank_topk)
             res = self.test_results[name] = as_stored(res)
             print(
                 f"##### {name}: mAP {res['mAP']:.1%} | "
@@ -112,11 +85,42 @@ class MultiTargetTestMixin:
                 )
             cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
             run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
+        return self._report(save_dir, ranks)
+
+    def _test_target(self, name: str, loaders: dict, evaluate, save_dir: str, visrank_topk: int) -> tuple:
+        """(result, distance matrix or None, [(queries, gallery images)] per split) of target `name`:
+        on its query and gallery, or the mean over its random splits (``data.test_splits``)."""
+        splits = getattr(self.datamanager, "test_split_ids", lambda name: None)(name)
+        if splits is not None:
+            per_split, sizes = [], []
+            for i in splits:
+                r, _, q, g = evaluate(self.datamanager.test_split_loaders(name, i), desc=f"{name} split {i}")
+                per_split.append(as_stored(r))  # the mean is then the one recomputed from results.json
+                sizes.append((len(q[1]), len(g[1])))
+            return split_summary(per_split), None, sizes
+        res, distmat, query, gallery = evaluate(loaders, desc=name)
+        if self.test_settings.plots and save_dir:
+            items = self.datamanager.fetch_test_loaders(name)
+            plots.visrank_queries(
+                (query[0], items[0]),
+                (gallery[0], items[1]),
+                osp.join(save_dir, "plots", "visrank", name),
+                self.test_settings.plot_queries,
+                visrank_topk,
+                (self.datamanager.height, self.datamanager.width),
+                evaluate.keywords["dist_metric"],
+                evaluate.keywords["normalize_feature"],
+            )
+        return res, distmat, [(len(query[1]), len(gallery[1]))]
+
+    def _report(self, save_dir: str, ranks) -> float:
+        """Prints and writes (``results.md``, ``results.json``, the CMC plot) the table of every target;
+        the mean Rank-1 over the unseen targets (all targets when none is unseen)."""
         table = format_table(self.test_results, self.datamanager.sources, ranks=ranks)
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
-            if self.plots:
+            if self.test_settings.plots:
                 plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.md"), table)
             saved = results_to_json(self.test_results, self.datamanager.sources)

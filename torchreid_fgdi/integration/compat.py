@@ -40,8 +40,7 @@ from torchreid.reid.utils import tools, torchtools
 from ..data.folders import glob_with_literal_folders
 from ..data.images import read_image
 from ..evaluation.torchreid_rank import for_torchreid_engines
-from ..utils import atomic
-from ..utils.checkpoint import read_checkpoint
+from ..utils.checkpoint import read_checkpoint, save_torchreid_checkpoint
 from . import registry
 
 _SUBMODULES = ("data", "engine", "losses", "metrics", "models", "optim", "utils")
@@ -131,18 +130,8 @@ def build_model(
 
 
 def save_checkpoint(state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = False) -> None:
-    """torchreid's `save_checkpoint`, written atomically.
-
-    torchreid writes ``model.pth.tar-<epoch>`` in place, so a run killed during a save leaves a
-    truncated newest checkpoint, the one a resume picks. Same files, same printout.
-    """
-    if remove_module_from_keys:
-        state["state_dict"] = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
-    fpath = os.path.join(save_dir, f"model.pth.tar-{state['epoch']}")
-    atomic.save(state, fpath)
-    print(f'Checkpoint saved to "{fpath}"')
-    if is_best:
-        atomic.save(state, os.path.join(save_dir, "model-best.pth.tar"))
+    """torchreid's `save_checkpoint`, written atomically (`utils.checkpoint.save_torchreid_checkpoint`)."""
+    save_torchreid_checkpoint(state, save_dir, is_best=is_best, remove_module_from_keys=remove_module_from_keys)
 
 
 def _dataset_folders_are_paths() -> None:

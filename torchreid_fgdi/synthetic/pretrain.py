@@ -32,7 +32,7 @@ from ..cli.refusals import run_command
 from ..models.variants import TINY_CLIP
 from ..utils import atomic
 from ..utils.cache import cache_root
-from ..utils.checkpoint import check_finite
+from ..utils.checkpoint import check_finite, read_checkpoint, write_checkpoint
 from .captions import CorpusSize, write_corpus
 from .probe import attribute_accuracy, format_accuracy
 
@@ -129,7 +129,7 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
     trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
     if not osp.isfile(trained):
         raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(work, 'train', 'out.log')}")
-    state = torch.load(trained, map_location="cpu", weights_only=True)["state_dict"]
+    state = read_checkpoint(trained)["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}
     check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
     model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)
@@ -138,7 +138,7 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
     print(format_accuracy(probe))
     os.makedirs(folder, exist_ok=True)
     atomic.write_text(osp.join(folder, PROBE), json.dumps(probe, indent=1))
-    atomic.save(state, osp.join(folder, CHECKPOINT))
+    write_checkpoint(state, osp.join(folder, CHECKPOINT))
     shutil.rmtree(work, ignore_errors=True)
     return probe
 

@@ -32,17 +32,7 @@ from ..models import VARIANTS, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
 from ..models.clip_weights import tag_uses_quick_gelu
 from ..models.variants import variant_weights
-from ..utils.checkpoint import read_checkpoint
-
-
-def _recorded_config(checkpoint: dict, model_path: str) -> CN:
-    text = checkpoint.get("config") if isinstance(checkpoint, dict) else None
-    if not text:
-        raise ValueError(
-            f"{model_path} does not record its config (those of the FGDI engine do): "
-            "pass the training config file (config_file= / --config-file)"
-        )
-    return config_lib.load_config_text(text)
+from ..utils.checkpoint import read_checkpoint, recorded_config_text
 
 
 def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
@@ -67,7 +57,10 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     was built at, whatever its data size). The checkpoint is loaded from disk once, for both its
     config and its weights."""
     checkpoint = read_checkpoint(model_path)
-    cfg = config_lib.load_config(config_file) if config_file else _recorded_config(checkpoint, model_path)
+    if config_file:
+        cfg = config_lib.load_config(config_file)
+    else:
+        cfg = config_lib.load_config_text(recorded_config_text(checkpoint, model_path))
     state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:

@@ -1,8 +1,11 @@
-"""Reading a checkpoint file, with an error that names the file and what is wrong with it.
+"""Checkpoint files, in one place: reading (with an error that names the file and what is wrong
+with it), writing (atomically: the FGDI engine's files and torchreid's ``model.pth.tar-<epoch>``),
+the config a checkpoint records, and finding a folder's newest intact checkpoint.
 
 `torch.load` on a damaged file raises `EOFError`, a zip-reader error or an unpickling error from
 deep inside PyTorch, none of which say which file or what to do; weights that are NaN load
-silently and then give a normal-looking table of random rankings.
+silently and then give a normal-looking table of random rankings. A file written in place and cut
+short by a kill is the newest one, the one a resume picks: every write here is atomic.
 """
 
 from __future__ import annotations
@@ -10,11 +13,13 @@ from __future__ import annotations
 import os.path as osp
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
+from . import atomic
 
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
@@ -57,3 +62,56 @@ def check_finite(state: Mapping, where: str) -> None:
             f"{where} holds non-finite (NaN / Inf) weights in {shown}: it comes from a diverged run; "
             "use an earlier checkpoint"
         )
+
+
+def write_checkpoint(state: dict, path: str, *also: str) -> str:
+    """Writes `state` to `path` atomically, then makes each of `also` another name of that file
+    (each atomically, in order: a kill in between leaves the earlier names written). Returns `path`."""
+    atomic.save(state, path)
+    for other in also:
+        atomic.link(path, other)
+    return path
+
+
+def save_torchreid_checkpoint(
+    state: dict, save_dir: str, is_best: bool = False, remove_module_from_keys: bool = False
+) -> None:
+    """torchreid's `save_checkpoint` (same files, same printout), written atomically.
+
+    torchreid writes ``model.pth.tar-<epoch>`` in place, so a run killed during a save leaves a
+    truncated newest checkpoint, the one a resume picks.
+    """
+    if remove_module_from_keys:
+        state["state_dict"] = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+    fpath = osp.join(save_dir, f"model.pth.tar-{state['epoch']}")
+    write_checkpoint(state, fpath)
+    print(f'Checkpoint saved to "{fpath}"')
+    if is_best:
+        write_checkpoint(state, osp.join(save_dir, "model-best.pth.tar"))
+
+
+NO_CONFIG_FIX = "pass the training config file (config_file= / --config-file)"
+
+
+def recorded_config_text(state: Mapping, path: str, fix: str = NO_CONFIG_FIX) -> str:
+    """The config (YAML text) the checkpoint `state`, read from `path`, records; `CheckpointError`
+    naming the file and `fix` if it records none (torchreid's own checkpoints do not)."""
+    text = state.get("config") if isinstance(state, Mapping) else None
+    if not text:
+        raise CheckpointError(f"{path} does not record its config (the checkpoints of this package's runs do): {fix}")
+    return text
+
+
+def newest_intact(paths: Iterable[str], key: Callable[[str, dict], Any], skipping: str = "model.resume auto") -> str:
+    """Of the checkpoint files `paths` (those that do not exist are passed over), the one with the
+    greatest ``key(path, state)``, or '' if none is intact. A damaged file, or one `key` cannot read
+    (KeyError / ValueError), is skipped with a line saying so, prefixed by `skipping`."""
+    found = []
+    for path in paths:
+        if not osp.isfile(path):
+            continue
+        try:
+            found.append((key(path, read_checkpoint(path, mmap=True)), path))
+        except (CheckpointError, KeyError, ValueError) as err:
+            print(f"=> {skipping}: skipping {path}: {err}")
+    return max(found)[1] if found else ""
