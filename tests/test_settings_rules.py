@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.checks import CHOICES
-from torchreid_fgdi.config.defaults import load_config
 
 import torchreid_fgdi
 from torchreid_fgdi.cli.run_folder import RunFolderError
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config.checks import CHOICES
 from torchreid_fgdi.data.datamanager import check_identity_batches
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 from torchreid_fgdi.errors import ConfigError, FGDIError

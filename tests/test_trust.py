@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config
 
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
@@ -21,6 +19,8 @@ from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.train import build_config, main, resume_path
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features

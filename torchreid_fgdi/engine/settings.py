@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from ..evaluation.rerank import DEFAULT_MEMORY_GIB
+
 T = TypeVar("T")
 
 
@@ -72,6 +74,27 @@ class FGDISettings:
             prompt=_fields(PromptSettings, fgdi["prompt"]),
             **{f.name: fgdi[f.name] for f in dataclasses.fields(cls) if f.name not in ("epochs", "image", "prompt")},
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSettings:
+    """``test``: how the engines evaluate (the evaluator, re-ranking memory) and what they draw."""
+
+    evaluator: str = "fast"
+    rerank_memory_gib: float = DEFAULT_MEMORY_GIB
+    plots: bool = True
+    plot_queries: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSettings:
+    """``loss``: the baseline engines' loss (``loss.name``) and its options."""
+
+    name: str = "softmax"
+    label_smooth: bool = True
+    margin: float = 0.3
+    weight_t: float = 1.0
+    weight_x: float = 0.0
 
 
 def _fields(kind: type[T], node: Mapping[str, Any]) -> T:
