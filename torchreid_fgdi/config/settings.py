@@ -20,8 +20,95 @@ from ..engine.settings import FGDISettings, LossSettings, TestSettings
 from ..engine.stages import STAGE_NAMES
 from ..errors import ConfigError
 from ..models import VARIANTS
+from .checks import get
 
 EVALUATION_DIR = "evaluation"  # test.evaluate results go here, never over the training run's own
+
+# What each builder takes, and from which key: one row per argument.
+DATA = {  # DomainImageDataManager argument: config key
+    "root": "data.root",
+    "sources": "data.sources",
+    "targets": "data.targets",
+    "height": "data.height",
+    "width": "data.width",
+    "transforms": "data.transforms",
+    "k_tfm": "data.k_tfm",
+    "norm_mean": "data.norm_mean",
+    "norm_std": "data.norm_std",
+    "use_gpu": "use_gpu",
+    "split_id": "data.split_id",
+    "test_splits": "data.test_splits",
+    "skip_unreadable_images": "data.skip_unreadable_images",
+    "combineall": "data.combineall",
+    "load_train_targets": "data.load_train_targets",
+    "batch_size_train": "train.batch_size",
+    "batch_size_test": "test.batch_size",
+    "workers": "data.workers",
+    "num_instances": "sampler.num_instances",
+    "num_cams": "sampler.num_cams",
+    "num_datasets": "sampler.num_datasets",
+    "train_sampler": "sampler.train_sampler",
+    "train_sampler_t": "sampler.train_sampler_t",
+    "cuhk03_labeled": "cuhk03.labeled",
+    "cuhk03_classic_split": "cuhk03.classic_split",
+    "market1501_500k": "market1501.use_500k_distractors",
+    "market1501_distractors": "market1501.train_distractors",
+}
+
+OPTIMIZER = {  # torchreid.optim.build_optimizer argument: config key
+    "optim": "train.optim",
+    "lr": "train.lr",
+    "weight_decay": "train.weight_decay",
+    "momentum": "sgd.momentum",
+    "sgd_dampening": "sgd.dampening",
+    "sgd_nesterov": "sgd.nesterov",
+    "rmsprop_alpha": "rmsprop.alpha",
+    "adam_beta1": "adam.beta1",
+    "adam_beta2": "adam.beta2",
+    "staged_lr": "train.staged_lr",
+    "new_layers": "train.new_layers",
+    "base_lr_mult": "train.base_lr_mult",
+}
+
+SCHEDULER = {  # torchreid.optim.build_lr_scheduler argument: config key
+    "lr_scheduler": "train.lr_scheduler",
+    "stepsize": "train.stepsize",
+    "gamma": "train.gamma",
+    "max_epoch": "train.max_epoch",
+}
+
+RUN = {  # torchreid Engine.run argument: config key (save_dir: see output_dir)
+    "max_epoch": "train.max_epoch",
+    "start_epoch": "train.start_epoch",
+    "fixbase_epoch": "train.fixbase_epoch",
+    "open_layers": "train.open_layers",
+    "start_eval": "test.start_eval",
+    "eval_freq": "test.eval_freq",
+    "test_only": "test.evaluate",
+    "print_freq": "train.print_freq",
+    "dist_metric": "test.dist_metric",
+    "normalize_feature": "test.normalize_feature",
+    "visrank": "test.visrank",
+    "visrank_topk": "test.visrank_topk",
+    "use_metric_cuhk03": "cuhk03.use_metric_cuhk03",
+    "ranks": "test.ranks",
+    "rerank": "test.rerank",
+}
+
+TEST = {  # engine.settings.TestSettings field: config key
+    "evaluator": "test.evaluator",
+    "rerank_memory_gib": "test.rerank_memory_gib",
+    "plots": "test.plots",
+    "plot_queries": "test.plot_queries",
+}
+
+LOSS = {  # engine.settings.LossSettings field: config key
+    "name": "loss.name",
+    "label_smooth": "loss.softmax.label_smooth",
+    "margin": "loss.triplet.margin",
+    "weight_t": "loss.triplet.weight_t",
+    "weight_x": "loss.triplet.weight_x",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,27 +142,16 @@ class RunSettings:
             model_name=cfg.model.name,
             load_weights=cfg.model.load_weights,
             seed=cfg.train.seed,
-            data=_read_only(_data(cfg)),
+            data=_read_only(_values(cfg, DATA)),
             model=_read_only(_fgdi_model(cfg) if fgdi_model else _torchreid_model(cfg)),
             fgdi_model=fgdi_model,
             class_rows=cfg.fgdi.num_classes if fgdi_model else 0,
-            optimizer=_read_only(_optimizer(cfg)),
-            scheduler=_read_only(_scheduler(cfg)),
-            run=_read_only(_run(cfg)),
+            optimizer=_read_only(_values(cfg, OPTIMIZER)),
+            scheduler=_read_only(_values(cfg, SCHEDULER)),
+            run=_read_only({"save_dir": output_dir(cfg), **_values(cfg, RUN)}),
             fgdi=FGDISettings.from_node(cfg.fgdi, STAGE_NAMES),
-            test=TestSettings(
-                evaluator=cfg.test.evaluator,
-                rerank_memory_gib=cfg.test.rerank_memory_gib,
-                plots=cfg.test.plots,
-                plot_queries=cfg.test.plot_queries,
-            ),
-            loss=LossSettings(
-                name=cfg.loss.name,
-                label_smooth=cfg.loss.softmax.label_smooth,
-                margin=cfg.loss.triplet.margin,
-                weight_t=cfg.loss.triplet.weight_t,
-                weight_x=cfg.loss.triplet.weight_x,
-            ),
+            test=TestSettings(**_values(cfg, TEST)),
+            loss=LossSettings(**_values(cfg, LOSS)),
             config_text=cfg.dump(),
         )
 
@@ -105,41 +181,13 @@ def output_dir(cfg: CN) -> str:
     return osp.join(cfg.data.save_dir, EVALUATION_DIR) if cfg.test.evaluate else cfg.data.save_dir
 
 
+def _values(cfg: CN, table: Mapping[str, str]) -> dict:
+    return {name: get(cfg, key) for name, key in table.items()}
+
+
 def _read_only(kwargs: dict) -> Mapping[str, Any]:
     """`kwargs` as a read-only mapping, its lists copied (a frozen yacs node still shares its lists)."""
     return MappingProxyType({key: list(value) if isinstance(value, list) else value for key, value in kwargs.items()})
-
-
-def _data(cfg: CN) -> dict:
-    return {
-        "root": cfg.data.root,
-        "sources": cfg.data.sources,
-        "targets": cfg.data.targets,
-        "height": cfg.data.height,
-        "width": cfg.data.width,
-        "transforms": cfg.data.transforms,
-        "k_tfm": cfg.data.k_tfm,
-        "norm_mean": cfg.data.norm_mean,
-        "norm_std": cfg.data.norm_std,
-        "use_gpu": cfg.use_gpu,
-        "split_id": cfg.data.split_id,
-        "test_splits": cfg.data.test_splits,
-        "skip_unreadable_images": cfg.data.skip_unreadable_images,
-        "combineall": cfg.data.combineall,
-        "load_train_targets": cfg.data.load_train_targets,
-        "batch_size_train": cfg.train.batch_size,
-        "batch_size_test": cfg.test.batch_size,
-        "workers": cfg.data.workers,
-        "num_instances": cfg.sampler.num_instances,
-        "num_cams": cfg.sampler.num_cams,
-        "num_datasets": cfg.sampler.num_datasets,
-        "train_sampler": cfg.sampler.train_sampler,
-        "train_sampler_t": cfg.sampler.train_sampler_t,
-        "cuhk03_labeled": cfg.cuhk03.labeled,
-        "cuhk03_classic_split": cfg.cuhk03.classic_split,
-        "market1501_500k": cfg.market1501.use_500k_distractors,
-        "market1501_distractors": cfg.market1501.train_distractors,
-    }
 
 
 def _torchreid_model(cfg: CN) -> dict:
@@ -157,51 +205,4 @@ def _fgdi_model(cfg: CN) -> dict:
         "quick_gelu": cfg.fgdi.quick_gelu,
         "num_cameras": cfg.fgdi.num_cameras,
         "cache_dir": cfg.fgdi.clip_cache_dir or None,
-    }
-
-
-def _optimizer(cfg: CN) -> dict:
-    return {
-        "optim": cfg.train.optim,
-        "lr": cfg.train.lr,
-        "weight_decay": cfg.train.weight_decay,
-        "momentum": cfg.sgd.momentum,
-        "sgd_dampening": cfg.sgd.dampening,
-        "sgd_nesterov": cfg.sgd.nesterov,
-        "rmsprop_alpha": cfg.rmsprop.alpha,
-        "adam_beta1": cfg.adam.beta1,
-        "adam_beta2": cfg.adam.beta2,
-        "staged_lr": cfg.train.staged_lr,
-        "new_layers": cfg.train.new_layers,
-        "base_lr_mult": cfg.train.base_lr_mult,
-    }
-
-
-def _scheduler(cfg: CN) -> dict:
-    return {
-        "lr_scheduler": cfg.train.lr_scheduler,
-        "stepsize": cfg.train.stepsize,
-        "gamma": cfg.train.gamma,
-        "max_epoch": cfg.train.max_epoch,
-    }
-
-
-def _run(cfg: CN) -> dict:
-    return {
-        "save_dir": output_dir(cfg),
-        "max_epoch": cfg.train.max_epoch,
-        "start_epoch": cfg.train.start_epoch,
-        "fixbase_epoch": cfg.train.fixbase_epoch,
-        "open_layers": cfg.train.open_layers,
-        "start_eval": cfg.test.start_eval,
-        "eval_freq": cfg.test.eval_freq,
-        "test_only": cfg.test.evaluate,
-        "print_freq": cfg.train.print_freq,
-        "dist_metric": cfg.test.dist_metric,
-        "normalize_feature": cfg.test.normalize_feature,
-        "visrank": cfg.test.visrank,
-        "visrank_topk": cfg.test.visrank_topk,
-        "use_metric_cuhk03": cfg.cuhk03.use_metric_cuhk03,
-        "ranks": cfg.test.ranks,
-        "rerank": cfg.test.rerank,
     }
