@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from torchreid_fgdi.config.defaults import load_config
 
 from torchreid_fgdi.cli.benchmark import main
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import results_from_json
 

@@ -2,8 +2,8 @@
 order, every later one overriding the earlier ones and the file itself overriding them all."""
 
 import pytest
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
 
 

@@ -1,5 +1,6 @@
 """fgdi through torchreid's own entry point, engines, data manager, extractor and checkpoint tools."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import ignored_by_fgdi, load_config
 
 from tests.conftest import FIXTURES
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
+from torchreid_fgdi.config import RunSettings, ignored_by_fgdi, load_config
+from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.tools.export import export
 from torchreid_fgdi.tools.features import FeatureExtractor
@@ -158,18 +159,23 @@ def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
 
 
 def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):
-    from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs, num_classes
-
     from torchreid_fgdi.data import DomainImageDataManager
     from torchreid_fgdi.engine import ImageFGDIEngine
 
-    cfg = load_config(CONFIG, ["data.root", tiny_root, "data.targets", "['synth_d']", *ONE_EPOCH_EACH])
-    datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
+    opts = ["data.root", tiny_root, "data.targets", "['synth_d']", "data.save_dir", str(tmp_path), *ONE_EPOCH_EACH]
+    # The README's recipe, line for line.
+    cfg = load_config(CONFIG, [*opts, "train.print_freq", "1000"])
+    settings = RunSettings.from_config(cfg)  # everything the run reads, typed and frozen, read once
+    datamanager = DomainImageDataManager(**settings.data)
     model = torchreid.models.build_model(
-        cfg.model.name, num_classes(cfg, datamanager.num_train_pids), **model_kwargs(cfg, datamanager.num_train_domains)
+        cfg.model.name,
+        settings.num_classes(datamanager.num_train_pids),
+        **settings.model_kwargs(datamanager.num_train_domains),
     )
-    engine = ImageFGDIEngine(datamanager, model, **fgdi_engine_kwargs(cfg))
-    engine.run(save_dir=str(tmp_path), print_freq=1000)
+    # i25-engine: ImageFGDIEngine(datamanager, model, settings.fgdi, settings.test, config_text=settings.config_text)
+    test = dataclasses.asdict(settings.test)
+    engine = ImageFGDIEngine(datamanager, model, settings.fgdi, **test, config_text=settings.config_text)
+    engine.run(**settings.run)  # torchreid's Engine.run arguments (save_dir, eval_freq, ...)
     assert not (tmp_path / "plots").exists()
     features = FeatureExtractor(str(tmp_path / "checkpoints" / "stage3.pth"), device="cpu")(torch.randn(2, 3, 64, 32))
     assert features.shape == (2, 128)

@@ -14,14 +14,14 @@ import pytest
 import torch
 import torchreid
 from PIL import Image
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config
 
 from tests.fake_datasets import _img, make_market1501, make_msmt17
 from tests.test_distributed import _free_port
 from tests.test_fgdi_engine import CONFIG, SHORT, _engine
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.config import load_config
+from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, ensure_datasets
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.defaults import load_config
 
 from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.settings import FGDISettings

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torchreid
 from huggingface_hub import constants
-from torchreid_fgdi.config.defaults import load_config, model_kwargs
 
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.models import (
     FGDI,
     VARIANTS,
@@ -73,11 +73,11 @@ def test_builder_takes_its_arguments_from_the_config():
         opts=["model.name", "fgdi_tiny", "data.height", "48", "data.width", "24", "fgdi.stride", "6"]
         + ["fgdi.neck_feat", "after", "fgdi.grl_scale", "0.5"]
     )
-    model = torchreid.models.build_model(cfg.model.name, 5, **model_kwargs(cfg, num_domains=3))
+    model = torchreid.models.build_model(cfg.model.name, 5, **RunSettings.from_config(cfg).model_kwargs(num_domains=3))
     assert model.image_encoder.grid_size == ((48 - 8) // 6 + 1, (24 - 8) // 6 + 1)
     assert model.neck_feat == "after" and model.grl.scale == 0.5
     assert model.promptlearner.dmctx.shape[0] == 3 and model.classifier.out_features == 5
-    baseline = model_kwargs(load_config(opts=["model.name", "osnet_x0_25"]), num_domains=3)
+    baseline = RunSettings.from_config(load_config(opts=["model.name", "osnet_x0_25"])).model_kwargs(num_domains=3)
     assert "num_domains" not in baseline
 
 

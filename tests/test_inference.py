@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 import torchreid
 from PIL import Image
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.tools import features as inference
 from torchreid_fgdi.tools.export import TORCHSCRIPT_METADATA, export
 from torchreid_fgdi.tools.features import FeatureExtractor, preprocessing

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchreid_fgdi.config.defaults import load_config
 
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.baselines import EpochMeansMixin
 from torchreid_fgdi.engine.run_log import latest, read_metrics

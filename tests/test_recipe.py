@@ -11,8 +11,8 @@ from PIL import Image
 
 from tests.fake_datasets import make_cuhksysu, make_market1501
 from tests.test_fgdi_engine import _engine
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config, num_classes
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.augmix import OPERATIONS, AuthorsAugMix, sample_parameter
 from torchreid_fgdi.data.images import read_image
@@ -105,9 +105,10 @@ def test_market1501_distractors_train_as_one_identity_when_asked(tmp_path):
 def test_the_authors_protocol2_class_counts_add_rows_that_are_never_a_target(tiny_root):
     cfg = load_config([f"{CONFIGS}/models/fgdi.yaml", f"{CONFIGS}/protocols/p2/cuhk03.yaml"])
     assert cfg.fgdi.num_classes == 1502 + 4101 + 11934 and cfg.cuhk03.labeled and not cfg.market1501.train_distractors
-    assert num_classes(cfg, 751 + 1041 + 11934) == 17537
+    settings = RunSettings.from_config(cfg)
+    assert settings.num_classes(751 + 1041 + 11934) == 17537
     with pytest.raises(ConfigError, match="fgdi.num_classes 17537 is fewer than the 20000 training identities"):
-        num_classes(cfg, 20000)
+        settings.num_classes(20000)
     p3 = load_config([f"{CONFIGS}/models/fgdi.yaml", f"{CONFIGS}/protocols/p3/msmt17.yaml"])
     assert p3.market1501.train_distractors and p3.fgdi.num_classes == 0  # combined counts are the authors' own
     engine = _engine(tiny_root, "fgdi.num_classes", "40")

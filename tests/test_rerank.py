@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, load_config
 
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import evaluate_features, fast_rank
 from torchreid_fgdi.evaluation.distances import distance_matrix
@@ -99,4 +99,4 @@ def test_bad_reads_and_budgets_are_refused_with_the_reason():
 
 def test_the_budget_setting_reaches_the_fgdi_engine():
     cfg = load_config((), ["test.rerank_memory_gib", "0.5"])
-    assert fgdi_engine_kwargs(cfg)["test"].rerank_memory_gib == 0.5
+    assert RunSettings.from_config(cfg).test.rerank_memory_gib == 0.5

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torchreid_fgdi.config.defaults import imagedata_kwargs, load_config, load_config_text
 
 from tests.test_fgdi_engine import CONFIG, SHORT
 from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.config import RunSettings, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.run_log import read_metrics
@@ -109,7 +109,7 @@ def test_plots_are_written_at_the_end_of_the_run(run):
 
 def _query_batch(tiny_root, save_dir):
     extractor = FeatureExtractor(str(save_dir / "checkpoints" / "stage3.pth"), device="cpu")
-    kwargs = {**imagedata_kwargs(extractor.cfg), "root": tiny_root, "workers": 0, "use_gpu": False}
+    kwargs = {**RunSettings.from_config(extractor.cfg).data, "root": tiny_root, "workers": 0, "use_gpu": False}
     datamanager = DomainImageDataManager(**kwargs)
     loader = datamanager.test_loader["synth_d"]["query"]
     return extractor, next(iter(loader)), [item[0] for item in loader.dataset.data[: loader.batch_size]]

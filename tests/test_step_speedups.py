@@ -4,8 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.settings import FGDISettings
 from torchreid_fgdi.engine.stages import STAGE_NAMES

@@ -20,8 +20,8 @@ from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.train import build_config, main
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import load_config
 from torchreid_fgdi.data.folders import glob_with_literal_folders
 from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.engine import ImageFGDIEngine

@@ -19,11 +19,9 @@ import time
 
 import torch
 from _common import peak_rss_gib, stage3_datamanager
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
-from torchreid_fgdi.engine.settings import FGDISettings
-from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi
 
 NUM_IDS, NUM_DOMAINS = 64, 3
@@ -44,7 +42,7 @@ def measure(batch_size: int, checkpointing: bool, precision: str) -> dict:
     torch.manual_seed(0)
     datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     opts = ["fgdi.precision", precision, "fgdi.grad_checkpointing", str(checkpointing)]
-    settings = FGDISettings.from_node(load_config(opts=opts).fgdi, STAGE_NAMES)
+    settings = RunSettings.from_config(load_config(opts=opts)).fgdi
     model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
     engine.enter("stage3")

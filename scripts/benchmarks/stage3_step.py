@@ -17,11 +17,9 @@ import time
 
 import torch
 from _common import stage3_datamanager
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
-from torchreid_fgdi.engine.settings import FGDISettings
-from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi
 
 NUM_IDS, NUM_DOMAINS = 64, 3
@@ -31,7 +29,7 @@ def _engine(variant: str, image_size, precision: str) -> ImageFGDIEngine:
     """The engine over a stand-in data manager: stage 3 reads only the identities' domains from it."""
     datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     model = build_fgdi(variant, NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False, image_size=image_size)
-    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
+    settings = RunSettings.from_config(load_config(opts=["fgdi.precision", precision])).fgdi
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
     engine.enter("stage3")
     return engine

@@ -33,12 +33,10 @@ import torch
 from _common import stage3_datamanager, timed_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
-from torchreid_fgdi.config.defaults import load_config
 
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.precision import autocast
-from torchreid_fgdi.engine.settings import FGDISettings
-from torchreid_fgdi.engine.stages import STAGE_NAMES
 from torchreid_fgdi.models import build_fgdi, from_authors_state_dict, image_encoder
 
 MIRROR = Path("/work/.mirror/Qi5Lei+CLIP-FGDI/repo")
@@ -151,7 +149,7 @@ def our_engine(state: dict, precision: str) -> ImageFGDIEngine:
     datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
     model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
     model.load_state_dict(from_authors_state_dict(state))
-    settings = FGDISettings.from_node(load_config(opts=["fgdi.precision", precision]).fgdi, STAGE_NAMES)
+    settings = RunSettings.from_config(load_config(opts=["fgdi.precision", precision])).fgdi
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
     engine.enter("stage3")
     engine.model.train()

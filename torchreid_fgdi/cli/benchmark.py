@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from yacs.config import CfgNode as CN
 
-from ..config.defaults import load_config
+from ..config import load_config
 from ..data.readiness import ensure_datasets
 from ..errors import ConfigError
 from ..evaluation import compare_tables, results_from_json

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from yacs.config import CfgNode as CN
 
+from ..config import load_config_text
 from ..config.checks import flat_items
-from ..config.defaults import load_config_text
 from ..engine.checkpointing import Progress
 from ..engine.stages import EPOCH_KEYS
 from ..errors import RunFolderError

@@ -20,7 +20,8 @@ import torch
 import torchreid
 from yacs.config import CfgNode as CN
 
-from ..config import defaults as config_lib
+from ..config import RunSettings, ignored_by_fgdi, load_config
+from ..config.checks import get
 from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
@@ -104,7 +105,7 @@ def build_config(argv: list[str] | None = None) -> CN:
             opts += [key, str(value)]
     if not files and not opts:
         parser.error("nothing to run: give --config-file CFG (and KEY VALUE overrides); the examples are in --help")
-    return config_lib.load_config(files, opts)
+    return load_config(files, opts)
 
 
 class _Tee:
@@ -142,82 +143,96 @@ def main(argv: list[str] | None = None) -> dict:
         return run(cfg)
 
 
-EVALUATION_DIR = "evaluation"  # test.evaluate results go here, never over the training run's own
-
-
-def output_dir(cfg: CN) -> str:
-    """Where the run writes: ``data.save_dir``, or its ``evaluation/`` folder for ``test.evaluate``."""
-    return osp.join(cfg.data.save_dir, EVALUATION_DIR) if cfg.test.evaluate else cfg.data.save_dir
-
-
 def run(cfg: CN) -> dict:
-    """Trains and tests as `cfg` says, holding its output folder (`RunFolder`) throughout."""
-    folder = RunFolder(output_dir(cfg))
+    """Trains and tests as `cfg` says, holding its output folder (`RunFolder`) throughout. The config
+    is read once, into `RunSettings`; only the resume check compares it whole with the recorded one."""
+    settings = RunSettings.from_config(cfg)
+    folder = RunFolder(settings.run["save_dir"])
     with folder if distributed.is_main() else contextlib.nullcontext():
-        return _run(cfg, folder)
+        return _run(cfg, settings, folder)
 
 
-def _run(cfg: CN, folder: RunFolder) -> dict:
-    torchreid.utils.set_random_seed(cfg.train.seed)
+def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
+    torchreid.utils.set_random_seed(settings.seed)
     print(f"Show configuration\n{cfg}\n")
 
-    ensure_datasets(cfg.data.root, [*cfg.data.sources, *cfg.data.targets], generated=SYNTHETIC_DATASETS)
+    data = settings.data
+    ensure_datasets(data["root"], [*data["sources"], *data["targets"]], generated=SYNTHETIC_DATASETS)
     rank, world = distributed.rank(), distributed.world_size()
-    datamanager = DomainImageDataManager(
-        **config_lib.imagedata_kwargs(cfg), rank=rank, world_size=world, seed=cfg.train.seed
-    )
-    kwargs = config_lib.model_kwargs(cfg, datamanager.num_train_domains)
+    datamanager = DomainImageDataManager(**data, rank=rank, world_size=world, seed=settings.seed)
+    model = build_model(settings, datamanager)
+    if isinstance(model, FGDI):
+        for key, governed_by in ignored_by_fgdi(cfg).items():
+            print(f"=> Warning: {key} {get(cfg, key)!r} does not apply to {settings.model_name}: {governed_by}")
+        return run_fgdi(cfg, settings, datamanager, model, folder)
+    return run_torchreid(cfg, settings, datamanager, model, folder)
+
+
+def build_model(settings: RunSettings, datamanager: DomainImageDataManager) -> torch.nn.Module:
+    """torchreid's `build_model` as `settings` say, sized by the training data."""
+    classes = settings.num_classes(datamanager.num_train_pids)
+    kwargs = settings.model_kwargs(datamanager.num_train_domains)
     if isinstance(kwargs["pretrained"], str):  # the synthetic benchmark's CLIP is made on first use
         kwargs["pretrained"] = pretrain.resolve(kwargs["pretrained"])
-    model = torchreid.models.build_model(
-        cfg.model.name, config_lib.num_classes(cfg, datamanager.num_train_pids), **kwargs
-    )
-    if isinstance(model, FGDI):
-        for key, governed_by in config_lib.ignored_by_fgdi(cfg).items():
-            print(f"=> Warning: {key} {config_lib.get(cfg, key)!r} does not apply to {cfg.model.name}: {governed_by}")
-        return run_fgdi(cfg, datamanager, model, folder)
-    if cfg.model.load_weights:
-        skipped = load_torchreid_checkpoint(model, cfg.model.load_weights, skip_classifier=True)
+    return torchreid.models.build_model(settings.model_name, classes, **kwargs)
+
+
+def run_torchreid(
+    cfg: CN, settings: RunSettings, datamanager: DomainImageDataManager, model: torch.nn.Module, folder: RunFolder
+) -> dict:
+    """A torchreid model's run through the engine of ``loss.name``, resumed or from ``model.load_weights``."""
+    if settings.load_weights:
+        skipped = load_torchreid_checkpoint(model, settings.load_weights, skip_classifier=True)
         print(
-            f"=> Loaded {cfg.model.load_weights}"
+            f"=> Loaded {settings.load_weights}"
             + (f" (other identities, kept as initialised: {skipped})" if skipped else "")
         )
     if datamanager.use_gpu:
         model = model.cuda()
-    optimizer = torchreid.optim.build_optimizer(model, **config_lib.optimizer_kwargs(cfg))
-    scheduler = torchreid.optim.build_lr_scheduler(optimizer, **config_lib.lr_scheduler_kwargs(cfg))
-    run_kwargs = {**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)}
+    optimizer = torchreid.optim.build_optimizer(model, **settings.optimizer)
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, **settings.scheduler)
+    run_kwargs = dict(settings.run)
     fingerprint = datamanager.fingerprint()
     resume, recorded = checked_resume(cfg, fingerprint, folder, fgdi=False)
     if resume:
         run_kwargs["start_epoch"] = torchreid.utils.resume_from_checkpoint(
             resume, model, optimizer=optimizer, scheduler=scheduler
         )
-        if cfg.train.lr != recorded.train.lr:
-            schedules.scale_lrs(scheduler, cfg.train.lr / recorded.train.lr)
+        if settings.optimizer["lr"] != recorded.train.lr:
+            schedules.scale_lrs(scheduler, settings.optimizer["lr"] / recorded.train.lr)
         if hasattr(scheduler, "T_max"):
-            scheduler.T_max = cfg.train.max_epoch
+            scheduler.T_max = settings.scheduler["max_epoch"]
     trained = model
-    if world > 1:
+    if distributed.world_size() > 1:
         device_ids = [torch.cuda.current_device()] if datamanager.use_gpu else None
         trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    loss, test = config_lib.loss_settings(cfg), config_lib.test_settings(cfg)
-    engine = build_engine(datamanager, trained, optimizer, scheduler, loss, test, cfg.dump())
+    engine = build_engine(
+        datamanager, trained, optimizer, scheduler, settings.loss, settings.test, settings.config_text
+    )
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
 
 
-def run_fgdi(cfg: CN, datamanager: DomainImageDataManager, model: FGDI, folder: RunFolder) -> dict:
-    """The three-stage engine's run of `model`, resumed or from `model.load_weights` as `cfg` says."""
-    if cfg.model.load_weights:
-        kept = load_fgdi_checkpoint(model, cfg.model.load_weights)
-        print(f"=> Loaded {cfg.model.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
-    engine = ImageFGDIEngine(datamanager, model, **config_lib.fgdi_engine_kwargs(cfg))
+def run_fgdi(
+    cfg: CN, settings: RunSettings, datamanager: DomainImageDataManager, model: FGDI, folder: RunFolder
+) -> dict:
+    """The three-stage engine's run of `model`, resumed or from ``model.load_weights``."""
+    if settings.load_weights:
+        kept = load_fgdi_checkpoint(model, settings.load_weights)
+        print(f"=> Loaded {settings.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))
+    engine = ImageFGDIEngine(
+        datamanager,
+        model,
+        settings.fgdi,
+        settings.test,
+        use_gpu=settings.data["use_gpu"],
+        config_text=settings.config_text,
+    )
     resume, _ = checked_resume(cfg, engine.data_fingerprint, folder, fgdi=True)
     if resume:
         state = engine.resume(resume)
         if distributed.is_main():
-            continue_from(state, resume, cfg.data.save_dir)
-    engine.run(**{**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)})
+            continue_from(state, resume, settings.run["save_dir"])
+    engine.run(**settings.run)
     return getattr(engine, "test_results", {})

@@ -28,6 +28,7 @@ from ..errors import ConfigError
 from ..evaluation.ranking import EVALUATORS
 from ..integration import registry
 from ..models.fgdi import LOSSES, NECK_FEATS
+from .defaults import get_default_config
 
 # Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
 CHOICES = {
@@ -264,3 +265,29 @@ def check_config(cfg: CN) -> None:
         )
     if cfg.sampler.train_sampler in IDENTITY_SAMPLERS:
         check_pk_batch(cfg.train.batch_size, cfg.sampler.num_instances)
+
+
+# torchreid settings the three-stage engine does not read, and what governs the same thing there.
+FGDI_GOVERNS = {
+    "train.max_epoch": ", ".join(EPOCH_KEYS),
+    "train.open_layers": "the stage table: each stage trains its own parameters",
+    "train.lr": "fgdi.image.lr (stages 1 and 3), fgdi.prompt.lr (stage 2)",
+    "train.optim": "Adam, as the authors (fgdi.image.*, fgdi.prompt.*)",
+    "train.weight_decay": "fgdi.image.weight_decay, fgdi.prompt.weight_decay",
+    "train.lr_scheduler": "fgdi.image.milestones / gamma / warmup_* and the stage-2 cosine (fgdi.prompt.*)",
+    "train.stepsize": "fgdi.image.milestones",
+    "train.gamma": "fgdi.image.gamma",
+    "train.fixbase_epoch": "the stages decide what trains",
+    "train.start_epoch": "model.resume",
+    "loss.name": "the engine's losses (ID + triplet, then the text terms): fgdi.id_weight, triplet_weight, beta",
+    "loss.softmax.label_smooth": "fgdi.label_smooth",
+    "loss.triplet.margin": "the soft-margin triplet (no margin)",
+    "loss.triplet.weight_t": "fgdi.triplet_weight",
+    "loss.triplet.weight_x": "fgdi.id_weight",
+}
+
+
+def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
+    """{key: what governs it instead} for the torchreid settings `cfg` changes that an FGDI run ignores."""
+    defaults = get_default_config()
+    return {key: what for key, what in FGDI_GOVERNS.items() if get(cfg, key) != get(defaults, key)}

@@ -13,7 +13,6 @@ import contextlib
 import functools
 import glob
 import importlib
-import os
 import re
 import sys
 import types

@@ -23,7 +23,7 @@ from PIL import Image
 from yacs.config import CfgNode as CN
 
 from .. import __version__
-from ..config import defaults as config_lib
+from ..config import RunSettings, load_config, load_config_text
 from ..data.images import read_image
 from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
 from ..errors import ConfigError
@@ -41,7 +41,7 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     the weights determine (domains, cameras) are read off `state` when given."""
     state = state or {}
     num_domains = state["promptlearner.dmctx"].shape[0] if "promptlearner.dmctx" in state else len(cfg.data.sources)
-    kwargs = config_lib.model_kwargs(cfg, num_domains)
+    kwargs = RunSettings.from_config(cfg).model_kwargs(num_domains)
     if "cv_embed" in state:
         kwargs["num_cameras"] = state["cv_embed"].shape[0]
     arch = VARIANTS[cfg.model.name]["clip"]
@@ -57,10 +57,7 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     was built at, whatever its data size). The checkpoint is loaded from disk once, for both its
     config and its weights."""
     checkpoint = read_checkpoint(model_path)
-    if config_file:
-        cfg = config_lib.load_config(config_file)
-    else:
-        cfg = config_lib.load_config_text(recorded_config_text(checkpoint, model_path))
+    cfg = load_config(config_file) if config_file else load_config_text(recorded_config_text(checkpoint, model_path))
     state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
