@@ -14,7 +14,6 @@ import torchreid_fgdi
 from torchreid_fgdi.cli.run_folder import RunFolderError
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import CHOICES
-from torchreid_fgdi.data.datamanager import check_identity_batches
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 from torchreid_fgdi.data.samplers import check_identity_batches
 from torchreid_fgdi.errors import ConfigError, FGDIError, UnreadableImageError
