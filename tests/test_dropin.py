@@ -1,6 +1,5 @@
 """fgdi through torchreid's own entry point, engines, data manager, extractor and checkpoint tools."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -172,9 +171,7 @@ def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny
         settings.num_classes(datamanager.num_train_pids),
         **settings.model_kwargs(datamanager.num_train_domains),
     )
-    # i25-engine: ImageFGDIEngine(datamanager, model, settings.fgdi, settings.test, config_text=settings.config_text)
-    test = dataclasses.asdict(settings.test)
-    engine = ImageFGDIEngine(datamanager, model, settings.fgdi, **test, config_text=settings.config_text)
+    engine = ImageFGDIEngine(datamanager, model, settings.fgdi, settings.test, config_text=settings.config_text)
     engine.run(**settings.run)  # torchreid's Engine.run arguments (save_dir, eval_freq, ...)
     assert not (tmp_path / "plots").exists()
     features = FeatureExtractor(str(tmp_path / "checkpoints" / "stage3.pth"), device="cpu")(torch.randn(2, 3, 64, 32))
