@@ -67,20 +67,20 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     Examples::
 
         import torchreid, torchreid_fgdi
-        from torchreid_fgdi.config import load_config
-        from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs, num_classes
+        from torchreid_fgdi.config import RunSettings, load_config
         from torchreid_fgdi.data import DomainImageDataManager
         from torchreid_fgdi.engine import ImageFGDIEngine
 
         cfg = load_config("configs/synthetic/fgdi_tiny.yaml")
-        datamanager = DomainImageDataManager(**imagedata_kwargs(cfg))
+        settings = RunSettings.from_config(cfg)
+        datamanager = DomainImageDataManager(**settings.data)
         model = torchreid.models.build_model(
             cfg.model.name,
-            num_classes(cfg, datamanager.num_train_pids),
-            **model_kwargs(cfg, datamanager.num_train_domains),
+            settings.num_classes(datamanager.num_train_pids),
+            **settings.model_kwargs(datamanager.num_train_domains),
         )
-        engine = ImageFGDIEngine(datamanager, model, **fgdi_engine_kwargs(cfg))  # settings, test, ...
-        engine.run(save_dir="log/fgdi_tiny", print_freq=10)
+        engine = ImageFGDIEngine(datamanager, model, settings.fgdi, settings.test, config_text=settings.config_text)
+        engine.run(**settings.run)
     """
 
     def __init__(
@@ -295,7 +295,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     ) -> None:
         """Runs the stages from where the engine stands (the start, or a resumed checkpoint), then tests.
 
-        torchreid's `Engine.run` signature, so ``engine.run(**engine_run_kwargs(cfg))`` works; the
+        torchreid's `Engine.run` signature, so ``engine.run(**RunSettings.run)`` works; the
         stage table sets the epochs and what trains, so `max_epoch`, `start_epoch`, `fixbase_epoch`
         and `open_layers` are not used (`config.ignored_by_fgdi` names them when a config sets
         them). `eval_freq` > 0 also tests every that many epochs of the last stage, from `start_eval`.
