@@ -295,7 +295,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     ) -> None:
         """Runs the stages from where the engine stands (the start, or a resumed checkpoint), then tests.
 
-        torchreid's `Engine.run` signature, so ``engine.run(**RunSettings.run)`` works; the
+        torchreid's `Engine.run` signature, so ``engine.run(**settings.run)`` (a `RunSettings`) works; the
         stage table sets the epochs and what trains, so `max_epoch`, `start_epoch`, `fixbase_epoch`
         and `open_layers` are not used (`config.ignored_by_fgdi` names them when a config sets
         them). `eval_freq` > 0 also tests every that many epochs of the last stage, from `start_eval`.
