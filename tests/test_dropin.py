@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
-from torchreid_fgdi.config.checks import ConfigError
-from torchreid_fgdi.config.defaults import ignored_by_fgdi, load_config
 
 from tests.conftest import FIXTURES
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
+from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config.defaults import ignored_by_fgdi, load_config
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.tools.export import export
 from torchreid_fgdi.tools.features import FeatureExtractor
@@ -83,9 +83,9 @@ def test_torchreids_engines_train_fgdi(tiny_root, tmp_path, loss):
 
 
 def _our_run(root, save_dir):
-    from torchreid_fgdi.cli.train import main
+    from torchreid_fgdi.cli.train import train
 
-    main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
+    train(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
     return save_dir / "checkpoints" / "stage3.pth"
 
 
@@ -159,7 +159,6 @@ def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
 
 def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):
     from torchreid_fgdi.config.defaults import fgdi_engine_kwargs, imagedata_kwargs, model_kwargs, num_classes
-
     from torchreid_fgdi.data import DomainImageDataManager
     from torchreid_fgdi.engine import ImageFGDIEngine
 

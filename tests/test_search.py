@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.test_inference import BASELINE, save_baseline
+from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.tools import gallery_index, nearest, search
 from torchreid_fgdi.tools.features import FeatureExtractor
 
@@ -53,7 +54,7 @@ def _extractor(weights) -> Counting:
 
 def _search(weights, tmp_path, *args) -> list[dict]:
     common = ["--weights", weights, "--config-file", BASELINE, "--device", "cpu", "--out", str(tmp_path / "out")]
-    return search.main([*common, "--index", str(tmp_path / "index.pt"), *args])
+    return search_cli.search([*common, "--index", str(tmp_path / "index.pt"), *args])
 
 
 def test_a_query_folder_stands_for_every_image_under_it_sorted(gallery, weights, tmp_path):

@@ -34,6 +34,7 @@ from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import pretrain
 from ..utils.checkpoint import CheckpointError, read_checkpoint
 from .parsers import command_parser
+from .refusals import run_command
 from .run_folder import RunFolder, check_resume, recorded_config
 
 
@@ -129,14 +130,14 @@ def log_to_file(path: str) -> Iterator[None]:
     """Copies stdout into `path` while the block runs, like torchreid's `Logger`.
 
     torchreid's `Logger` replaces `sys.stdout` for good and closes the console when collected,
-    which breaks anything that runs after `main` in the same process (tests, notebooks).
+    which breaks anything that runs after `train` in the same process (tests, notebooks).
     """
     os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
         yield
 
 
-def main(argv: list[str] | None = None) -> dict:
+def train(argv: list[str] | None = None) -> dict:
     """Trains and tests as the config says; returns the per-target results."""
     cfg = build_config(argv)
     rank, _ = distributed.init_from_env()
@@ -279,3 +280,12 @@ def run_fgdi(cfg: CN, datamanager: DomainImageDataManager, model: FGDI, folder: 
             continue_from(state, resume, cfg.data.save_dir)
     engine.run(**{**config_lib.engine_run_kwargs(cfg), "save_dir": output_dir(cfg)})
     return getattr(engine, "test_results", {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi`` console script: `train`, a refusal as one ``error:`` line."""
+    return run_command(train, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
