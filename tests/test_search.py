@@ -88,7 +88,7 @@ def test_exclude_self_leaves_out_the_querys_own_file_under_any_path(gallery, wei
 def test_a_second_search_embeds_only_the_queries(gallery, weights, tmp_path, capsys, monkeypatch):
     extractors = []
     monkeypatch.setattr(
-        search, "FeatureExtractor", lambda *a, **k: extractors.append(Counting(*a, **k)) or extractors[-1]
+        search_cli, "FeatureExtractor", lambda *a, **k: extractors.append(Counting(*a, **k)) or extractors[-1]
     )
     query = str(gallery / "p0.png")
     first = _search(weights, tmp_path, "--query", query, "--gallery", str(gallery))
