@@ -100,7 +100,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
 def pretrain(folder: str, settings: PretrainSettings) -> dict:
     """Writes the corpus, trains with open_clip_train, keeps the final weights as
     ``folder/open_clip_tiny.pt`` and the zero-shot probe as ``folder/zero_shot.json``; returns the probe."""
-    extras.require("pretrain", TRAINER_MODULES, "pretraining the synthetic benchmark's tiny CLIP")
+    what = f"pretraining the synthetic benchmark's tiny CLIP (fgdi.clip_weights {TAG}, made once and cached)"
+    extras.require("pretrain", TRAINER_MODULES, what)
     from open_clip_train.main import main as train_main  # imports pandas, transformers: only when training
 
     work = folder + ".work"

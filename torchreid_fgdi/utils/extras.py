@@ -27,8 +27,8 @@ def install_command(extra: str) -> str:
 def require(extra: str, modules: Sequence[str], needed_by: str, otherwise: str = "") -> None:
     """Imports each of `modules`; the first that is missing refuses with the extra that brings it.
 
-    `needed_by` says what needs them, e.g. ``"torchreid-fgdi-export --format onnx"``; `otherwise`,
-    if given, what works without them (ends the message in parentheses).
+    `needed_by` says what needs them, e.g. ``"the ONNX export (--format onnx)"``; `otherwise`, if
+    given, what works without them (the message ends with it).
     """
     for module in modules:
         try:
@@ -37,7 +37,7 @@ def require(extra: str, modules: Sequence[str], needed_by: str, otherwise: str =
             missing = err.name or module
             raise MissingExtraError(
                 f"{needed_by} needs {missing}, which is not installed: it comes with the {extra} extra, "
-                f"{install_command(extra)}" + (f" ({otherwise})" if otherwise else ""),
+                f"{install_command(extra)}" + (f"; {otherwise}" if otherwise else ""),
                 name=missing,
             ) from err
 
