@@ -12,8 +12,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 python_id="$("$python" -c 'import platform, sys; print(sys.version, platform.machine())')"
-# The version line too: the editable install's metadata records the version at install time.
-key="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" <(grep -h "^__version__" "$repo/torchreid_fgdi/__init__.py") <(echo "$python_id") | sha256sum | cut -c1-16)"
+# pyproject.toml and setup.cfg: the build and the dependencies; the version line too: the editable install's metadata records the version at install time.
+key="$(cat "$repo/pyproject.toml" "$repo/setup.cfg" "$repo/constraints.txt" <(grep -h "^__version__" "$repo/torchreid_fgdi/__init__.py") <(echo "$python_id") | sha256sum | cut -c1-16)"
 cache="${TORCHREID_FGDI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/torchreid-fgdi}"
 venv="$cache/venv-$key"
 mkdir -p "$cache"

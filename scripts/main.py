@@ -1,11 +1,11 @@
 """torchreid-style entry point: `python scripts/main.py --config-file CFG [KEY VALUE ...]`.
 
-The same as `python -m torchreid_fgdi`, placed where torchreid users look for it.
+The same as `python -m torchreid_fgdi` (`torchreid_fgdi.cli.train`), placed where torchreid users look for it.
 """
 
 import sys
 
-from torchreid_fgdi.cli.commands import train
+from torchreid_fgdi.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(train())
+    sys.exit(main())

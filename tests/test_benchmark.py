@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from torchreid_fgdi.cli.benchmark import main
+from torchreid_fgdi.cli.benchmark import benchmark
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import results_from_json
@@ -30,7 +30,7 @@ def test_derived_config_keeps_its_base_and_overrides_what_it_says(tmp_path):
 def test_models_side_by_side_and_collected_again(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' save_dirs are relative
     out = tmp_path / "bench"
-    runs = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), *SHORT])
+    runs = benchmark(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), *SHORT])
     assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only"]
     table = (out / "benchmark.md").read_text()
     saved = json.loads((tmp_path / "log/synthetic/fgdi_tiny/results.json").read_text())
@@ -40,7 +40,7 @@ def test_models_side_by_side_and_collected_again(tiny_root, tmp_path, monkeypatc
     assert csv[0] == "model,target,domain,mAP,R1,R5,R10" and len(csv) == 1 + 2 * (4 + 1)
     checkpoint = tmp_path / "log/synthetic/fgdi_tiny/checkpoints/stage3.pth"
     written = checkpoint.stat().st_mtime_ns
-    main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--collect", *SHORT])
+    benchmark(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--collect", *SHORT])
     assert (out / "benchmark.md").read_text() == table and checkpoint.stat().st_mtime_ns == written
 
 
@@ -48,7 +48,7 @@ def test_configs_on_different_data_are_refused(tmp_path):
     other = tmp_path / "one_source.yaml"
     other.write_text(f"_BASE_: {FGDI}\ndata:\n  sources: [synth_a]\n  save_dir: {tmp_path / 'other'}\n")
     with pytest.raises(ValueError, match="must train and test on the same data"):
-        main(["--configs", FGDI, str(other), "--out", str(tmp_path), "--collect"])
+        benchmark(["--configs", FGDI, str(other), "--out", str(tmp_path), "--collect"])
 
 
 def _seeded_configs(tmp_path, sources="[synth_a, synth_b]"):
@@ -76,7 +76,7 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
             folder.mkdir(parents=True)
             (folder / "results.json").write_text(json.dumps(results))
     out = tmp_path / "bench"
-    runs = main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+    runs = benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
     assert list(runs) == ["first", "second"] and list(runs["first"]) == [1, 2, 3]  # labels: the file names
     assert runs["second"][3]["synth_d"]["mAP"] == pytest.approx(0.30)
     table = (out / "benchmark.md").read_text().splitlines()
@@ -91,23 +91,23 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
     assert "first,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
     (tmp_path / "log" / "second" / "seed2" / "results.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"second/seed2/results.json does not exist"):
-        main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+        benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
 
 
 def test_seeds_do_not_make_a_shared_save_dir_acceptable(tmp_path):
     first, second = _seeded_configs(tmp_path)
     Path(second).write_text(Path(second).read_text().replace("second", "first"))
     with pytest.raises(ValueError, match=r"several runs would write data.save_dir .*first/seed1"):
-        main(["--configs", first, second, "--out", str(tmp_path), "--collect", "--seeds", "1", "2"])
+        benchmark(["--configs", first, second, "--out", str(tmp_path), "--collect", "--seeds", "1", "2"])
     with pytest.raises(ValueError, match="at least two different seeds"):
-        main(["--configs", first, "--out", str(tmp_path), "--collect", "--seeds", "4"])
+        benchmark(["--configs", first, "--out", str(tmp_path), "--collect", "--seeds", "4"])
 
 
 @pytest.mark.subprocess
 def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench"
-    runs = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT])
+    runs = benchmark(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT])
     assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only"]
     for label in runs:
         saved = results_from_json(json.loads((tmp_path / f"log/synthetic/{label}/results.json").read_text()))
@@ -119,4 +119,6 @@ def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_pa
     monkeypatch.chdir(tmp_path / "again")  # fresh save_dirs: only the missing CLIP file can fail
     missing = ["fgdi.clip_weights", str(tmp_path / "no-such-clip.pt")]
     with pytest.raises(RuntimeError, match=r"fgdi_tiny(_stage1_only)? failed: .*no-such-clip\.pt"):
-        main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing])
+        benchmark(
+            ["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing]
+        )

@@ -4,30 +4,33 @@ only on request), the weights listing, one offline advice for one file, and the 
 says it kept a domain and replaces one safely."""
 
 import argparse
+import runpy
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from torchreid_fgdi.cli import commands, refusals
+from torchreid_fgdi.cli import benchmark, export, pretrain, refusals, search, synthetic, train, weights
 from torchreid_fgdi.cli.parsers import EXAMPLES_HEADING, HelpFormatter
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.models import clip_weights, hub
-from torchreid_fgdi.synthetic import render as synthetic
+from torchreid_fgdi.synthetic import render
 
 REPO = Path(__file__).parents[1]
 CONFIG = str(REPO / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
-COMMANDS = {
-    "torchreid-fgdi": commands.train,
-    "torchreid-fgdi-benchmark": commands.benchmark,
-    "torchreid-fgdi-search": commands.search,
-    "torchreid-fgdi-export": commands.export,
-    "torchreid-fgdi-weights": commands.weights,
-    "torchreid-fgdi-synthetic": commands.synthetic,
-    "torchreid-fgdi-pretrain": commands.pretrain,
+MODULES = {  # command -> its module in torchreid_fgdi.cli, whose `main` is the console script
+    "torchreid-fgdi": train,
+    "torchreid-fgdi-benchmark": benchmark,
+    "torchreid-fgdi-search": search,
+    "torchreid-fgdi-export": export,
+    "torchreid-fgdi-weights": weights,
+    "torchreid-fgdi-synthetic": synthetic,
+    "torchreid-fgdi-pretrain": pretrain,
 }
+COMMANDS = {name: module.main for name, module in MODULES.items()}
 
 
 def _help(command, monkeypatch, capsys) -> tuple[argparse.ArgumentParser, str]:
@@ -97,33 +100,74 @@ def test_no_arguments_print_the_usage_and_start_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _refusals(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
+    """Every command's ``python -m`` spelling -> (words it refuses, exit status, what the error line names)."""
+    missing, a_file = str(tmp_path / "missing.pth"), tmp_path / "a-file"
+    a_file.write_text("")
+    bad_key = (["--config-file", CONFIG, "train.max_epochs", "3"], 2, "unknown config key 'train.max_epochs'")
+    return {
+        "torchreid_fgdi": bad_key,
+        "torchreid_fgdi.cli.train": bad_key,
+        "torchreid_fgdi.cli.benchmark": (["--configs", CONFIG, "--seeds", "1"], 2, "--seeds 1: give at least two"),
+        "torchreid_fgdi.cli.search": (
+            ["--weights", missing, "--query", str(tmp_path / "q"), "--gallery", str(tmp_path)],
+            1,
+            "--query",
+        ),
+        "torchreid_fgdi.cli.export": (["--weights", missing, "--format", "torchscript"], 1, "missing.pth"),
+        "torchreid_fgdi.cli.weights": (["--download", "bad"], 1, "no released weights named 'bad'"),
+        "torchreid_fgdi.cli.synthetic": (["--root", str(a_file / "data")], 1, "a-file"),
+        "torchreid_fgdi.cli.pretrain": (["--cache", str(a_file / "cache")], 1, "a-file"),
+    }
+
+
+def _dash_m(module: str, argv: list[str]) -> int:
+    """What ``python -m module argv...`` does after its imports (runpy runs the module as ``__main__``):
+    its exit status."""
+    with pytest.MonkeyPatch.context() as patch, warnings.catch_warnings():
+        patch.setattr(sys, "argv", [module, *argv])
+        warnings.simplefilter("ignore", RuntimeWarning)  # the module was imported before here; a fresh -m is not
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    return done.value.code
+
+
+def test_python_dash_m_refuses_as_the_console_scripts_do(tmp_path, monkeypatch, capsys):
+    """``python -m torchreid_fgdi`` and ``python -m torchreid_fgdi.cli.<command>`` (the README's other
+    spelling) print the same one line as the console scripts, for every command."""
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    monkeypatch.chdir(tmp_path)
+    refused = _refusals(tmp_path)
+    assert {m.__name__ for m in MODULES.values()} <= set(refused)  # every command
+    for module, (argv, status, message) in refused.items():
+        assert _dash_m(module, argv) == status, (module, capsys.readouterr())
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and message in err, (module, err)
+        assert err.rstrip().endswith(f"({refusals.DEBUG_VARIABLE}=1 shows the traceback)")
+    assert list(tmp_path.iterdir()) == [tmp_path / "a-file"]  # nothing written by a refused command
+
+
 @pytest.mark.subprocess
-def test_python_dash_m_refuses_as_the_console_scripts_do(tmp_path):
-    """``python -m torchreid_fgdi.<command>`` (the README's other spelling) prints the same one line."""
-    missing = str(tmp_path / "missing.pth")
-    spellings = {
-        "search": ["--weights", missing, "--query", str(tmp_path / "q"), "--gallery", str(tmp_path)],
-        "export": ["--weights", missing],
-    }
-    runs = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", f"torchreid_fgdi.{name}", *argv], cwd=tmp_path, stderr=subprocess.PIPE, text=True
-        )
-        for name, argv in spellings.items()
-    }
-    errors = {name: run.communicate(timeout=300)[1] for name, run in runs.items()}
-    for name, run in runs.items():
-        last = errors[name].strip().splitlines()[-1]
-        assert run.returncode == 1 and "Traceback" not in errors[name], (name, errors[name])
-        assert last.startswith("error: ") and last.endswith(f"({refusals.DEBUG_VARIABLE}=1 shows the traceback)")
-    assert "--query" in errors["search"] and "missing.pth" in errors["export"]
+def test_a_command_module_refuses_in_a_process_of_its_own(tmp_path):
+    """One of them for real: a fresh interpreter, as a user types it."""
+    argv, status, message = _refusals(tmp_path)["torchreid_fgdi.cli.export"]
+    done = subprocess.run(
+        [sys.executable, "-m", "torchreid_fgdi.cli.export", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == status and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and message in line
 
 
 @pytest.mark.parametrize(
     ("command", "argv", "message"),
     [
-        (commands.train, ["--config-file", CONFIG, "train.max_epochs", "3"], "unknown config key 'train.max_epochs'"),
-        (commands.benchmark, ["--configs", CONFIG, "--seeds", "1"], "--seeds 1: give at least two different seeds"),
+        (train.main, ["--config-file", CONFIG, "train.max_epochs", "3"], "unknown config key 'train.max_epochs'"),
+        (benchmark.main, ["--configs", CONFIG, "--seeds", "1"], "--seeds 1: give at least two different seeds"),
     ],
 )
 def test_a_config_error_is_one_error_line_and_exit_2(command, argv, message, tmp_path, monkeypatch, capsys):
@@ -142,7 +186,7 @@ def test_a_config_error_is_one_error_line_and_exit_2(command, argv, message, tmp
 def test_missing_datasets_are_reported_once_without_a_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
     argv = ["--config-file", CONFIG, "--root", str(tmp_path / "data"), "-s", "market1501", "-t", "market1501"]
-    assert commands.train([*argv, "data.save_dir", str(tmp_path / "log")]) == 1
+    assert train.main([*argv, "data.save_dir", str(tmp_path / "log")]) == 1
     out, err = capsys.readouterr()
     assert "market1501  missing: " in out  # the dataset table, printed as it was checked
     lines = err.splitlines()
@@ -168,20 +212,20 @@ def test_bugs_keep_their_traceback_and_missing_paths_do_not(capsys, monkeypatch)
 
 
 def test_weights_download_of_an_unknown_name_lists_the_known_ones(capsys):
-    assert commands.weights(["--download", "bad"]) == 1
+    assert weights.main(["--download", "bad"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: no released weights named 'bad'; known: ") and err.count("\n") == 1
     assert all(name in err for name in hub.REGISTRY)
 
 
 def test_weights_listing_says_no_trained_clip_fgdi_weights_exist_until_one_is_registered(capsys, monkeypatch):
-    assert commands.weights([]) == 0
+    assert weights.main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("No trained CLIP-FGDI weights are released yet")
     assert "CLIP backbones" in out and all(name in out for name in hub.REGISTRY)
     trained = hub.ReleasedWeights("https://example.org/fgdi.pth", "0" * 64, "fgdi.pth", None, "CLIP-FGDI", True)
     monkeypatch.setitem(hub.REGISTRY, "fgdi-market", trained)
-    commands.weights([])
+    weights.main([])
     assert capsys.readouterr().out.startswith("trained CLIP-FGDI weights: fgdi-market;")
 
 
@@ -205,11 +249,11 @@ def _images(domain: Path) -> list[str]:
 def test_the_generator_says_it_kept_a_domain_and_overwrite_swaps_in_a_new_one(tmp_path, capsys, monkeypatch):
     root, domain = tmp_path / "data", tmp_path / "data" / "synth_a"
     small = ["--root", str(root), "--domains", "synth_a", "--train-ids", "2", "--test-ids", "2"]
-    assert commands.synthetic(small) == 0
+    assert synthetic.main(small) == 0
     first = _images(domain)
     capsys.readouterr()
     larger = [*small[:-4], "--train-ids", "5", "--test-ids", "3"]
-    assert commands.synthetic(larger) == 0
+    assert synthetic.main(larger) == 0
     assert capsys.readouterr().out == (
         f"=> {domain} exists: kept as it is, not regenerated with these sizes and seed (--overwrite replaces it)\n"
     )
@@ -218,19 +262,19 @@ def test_the_generator_says_it_kept_a_domain_and_overwrite_swaps_in_a_new_one(tm
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(synthetic, "_write_split", crash)
+    monkeypatch.setattr(render, "_write_split", crash)
     with pytest.raises(OSError, match="disk full"):
-        commands.synthetic([*larger, "--overwrite"])
+        synthetic.main([*larger, "--overwrite"])
     assert _images(domain) == first and [p.name for p in root.iterdir()] == ["synth_a"]  # the old one, whole
     monkeypatch.undo()
-    assert commands.synthetic([*larger, "--overwrite"]) == 0
+    assert synthetic.main([*larger, "--overwrite"]) == 0
     assert capsys.readouterr().out == f"wrote {domain}\n"
     assert len(_images(domain)) > len(first) and [p.name for p in root.iterdir()] == ["synth_a"]
 
 
 def test_the_generator_refuses_sizes_it_cannot_draw(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
-        commands.synthetic(["--root", str(tmp_path), "--max-cams-per-id", "1"])
+        synthetic.main(["--root", str(tmp_path), "--max-cams-per-id", "1"])
     assert done.value.code == 2
     assert "--max-cams-per-id must be at least 2, got 1" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

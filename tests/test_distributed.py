@@ -76,11 +76,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_root, t
     """Stage 1 with the ID loss off (the BNNecks, whose batch statistics are per rank, then leave the
     loss path) and no random augmentation: DDP over the ranks' shares, with the triplet loss mined
     on the gathered global batch, gives the single-process weights."""
-    from torchreid_fgdi.cli.train import main
+    from torchreid_fgdi.cli.train import train
 
     opts = ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "0", "fgdi.stage2b_epochs", "0"]
     opts += ["fgdi.stage3_epochs", "0", "fgdi.id_weight", "0.0", "data.transforms", "[]", "train.batch_size", "24"]
-    main(["--config-file", CONFIG, "data.root", tiny_root, "data.save_dir", str(tmp_path / "one"), *opts])
+    train(["--config-file", CONFIG, "data.root", tiny_root, "data.save_dir", str(tmp_path / "one"), *opts])
     _torchrun(tiny_root, tmp_path / "two", *opts)
     one, two = _weights(tmp_path / "one/checkpoints/stage1.pth"), _weights(tmp_path / "two/checkpoints/stage1.pth")
     # Two parameters have an exactly zero gradient here, so Adam turns float noise into full-size

@@ -83,9 +83,9 @@ def test_torchreids_engines_train_fgdi(tiny_root, tmp_path, loss):
 
 
 def _our_run(root, save_dir):
-    from torchreid_fgdi.cli.train import main
+    from torchreid_fgdi.cli.train import train
 
-    main(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
+    train(["--config-file", CONFIG, "--root", root, "data.save_dir", str(save_dir), *ONE_EPOCH_EACH, *SIZE])
     return save_dir / "checkpoints" / "stage3.pth"
 
 

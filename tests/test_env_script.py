@@ -18,7 +18,7 @@ def _clone(into: Path) -> Path:
     """The files env.sh and an import need, as a separate clone would have them."""
     shutil.copytree(REPO / "torchreid_fgdi", into / "torchreid_fgdi", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "scripts", into / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "constraints.txt"):
+    for name in ("pyproject.toml", "setup.cfg", "constraints.txt"):
         shutil.copy(REPO / name, into)
     return into
 
@@ -74,6 +74,23 @@ def test_the_venv_key_includes_the_python_version(tmp_path):
         assert version in created
         paths.append(created.split()[2])
     assert paths[0] != paths[1]
+
+
+def _venv_named(clone: Path, tmp_path: Path) -> str:
+    fake = _fake_python(tmp_path / "python-fake", "3.11.9 x86_64")
+    done = _env_sh(clone, "true", cwd=tmp_path, TORCHREID_FGDI_CACHE=str(tmp_path / "cache"), PYTHON=str(fake))
+    assert done.returncode == 3, done.stderr
+    return next(line for line in done.stderr.splitlines() if line.startswith("[env] creating ")).split()[2]
+
+
+def test_the_venv_key_includes_the_package_options_in_setup_cfg(tmp_path):
+    """setup.cfg holds the dependencies and extras: another setup.cfg gets another venv."""
+    clone = _clone(tmp_path / "clone")
+    before = _venv_named(clone, tmp_path)
+    assert _venv_named(clone, tmp_path) == before
+    with open(clone / "setup.cfg", "a") as f:
+        f.write("\n# a dependency changed\n")
+    assert _venv_named(clone, tmp_path) != before
 
 
 @pytest.mark.skipif(not (Path(sys.prefix) / ".complete").is_file(), reason="the tests run outside env.sh's venv")

@@ -19,7 +19,7 @@ from tests.fake_datasets import _img, make_market1501, make_msmt17
 from tests.test_distributed import _free_port
 from tests.test_fgdi_engine import CONFIG, SHORT, _engine
 from torchreid_fgdi.cli.resume import resume_path
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainImageDataManager
@@ -45,7 +45,7 @@ MARKET = "market1501/Market-1501-v15.09.15"
 def test_a_bad_config_is_rejected_before_any_work(tmp_path, opts, error):
     root, save_dir = tmp_path / "data", tmp_path / "log"
     with pytest.raises(ConfigError, match=error):
-        main(["--config-file", CONFIG, "--root", str(root), "data.save_dir", str(save_dir), *opts])
+        train(["--config-file", CONFIG, "--root", str(root), "data.save_dir", str(save_dir), *opts])
     assert not root.exists() and not save_dir.exists()
 
 
@@ -90,7 +90,7 @@ def test_resume_auto_takes_the_newest_whole_checkpoint(tmp_path):
 def test_a_batch_the_identities_cannot_fill_is_refused_before_the_model_is_built(tiny_root, tmp_path, batch, k, error):
     args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path)]
     with pytest.raises(ValueError, match=error):
-        main([*args, "train.batch_size", batch, "sampler.num_instances", k])
+        train([*args, "train.batch_size", batch, "sampler.num_instances", k])
     assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name != ".run.lock"] == ["train.log"]
 
 

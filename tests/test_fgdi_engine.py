@@ -8,7 +8,7 @@ import pytest
 import torch
 import torchreid
 
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import ImageFGDIEngine
@@ -237,11 +237,11 @@ def test_bfloat16_autocast_trains_on_cpu_close_to_fp32_and_fp16_needs_cuda(tiny_
 
 def test_command_line_trains_all_stages_and_tests_a_checkpoint(tiny_root, tmp_path):
     args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *SHORT]
-    results = main(args)
+    results = train(args)
     assert list(results) == ["synth_a", "synth_b", "synth_c", "synth_d"]
     assert "| synth_d | unseen |" in (tmp_path / "results.md").read_text()
     final = tmp_path / "checkpoints" / "stage3.pth"
-    tested = main(args + ["test.evaluate", "True", "model.load_weights", str(final)])
+    tested = train(args + ["test.evaluate", "True", "model.load_weights", str(final)])
     assert tested["synth_d"]["mAP"] == pytest.approx(results["synth_d"]["mAP"])
 
 

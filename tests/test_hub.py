@@ -65,15 +65,15 @@ def test_unreachable_weights_say_which_file_to_fetch_and_where_to_put_it(torch_c
 
 def test_weights_command_lists_the_registry_with_cache_state_and_downloads_by_name(torch_cache, served_weights, capsys):
     name, payload = served_weights
-    weights.main([])
+    weights.weights([])
     listing = capsys.readouterr().out
     for registered in hub.REGISTRY:
         assert registered in listing
     assert f"{name:<22} not cached" in listing
-    weights.main(["--download", name])
+    weights.weights(["--download", name])
     assert capsys.readouterr().out.strip() == str(torch_cache / "w.pth")
     assert (torch_cache / "w.pth").read_bytes() == payload
-    weights.main([])
+    weights.weights([])
     assert f"{name:<22} cached" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        weights.main(["--no-such-option"])
+        weights.weights(["--no-such-option"])

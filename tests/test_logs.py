@@ -11,7 +11,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.test_fgdi_engine import CONFIG
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import progress
 from torchreid_fgdi.engine.baselines import EpochMeansMixin
@@ -51,7 +51,7 @@ RUN_EPOCH = re.compile(r"^(=> )?(stage\w+) epoch 1/1 \(run epoch (\d)/4\)")
 def run(tiny_root, tmp_path_factory):
     """One epoch per stage through the command line, a console line per batch: (save_dir, log lines)."""
     save_dir = tmp_path_factory.mktemp("logs")
-    main(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(save_dir), *ONE_EACH])
+    train(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(save_dir), *ONE_EACH])
     (log,) = save_dir.glob("train.log-*")
     return save_dir, log.read_text().splitlines()
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torchreid
 
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.errors import ConfigError
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "osnet_ain_x0_25.yaml")
@@ -19,7 +19,7 @@ SOURCES = ("synth_a", "synth_b", "synth_c")
 def demo(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo")
     save_dir = root / "log"
-    results = main(["--config-file", CONFIG, "--root", str(root / "data"), "data.save_dir", str(save_dir)])
+    results = train(["--config-file", CONFIG, "--root", str(root / "data"), "data.save_dir", str(save_dir)])
     return root, save_dir, results
 
 
@@ -52,7 +52,7 @@ def test_baseline_learns_the_sources_and_meets_a_shift_on_the_unseen_domain(demo
 @pytest.mark.slow
 def test_fgdi_trains_all_stages_learns_the_sources_and_beats_chance_unseen(demo, tmp_path):
     root, _, _ = demo
-    results = main(["--config-file", FGDI_CONFIG, "--root", str(root / "data"), "data.save_dir", str(tmp_path)])
+    results = train(["--config-file", FGDI_CONFIG, "--root", str(root / "data"), "data.save_dir", str(tmp_path)])
     _learns_sources_and_meets_a_shift(root, results)
     assert results["synth_d"]["mAP"] > 2 * _chance_map(root, "synth_d")
     stages = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -74,9 +74,9 @@ def test_unknown_config_key_is_rejected_before_any_work(tmp_path):
     with pytest.raises(
         ConfigError, match="unknown config key 'train.max_epochs' in the command line; did you mean train.max_epoch"
     ):
-        main(["--config-file", CONFIG, "--root", str(tmp_path), "train.max_epochs", "3"])
+        train(["--config-file", CONFIG, "--root", str(tmp_path), "train.max_epochs", "3"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("data:\n  sorces: [synth_a]\n")
     with pytest.raises(ConfigError, match="unknown config key 'data.sorces' in .*bad.yaml; did you mean data.sources"):
-        main(["--config-file", str(bad), "--root", str(tmp_path)])
+        train(["--config-file", str(bad), "--root", str(tmp_path)])
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]

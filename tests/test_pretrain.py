@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.test_trust import ONE
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.models import build_fgdi
 from torchreid_fgdi.synthetic import pretrain
 from torchreid_fgdi.synthetic.captions import (
@@ -109,7 +109,7 @@ def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrain
 def test_a_config_naming_the_synthetic_clip_trains_from_it(pretrained, tiny_root, tmp_path, monkeypatch):
     _, path = pretrained
     monkeypatch.setattr(pretrain, "pretrained_checkpoint", lambda: path)  # the tiny one stands in for the default
-    main(["--config-file", CLIP_CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *ONE])
+    train(["--config-file", CLIP_CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *ONE])
     trained = torch.load(tmp_path / "checkpoints" / "stage3.pth", weights_only=True)["state_dict"]
     clip = torch.load(path, weights_only=True)
     for key in ("positional_embedding", "text_projection", "transformer.resblocks.1.mlp.c_fc.weight"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torchreid
 
-from torchreid_fgdi.cli.benchmark import PAPER_AVERAGE, main
+from torchreid_fgdi.cli.benchmark import PAPER_AVERAGE, benchmark
 from torchreid_fgdi.data.readiness import check_datasets
 
 from .fake_datasets import BUILDERS
@@ -103,7 +103,7 @@ def test_protocol_runs_fgdi_on_the_fake_layouts(fake_root, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "bench"
     args = ["--protocol", protocol, "--models", "fgdi", "--configs-dir", CONFIGS, "--root", root, "--out", str(out)]
-    runs = main(args + ["model.name", "fgdi_tiny", *TINY])
+    runs = benchmark(args + ["model.name", "fgdi_tiny", *TINY])
     rows = list(runs["fgdi"])
     expected_rows = {
         "p1": ["prid", "grid", "viper", "ilids"],
@@ -135,5 +135,5 @@ def test_protocol_runs_the_torchreid_baselines(fake_root, tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     models = ["osnet_ain_x1_0", "osnet_x1_0", "resnet50"]
     args = ["--protocol", "p1", "--models", *models, "--configs-dir", CONFIGS, "--root", root, "--out", str(tmp_path)]
-    runs = main(args + TINY)
+    runs = benchmark(args + TINY)
     assert list(runs) == models and all(list(r) == ["prid", "grid", "viper", "ilids"] for r in runs.values())

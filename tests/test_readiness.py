@@ -2,7 +2,7 @@
 
 import pytest
 
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
 from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS
 
@@ -45,6 +45,6 @@ def test_a_run_with_a_missing_dataset_does_not_start(tmp_path):
     root, log = tmp_path / "data", tmp_path / "log"
     root.mkdir()
     with pytest.raises(DatasetsNotReadyError, match="viper"):
-        main(["--root", str(root), "data.save_dir", str(log), "data.targets", "['synth_a', 'viper']"])
+        train(["--root", str(root), "data.save_dir", str(log), "data.targets", "['synth_a', 'viper']"])
     assert not any(root.iterdir())  # synth_a not generated
     assert [p.name.split("-")[0] for p in log.iterdir() if p.name != ".run.lock"] == ["train.log"]  # only the log

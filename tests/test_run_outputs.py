@@ -15,7 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.test_fgdi_engine import CONFIG, SHORT
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli import search as search_cli
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import RunSettings, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.engine import progress
@@ -43,7 +44,7 @@ def run(tiny_root, tmp_path_factory):
     os.environ["TORCHREID_FGDI_PROGRESS"] = "1"
     try:
         with contextlib.redirect_stderr(stderr):
-            main(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(save_dir), *SHORT])
+            train(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(save_dir), *SHORT])
     finally:
         del os.environ["TORCHREID_FGDI_PROGRESS"]
     return save_dir, stderr.getvalue()
@@ -148,7 +149,7 @@ def test_search_ranks_a_gallery_folder_and_writes_a_page(run, tiny_root, tmp_pat
     queries = sorted(str(p) for p in (gallery / "nested").glob("*.jpg"))[:2]  # in the gallery: must come first
     out = tmp_path / "out"
     args = ["--query", *queries, "--gallery", str(gallery), "--weights", str(run[0] / "checkpoints" / "stage3.pth")]
-    ranking = search.main([*args, "--topk", "5", "--out", str(out), "--device", "cpu"])
+    ranking = search_cli.search([*args, "--topk", "5", "--out", str(out), "--device", "cpu"])
     assert [entry["matches"][0]["path"] for entry in ranking] == queries
     assert all(entry["matches"][0]["similarity"] == pytest.approx(1.0, abs=1e-5) for entry in ranking)
     assert all(len(entry["matches"]) == 5 for entry in ranking)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchreid_fgdi.cli.train import main
+from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.engine import schedules
 from torchreid_fgdi.engine.run_log import read_metrics
 
@@ -103,7 +103,7 @@ def test_a_run_trains_each_epoch_at_its_scheduled_rate(tiny_root, tmp_path):
     opts += ["fgdi.prompt.lr", "0.003", "fgdi.prompt.warmup_epochs", "2", "fgdi.prompt.warmup_lr", "1e-4"]
     opts += ["fgdi.prompt.min_lr", "1e-6", "fgdi.prompt.batch_size", "32", "data.targets", "['synth_d']"]
     opts += ["test.plots", "False", "train.batch_size", "24", "fgdi.checkpoint_every", "100"]
-    main(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *opts])
+    train(["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *opts])
     rows = read_metrics(str(tmp_path))
     logged = {stage: [r["lr"] for r in rows if r["group"] == stage] for stage in STAGES}
     warm = 1e-4 + (0.003 - 1e-4) / 2  # epoch 1 of a 2-epoch warm-up from 1e-4

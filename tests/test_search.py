@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tests.test_inference import BASELINE, save_baseline
+from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.tools import gallery_index, nearest, search
 from torchreid_fgdi.tools.features import FeatureExtractor
 
@@ -53,7 +54,7 @@ def _extractor(weights) -> Counting:
 
 def _search(weights, tmp_path, *args) -> list[dict]:
     common = ["--weights", weights, "--config-file", BASELINE, "--device", "cpu", "--out", str(tmp_path / "out")]
-    return search.main([*common, "--index", str(tmp_path / "index.pt"), *args])
+    return search_cli.search([*common, "--index", str(tmp_path / "index.pt"), *args])
 
 
 def test_a_query_folder_stands_for_every_image_under_it_sorted(gallery, weights, tmp_path):
@@ -87,7 +88,7 @@ def test_exclude_self_leaves_out_the_querys_own_file_under_any_path(gallery, wei
 def test_a_second_search_embeds_only_the_queries(gallery, weights, tmp_path, capsys, monkeypatch):
     extractors = []
     monkeypatch.setattr(
-        search, "FeatureExtractor", lambda *a, **k: extractors.append(Counting(*a, **k)) or extractors[-1]
+        search_cli, "FeatureExtractor", lambda *a, **k: extractors.append(Counting(*a, **k)) or extractors[-1]
     )
     query = str(gallery / "p0.png")
     first = _search(weights, tmp_path, "--query", query, "--gallery", str(gallery))

@@ -16,6 +16,7 @@ import torch
 import torchreid
 from PIL import Image
 
+from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.tools import search
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install playwright")
@@ -59,7 +60,7 @@ def result(tiny_root, tmp_path_factory):
     torchreid.utils.save_checkpoint({"state_dict": model.state_dict(), "epoch": 1}, str(folder))
     args = ["--query", *queries, "--gallery", str(gallery), "--weights", str(folder / "model.pth.tar-1")]
     out = folder / "out"
-    ranking = search.main([*args, "--config-file", BASELINE, "--topk", str(TOPK), "--out", str(out)])
+    ranking = search_cli.search([*args, "--config-file", BASELINE, "--topk", str(TOPK), "--out", str(out)])
     return out / "index.html", ranking
 
 

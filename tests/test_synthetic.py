@@ -67,7 +67,7 @@ def test_command_line_writes_requested_domains(tmp_path):
         [
             sys.executable,
             "-m",
-            "torchreid_fgdi.synthetic.render",
+            "torchreid_fgdi.cli.synthetic",
             "--root",
             str(tmp_path),
             "--domains",

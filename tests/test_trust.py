@@ -19,7 +19,8 @@ from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
-from torchreid_fgdi.cli.train import build_config, main
+from torchreid_fgdi.cli.search import search
+from torchreid_fgdi.cli.train import build_config, train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data.folders import glob_with_literal_folders
@@ -30,7 +31,6 @@ from torchreid_fgdi.errors import UnreadableImageError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
 from torchreid_fgdi.tools.export import _write_checked, export
 from torchreid_fgdi.tools.features import FeatureExtractor
-from torchreid_fgdi.tools.search import main as search
 from torchreid_fgdi.utils import atomic
 from torchreid_fgdi.utils.checkpoint import CheckpointError, read_checkpoint
 
@@ -41,7 +41,7 @@ OSNET = str(Path(CONFIG).parent / "osnet_ain_x0_25.yaml")
 
 
 def _cli(root, save_dir, *opts, config=CONFIG):
-    return main(["--config-file", config, "--root", root, "data.save_dir", str(save_dir), *ONE, *opts])
+    return train(["--config-file", config, "--root", root, "data.save_dir", str(save_dir), *ONE, *opts])
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +181,12 @@ def test_a_second_writer_of_a_folder_is_refused(tiny_root, tmp_path):
 def test_benchmark_configs_sharing_a_folder_are_refused(tmp_path):
     save = ["data.save_dir", str(tmp_path / "shared")]
     with pytest.raises(ValueError, match="several runs would write data.save_dir .*shared"):
-        benchmark.main(["--configs", CONFIG, OSNET, *save, "--out", str(tmp_path / "bench")])
+        benchmark.benchmark(["--configs", CONFIG, OSNET, *save, "--out", str(tmp_path / "bench")])
     assert not (tmp_path / "shared").exists()
 
 
 def test_benchmark_takes_key_value_pairs_after_its_configs(finished, tmp_path):
-    runs = benchmark.main(
+    runs = benchmark.benchmark(
         ["--configs", CONFIG, "data.save_dir", str(finished), *ONE, "--collect", "--out", str(tmp_path)]
     )
     assert set(runs["fgdi_tiny"]) == {"synth_a", "synth_d"}
@@ -217,7 +217,7 @@ def test_a_baseline_evaluated_with_an_fgdi_checkpoint_is_refused(tiny_root, fini
         "false",
     ]
     with pytest.raises(CheckpointError, match=r"stage3.pth does not fit OSNet .*\n  conv1.conv.weight: missing"):
-        main(["--config-file", OSNET, "--root", tiny_root, *opts])
+        train(["--config-file", OSNET, "--root", tiny_root, *opts])
     assert not (tmp_path / "evaluation" / "results.json").exists()
 
 
@@ -436,7 +436,7 @@ def test_auto_resume_after_an_explicit_resume_continues_it_not_the_folders_older
 
 def _osnet(root, save_dir, *opts):
     opts = ["data.save_dir", str(save_dir), "data.height", "64", "data.width", "32", "test.plots", "false", *opts]
-    return main(["--config-file", OSNET, "--root", root, "train.max_epoch", "2", "train.batch_size", "24", *opts])
+    return train(["--config-file", OSNET, "--root", root, "train.max_epoch", "2", "train.batch_size", "24", *opts])
 
 
 def test_a_finished_baseline_resumed_again_keeps_its_epoch_and_fine_tuning_skips_only_the_classifier(

@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli.commands import train
+from .cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(train())
+    sys.exit(main())

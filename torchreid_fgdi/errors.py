@@ -59,3 +59,8 @@ class WriteError(FGDIError, OSError):
 
 class CheckpointError(FGDIError, ValueError):
     """A checkpoint that cannot be used; the message names the file and the problem."""
+
+
+class MissingExtraError(FGDIError, ImportError):
+    """A command needs a package of an optional extra that is not installed; the message names the
+    extra and the ``pip install`` that brings it."""

@@ -19,6 +19,7 @@ and shows each cell as the mean ± sample std over the seeds; ``--collect`` read
 
 from __future__ import annotations
 
+import argparse
 import glob
 import json
 import os
@@ -38,7 +39,8 @@ from . import train as training
 from .parsers import command_parser
 from .refusals import run_command
 
-PACKAGED_CONFIGS = osp.join(osp.dirname(osp.abspath(__file__)), "configs")  # package data; ./configs links to it
+# package data; ./configs links to it
+PACKAGED_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
 MODELS = ("fgdi", "osnet_ain_x1_0", "osnet_x1_0", "resnet50")
 # CLIP-FGDI ViT-B/16 as its authors report it (mAP, Rank-1): README averages, Protocol-1 log per target.
 PAPER = {
@@ -129,12 +131,7 @@ def _check_seeds(seeds: list[int] | None, opts: list[str]) -> None:
         raise ConfigError("--seeds sets train.seed for each run; drop the train.seed KEY VALUE pair")
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict]:
-    """Runs (or collects) every job and writes the side-by-side table; returns each model's results.
-
-    The results are model label -> row -> torchreid result (``mAP``, ``cmc``); with ``--seeds``,
-    model label -> seed -> row -> result.
-    """
+def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "torchreid-fgdi-benchmark",
         "Trains (or collects) several models on the same data and writes their results side by side to\n"
@@ -183,15 +180,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument(
         "opts", nargs="*", default=[], metavar="KEY VALUE", help="config keys and values overriding every config"
     )
-    args = parser.parse_intermixed_args(argv)
-    if args.configs:
-        args.configs, more = training.split_config_files(args.configs)
-        args.opts = more + args.opts
-    opts = list(args.opts) + (["data.root", args.root] if args.root else [])
-    _check_seeds(args.seeds, opts)
-    run_pool.check_jobs(args.jobs)
+    return parser
 
-    runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
+
+def _check_runs(runs: list[Run], same_data: bool, collect: bool) -> None:
+    """Each run writes its own folder (and, for `same_data`, all train and test on the same datasets);
+    unless `collect`, every dataset is there before anything trains."""
     cfgs = [run.cfg for run in runs]
     shared = sorted({c.data.save_dir for c in cfgs if [d.data.save_dir for d in cfgs].count(c.data.save_dir) > 1})
     if shared:
@@ -199,21 +193,28 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             f"several runs would write data.save_dir {', '.join(shared)}: each would overwrite the one before and "
             "the table would show one run's numbers twice; give each config its own data.save_dir"
         )
-    if args.configs and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
+    if same_data and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
         raise ConfigError("the --configs must train and test on the same data (sources and targets)")
-    if not args.collect:
+    if not collect:
         for root in {c.data.root for c in cfgs}:
             names = [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)]
             ensure_datasets(root, names, generated=SYNTHETIC_DATASETS)
+
+
+def _outcomes(runs: list[Run], collect: bool, jobs: int) -> list[dict]:
+    """Each run's per-target results: read back (`collect`), trained `jobs` at a time, or one by one here."""
     argvs = [["--config-file", *run.files, *run.opts] for run in runs]
-    if args.collect:
-        outcomes = [_collected(run.cfg.data.save_dir) for run in runs]
-    elif args.jobs > 1:
+    if collect:
+        return [_collected(run.cfg.data.save_dir) for run in runs]
+    if jobs > 1:
         names = [run.label + ("" if run.seed is None else f" seed {run.seed}") for run in runs]
         needs_clip = [run.cfg.fgdi.clip_weights == pretrain.TAG for run in runs]
-        outcomes = run_pool.run_all(argvs, names, needs_clip, args.jobs)
-    else:
-        outcomes = [training.main(argv) for argv in argvs]
+        return run_pool.run_all(argvs, names, needs_clip, jobs)
+    return [training.train(argv) for argv in argvs]
+
+
+def _by_model(runs: list[Run], outcomes: list[dict]) -> tuple[dict[str, dict[int | None, dict]], set[str]]:
+    """(model label -> seed -> table row -> result, the rows of source domains)."""
     per_seed: dict[str, dict[int | None, dict]] = {}
     source_rows = set()
     for run, results in zip(runs, outcomes):
@@ -223,18 +224,47 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
             rows[row] = res
             if target in run.cfg.data.sources:
                 source_rows.add(row)
+    return per_seed, source_rows
+
+
+def write_tables(per_seed: dict[str, dict[int | None, dict]], source_rows: set[str], protocol: str | None, out: str):
+    """``benchmark.md`` and ``benchmark.csv`` in `out`, with the paper's numbers for a protocol it reports."""
     reference = None
-    if args.protocol in PAPER:
-        reference = {**PAPER[args.protocol], "**average**": PAPER_AVERAGE[args.protocol]}
+    if protocol in PAPER:
+        reference = {**PAPER[protocol], "**average**": PAPER_AVERAGE[protocol]}
     markdown, csv = compare_tables({m: list(s.values()) for m, s in per_seed.items()}, source_rows, reference)
-    os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, "benchmark.md"), "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(osp.join(out, "benchmark.md"), "w") as f:
         f.write(markdown)
-    with open(osp.join(args.out, "benchmark.csv"), "w") as f:
+    with open(osp.join(out, "benchmark.csv"), "w") as f:
         f.write(csv)
-    print(f"\n{markdown}\n(written to {args.out}/benchmark.md and benchmark.csv)")
+    print(f"\n{markdown}\n(written to {out}/benchmark.md and benchmark.csv)")
+
+
+def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
+    """Runs (or collects) every job and writes the side-by-side table; returns each model's results.
+
+    The results are model label -> row -> torchreid result (``mAP``, ``cmc``); with ``--seeds``,
+    model label -> seed -> row -> result.
+    """
+    args = build_parser().parse_intermixed_args(argv)
+    if args.configs:
+        args.configs, more = training.split_config_files(args.configs)
+        args.opts = more + args.opts
+    opts = list(args.opts) + (["data.root", args.root] if args.root else [])
+    _check_seeds(args.seeds, opts)
+    run_pool.check_jobs(args.jobs)
+    runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
+    _check_runs(runs, same_data=bool(args.configs), collect=args.collect)
+    per_seed, source_rows = _by_model(runs, _outcomes(runs, args.collect, args.jobs))
+    write_tables(per_seed, source_rows, args.protocol, args.out)
     return per_seed if args.seeds else {m: s[None] for m, s in per_seed.items()}
 
 
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi-benchmark`` console script: `benchmark`, a refusal as one ``error:`` line."""
+    return run_command(benchmark, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(main())

@@ -51,7 +51,7 @@ def _quietly(task: Callable, *args):
 
 def _train(argv: list[str]) -> tuple[dict, float]:
     start = time.monotonic()
-    return _quietly(training.main, argv), time.monotonic() - start
+    return _quietly(training.train, argv), time.monotonic() - start
 
 
 def _pretrain() -> str:
@@ -59,7 +59,7 @@ def _pretrain() -> str:
 
 
 def run_all(argvs: Sequence[list[str]], names: Sequence[str], needs_clip: Sequence[bool], jobs: int) -> list[dict]:
-    """`training.main(argv)` for every argv, `jobs` at a time; the results in the order given.
+    """`training.train(argv)` for every argv, `jobs` at a time; the results in the order given.
 
     `names` label the progress lines; `needs_clip[i]` says whether run i loads the synthetic
     benchmark's pretrained CLIP, which is then made before those runs start. The first failure

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 from ..synthetic.render import DOMAIN_STYLES, SyntheticSize, generate
 from .parsers import command_parser
+from .refusals import run_command
 
 
-def main(argv: list[str] | None = None) -> None:
+def synthesize(argv: list[str] | None = None) -> list[str]:
+    """Writes the domains asked for (a domain already there is kept unless --overwrite); returns their folders."""
     parser = command_parser(
         "torchreid-fgdi-synthetic",
         "Writes the synthetic multi-domain re-ID benchmark in Market-1501 layout, one folder per domain.\n"
@@ -50,5 +54,16 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, option) < least:
             parser.error(f"--{option.replace('_', '-')} must be at least {least}, got {getattr(args, option)}")
     size = SyntheticSize(args.train_ids, args.test_ids, args.max_cams_per_id, args.max_images_per_cam)
-    for folder in generate(args.root, args.domains, size, args.seed, args.overwrite):
+    written = generate(args.root, args.domains, size, args.seed, args.overwrite)
+    for folder in written:
         print(f"wrote {folder}")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi-synthetic`` console script: `synthesize`, a refusal as one ``error:`` line."""
+    return run_command(synthesize, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -30,6 +30,7 @@ from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from .parsers import command_parser
+from .refusals import run_command
 from .resume import checked_resume
 from .run_folder import RunFolder
 
@@ -126,14 +127,14 @@ def log_to_file(path: str) -> Iterator[None]:
     """Copies stdout into `path` while the block runs, like torchreid's `Logger`.
 
     torchreid's `Logger` replaces `sys.stdout` for good and closes the console when collected,
-    which breaks anything that runs after `main` in the same process (tests, notebooks).
+    which breaks anything that runs after `train` in the same process (tests, notebooks).
     """
     os.makedirs(osp.dirname(path), exist_ok=True)
     with open(path, "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
         yield
 
 
-def main(argv: list[str] | None = None) -> dict:
+def train(argv: list[str] | None = None) -> dict:
     """Trains and tests as the config says; returns the per-target results."""
     cfg = build_config(argv)
     rank, _ = distributed.init_from_env()
@@ -236,3 +237,12 @@ def run_fgdi(
             continue_from(state, resume, settings.run["save_dir"])
     engine.run(**settings.run)
     return getattr(engine, "test_results", {})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi`` console script: `train`, a refusal as one ``error:`` line."""
+    return run_command(train, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

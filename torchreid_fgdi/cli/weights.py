@@ -31,7 +31,8 @@ def listing() -> str:
     return "\n".join([head, *rows, tail])
 
 
-def main(argv: list[str] | None = None) -> None:
+def weights(argv: list[str] | None = None) -> str:
+    """Downloads the weights ``--download`` names and returns their path, or prints and returns the listing."""
     parser = command_parser(
         "torchreid-fgdi-weights",
         "Lists the weights this package can download, with their cache state, or downloads one\n"
@@ -44,11 +45,15 @@ def main(argv: list[str] | None = None) -> None:
         help="fetch NAME (one of those listed without options) into torch's cache and print its path",
     )
     args = parser.parse_args(argv)
-    if args.download:
-        print(hub.get_weights(args.download))
-        return
-    print(listing())
+    shown = hub.get_weights(args.download) if args.download else listing()
+    print(shown)
+    return shown
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi-weights`` console script: `weights`, a refusal as one ``error:`` line."""
+    return run_command(weights, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main))
+    sys.exit(main())

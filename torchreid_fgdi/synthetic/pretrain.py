@@ -8,7 +8,9 @@ is an ordinary open_clip one; the model loads it through the same ``pretrained=<
 OpenAI's weights. It is made on first use, cached under a key of everything it depends on, and
 the zero-shot attribute probe (evaluation.zero_shot) says whether it linked words to images.
 
-In a config, ``fgdi.clip_weights: synthetic-captions`` names it.
+In a config, ``fgdi.clip_weights: synthetic-captions`` names it; ``torchreid-fgdi-pretrain``
+(`cli.pretrain`) makes it ahead of time. Pretraining needs the ``pretrain`` extra
+(``open_clip_torch[training]``); a cached checkpoint does not.
 """
 
 from __future__ import annotations
@@ -21,16 +23,13 @@ import logging
 import os
 import os.path as osp
 import shutil
-import sys
 from dataclasses import dataclass
 
 import open_clip
 import torch
 
-from ..cli.parsers import command_parser
-from ..cli.refusals import run_command
 from ..models.variants import TINY_CLIP
-from ..utils import atomic
+from ..utils import atomic, extras
 from ..utils.cache import cache_root
 from ..utils.checkpoint import check_finite, read_checkpoint, write_checkpoint
 from .captions import CorpusSize, write_corpus
@@ -40,6 +39,8 @@ TAG = "synthetic-captions"  # the fgdi.clip_weights value that means this checkp
 MODEL_NAME = "fgdi-tiny-clip"  # its open_clip config name
 CHECKPOINT = "open_clip_tiny.pt"
 PROBE = "zero_shot.json"
+# open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
+TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
 def pretrain(folder: str, settings: PretrainSettings) -> dict:
     """Writes the corpus, trains with open_clip_train, keeps the final weights as
     ``folder/open_clip_tiny.pt`` and the zero-shot probe as ``folder/zero_shot.json``; returns the probe."""
+    what = f"pretraining the synthetic benchmark's tiny CLIP (fgdi.clip_weights {TAG}, made once and cached)"
+    extras.require("pretrain", TRAINER_MODULES, what)
     from open_clip_train.main import main as train_main  # imports pandas, transformers: only when training
 
     work = folder + ".work"
@@ -146,32 +149,3 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
 def resolve(clip_weights: str) -> str:
     """`clip_weights` with `TAG` replaced by the cached (or newly made) checkpoint's path."""
     return pretrained_checkpoint() if clip_weights == TAG else clip_weights
-
-
-def main(argv: list[str] | None = None) -> str:
-    parser = command_parser(
-        "torchreid-fgdi-pretrain",
-        "Pretrains fgdi_tiny's CLIP on captioned synthetic people with open_clip_train (once; cached)\n"
-        f"and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {TAG}.",
-        [
-            "torchreid-fgdi-pretrain  # about 4 minutes on 2 CPU cores, then cached",
-            "torchreid-fgdi-pretrain --cache /tmp/clip-trial --epochs 2 --people 500  # a separate quick trial",
-        ],
-    )
-    parser.add_argument("--cache", default="", help=f"cache folder (default: {cache_root()})")
-    other = "; other values make a separate checkpoint, which fgdi.clip_weights synthetic-captions does not use"
-    parser.add_argument("--epochs", type=int, default=PretrainSettings.epochs, help="open_clip_train epochs" + other)
-    parser.add_argument("--people", type=int, default=CorpusSize.people, help="identities in the corpus" + other)
-    args = parser.parse_args(argv)
-    settings = PretrainSettings(corpus=dataclasses.replace(CorpusSize(), people=args.people), epochs=args.epochs)
-    cached = is_cached(settings, args.cache)
-    path = pretrained_checkpoint(settings, args.cache)
-    if cached:  # a new checkpoint's probe was printed as it was measured
-        with open(osp.join(osp.dirname(path), PROBE)) as f:
-            print(format_accuracy(json.load(f)))
-    print(f"=> {path}")
-    return path
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))

@@ -1,4 +1,4 @@
-"""``torchreid-fgdi-export --weights CKPT --format onnx torchscript``: the image encoder for deployment.
+"""The image encoder for deployment, as ONNX and / or TorchScript: what ``torchreid-fgdi-export`` runs.
 
 The exported graph is what `inference.FeatureExtractor` computes after its transform: the eval
 feature of a batch of transformed images, L2-normalised (input ``images``, N x 3 x H x W float32;
@@ -7,7 +7,8 @@ output ``features``, N x D). The batch size is free; height and width are fixed 
 of its position embedding for other sizes does not survive the export). Each file carries what a
 deployment needs beside it (`metadata`: input size, preprocessing, feature dimension, model name)
 in ONNX's ``metadata_props`` or TorchScript's extra file ``metadata.json``. Each export is checked
-against PyTorch on a random batch (onnxruntime for ONNX) before it is written.
+against PyTorch on a random batch (onnxruntime for ONNX) before it is written. ONNX needs the
+``export`` extra (onnx, onnxscript, onnxruntime); without it, asking for ONNX refuses before any work.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import os.path as osp
-import sys
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -24,15 +24,14 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from .. import __version__
-from ..cli.parsers import add_checkpoint_arguments, command_parser
-from ..cli.refusals import run_command
-from ..utils import atomic
+from ..utils import atomic, extras
 from .features import load_trained, preprocessing
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
 INPUT, OUTPUT = "images", "features"
 TORCHSCRIPT_METADATA = "metadata.json"  # the extra file of a TorchScript export holding `metadata`
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # torch.onnx.export's, and the check's
 
 
 class NormalizedFeatures(torch.nn.Module):
@@ -126,6 +125,13 @@ def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, conf
     An export that differs from PyTorch by more than `TOLERANCE` raises and is not written (a
     file of an earlier export stays as it was).
     """
+    for fmt in formats:
+        if fmt not in EXPORTERS:
+            raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if "onnx" in formats:
+        extras.require(
+            "export", ONNX_MODULES, "the ONNX export (--format onnx)", "--format torchscript needs none of it"
+        )
     model, cfg = load_trained(model_path, config_file)
     module = NormalizedFeatures(model).eval()
     example = torch.randn(2, 3, cfg.data.height, cfg.data.width)
@@ -135,38 +141,7 @@ def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, conf
     stem = osp.join(out_dir, osp.splitext(osp.basename(model_path))[0])
     written = {}
     for fmt in formats:
-        if fmt not in EXPORTERS:
-            raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
         write = functools.partial(_write_checked, fmt=fmt, module=module, example=example, probe=probe, meta=meta)
         written[fmt] = atomic.write_atomically(stem + EXPORTERS[fmt][0], write)
         print(f"=> {fmt}: {written[fmt]}")
     return written
-
-
-def main(argv: list[str] | None = None) -> dict[str, str]:
-    """Exports in each format asked for; returns the written files by format."""
-    parser = command_parser(
-        "torchreid-fgdi-export",
-        "Writes a trained checkpoint's image encoder as ONNX and / or TorchScript (input: transformed\n"
-        "images; output: L2-normalised features), each checked against PyTorch before it is kept.",
-        [
-            "torchreid-fgdi-export --weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
-            "torchreid-fgdi-export --weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth "
-            "--format onnx --out export/",
-        ],
-    )
-    add_checkpoint_arguments(parser)
-    parser.add_argument(
-        "--format",
-        nargs="+",
-        default=list(FORMATS),
-        choices=FORMATS,
-        help="formats to write (onnx needs the export extra)",
-    )
-    parser.add_argument("--out", default="export", help="folder for <checkpoint name>.onnx / .torchscript.pt")
-    args = parser.parse_args(argv)
-    return export(args.weights, args.out, args.format, args.config_file)
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))

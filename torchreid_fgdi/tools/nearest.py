@@ -3,11 +3,16 @@
 Two paths give the same ranking: torch's matmul and topk, and faiss's exact inner-product search
 (``faiss.knn``, the search of an ``IndexFlatIP`` without copying the gallery into one first; no
 approximation). `FAISS_FROM` is the crossover measured by ``scripts/benchmarks/search_crossover.py``.
+
+faiss comes with the ``search`` extra. Without it, ``'auto'`` ranks large galleries with torch and
+says so in one line: the same exact search, only slower there. Asking for ``'faiss'`` refuses.
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..utils import extras
 
 BACKENDS = ("auto", "torch", "faiss")
 # Gallery size from which `top_k` uses faiss. search_crossover.py (2 CPU cores, dim 1280, 1 / 10 /
@@ -23,6 +28,10 @@ _FAISS_BLAS_FROM_QUERIES = 4
 # on shared cores, waiting for a descheduled thread at every one made it 3-10x slower than torch.
 # Blocks of up to 65536 rows (64 MiB of similarities at most) take that to parity.
 _FAISS_BLOCK_SCORES, _FAISS_BLOCK_ROWS = 1 << 24, (1024, 65536)
+WITHOUT_FAISS = (
+    f"=> faiss is not installed: exact top-k with torch instead (the same ranking, slower from {FAISS_FROM:,} "
+    f"gallery images; {extras.install_command('search')} brings faiss)"
+)
 
 
 def _torch_top_k(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +57,7 @@ def top_k(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(similarities, gallery indices), each (queries, k), best first; ``k`` is capped at the gallery size.
 
-    `backend` ``'auto'`` takes faiss from `FAISS_FROM` gallery images on, torch below.
+    `backend` ``'auto'`` takes faiss from `FAISS_FROM` gallery images on (if installed), torch below.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown search backend {backend!r}: choose from {', '.join(BACKENDS)}")
@@ -61,5 +70,17 @@ def top_k(
         raise ValueError(f"top_k needs a non-empty gallery and k >= 1, got {len(gallery)} images and k={k}")
     k = min(k, len(gallery))
     queries, gallery = queries.float().cpu().contiguous(), gallery.float().cpu().contiguous()
-    use_faiss = backend == "faiss" or (backend == "auto" and len(gallery) >= FAISS_FROM)
-    return (_faiss_top_k if use_faiss else _torch_top_k)(queries, gallery, k)
+    return (_faiss_top_k if _use_faiss(backend, len(gallery)) else _torch_top_k)(queries, gallery, k)
+
+
+def _use_faiss(backend: str, gallery_size: int) -> bool:
+    """faiss when asked for (refused without it), or for `auto` on a large gallery when installed."""
+    if backend == "faiss":
+        extras.require("search", ("faiss",), "the faiss search backend")
+        return True
+    if backend == "torch" or gallery_size < FAISS_FROM:
+        return False
+    if not extras.available("faiss"):
+        print(WITHOUT_FAISS)
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""``torchreid-fgdi-search --query IMG|DIR [...] --gallery DIR --weights CKPT``: rank a folder.
+"""Rank a folder of images against queries: what ``torchreid-fgdi-search`` (`cli.search`) runs.
 
 Every image under the gallery folder is ranked by cosine similarity to each query with a trained
 checkpoint's features. The gallery's features are kept in an index (`gallery_index`), so a second
@@ -15,20 +15,15 @@ import io
 import json
 import os
 import os.path as osp
-import sys
 from collections import defaultdict
 
 import torch
 from PIL import Image
 
-from ..cli.parsers import add_checkpoint_arguments, command_parser
-from ..cli.refusals import run_command
 from ..data.images import read_image
-from ..errors import UnreadableImageError
 from ..evaluation import rank_pictures
 from ..utils import atomic
-from . import gallery_index, nearest
-from .features import FeatureExtractor
+from . import nearest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 THUMB = (64, 128)  # width, height
@@ -148,75 +143,7 @@ def write_png(ranking: list[dict], path: str) -> str:
     return rank_pictures.save_png(picture, path)
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
-    """Ranks the gallery for each query and writes the three result files; returns the ranking."""
-    parser = command_parser(
-        "torchreid-fgdi-search",
-        "Ranks every image under a folder by cosine similarity to each query, with a trained checkpoint's\n"
-        "features, and writes index.html (thumbnails embedded), ranking.png and ranking.json.",
-        [
-            "torchreid-fgdi-search --query q1.jpg q2.jpg --gallery photos/ "
-            "--weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
-            "torchreid-fgdi-search --query q1.jpg --gallery photos/ "
-            "--weights log/synthetic/osnet_ain_x0_25/model/model.pth.tar-30 --topk 5 --out search/q1",
-        ],
-    )
-    parser.add_argument(
-        "--query",
-        nargs="+",
-        required=True,
-        help="query image file(s) and / or folder(s) (every image under one, sorted)",
-    )
-    parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
-    add_checkpoint_arguments(parser)
-    parser.add_argument("--topk", type=int, default=10, help="matches shown per query")
-    parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if available, else cpu)")
-    parser.add_argument(
-        "--skip-unreadable", action="store_true", help="leave out gallery images that cannot be decoded (listed)"
-    )
-    parser.add_argument(
-        "--exclude-self",
-        action="store_true",
-        help="leave each query's own file (under any path) out of its matches; off by default, so the "
-        "gallery is shown as it is and a query taken from it comes first at 1.000",
-    )
-    parser.add_argument(
-        "--index",
-        default=None,
-        help="the gallery's feature index (default: one file per gallery folder in "
-        "$TORCHREID_FGDI_CACHE/gallery-index/, the cache being ~/.cache/torchreid-fgdi unless set)",
-    )
-    args = parser.parse_args(argv)
-    if args.topk < 1:
-        parser.error("--topk must be >= 1")
-    queries = query_images(args.query)
-    gallery = list_images(args.gallery)
-    extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
-    index_path = args.index or gallery_index.default_path(args.gallery)
-    try:
-        found = gallery_index.gallery_features(extractor, args.gallery, gallery, index_path, args.skip_unreadable)
-        query_features = extractor(queries)
-    except UnreadableImageError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n(--skip-unreadable leaves unreadable gallery images out)\n")
-    if found.skipped:
-        print(
-            f"=> Skipped {len(found.skipped)} unreadable gallery image(s):\n  "
-            + "\n  ".join(f"{p}: {w}" for p, w in found.skipped.items())
-        )
-    print(
-        f"=> Gallery {args.gallery}: {len(found.paths)} images, {found.reused} from the index {index_path}, "
-        f"{found.embedded} embedded, {found.removed} gone from the folder"
-    )
-    if not found.paths:
-        parser.exit(2, f"{parser.prog}: error: no readable gallery images under {args.gallery!r}\n")
-    ranking = rank(queries, query_features, found.paths, found.features, args.topk, args.exclude_self)
-    atomic.write_text(osp.join(args.out, "ranking.json"), json.dumps(ranking, indent=1))
-    page = write_html(ranking, osp.join(args.out, "index.html"))
-    picture = write_png(ranking, osp.join(args.out, "ranking.png"))
-    print(f"=> Ranked {len(ranking)} query(ies) against {args.gallery}: {page}, {picture}")
-    return ranking
-
-
-if __name__ == "__main__":
-    sys.exit(run_command(main))
+def write_results(ranking: list[dict], out: str) -> tuple[str, str]:
+    """``ranking.json``, ``index.html`` and ``ranking.png`` in `out`; (page, picture) paths."""
+    atomic.write_text(osp.join(out, "ranking.json"), json.dumps(ranking, indent=1))
+    return write_html(ranking, osp.join(out, "index.html")), write_png(ranking, osp.join(out, "ranking.png"))

@@ -1,0 +1,109 @@
+"""``torchreid-fgdi-search --query IMG|DIR [...] --gallery DIR --weights CKPT``: rank a folder.
+
+The command line of `tools.search`: every image under the gallery folder ranked by cosine
+similarity to each query, the gallery's features kept in an index (`tools.gallery_index`), and
+``index.html``, ``ranking.png`` and ``ranking.json`` written to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from ..errors import UnreadableImageError
+from ..tools import gallery_index
+from ..tools import search as searching
+from ..tools.features import FeatureExtractor
+from .parsers import add_checkpoint_arguments, command_parser
+from .refusals import run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(
+        "torchreid-fgdi-search",
+        "Ranks every image under a folder by cosine similarity to each query, with a trained checkpoint's\n"
+        "features, and writes index.html (thumbnails embedded), ranking.png and ranking.json.",
+        [
+            "torchreid-fgdi-search --query q1.jpg q2.jpg --gallery photos/ "
+            "--weights log/synthetic/fgdi_tiny/checkpoints/stage3.pth",
+            "torchreid-fgdi-search --query q1.jpg --gallery photos/ "
+            "--weights log/synthetic/osnet_ain_x0_25/model/model.pth.tar-30 --topk 5 --out search/q1",
+        ],
+    )
+    parser.add_argument(
+        "--query",
+        nargs="+",
+        required=True,
+        help="query image file(s) and / or folder(s) (every image under one, sorted)",
+    )
+    parser.add_argument("--gallery", required=True, help="folder of gallery images (searched recursively)")
+    add_checkpoint_arguments(parser)
+    parser.add_argument("--topk", type=int, default=10, help="matches shown per query")
+    parser.add_argument("--out", default="search", help="folder for index.html, ranking.png and ranking.json")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA if available, else cpu)")
+    parser.add_argument(
+        "--skip-unreadable", action="store_true", help="leave out gallery images that cannot be decoded (listed)"
+    )
+    parser.add_argument(
+        "--exclude-self",
+        action="store_true",
+        help="leave each query's own file (under any path) out of its matches; off by default, so the "
+        "gallery is shown as it is and a query taken from it comes first at 1.000",
+    )
+    parser.add_argument(
+        "--index",
+        default=None,
+        help="the gallery's feature index (default: one file per gallery folder in "
+        "$TORCHREID_FGDI_CACHE/gallery-index/, the cache being ~/.cache/torchreid-fgdi unless set)",
+    )
+    return parser
+
+
+def _features(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, queries: list[str], gallery: list[str]
+) -> tuple[torch.Tensor, gallery_index.GalleryFeatures]:
+    """The queries' features and the gallery's (from its index where it can), said in a line or two."""
+    extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
+    index_path = args.index or gallery_index.default_path(args.gallery)
+    try:
+        found = gallery_index.gallery_features(extractor, args.gallery, gallery, index_path, args.skip_unreadable)
+        query_features = extractor(queries)
+    except UnreadableImageError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n(--skip-unreadable leaves unreadable gallery images out)\n")
+    if found.skipped:
+        print(
+            f"=> Skipped {len(found.skipped)} unreadable gallery image(s):\n  "
+            + "\n  ".join(f"{p}: {w}" for p, w in found.skipped.items())
+        )
+    print(
+        f"=> Gallery {args.gallery}: {len(found.paths)} images, {found.reused} from the index {index_path}, "
+        f"{found.embedded} embedded, {found.removed} gone from the folder"
+    )
+    if not found.paths:
+        parser.exit(2, f"{parser.prog}: error: no readable gallery images under {args.gallery!r}\n")
+    return query_features, found
+
+
+def search(argv: list[str] | None = None) -> list[dict]:
+    """Ranks the gallery for each query and writes the three result files; returns the ranking."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.topk < 1:
+        parser.error("--topk must be >= 1")
+    queries = searching.query_images(args.query)
+    query_features, found = _features(parser, args, queries, searching.list_images(args.gallery))
+    ranking = searching.rank(queries, query_features, found.paths, found.features, args.topk, args.exclude_self)
+    page, picture = searching.write_results(ranking, args.out)
+    print(f"=> Ranked {len(ranking)} query(ies) against {args.gallery}: {page}, {picture}")
+    return ranking
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``torchreid-fgdi-search`` console script: `search`, a refusal as one ``error:`` line."""
+    return run_command(search, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
