@@ -12,7 +12,7 @@ import torchreid
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.config.defaults import ignored_by_fgdi, load_config
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
@@ -20,7 +20,7 @@ from torchreid_fgdi.tools.export import export
 from torchreid_fgdi.tools.features import FeatureExtractor
 
 UPSTREAM = FIXTURES / "torchreid-upstream"
-needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="shared/fixtures/torchreid-upstream is not here")
+needs_upstream = parity("torchreid-upstream/main.py", "torchreid-upstream/default_config.py")
 SIZE = ["data.height", "128", "data.width", "64"]
 ONE_EPOCH_EACH = [word for stage in ("1", "2a", "2b", "3") for word in (f"fgdi.stage{stage}_epochs", "1")]
 ONE_EPOCH_EACH += [
