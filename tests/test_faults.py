@@ -193,7 +193,7 @@ def test_a_blank_or_dangling_msmt17_list_line_is_named(tmp_path):
 
 
 # ---- downloads --------------------------------------------------------------------------
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_downloads_are_checked_against_their_sha256(served, tmp_path):
     folder, url = served
     payload = os.urandom(5000)
@@ -212,7 +212,7 @@ def test_downloads_are_checked_against_their_sha256(served, tmp_path):
     assert (cache / "w.pth").read_bytes() == payload[:100]  # never overwritten
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_an_unreachable_download_says_where_to_put_the_file(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}/w.pth"
     target = tmp_path / "w.pth"
@@ -286,6 +286,7 @@ def _kill_seed() -> int:
 
 @pytest.mark.slow
 @pytest.mark.subprocess
+@pytest.mark.timeout(1800)  # eleven training runs: minutes, several times that on a shared machine
 def test_sigkill_at_seeded_points_resumes_to_the_uninterrupted_result_and_runs_repeat(tiny_root, tmp_path):
     subprocess.run(_command(tiny_root, tmp_path / "once", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
     subprocess.run(_command(tiny_root, tmp_path / "twice", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
@@ -322,7 +323,7 @@ def test_sigkill_at_seeded_points_resumes_to_the_uninterrupted_result_and_runs_r
 
 
 @pytest.mark.subprocess
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1200)
 def test_a_baseline_repeats_exactly_with_the_same_seed(tiny_root, tmp_path):
     config = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
     opts = ["train.max_epoch", "2", "train.batch_size", "24"]
