@@ -1,6 +1,7 @@
 import functools
 import http.server
 import importlib.util
+import os
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,12 +35,48 @@ def tiny_root(tmp_path_factory):
 
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="shared/fixtures is not beside this clone")
+AUTHORS_FILES = ("authors_weights.py", "authors_fgdi_vitb16_keys.json", "authors_fgdi_vitb16_outputs.pt")
+
+
+def fixtures_missing(reason: str) -> None:
+    """Stops a parity test whose reference is not here: skipped with `reason`, or failed when the
+    environment variable CI is set (CI must run every parity test, so there a missing or unusable
+    fixture is an error, never a quiet skip)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a parity test fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_fixtures(*names: str) -> Path:
+    """The parity fixtures' folder (``../shared/fixtures`` beside the clone), once every one of
+    `names` is in it; otherwise `fixtures_missing` says which are not."""
+    missing = [name for name in names or (".",) if not (FIXTURES / name).exists()]
+    if missing:
+        fixtures_missing(f"parity fixtures missing: {', '.join(str(FIXTURES / name) for name in missing)}")
+    return FIXTURES
+
+
+def parity(*names: str) -> pytest.MarkDecorator:
+    """Marks a test that compares against the fixtures `names` (see `require_fixtures`)."""
+    return pytest.mark.parity(*names)
+
+
+needs_fixtures = parity(*AUTHORS_FILES)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "parity(*names): compares against shared/fixtures/<name> (CI: fail if missing)")
+
+
+def pytest_runtest_setup(item) -> None:
+    for mark in item.iter_markers("parity"):
+        require_fixtures(*mark.args)
 
 
 @pytest.fixture(scope="session")
 def authors():
     """The authors' model run (shared/fixtures): its state dict, inputs and outputs."""
+    require_fixtures(*AUTHORS_FILES)
     spec = importlib.util.spec_from_file_location("authors_weights", FIXTURES / "authors_weights.py")
     weights = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(weights)

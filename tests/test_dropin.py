@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchreid
 
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
 from torchreid_fgdi.config import RunSettings, ignored_by_fgdi, load_config
@@ -20,7 +20,8 @@ from torchreid_fgdi.tools.export import export
 from torchreid_fgdi.tools.features import FeatureExtractor
 
 UPSTREAM = FIXTURES / "torchreid-upstream"
-needs_upstream = pytest.mark.skipif(not UPSTREAM.is_dir(), reason="shared/fixtures/torchreid-upstream is not here")
+needs_upstream = parity("torchreid-upstream/main.py", "torchreid-upstream/default_config.py")
+patient = pytest.mark.timeout(1800)  # torchreid's main trains fgdi in a child: minutes under load
 SIZE = ["data.height", "128", "data.width", "64"]
 ONE_EPOCH_EACH = [word for stage in ("1", "2a", "2b", "3") for word in (f"fgdi.stage{stage}_epochs", "1")]
 ONE_EPOCH_EACH += [
@@ -45,19 +46,34 @@ def _upstream(root, save_dir, *opts):
     args += ["data.save_dir", str(save_dir), "data.workers", "0", "train.max_epoch", "1", "train.print_freq", "1000"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UPSTREAM), str(Path(__file__).parents[1])])}
     done = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, *args, *opts], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, "-c", LAUNCHER, *args, *opts], capture_output=True, text=True, env=env, timeout=1500
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 
 
+@pytest.fixture(scope="module")
+def upstream_run(tiny_root, tmp_path_factory):
+    """torchreid's main trained once per loss, shared by this module's tests: loss -> (save_dir, stdout)."""
+    runs = {}
+
+    def run(loss: str):
+        if loss not in runs:
+            save_dir = tmp_path_factory.mktemp(f"upstream-{loss}") / "run"
+            sampler = ["sampler.train_sampler", "RandomIdentitySampler"] if loss == "triplet" else []
+            runs[loss] = save_dir, _upstream(tiny_root, save_dir, "loss.name", loss, *sampler)
+        return runs[loss]
+
+    return run
+
+
 @needs_upstream
+@patient
 @pytest.mark.subprocess
 @pytest.mark.parametrize("loss", ["softmax", "triplet"])
-def test_torchreids_own_main_trains_fgdi_and_evaluates_the_result(tiny_root, tmp_path, loss):
-    sampler = ["sampler.train_sampler", "RandomIdentitySampler"] if loss == "triplet" else []
-    out = _upstream(tiny_root, tmp_path / "run", "loss.name", loss, *sampler)
-    checkpoint = tmp_path / "run" / "model" / "model.pth.tar-1"
+def test_torchreids_own_main_trains_fgdi_and_evaluates_the_result(tiny_root, tmp_path, loss, upstream_run):
+    run, out = upstream_run(loss)
+    checkpoint = run / "model" / "model.pth.tar-1"
     assert checkpoint.is_file() and "Rank-1" in out and "mAP" in out
     evaluated = _upstream(
         tiny_root, tmp_path / "eval", "loss.name", loss, "test.evaluate", "True", "model.load_weights", str(checkpoint)
@@ -104,10 +120,11 @@ def test_torchreids_feature_extractor_reads_an_fgdi_checkpoint_at_its_size(tiny_
 
 
 @needs_upstream
+@patient
 @pytest.mark.subprocess
-def test_checkpoints_of_torchreids_main_load_in_our_extractor_and_export(tiny_root, tmp_path):
-    _upstream(tiny_root, tmp_path / "run", "loss.name", "softmax")
-    checkpoint = str(tmp_path / "run" / "model" / "model.pth.tar-1")
+def test_checkpoints_of_torchreids_main_load_in_our_extractor_and_export(tmp_path, upstream_run):
+    run, _ = upstream_run("softmax")
+    checkpoint = str(run / "model" / "model.pth.tar-1")
     config = tmp_path / "fgdi_tiny_128x64.yaml"
     config.write_text(f"_BASE_: {CONFIG}\ndata:\n  height: 128\n  width: 64\n")
     features = FeatureExtractor(checkpoint, config_file=str(config), device="cpu")(torch.randn(2, 3, 128, 64))

@@ -30,7 +30,7 @@ def _env_sh(clone: Path, *command: str, cwd: Path, **env: str) -> subprocess.Com
         env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
 
 

@@ -194,7 +194,7 @@ def test_a_blank_or_dangling_msmt17_list_line_is_named(tmp_path):
 
 
 # ---- downloads --------------------------------------------------------------------------
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_downloads_are_checked_against_their_sha256(served, tmp_path):
     folder, url = served
     payload = os.urandom(5000)
@@ -213,7 +213,7 @@ def test_downloads_are_checked_against_their_sha256(served, tmp_path):
     assert (cache / "w.pth").read_bytes() == payload[:100]  # never overwritten
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 def test_an_unreachable_download_says_where_to_put_the_file(tmp_path):
     url = f"http://127.0.0.1:{_free_port()}/w.pth"
     target = tmp_path / "w.pth"
@@ -276,6 +276,19 @@ def _same(a, b) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def _side_by_side(tmp_path, *commands: list[str]) -> None:
+    """Runs independent commands at once (each with torch's usual threads, so each computes what it
+    would alone) and checks that every one succeeded."""
+    logs = [tmp_path / f"side-by-side-{i}.log" for i in range(len(commands))]
+    runs = []
+    for command, log in zip(commands, logs):
+        with open(log, "w") as out:
+            runs.append(subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT))
+    codes = [run.wait() for run in runs]
+    for code, log in zip(codes, logs):
+        assert code == 0, log.read_text()[-3000:]
+
+
 def _kill_seed() -> int:
     """The seed of the kill points: FAULTS_SEED (an integer, or ``random`` for a fresh draw), 0 by default.
 
@@ -287,9 +300,9 @@ def _kill_seed() -> int:
 
 @pytest.mark.slow
 @pytest.mark.subprocess
+@pytest.mark.timeout(1800)  # eleven training runs: minutes, several times that on a shared machine
 def test_sigkill_at_seeded_points_resumes_to_the_uninterrupted_result_and_runs_repeat(tiny_root, tmp_path):
-    subprocess.run(_command(tiny_root, tmp_path / "once", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
-    subprocess.run(_command(tiny_root, tmp_path / "twice", CONFIG, *FGDI_OPTS), check=True, capture_output=True)
+    _side_by_side(tmp_path, *(_command(tiny_root, tmp_path / name, CONFIG, *FGDI_OPTS) for name in ("once", "twice")))
     (want, want_results), (again, again_results) = _final(tmp_path / "once"), _final(tmp_path / "twice")
     assert _same(want, again) and want_results == again_results  # same seed, same CPU result
 
@@ -323,13 +336,12 @@ def test_sigkill_at_seeded_points_resumes_to_the_uninterrupted_result_and_runs_r
 
 
 @pytest.mark.subprocess
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(1200)
 def test_a_baseline_repeats_exactly_with_the_same_seed(tiny_root, tmp_path):
     config = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
     opts = ["train.max_epoch", "2", "train.batch_size", "24"]
     runs = ("once", "twice")
-    for name in runs:
-        subprocess.run(_command(tiny_root, tmp_path / name, config, *opts), check=True, capture_output=True)
+    _side_by_side(tmp_path, *(_command(tiny_root, tmp_path / name, config, *opts) for name in runs))
     once, twice = (torchreid.utils.load_checkpoint(str(tmp_path / n / "model" / "model.pth.tar-2")) for n in runs)
     assert _same(once["state_dict"], twice["state_dict"])
     assert (tmp_path / "once" / "results.json").read_text() == (tmp_path / "twice" / "results.json").read_text()

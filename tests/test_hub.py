@@ -8,7 +8,7 @@ import pytest
 from torchreid_fgdi.cli import weights
 from torchreid_fgdi.models import VARIANTS, hub
 
-pytestmark = pytest.mark.timeout(60)  # a download that stalls fails here instead of holding the suite
+pytestmark = pytest.mark.timeout(300)  # a download that stalls fails here instead of holding the suite
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ import pytest
 
 from torchreid_fgdi.evaluation.fast_rank import evaluate_rank
 
+from .conftest import fixtures_missing, require_fixtures
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = REPO.parent / "shared" / "fixtures" / "peer-evaluators"
 pytestmark = [
@@ -22,11 +24,11 @@ def peers():
     spec = importlib.util.spec_from_file_location("peers", REPO / "scripts" / "benchmarks" / "peers.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not SOURCES.is_dir():  # downloading the sources is the benchmarks' job, not the tests'
-        pytest.skip(f"the peers' sources are not beside this clone ({SOURCES})")
+    # downloading the sources is the benchmarks' job, not the tests'
+    require_fixtures(*(f"peer-evaluators/{peer.name}/rank_cy.pyx" for peer in module.PEERS))
     found = module.available(str(SOURCES))
     if not found:
-        pytest.skip("no peer evaluator could be built here (see the [peers] lines above)")
+        fixtures_missing("no peer evaluator could be built here (see the [peers] lines above)")
     return found
 
 

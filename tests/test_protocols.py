@@ -86,7 +86,7 @@ def _labels_under_hash_seeds(classes: list[str], root: str, seeds: list[str]) ->
 
 
 @pytest.mark.subprocess
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", ["cuhksysu", "cuhk02"])
 def test_identity_labels_do_not_depend_on_the_hash_seed(fake_root, name):
     root, _ = fake_root

@@ -61,7 +61,7 @@ def test_domains_differ_in_global_style(tiny_root):
 
 
 @pytest.mark.subprocess
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(600)
 def test_command_line_writes_requested_domains(tmp_path):
     out = subprocess.run(
         [

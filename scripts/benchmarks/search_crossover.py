@@ -5,9 +5,10 @@ Random L2-normalised features of the fgdi model's dimension (ViT-B/16: 768 + 512
 `nearest.top_k` as a search calls it. The two paths alternate within each repeat, so load from
 other processes hits both alike; each time is the best of --repeats. Prints one row per gallery
 size and query count with both times, the ratio faiss / torch (below 1: faiss is faster) and
-whether both rankings are equal.
+whether both rankings are equal. ``--tiny``: galleries of 200 and 1,000, 1 and 5 queries, one
+repeat (seconds; the test suite runs it so).
 
-    python scripts/benchmarks/search_crossover.py [--sizes 1000 ... 200000] [--queries 1 10 100]
+    python scripts/benchmarks/search_crossover.py [--sizes 1000 ... 200000] [--queries 1 10 100] [--tiny]
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def main() -> None:
     parser.add_argument("--topk", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch's (and so faiss's) threads; default: torch's")
+    parser.add_argument("--tiny", action="store_true", help="the same code at a size of seconds (for the tests)")
     args = parser.parse_args()
+    if args.tiny:
+        args.sizes, args.queries, args.repeats = [200, 1000], [1, 5], 1
     if args.threads:
         torch.set_num_threads(args.threads)
     dim = feature_dim(args.model)

@@ -5,9 +5,10 @@ encoder before every stage-3 step, although they are constant there; this engine
 once. Same model, batch and loss; steps alternate between the two ways so that both see the
 same machine load. Prints steps/s of each and the ratio, for fgdi_tiny and for ViT-B/16, with
 the training step in fp32 and under bf16 autocast; the re-encoding runs outside autocast, as in
-the authors' code (their AMP covers the training step only).
+the authors' code (their AMP covers the training step only). ``--tiny``: fgdi_tiny at batch 8,
+one step (seconds; the test suite runs it so).
 
-    python scripts/benchmarks/stage3_step.py [--steps 6]
+    python scripts/benchmarks/stage3_step.py [--steps 6] [--tiny]
 """
 
 from __future__ import annotations
@@ -68,9 +69,13 @@ def bench(variant: str, batch_size: int, image_size, steps: int, precision: str)
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--tiny", action="store_true", help="fgdi_tiny at batch 8, one step: seconds (for the tests)")
     args = parser.parse_args()
+    runs = (("fgdi_tiny", 48, (64, 32)), ("fgdi", 8, (224, 224)))
+    if args.tiny:
+        runs, args.steps = (("fgdi_tiny", 8, (64, 32)),), 1
     print(f"torch threads: {torch.get_num_threads()}")
-    for variant, batch_size, size in (("fgdi_tiny", 48, (64, 32)), ("fgdi", 8, (224, 224))):
+    for variant, batch_size, size in runs:
         for precision in ("fp32", "bf16"):
             cached, reencoded = bench(variant, batch_size, size, args.steps, precision)
             print(

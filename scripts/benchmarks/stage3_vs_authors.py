@@ -12,8 +12,11 @@ so each sees the same machine load; fp32 and bf16 autocast (the authors' AMP, on
 The authors' code is read from a checkout or bare git directory (default: the mirror below) into a
 temporary folder at run time, with its hard-wired ``.cuda()`` calls removed so that it runs on CPU.
 Their CLIP is built in float32 as theirs ends up (their ``convert_weights`` casts to float32).
+Without their code or the parity fixtures, the authors' steps are skipped (said so) and ours are
+timed against each other. ``--tiny`` times ours on fgdi_tiny at 64x32 (the authors' model is
+ViT-B/16: skipped), batch 8, one step, fp32: seconds (the test suite runs it so).
 
-    python scripts/benchmarks/stage3_vs_authors.py [--authors DIR] [--steps 3] [--batch 8] [--compile]
+    python scripts/benchmarks/stage3_vs_authors.py [--authors DIR] [--steps 3] [--batch 8] [--compile] [--tiny]
 """
 
 from __future__ import annotations
@@ -145,10 +148,12 @@ def authors_step(authors, state: dict, reencode: bool = True) -> Callable:
     return step
 
 
-def our_engine(state: dict, precision: str) -> ImageFGDIEngine:
+def our_engine(state: dict | None, precision: str, variant: str = "fgdi") -> ImageFGDIEngine:
+    """Ours with the authors' weights (`state`), or random ones when there are none."""
     datamanager = stage3_datamanager(NUM_IDS, NUM_DOMAINS)
-    model = build_fgdi("fgdi", NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
-    model.load_state_dict(from_authors_state_dict(state))
+    model = build_fgdi(variant, NUM_IDS, num_domains=NUM_DOMAINS, pretrained=False)
+    if state is not None:
+        model.load_state_dict(from_authors_state_dict(state))
     settings = RunSettings.from_config(load_config(opts=["fgdi.precision", precision])).fgdi
     engine = ImageFGDIEngine(datamanager, model, settings=settings, use_gpu=False)
     engine.enter("stage3")
@@ -246,6 +251,23 @@ def matmul_floor(step: Callable, batch: dict, precision: str) -> tuple[float, fl
     return gflop, rate, gflop / rate
 
 
+def authors_skipped(args) -> str:
+    """Why the authors' steps cannot run here ('' when they can)."""
+    if args.tiny:
+        return "--tiny: their model is ViT-B/16 at 224"
+    if not (args.authors / "models").is_dir() and not (args.authors / "HEAD").is_file():
+        return f"their code is not at {args.authors} (pass --authors <checkout or bare git dir of CLIP-FGDI>)"
+    if not (FIXTURES / "authors_weights.py").is_file():
+        return f"the parity fixtures, which give both models the same weights, are not at {FIXTURES}"
+    return ""
+
+
+def print_times(precision: str, seconds: dict[str, float], reference: str) -> None:
+    base = "the authors'" if reference == "authors" else "ours"
+    for name, value in seconds.items():
+        print(f"{precision} {name:<45} {value:6.2f} s/step  {seconds[reference] / value:5.2f}x {base}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--authors", type=Path, default=MIRROR, help="checkout or bare git dir of Qi5Lei/CLIP-FGDI")
@@ -253,35 +275,41 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="images per step (4 per identity)")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="also time torch.compile of our image tower")
+    parser.add_argument("--tiny", action="store_true", help="ours on fgdi_tiny, one step: seconds (for the tests)")
     args = parser.parse_args()
-    if not (args.authors / "models").is_dir() and not (args.authors / "HEAD").is_file():
-        sys.exit(f"the authors' code is not at {args.authors}: pass --authors <checkout or bare git dir of CLIP-FGDI>")
-    if not (FIXTURES / "authors_weights.py").is_file():
-        sys.exit(f"the parity fixtures are not at {FIXTURES}: they give both models the same weights")
+    variant, size = ("fgdi_tiny", (64, 32)) if args.tiny else ("fgdi", (224, 224))
+    if args.tiny:
+        args.steps, args.precisions = 1, ["fp32"]
+    skipped = authors_skipped(args)
+    if skipped:
+        print(f"[authors] their steps are skipped: {skipped}; ours are timed against each other")
     started = time.time()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} at 224x224, ViT-B/16")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch} at {size[0]}x{size[1]}, "
+        f"{variant}"
+    )
     with tempfile.TemporaryDirectory() as folder:
-        authors = import_authors(args.authors, Path(folder))
-        state = fixture_state()
+        authors = None if skipped else import_authors(args.authors, Path(folder))
+        state = None if skipped else fixture_state()
         torch.manual_seed(0)
         pids = torch.arange(args.batch // 4).repeat_interleave(4) * 3 % NUM_IDS
-        batch = {"img": torch.randn(args.batch, 3, 224, 224), "pid": pids, "dsetid": pids % NUM_DOMAINS}
+        batch = {"img": torch.randn(args.batch, 3, *size), "pid": pids, "dsetid": pids % NUM_DOMAINS}
         for precision in args.precisions:
-            engine = our_engine(state, precision)
-            steps = {
-                "authors": authors_step(authors, state),
-                "authors, prompt features cached": authors_step(authors, state, reencode=False),
-                **our_candidates(engine, args.compile),
-            }
+            engine = our_engine(state, precision, variant)
+            steps = (
+                {}
+                if skipped
+                else {
+                    "authors": authors_step(authors, state),
+                    "authors, prompt features cached": authors_step(authors, state, reencode=False),
+                }
+            )
+            steps |= our_candidates(engine, args.compile)
             seconds = timed(steps, batch, precision, args.steps)
             gflop, rate, seconds["floor: our products at the machine's rate"] = matmul_floor(
                 steps["ours"], batch, precision
             )
-            for name, value in seconds.items():
-                print(
-                    f"{precision} {name:<45} {value:6.2f} s/step  {seconds['authors'] / value:5.2f}x the authors'",
-                    flush=True,
-                )
+            print_times(precision, seconds, "ours" if skipped else "authors")
             print(f"{precision} (floor: {gflop:.0f} GFLOP of matrix products and attention at {rate:.0f} GFLOP/s)")
             del engine, steps
     print(f"took {time.time() - started:.0f} s")
