@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torchreid
 
-from . import test_splits as splits
+from . import random_splits as splits
 from . import train_items
 from .images import drop_unreadable, refuse_damaged
 from .samplers import check_identity_batches, check_train_samplers, replacement_sampler, torchreid_sampler_name
