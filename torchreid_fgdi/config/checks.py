@@ -18,8 +18,8 @@ from torchreid.reid.optim.lr_scheduler import AVAI_SCH
 from torchreid.reid.optim.optimizer import AVAI_OPTIMS
 from yacs.config import CfgNode as CN
 
-from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
 from ..data.random_splits import MIN_TEST_SPLITS
+from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
 from ..data.transforms import TRANSFORMS
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
