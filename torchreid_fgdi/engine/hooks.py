@@ -19,7 +19,6 @@ counts the epoch just trained, in `after_stage` it stands at the next stage.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import torchreid
 
@@ -27,32 +26,32 @@ from . import artifacts, distributed, progress
 from .rng import rng_preserved
 from .stages import IMAGE, Stage
 
-if TYPE_CHECKING:  # the engine imports this module
-    from .fgdi import ImageFGDIEngine
+# The stage-table engine (`fgdi.ImageFGDIEngine`, which imports this module): a torchreid Engine.
+Engine = torchreid.engine.Engine
 
 
 class Hook:
     """Does nothing at every point; a hook overrides the points it acts at."""
 
-    def before_stage(self, engine: ImageFGDIEngine, stage: Stage) -> None:
+    def before_stage(self, engine: Engine, stage: Stage) -> None:
         pass
 
-    def before_epoch(self, engine: ImageFGDIEngine, stage: Stage) -> None:
+    def before_epoch(self, engine: Engine, stage: Stage) -> None:
         pass
 
-    def before_step(self, engine: ImageFGDIEngine, stage: Stage) -> None:
+    def before_step(self, engine: Engine, stage: Stage) -> None:
         pass
 
-    def after_step(self, engine: ImageFGDIEngine, stage: Stage, summary: dict) -> None:
+    def after_step(self, engine: Engine, stage: Stage, summary: dict) -> None:
         pass
 
-    def after_epoch(self, engine: ImageFGDIEngine, stage: Stage) -> None:
+    def after_epoch(self, engine: Engine, stage: Stage) -> None:
         pass
 
-    def after_stage(self, engine: ImageFGDIEngine, stage: Stage) -> None:
+    def after_stage(self, engine: Engine, stage: Stage) -> None:
         pass
 
-    def after_run(self, engine: ImageFGDIEngine) -> None:
+    def after_run(self, engine: Engine) -> None:
         pass
 
 
@@ -65,7 +64,7 @@ class StepLog(Hook):
     epoch trained at. torchreid's ``Train/*`` curves (time, data, each term, lr) per image batch.
     """
 
-    def __init__(self, engine: ImageFGDIEngine, print_freq: int):
+    def __init__(self, engine: Engine, print_freq: int):
         self.print_freq = print_freq
         self.clock = progress.RunClock(engine.stages, len(engine.train_loader))
         self.means = torchreid.utils.MetricMeter()
@@ -100,7 +99,7 @@ class StepLog(Hook):
         self._batch_curves(engine)
         self.end = time.time()
 
-    def _batch_curves(self, engine: ImageFGDIEngine) -> None:
+    def _batch_curves(self, engine: Engine) -> None:
         """torchreid's per-batch TensorBoard curves, as its `Engine.train` writes them."""
         if engine.writer is None:
             return
@@ -178,7 +177,7 @@ class DomainFeatures(Hook):
     def after_run(self, engine):
         self.save(engine, f"after {guided_stage(engine)}")
 
-    def save(self, engine: ImageFGDIEngine, title: str) -> None:
+    def save(self, engine: Engine, title: str) -> None:
         if not (engine.test_settings.plots and distributed.is_main()):
             return
         engine.model.eval()
@@ -200,6 +199,6 @@ class Plots(Hook):
             artifacts.write_plots(self.save_dir, [stage.name for stage in engine.stages], titles)
 
 
-def guided_stage(engine: ImageFGDIEngine) -> str:
+def guided_stage(engine: Engine) -> str:
     """The text-guided stage's name ('training' in a table without one), as the domain features' titles say."""
     return next((stage.name for stage in engine.stages if stage.text_guided), "training")
