@@ -37,7 +37,7 @@ from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
 from . import train as training
 from .parsers import command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 # package data; ./configs links to it
 PACKAGED_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
@@ -261,9 +261,7 @@ def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
     return per_seed if args.seeds else {m: s[None] for m, s in per_seed.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-benchmark`` console script: `benchmark`, a refusal as one ``error:`` line."""
-    return run_command(benchmark, argv)
+main = console_script(benchmark)
 
 
 if __name__ == "__main__":

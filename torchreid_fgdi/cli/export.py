@@ -9,7 +9,7 @@ import sys
 
 from ..tools import export as exporting
 from .parsers import add_checkpoint_arguments, command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 
 def export(argv: list[str] | None = None) -> dict[str, str]:
@@ -37,9 +37,7 @@ def export(argv: list[str] | None = None) -> dict[str, str]:
     return exporting.export(args.weights, args.out, args.format, args.config_file)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-export`` console script: `export`, a refusal as one ``error:`` line."""
-    return run_command(export, argv)
+main = console_script(export)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from ..synthetic import pretrain as tiny_clip
 from ..synthetic.captions import CorpusSize
 from ..synthetic.probe import format_accuracy
 from .parsers import command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 
 def pretrain(argv: list[str] | None = None) -> str:
@@ -45,9 +45,7 @@ def pretrain(argv: list[str] | None = None) -> str:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-pretrain`` console script: `pretrain`, a refusal as one ``error:`` line."""
-    return run_command(pretrain, argv)
+main = console_script(pretrain)
 
 
 if __name__ == "__main__":

@@ -44,3 +44,14 @@ def run_command(main: Callable[[list[str] | None], object], argv: list[str] | No
         print(refusal_text(err), file=sys.stderr)
         return USAGE_STATUS if isinstance(err, ConfigError) else FAILURE_STATUS
     return 0
+
+
+def console_script(worker: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], int]:
+    """A command's console script (``main``): `worker(argv)`, a refusal printed as one ``error:`` line,
+    and the exit status for `sys.exit`."""
+
+    def main(argv: list[str] | None = None) -> int:
+        return run_command(worker, argv)
+
+    main.__doc__ = f"`{worker.__name__}` as a console script: its exit status, a refusal as one ``error:`` line."
+    return main

@@ -17,7 +17,7 @@ from ..tools import gallery_index
 from ..tools import search as searching
 from ..tools.features import FeatureExtractor
 from .parsers import add_checkpoint_arguments, command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,9 +100,7 @@ def search(argv: list[str] | None = None) -> list[dict]:
     return ranking
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-search`` console script: `search`, a refusal as one ``error:`` line."""
-    return run_command(search, argv)
+main = console_script(search)
 
 
 if __name__ == "__main__":

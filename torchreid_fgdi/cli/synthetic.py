@@ -6,7 +6,7 @@ import sys
 
 from ..synthetic.render import DOMAIN_STYLES, SyntheticSize, generate
 from .parsers import command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 
 def synthesize(argv: list[str] | None = None) -> list[str]:
@@ -60,9 +60,7 @@ def synthesize(argv: list[str] | None = None) -> list[str]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-synthetic`` console script: `synthesize`, a refusal as one ``error:`` line."""
-    return run_command(synthesize, argv)
+main = console_script(synthesize)
 
 
 if __name__ == "__main__":

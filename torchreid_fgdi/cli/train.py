@@ -30,7 +30,7 @@ from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from .parsers import command_parser
-from .refusals import run_command
+from .refusals import console_script
 from .resume import checked_resume
 from .run_folder import RunFolder
 
@@ -239,9 +239,7 @@ def run_fgdi(
     return getattr(engine, "test_results", {})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi`` console script: `train`, a refusal as one ``error:`` line."""
-    return run_command(train, argv)
+main = console_script(train)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import sys
 
 from ..models import hub
 from .parsers import command_parser
-from .refusals import run_command
+from .refusals import console_script
 
 
 def listing() -> str:
@@ -50,9 +50,7 @@ def weights(argv: list[str] | None = None) -> str:
     return shown
 
 
-def main(argv: list[str] | None = None) -> int:
-    """The ``torchreid-fgdi-weights`` console script: `weights`, a refusal as one ``error:`` line."""
-    return run_command(weights, argv)
+main = console_script(weights)
 
 
 if __name__ == "__main__":
