@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torchreid
 
@@ -149,7 +151,13 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
 
     def fingerprint(self) -> str:
         """sha256 of the training list (paths under `root`, pid, camid, dsetid): checkpoints record it,
-        so a run is never resumed on other images or labels that happen to have the same settings."""
+        so a run is never resumed on other images or labels that happen to have the same settings.
+        Computed once (the list is fixed once the manager is built): the run's resume check and its
+        engine both ask for it."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         return train_items.fingerprint(self.train_items, self.root)
 
     def test_split_ids(self, name: str) -> list[int] | None:
