@@ -73,6 +73,18 @@ def test_resuming_a_finished_run_with_changed_training_settings_is_refused(tiny_
     assert _results(run_copy) == before
 
 
+def test_resuming_on_other_training_images_under_the_same_settings_is_refused(tiny_root, run_copy, tmp_path):
+    """Same config, other data: one training image of a source is gone, so the checkpoint's data
+    fingerprint no longer matches the training list."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_root, data)
+    sorted((data / "synth_a" / "bounding_box_train").glob("*.jpg"))[0].unlink()
+    before = _results(run_copy)
+    with pytest.raises(RunFolderError, match="the training images and labels under data.root differ"):
+        _cli(str(data), run_copy, "model.resume", "auto")
+    assert _results(run_copy) == before
+
+
 def test_resuming_a_checkpoint_on_other_sources_is_refused(tiny_root, run_copy):
     stage1 = str(run_copy / "checkpoints" / "stage1.pth")  # every tiny domain has 12 identities
     with pytest.raises(RunFolderError, match=r"data.sources: \['synth_a', 'synth_b', 'synth_c'\] -> \['synth_a', "):
