@@ -2,6 +2,9 @@ import functools
 import http.server
 import importlib.util
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -93,6 +96,16 @@ def tiny_clip() -> open_clip.CLIP:
         text_cfg=open_clip.CLIPTextCfg(layers=1, width=16, heads=2, context_length=77),
         quick_gelu=True,
     )
+
+
+def killed_write(path: Path) -> Path:
+    """The temporary file a write of `path` leaves when its process is killed mid-write: a real process
+    writes ``<path>.tmp<its pid>`` as `utils.atomic` names it and dies by SIGKILL."""
+    write = "import os, sys; f = open(f'{sys.argv[1]}.tmp{os.getpid()}', 'wb'); f.write(b'half a file'); f.flush()"
+    done = subprocess.run([sys.executable, "-c", f"{write}; os.kill(os.getpid(), 9)", str(path)])
+    assert done.returncode == -signal.SIGKILL
+    (temporary,) = path.parent.glob(f"{path.name}.tmp*")
+    return temporary
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 import contextlib
 import io
+import pickle
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +12,9 @@ import torch
 import torchreid
 from huggingface_hub import constants
 
+from tests.test_fgdi_engine import CONFIG
+from torchreid_fgdi.cli import train
+from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.models import (
     FGDI,
@@ -190,6 +196,35 @@ def test_weights_load_from_a_state_dict_an_open_clip_checkpoint_and_an_openai_ji
     assert torch.equal(model.text_encoder.text_projection, source.text_projection)
     with pytest.raises(ValueError, match="does not hold ViT-B-32 weights"):
         build_fgdi("fgdi_vit_b32", 3, pretrained=str(tmp_path / "plain.pt"))
+
+
+class _OpensAFile:
+    """Unpickling it creates the file `path`: code a pickle runs as it loads."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_weights_whose_pickle_runs_code_are_refused_in_one_line_without_running_it(
+    tiny_root, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv(DEBUG_VARIABLE, raising=False)
+    weights, marker = tmp_path / "clip.pt", tmp_path / "ran"
+    torch.save({"state_dict": {}, "payload": _OpensAFile(marker)}, weights)
+    pickle.loads(pickle.dumps(_OpensAFile(tmp_path / "proof")))
+    assert (tmp_path / "proof").exists()  # the payload is live
+    argv = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path / "run")]
+    assert train.main([*argv, "fgdi.clip_weights", str(weights)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(
+        f"error: checkpoint {re.escape(str(weights))} holds Python objects beyond tensors and plain data "
+        r"\(it names \w+\.open\), which the safe loader refuses: loading them could run code; re-save its state_dict",
+        err,
+    )
+    assert not marker.exists()
 
 
 def test_quick_gelu_follows_the_weights():

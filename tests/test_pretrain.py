@@ -2,17 +2,23 @@
 
 import csv
 import dataclasses
-import json
 import logging
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import killed_write
 from tests.test_trust import ONE
+from torchreid_fgdi.cli import pretrain as pretrain_command
+from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.cli.train import train
-from torchreid_fgdi.models import build_fgdi
+from torchreid_fgdi.models import build_fgdi, create_clip
+from torchreid_fgdi.models.variants import TINY_CLIP
 from torchreid_fgdi.synthetic import pretrain
 from torchreid_fgdi.synthetic.captions import (
     ATTRIBUTES,
@@ -23,8 +29,9 @@ from torchreid_fgdi.synthetic.captions import (
     colour_name,
     write_corpus,
 )
+from torchreid_fgdi.synthetic.probe import format_accuracy
 from torchreid_fgdi.synthetic.render import DOMAIN_STYLES, _identity
-from torchreid_fgdi.utils.checkpoint import CheckpointError
+from torchreid_fgdi.utils.checkpoint import CheckpointError, write_checkpoint
 
 CLIP_CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny_clip.yaml")
 TINY = pretrain.PretrainSettings(
@@ -91,7 +98,7 @@ def pretrained(tmp_path_factory):
 @pytest.mark.slow
 def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrained(pretrained):
     tmp_path, path = pretrained
-    probe = json.loads((tmp_path / "synthetic-clip" / pretrain.cache_key(TINY) / pretrain.PROBE).read_text())
+    probe = pretrain.recorded_probe(path)
     assert set(probe) == {"shirt", "pattern", "bottom", "accessory"}
     assert all(0 <= r["accuracy"] <= 1 and r["values"] >= 2 for r in probe.values())
     assert (
@@ -122,3 +129,107 @@ def test_a_diverged_pretraining_is_not_cached(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite"):
         pretrain.pretrained_checkpoint(diverging, str(tmp_path))
     assert not Path(pretrain.checkpoint_path(diverging, str(tmp_path))).exists()
+
+
+# ---- the cache is checked against what was written --------------------------------------
+def _stand_in(monkeypatch) -> list[str]:
+    """Replaces open_clip_train's minutes by keeping fresh random weights of the tiny CLIP's shapes, with
+    a probe whose accuracy counts the pretrainings (10%, 20%, ...); the list of their `replacing`."""
+    made = []
+
+    def pretraining(folder: str, settings: pretrain.PretrainSettings, replacing: str = "") -> dict:
+        made.append(replacing)
+        probe = {"shirt": {"values": 9, "accuracy": len(made) / 10, "majority": 0.24}}
+        print(format_accuracy(probe))
+        pretrain.keep(folder, create_clip(TINY_CLIP)[0].state_dict(), probe)
+        return probe
+
+    monkeypatch.setattr(pretrain, "pretrain", pretraining)
+    return made
+
+
+def _random_weights(path: Path) -> None:
+    write_checkpoint(create_clip(TINY_CLIP)[0].state_dict(), str(path))  # the same shapes and size: it would load
+
+
+def _empty(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-1000])
+
+
+def _from_before_records(path: Path) -> None:
+    (path.parent / pretrain.RECORD).unlink()
+
+
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (
+            _random_weights,
+            r"its sha256 differs from the one recorded when it was written \(replaced or changed since\)",
+        ),
+        (_empty, r"it has 0 bytes where \d+ were written \(emptied or truncated since\)"),
+        (_truncated, r"it has \d+ bytes where \d+ were written \(emptied or truncated since\)"),
+        (_from_before_records, r"no open_clip_tiny.json beside it records what was written"),
+    ],
+    ids=["random weights", "empty", "truncated", "from before records"],
+)
+def test_a_cached_clip_not_as_its_pretraining_wrote_it_is_made_again_saying_why(
+    tmp_path, monkeypatch, capsys, damage, reason
+):
+    made = _stand_in(monkeypatch)
+    path = pretrain.pretrained_checkpoint(TINY, str(tmp_path))
+    assert pretrain.pretrained_checkpoint(TINY, str(tmp_path)) == path and made == [""]  # cached: used as it is
+    damage(Path(path))
+    assert not pretrain.is_cached(TINY, str(tmp_path))
+    capsys.readouterr()
+    assert pretrain.pretrained_checkpoint(TINY, str(tmp_path)) == path
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("=> ")]
+    assert re.fullmatch(
+        f"=> Pretraining the tiny CLIP again: the cached {re.escape(path)} cannot be trusted: {reason}.*", line
+    )
+    assert len(made) == 2 and re.match(reason, made[1]) and pretrain.is_cached(TINY, str(tmp_path))
+
+
+def test_the_pretrain_command_shows_the_probe_of_the_weights_on_disk_or_refuses_in_one_line(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv(DEBUG_VARIABLE, raising=False)
+    argv = ["--cache", str(tmp_path), "--epochs", "1"]
+    real = pretrain.pretrain
+    made = _stand_in(monkeypatch)
+    path = Path(pretrain_command.pretrain(argv))
+    assert pretrain_command.pretrain(argv) == str(path) and len(made) == 1
+    assert "| shirt | 9 | 10.0% | 24.0% |" in capsys.readouterr().out  # cached: the probe recorded with it
+    _random_weights(path)
+    pretrain_command.pretrain(argv)
+    out = capsys.readouterr().out
+    assert len(made) == 2 and "| 20.0% |" in out and "| 10.0% |" not in out  # never the old weights' probe
+
+    monkeypatch.setattr(pretrain, "pretrain", real)
+    monkeypatch.setattr(pretrain, "TRAINER_MODULES", ("no_such_trainer_module",))  # the extra is not installed
+    _empty(path)
+    assert pretrain_command.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: pretraining the synthetic benchmark's tiny CLIP")
+    assert f"again, as the cached {path} cannot be trusted (it has 0 bytes where " in err
+    assert "needs no_such_trainer_module, which is not installed: it comes with the pretrain extra" in err
+
+
+def test_a_killed_pretrainings_temporary_file_goes_and_a_running_writers_stays(tmp_path, monkeypatch, capsys):
+    _stand_in(monkeypatch)
+    path = Path(pretrain.pretrained_checkpoint(TINY, str(tmp_path)))
+    killed = killed_write(path)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        running = path.parent / f"{path.name}.tmp{writer.pid}"
+        running.write_bytes(b"being written")
+        capsys.readouterr()
+        try:
+            pretrain.pretrained_checkpoint(TINY, str(tmp_path))
+        finally:
+            writer.kill()
+    assert not killed.exists() and running.exists()
+    assert f"=> Removed 1 temporary file(s) left by a killed write: {killed}\n" in capsys.readouterr().out

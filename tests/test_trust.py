@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.conftest import killed_write
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
@@ -254,8 +255,7 @@ def test_a_kill_before_latest_is_linked_leaves_the_stage_file_and_stray_temporar
     assert (checkpoints / "stage1.pth").is_file() and read_checkpoint(str(checkpoints / "latest.pth"))[
         "stage"
     ] == "stage1"
-    stray = checkpoints / "latest.pth.tmp4242"
-    stray.write_bytes(b"half a checkpoint")
+    stray = killed_write(checkpoints / "latest.pth")
     cfg = load_config(CONFIG, ["data.save_dir", str(tmp_path / "run"), "model.resume", "auto"])
     assert resume_path(cfg, fgdi=True) == str(checkpoints / "stage1.pth")  # further on than latest.pth
     _cli(tiny_root, tmp_path / "run", "model.resume", "auto", "fgdi.stage1_epochs", "2")

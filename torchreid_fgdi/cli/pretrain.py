@@ -6,8 +6,6 @@ Pretraining needs the ``pretrain`` extra; without it the command refuses in one 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os.path as osp
 import sys
 
 from ..synthetic import pretrain as tiny_clip
@@ -38,9 +36,8 @@ def pretrain(argv: list[str] | None = None) -> str:
     settings = tiny_clip.PretrainSettings(corpus=corpus, epochs=args.epochs)
     cached = tiny_clip.is_cached(settings, args.cache)
     path = tiny_clip.pretrained_checkpoint(settings, args.cache)
-    if cached:  # a new checkpoint's probe was printed as it was measured
-        with open(osp.join(osp.dirname(path), tiny_clip.PROBE)) as f:
-            print(format_accuracy(json.load(f)))
+    if cached:  # the probe recorded with the weights on disk; a new checkpoint's was printed as it was measured
+        print(format_accuracy(tiny_clip.recorded_probe(path)))
     print(f"=> {path}")
     return path
 

@@ -130,9 +130,7 @@ class RunFolder:
         handle.flush()
         self._lock = handle
         folders = [self.save_dir] + [osp.join(self.save_dir, sub) for sub in RUN_SUBFOLDERS]
-        removed = [path for folder in folders for path in atomic.remove_temporaries(folder)]
-        if removed:
-            print(f"=> Removed {len(removed)} temporary file(s) left by a killed write: {', '.join(removed)}")
+        atomic.remove_temporaries(*folders)
 
     def release(self) -> None:
         if self._lock is not None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..utils.checkpoint import read_checkpoint
 from .hub import (
     REGISTRY,
     WeightsUnavailableError,
@@ -29,6 +30,7 @@ from .hub import (
 
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
+_NOT_PICKLES = (".safetensors", ".npz", ".npy")  # the files open_clip reads without torch.load
 
 
 def _hf_location(tag_cfg: dict) -> tuple[str, list[str]] | None:
@@ -140,6 +142,8 @@ def _load_file(clip: nn.Module, path: str) -> None:
             state.pop(key, None)
         clip.load_state_dict(state)
     else:
+        if not path.endswith(_NOT_PICKLES):  # read by torch.load: damage or code refused in one line first
+            read_checkpoint(path, mmap=zipfile.is_zipfile(path))
         open_clip.load_checkpoint(clip, path, strict=True)
 
 

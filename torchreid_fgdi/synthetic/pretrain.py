@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import open_clip
 import torch
 
+from ..models.hub import sha256sum
 from ..models.variants import TINY_CLIP
 from ..utils import atomic, extras
 from ..utils.cache import cache_root
@@ -38,7 +39,7 @@ from .probe import attribute_accuracy, format_accuracy
 TAG = "synthetic-captions"  # the fgdi.clip_weights value that means this checkpoint
 MODEL_NAME = "fgdi-tiny-clip"  # its open_clip config name
 CHECKPOINT = "open_clip_tiny.pt"
-PROBE = "zero_shot.json"
+RECORD = "open_clip_tiny.json"  # the checkpoint's size, sha256 and zero-shot probe, written after it
 # open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
 TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
 
@@ -76,26 +77,63 @@ def checkpoint_path(settings: PretrainSettings, root: str = "") -> str:
     return osp.join(root or cache_root(), "synthetic-clip", cache_key(settings), CHECKPOINT)
 
 
+def _record(path: str) -> dict:
+    with open(osp.join(osp.dirname(path), RECORD)) as f:
+        return json.load(f)
+
+
+def untrusted(path: str) -> str:
+    """Why the cached checkpoint at `path` is not the one its pretraining wrote ('' if it is, or if there
+    is none): it is checked against the record written after it, so weights replaced, truncated or
+    emptied since, or kept before records were (or whose record a kill cut off), are never used."""
+    if not osp.isfile(path):
+        return ""
+    try:
+        size, digest = (_record(path)[k] for k in ("bytes", "sha256"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no {RECORD} beside it records what was written (made before such records, or cut short)"
+    if osp.getsize(path) != size:
+        return f"it has {osp.getsize(path)} bytes where {size} were written (emptied or truncated since)"
+    if sha256sum(path) != digest:
+        return "its sha256 differs from the one recorded when it was written (replaced or changed since)"
+    return ""
+
+
 def is_cached(settings: PretrainSettings = PretrainSettings(), root: str = "") -> bool:
-    return osp.isfile(checkpoint_path(settings, root))
+    """Whether the checkpoint for `settings` is cached as its pretraining wrote it."""
+    path = checkpoint_path(settings, root)
+    return osp.isfile(path) and not untrusted(path)
+
+
+def recorded_probe(path: str) -> dict:
+    """The zero-shot probe of the cached checkpoint at `path`, as measured before it was written
+    (it belongs to the weights on disk when `untrusted(path)` is '')."""
+    return _record(path)["zero_shot"]
 
 
 def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
-    """The checkpoint for `settings`, made first if it is not cached (one process makes it, others wait)."""
+    """The checkpoint for `settings`, made first if it is not cached or not as it was written (one
+    process makes it, others wait); temporary files of killed pretrainings are removed."""
     path = checkpoint_path(settings, root)
     folder = osp.dirname(path)
     os.makedirs(osp.dirname(folder), exist_ok=True)
     with open(folder + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not osp.isfile(path):
-            pretrain(folder, settings)
+        atomic.remove_temporaries(folder)
+        problem = untrusted(path)
+        if problem:
+            print(f"=> Pretraining the tiny CLIP again: the cached {path} cannot be trusted: {problem}")
+        if problem or not osp.isfile(path):
+            pretrain(folder, settings, problem)
     return path
 
 
-def pretrain(folder: str, settings: PretrainSettings) -> dict:
-    """Writes the corpus, trains with open_clip_train, keeps the final weights as
-    ``folder/open_clip_tiny.pt`` and the zero-shot probe as ``folder/zero_shot.json``; returns the probe."""
+def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> dict:
+    """Writes the corpus, trains with open_clip_train, keeps the final weights (`keep`); returns the
+    probe. `replacing`: why the cached checkpoint there cannot be used (part of a refusal)."""
     what = f"pretraining the synthetic benchmark's tiny CLIP (fgdi.clip_weights {TAG}, made once and cached)"
+    if replacing:
+        what += f" again, as the cached {osp.join(folder, CHECKPOINT)} cannot be trusted ({replacing}),"
     extras.require("pretrain", TRAINER_MODULES, what)
     from open_clip_train.main import main as train_main  # imports pandas, transformers: only when training
 
@@ -139,11 +177,18 @@ def pretrain(folder: str, settings: PretrainSettings) -> dict:
     model.load_state_dict(state)
     probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
     print(format_accuracy(probe))
-    os.makedirs(folder, exist_ok=True)
-    atomic.write_text(osp.join(folder, PROBE), json.dumps(probe, indent=1))
-    write_checkpoint(state, osp.join(folder, CHECKPOINT))
+    keep(folder, state, probe)
     shutil.rmtree(work, ignore_errors=True)
     return probe
+
+
+def keep(folder: str, state: dict, probe: dict) -> str:
+    """Writes `state` as ``folder/open_clip_tiny.pt``, then its record: its size and sha256 (what a later
+    use checks it against) and `probe`, its zero-shot probe. Returns the checkpoint's path."""
+    path = write_checkpoint(state, osp.join(folder, CHECKPOINT))
+    record = {"bytes": osp.getsize(path), "sha256": sha256sum(path), "zero_shot": probe}
+    atomic.write_text(osp.join(folder, RECORD), json.dumps(record, indent=1))
+    return path
 
 
 def resolve(clip_weights: str) -> str:

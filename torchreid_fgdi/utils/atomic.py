@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..errors import WriteError
 
-_TEMPORARY = re.compile(r"\.tmp\d+$")
+_TEMPORARY = re.compile(r"\.tmp(\d+)$")
 _ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
 
 
@@ -56,13 +56,31 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
     return path
 
 
-def remove_temporaries(folder: str) -> list[str]:
-    """Deletes the temporary files that killed writes left in `folder` itself (call it only while no
-    other process writes there, e.g. holding the run's lock); the paths removed."""
-    stale = glob.glob(os.path.join(glob.escape(folder), "*.tmp*"))
-    stale = [p for p in stale if _TEMPORARY.search(p) and os.path.isfile(p)]
+def _writer_alive(temporary: str) -> bool:
+    """Whether the process whose pid names `temporary` still runs, so its write may be under way (this
+    process, which is not writing it while it cleans up, does not count)."""
+    pid = int(_TEMPORARY.search(temporary).group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
+
+
+def remove_temporaries(*folders: str) -> list[str]:
+    """Deletes the temporary files that killed writes left in each of `folders` itself, and says so; the
+    paths removed. Call it while no other process writes there (e.g. holding the folder's lock); a
+    temporary whose writer still runs is left alone all the same."""
+    stale = [p for folder in folders for p in glob.glob(os.path.join(glob.escape(folder), "*.tmp*"))]
+    stale = [p for p in stale if _TEMPORARY.search(p) and os.path.isfile(p) and not _writer_alive(p)]
     for path in stale:
         os.remove(path)
+    if stale:
+        print(f"=> Removed {len(stale)} temporary file(s) left by a killed write: {', '.join(stale)}")
     return stale
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os.path as osp
 import pickle
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -20,6 +21,8 @@ import torch
 
 from ..errors import CheckpointError
 from . import atomic
+
+_CODE = re.compile(r"GLOBAL ([\w.]+)")  # what the safe loader's refusal says a pickle would have called
 
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
@@ -32,11 +35,12 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # a damaged legacy-format file can fail anywhere inside the unpickler
-        if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
-            first = str(err).strip().splitlines()[0]
+        code = _CODE.search(str(err))
+        if isinstance(err, pickle.UnpicklingError) and (code or zipfile.is_zipfile(path)):
+            named = f"it names {code.group(1)}" if code else str(err).strip().splitlines()[0]
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects beyond tensors and plain data, which the safe loader "
-                f"refuses ({first}); re-save its state_dict on the machine that made it"
+                f"checkpoint {path} holds Python objects beyond tensors and plain data ({named}), which the safe "
+                "loader refuses: loading them could run code; re-save its state_dict on the machine that made it"
             ) from err
         detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(
