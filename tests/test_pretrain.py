@@ -98,6 +98,7 @@ def pretrained(tmp_path_factory):
 @pytest.mark.slow
 def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrained(pretrained):
     tmp_path, path = pretrained
+    assert pretrain.is_cached(TINY, str(tmp_path))  # the weights on disk are those its record describes
     probe = pretrain.recorded_probe(path)
     assert set(probe) == {"shirt", "pattern", "bottom", "accessory"}
     assert all(0 <= r["accuracy"] <= 1 and r["values"] >= 2 for r in probe.values())
