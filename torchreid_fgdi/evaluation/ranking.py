@@ -15,6 +15,7 @@ from .rerank import DEFAULT_MEMORY_GIB, Reranked
 from .torchreid_rank import evaluate_rank
 
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_NORM_ROWS = 4096  # features whose squared norms are computed at a time
 
 
 def check_finite_features(
@@ -38,7 +39,8 @@ def check_finite_features(
             "weights are broken (a diverged run?) or test precision overflowed (fgdi.test_precision fp32); "
             "no result was written"
         )
-    squared = feats.double().pow(2).reshape(len(feats), -1).sum(1)
+    rows = feats.flatten(1) if feats.dim() > 1 else feats.unsqueeze(1)
+    squared = torch.cat([block.double().pow(2).sum(1) for block in rows.split(_NORM_ROWS)])  # no float64 copy
     reach = squared if dist_metric == "cosine" or normalize_feature else 4 * squared  # largest distance
     too_large = (reach**2 if rerank else reach) > _FLOAT32_MAX
     if too_large.any():
