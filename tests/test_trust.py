@@ -10,6 +10,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,7 +30,7 @@ from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
 from torchreid_fgdi.errors import UnreadableImageError
-from torchreid_fgdi.evaluation import NonFiniteFeaturesError, extract_features
+from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features, extract_features
 from torchreid_fgdi.tools.export import _write_checked, export
 from torchreid_fgdi.tools.features import FeatureExtractor
 from torchreid_fgdi.utils import atomic
@@ -173,6 +174,41 @@ def test_non_finite_features_stop_the_evaluation_and_an_export_that_gives_nan_is
 
     with pytest.raises(RuntimeError, match="the torchscript export differs from PyTorch by nan"):
         _write_checked(str(tmp_path / "x.pt"), "torchscript", Nan(), torch.randn(2, 3, 8, 4), torch.randn(3, 3, 8, 4))
+
+
+def test_a_checkpoint_with_finite_but_huge_weights_is_refused_before_its_distances_overflow(
+    tiny_root, run_copy, tmp_path
+):
+    state = read_checkpoint(str(run_copy / "checkpoints" / "stage3.pth"))
+    for key in [k for k in state["state_dict"] if ".ln_post." in k]:  # the image encoder's last LayerNorm
+        state["state_dict"][key] *= 1e20  # finite weights; features ~1e20, whose squares overflow float32
+    huge = str(tmp_path / "huge.pth")
+    torch.save(state, huge)
+    before = _results(run_copy)
+    with pytest.raises(
+        NonFiniteFeaturesError, match=r"too large for float32 distances \(norm up to \d\.\de\+\d\d: they "
+    ):
+        _cli(tiny_root, run_copy, "test.evaluate", "True", "model.load_weights", huge)
+    assert _results(run_copy) == before and not (run_copy / "evaluation" / "results.json").exists()
+
+
+@pytest.mark.parametrize("evaluator", ["fast", "torchreid"])
+def test_features_whose_re_ranked_distances_would_overflow_are_refused(evaluator):
+    """Norms of 1e10 rank in float32 (squared euclidean distances up to 4e20), but re-ranking squares
+    those distances past float32's range: before, a ValueError traceback (fast) or NaN ranked as if
+    it were a distance (torchreid)."""
+    pids, cams = np.repeat(np.arange(4), 2), np.tile([0, 1], 4)
+    query, gallery = (
+        (torch.randn(8, 16, generator=torch.Generator().manual_seed(s)) * 1e10, pids, cams) for s in (0, 1)
+    )
+    assert evaluate_features(query, gallery, evaluator=evaluator)["mAP"] > 0
+    with pytest.raises(
+        NonFiniteFeaturesError, match="once re-ranking squares them .* for 8 of 8 images of synth_d query"
+    ):
+        evaluate_features(query, gallery, rerank=True, evaluator=evaluator, where="synth_d")
+    huge = (query[0] * 1e20, pids, cams)  # norms past float32's square root: even unit vectors overflow
+    with pytest.raises(NonFiniteFeaturesError, match=r"too large for float32 distances \(norm up to \d\.\de\+30"):
+        evaluate_features(huge, gallery, "cosine", evaluator=evaluator)
 
 
 # ---- 5: "the last good checkpoint" is one that is known to be good -----------------------

@@ -136,7 +136,7 @@ class MultiTargetTestMixin:
             extract_features(progress.track(loaders[s], f"{desc} {s}"), self.extract_features, device, f"{desc} {s}")
             for s in ("query", "gallery")
         )
-        res = evaluate_features(query, gallery, **kwargs)
+        res = evaluate_features(query, gallery, where=desc, **kwargs)
         return res, res.pop("distmat"), query, gallery
 
 

@@ -8,10 +8,10 @@ instead of sorting whole rows (log G per image). Distances are computed block by
 features, so no query x gallery matrix is held; `evaluate_rank` does the same on a given matrix.
 
 The numbers are torchreid's `evaluate_rank` (Market-1501 metric): the CMC bit for bit and mAP to
-float64 rounding. Exact ties in distance are the one difference: here an image at the same
-distance as a match counts as ranked before it, where torchreid's unstable sort leaves the order
-unspecified. The CUHK03 metric samples galleries in ranked order from numpy's global generator,
-as torchreid does, so it sorts its blocks to give torchreid's numbers for the same seed.
+float64 rounding. A row where a match and another identity's image are at exactly the same
+distance is sorted with numpy's argsort, as torchreid's is, so ties come out in its order. The
+CUHK03 metric samples galleries in ranked order from numpy's global generator, as torchreid does,
+so it sorts its blocks to give torchreid's numbers for the same seed.
 """
 
 from __future__ import annotations

@@ -14,15 +14,42 @@ from .distances import distance_matrix
 from .rerank import DEFAULT_MEMORY_GIB, Reranked
 from .torchreid_rank import evaluate_rank
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_NORM_ROWS = 4096  # features whose squared norms are computed at a time
 
-def check_finite_features(feats: torch.Tensor, where: str) -> torch.Tensor:
-    """`feats`, if every value is finite; otherwise an error (ranking NaNs gives a normal-looking table)."""
+
+def check_finite_features(
+    feats: torch.Tensor,
+    where: str,
+    dist_metric: str = "cosine",
+    normalize_feature: bool = False,
+    rerank: bool = False,
+) -> torch.Tensor:
+    """`feats`, if every value and every float32 distance between them will be finite; otherwise an
+    error (ranking NaNs gives a normal-looking table).
+
+    Finite features can still overflow: a squared norm past float32's range makes unit vectors
+    zero, euclidean distances (up to 4x the squared norm) inf or NaN, and re-ranking squares those
+    again. The defaults check what any use needs (unit vectors); evaluation passes its settings.
+    """
     bad = int((~feats.isfinite()).any(dim=1).sum()) if feats.dim() > 1 else int((~feats.isfinite()).sum())
     if bad:
         raise NonFiniteFeaturesError(
             f"the model gives non-finite (NaN / Inf) features for {bad} of {len(feats)} images of {where}: its "
             "weights are broken (a diverged run?) or test precision overflowed (fgdi.test_precision fp32); "
             "no result was written"
+        )
+    rows = feats.flatten(1) if feats.dim() > 1 else feats.unsqueeze(1)
+    squared = torch.cat([block.double().pow(2).sum(1) for block in rows.split(_NORM_ROWS)])  # no float64 copy
+    reach = squared if dist_metric == "cosine" or normalize_feature else 4 * squared  # largest distance
+    too_large = (reach**2 if rerank else reach) > _FLOAT32_MAX
+    if too_large.any():
+        squares = " once re-ranking squares them" if rerank else ""
+        raise NonFiniteFeaturesError(
+            f"the model gives features too large for float32 distances{squares} (norm up to "
+            f"{float(squared.max().sqrt()):.1e}: they would be inf or NaN) for {int(too_large.sum())} of "
+            f"{len(feats)} images of {where}: its weights are broken (a diverged run or a damaged checkpoint?); "
+            "evaluate an earlier checkpoint; no result was written"
         )
     return feats
 
@@ -56,16 +83,19 @@ def evaluate_features(
     evaluator: str = "fast",
     keep_distmat: bool = False,
     rerank_memory_gib: float = DEFAULT_MEMORY_GIB,
+    where: str = "the test set",
 ) -> dict:
     """{'mAP', 'cmc' (numpy, ranks 1..50, fewer on a tiny gallery), 'distmat'} for one query / gallery pair.
 
     ``evaluator='fast'`` ranks query chunk by query chunk (no query x gallery matrix unless
     ``keep_distmat`` asks for it, otherwise ``distmat`` is None), re-ranking with `Reranked` in
     ``rerank_memory_gib``; ``'torchreid'`` is torchreid's own `re_ranking` and `evaluate_rank` on
-    whole matrices.
+    whole matrices. ``where`` names the images in a refusal of features that cannot be ranked.
     """
     if evaluator not in EVALUATORS:
         raise ConfigError(f"test.evaluator must be one of {EVALUATORS}, got {evaluator!r}")
+    for feats, split in ((query[0], "query"), (gallery[0], "gallery")):
+        check_finite_features(feats, f"{where} {split}", dist_metric, normalize_feature, rerank)
     if evaluator == "fast" and not rerank and not keep_distmat:
         cmc, mAP = fast_rank.rank_features(
             query, gallery, dist_metric, normalize_feature, use_metric_cuhk03=use_metric_cuhk03

@@ -11,8 +11,9 @@ The arithmetic is torchreid's: squared distances divided by the row's maximum ov
 gallery, k-reciprocal sets with the 2/3 expansion rule, weights exp(-distance) normalised to sum
 to 1, query expansion as the mean of the k2 nearest rows of V, Jaccard distance 1 - m / (2 - m)
 with m the sum of element-wise minima, final = (1 - lambda) * Jaccard + lambda * distance. The
-results agree with torchreid's to float32 rounding; neighbour lists can differ where two distances
-tie exactly, where torchreid's unstable argsort leaves the order unspecified too.
+results agree with torchreid's to float32 rounding. Where distances tie exactly (duplicate images)
+at the end of a neighbour list, the row is ordered by numpy's argsort of the whole row as
+torchreid's is, so the same tied images fall inside the list.
 """
 
 from __future__ import annotations
@@ -60,17 +61,35 @@ class _Images:
         return dist.mul_(dist)
 
 
-def _nearest(images: _Images, k: int, row_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(each image's k nearest images, nearest first; each row's largest squared distance)."""
+def _nearest(images: _Images, k: int, cuts: tuple[int, ...], row_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each image's k nearest images, nearest first; each row's largest squared distance).
+
+    Only the sets of the first `cuts` neighbours count. Where an exact tie straddles a cut, which
+    images fall inside depends on the sort, so those rows are ordered by numpy's argsort of the
+    whole row, as torchreid's `re_ranking` orders every row (duplicate images make such ties).
+    """
     rows = max(1, row_bytes // (images.total * 4 * 4))
+    inside = np.asarray([c for c in cuts if c < images.total], dtype=np.int64)  # cuts with an image past them
+    width = min(k + 1, images.total)  # one past the last cut: is the next image tied with it?
     nearest = np.empty((images.total, k), dtype=np.int64)
     row_max = np.empty(images.total, dtype=np.float32)
     for block, feats in images.blocks(rows):
         dist = images.squared(feats)
         top = dist.max(1).values
-        nearest[block] = dist.div_(top.unsqueeze(1)).topk(k, 1, largest=False).indices.numpy()
+        dist = dist.div_(top.unsqueeze(1))
+        values, index = dist.topk(width, 1, largest=False)
+        index = index.numpy()
+        tied = torch.nonzero((values[:, inside - 1] == values[:, inside]).any(1)).view(-1)
+        if len(tied):
+            index[tied.numpy()] = np.argsort(dist[tied].numpy(), 1)[:, :width]
+        nearest[block] = index[:, :k]
         row_max[block] = top.numpy()
     return nearest, row_max
+
+
+def _half(k1: int) -> int:
+    """The size of a member's own reciprocal set in the expansion rule (torchreid's round(k1/2))."""
+    return int(np.around(k1 / 2.0))
 
 
 def _reciprocal(nearest: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -85,7 +104,7 @@ def _expanded_sets(nearest: np.ndarray, rows: np.ndarray, k1: int) -> np.ndarray
     A member's own half-size (round(k1/2)) reciprocal set joins when more than 2/3 of it is
     already in the row's set.
     """
-    half = int(np.around(k1 / 2.0))
+    half = _half(k1)
     width = min(k1 + 1, nearest.shape[1])
     members = np.where(_reciprocal(nearest, rows, k1), nearest[rows, :width], -1)  # rows x (k1+1)
     safe = np.maximum(members, 0)
@@ -161,7 +180,8 @@ class Reranked:
         self.budget, self.lambda_value = int(memory_gib * 2**30), lambda_value
         self.images = images = _Images(qf, gf, dist_metric, normalize_feature)
         self.shape = (len(qf), len(gf))
-        nearest, self.row_max = _nearest(images, min(k1 + 1, images.total), self.budget)
+        cuts = (k1 + 1, _half(k1) + 1, k2)  # the neighbour lists' lengths used below
+        nearest, self.row_max = _nearest(images, min(max(cuts), images.total), cuts, self.budget)
         v = _query_expansion(_v(images, nearest, self.row_max, k1), nearest, k2)
         self.query_v = v[: len(qf)]
         self.inverted = v[len(qf) :].T.tocsr()  # row c: the gallery images whose V has column c
