@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
@@ -73,12 +74,25 @@ def test_resuming_a_finished_run_with_changed_training_settings_is_refused(tiny_
     assert _results(run_copy) == before
 
 
-def test_resuming_on_other_training_images_under_the_same_settings_is_refused(tiny_root, run_copy, tmp_path):
-    """Same config, other data: one training image of a source is gone, so the checkpoint's data
-    fingerprint no longer matches the training list."""
+def _repaint(image: Path) -> None:
+    """Other pixels of the same size under the same name, with the same modification time."""
+    times = image.stat()
+    with Image.open(image) as old:
+        Image.new("RGB", old.size, (20, 200, 40)).save(image, format="JPEG")
+    os.utime(image, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change", ["removed", "repainted"])
+def test_resuming_on_other_training_images_under_the_same_settings_is_refused(tiny_root, run_copy, tmp_path, change):
+    """Same config, other data: one training image of a source is gone, or has other contents under its
+    name, so the checkpoint's data fingerprint no longer matches the training list."""
     data = tmp_path / "data"
     shutil.copytree(tiny_root, data)
-    sorted((data / "synth_a" / "bounding_box_train").glob("*.jpg"))[0].unlink()
+    image = sorted((data / "synth_a" / "bounding_box_train").glob("*.jpg"))[0]
+    if change == "removed":
+        image.unlink()
+    else:
+        _repaint(image)
     before = _results(run_copy)
     with pytest.raises(RunFolderError, match="the training images and labels under data.root differ"):
         _cli(str(data), run_copy, "model.resume", "auto")
@@ -339,6 +353,20 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(run_copy, capsys
     cfg = load_config(CONFIG, ["data.save_dir", str(run_copy), "model.resume", "auto"])
     assert resume_path(cfg, fgdi=True) == str(run_copy / "checkpoints" / "stage3.pth")
     assert f"skipping {latest}: checkpoint {latest} is not a readable PyTorch file" in capsys.readouterr().out
+
+
+def test_a_folder_named_like_a_checkpoint_is_refused_before_any_work_and_a_save_onto_it_says_so(tiny_root, run_copy):
+    latest = run_copy / "checkpoints" / "latest.pth"
+    latest.unlink()
+    latest.mkdir()
+    before = _results(run_copy)
+    with pytest.raises(CheckpointError, match=f"checkpoint {latest} is a folder, not a file: .*move the folder away"):
+        _cli(tiny_root, run_copy, "model.resume", "auto")
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        read_checkpoint(str(latest))
+    with pytest.raises(atomic.WriteError, match="a folder of that name is in the way: .*; nothing was written"):
+        atomic.save({"w": torch.zeros(1)}, str(latest))
+    assert _results(run_copy) == before and latest.is_dir()
 
 
 def test_a_save_over_the_file_size_limit_says_so_and_keeps_the_previous_file(tmp_path):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..utils.digest import sha256sum
 from .hub import (
     REGISTRY,
     WeightsUnavailableError,
@@ -23,7 +24,6 @@ from .hub import (
     get_weights,
     host_reachable,
     registered_name,
-    sha256sum,
     weights_path,
 )
 
