@@ -427,6 +427,13 @@ def test_search_explains_a_file_as_gallery_and_skips_unreadable_images_on_reques
     with pytest.raises(SystemExit):
         search(["--query", query, "--gallery", str(gallery), "--weights", weights, "--out", str(tmp_path / "s")])
     assert "--skip-unreadable leaves unreadable gallery images out" in capsys.readouterr().err
+    empty_query = tmp_path / "empty.jpg"
+    empty_query.write_bytes(b"")
+    with pytest.raises(SystemExit) as done:
+        search(["--query", str(empty_query), "--gallery", str(gallery), "--weights", weights, "--skip-unreadable"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f'cannot decode image "{empty_query}"' in err
+    assert "(it is a --query image: --skip-unreadable leaves out unreadable gallery images only)" in err
     ranking = search(
         [
             "--query",
