@@ -21,7 +21,7 @@ from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.search import search
-from torchreid_fgdi.cli.train import build_config, train
+from torchreid_fgdi.cli.train import build_config, log_to_file, train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data.folders import glob_with_literal_folders
@@ -383,6 +383,25 @@ def test_a_save_over_the_file_size_limit_says_so_and_keeps_the_previous_file(tmp
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert Path(path).read_bytes() == before and os.listdir(tmp_path) == ["latest.pth"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails: ENOSPC)")
+def test_a_log_the_full_disk_cuts_short_says_so_once_the_run_is_over_and_an_error_of_the_run_comes_first(
+    tmp_path, capsys
+):
+    log = tmp_path / "train.log-2026"
+    log.symlink_to("/dev/full")
+    with pytest.raises(atomic.WriteError) as err:
+        with log_to_file(str(log)):
+            print("x" * 20000)  # more than the log's buffer: the disk is full while the run goes on
+            print("the run went on")
+    assert str(err.value).startswith(f"could not complete the log {log}: the disk holding {tmp_path} is full")
+    assert "the run's checkpoints and results are intact" in str(err.value) and "\n" not in str(err.value)
+    assert capsys.readouterr().out.endswith("the run went on\n")
+    with pytest.raises(KeyError, match="the run's own error"):
+        with log_to_file(str(log)):
+            print("a line the log cannot keep")
+            raise KeyError("the run's own error")
 
 
 def _png_claiming(width: int, height: int) -> bytes:
