@@ -2,7 +2,10 @@
 
 import pytest
 
+from torchreid_fgdi.cli import refusals
+from torchreid_fgdi.cli import train as train_command
 from torchreid_fgdi.cli.train import train
+from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
 from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS
 
@@ -48,3 +51,24 @@ def test_a_run_with_a_missing_dataset_does_not_start(tmp_path):
         train(["--root", str(root), "data.save_dir", str(log), "data.targets", "['synth_a', 'viper']"])
     assert not any(root.iterdir())  # synth_a not generated
     assert [p.name.split("-")[0] for p in log.iterdir() if p.name != ".run.lock"] == ["train.log"]  # only the log
+
+
+def test_a_data_root_or_dataset_folder_that_is_a_symlink_loop_is_named_in_one_line(tmp_path, capsys, monkeypatch):
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    assert train_command.main(["--root", str(loop), "data.save_dir", str(tmp_path / "log")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data.root {loop} is a symlink loop (a link that leads back to itself)")
+    assert err.count("\n") == 1 and "set data.root / --root" in err
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "synth_a").symlink_to(root / "synth_a")
+    (root / "market1501").symlink_to(root / "market1501")
+    message = f"dataset folder {root / 'synth_a'} is a symlink loop .*remove it \\(a synthetic domain is then generated"
+    with pytest.raises(DatasetsNotReadyError, match=message):
+        DomainImageDataManager(root=str(root), sources=["synth_a"], height=64, width=32, use_gpu=False)
+    assert sorted(p.name for p in root.iterdir()) == ["market1501", "synth_a"]  # no temporary folder left
+    with pytest.raises(DatasetsNotReadyError, match=f"dataset folder {root / 'market1501'} is a symlink loop"):
+        ensure_datasets(str(root), ["market1501"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import killed_write
 from tests.fake_datasets import make_market1501
@@ -22,7 +23,7 @@ from torchreid_fgdi.cli import benchmark
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.search import search
-from torchreid_fgdi.cli.train import build_config, train
+from torchreid_fgdi.cli.train import build_config, log_to_file, train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data.folders import glob_with_literal_folders
@@ -75,12 +76,25 @@ def test_resuming_a_finished_run_with_changed_training_settings_is_refused(tiny_
     assert _results(run_copy) == before
 
 
-def test_resuming_on_other_training_images_under_the_same_settings_is_refused(tiny_root, run_copy, tmp_path):
-    """Same config, other data: one training image of a source is gone, so the checkpoint's data
-    fingerprint no longer matches the training list."""
+def _repaint(image: Path) -> None:
+    """Other pixels of the same size under the same name, with the same modification time."""
+    times = image.stat()
+    with Image.open(image) as old:
+        Image.new("RGB", old.size, (20, 200, 40)).save(image, format="JPEG")
+    os.utime(image, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+@pytest.mark.parametrize("change", ["removed", "repainted"])
+def test_resuming_on_other_training_images_under_the_same_settings_is_refused(tiny_root, run_copy, tmp_path, change):
+    """Same config, other data: one training image of a source is gone, or has other contents under its
+    name, so the checkpoint's data fingerprint no longer matches the training list."""
     data = tmp_path / "data"
     shutil.copytree(tiny_root, data)
-    sorted((data / "synth_a" / "bounding_box_train").glob("*.jpg"))[0].unlink()
+    image = sorted((data / "synth_a" / "bounding_box_train").glob("*.jpg"))[0]
+    if change == "removed":
+        image.unlink()
+    else:
+        _repaint(image)
     before = _results(run_copy)
     with pytest.raises(RunFolderError, match="the training images and labels under data.root differ"):
         _cli(str(data), run_copy, "model.resume", "auto")
@@ -377,6 +391,20 @@ def test_resume_auto_falls_back_to_the_newest_intact_checkpoint(run_copy, capsys
     assert f"skipping {latest}: checkpoint {latest} is not a readable PyTorch file" in capsys.readouterr().out
 
 
+def test_a_folder_named_like_a_checkpoint_is_refused_before_any_work_and_a_save_onto_it_says_so(tiny_root, run_copy):
+    latest = run_copy / "checkpoints" / "latest.pth"
+    latest.unlink()
+    latest.mkdir()
+    before = _results(run_copy)
+    with pytest.raises(CheckpointError, match=f"checkpoint {latest} is a folder, not a file: .*move the folder away"):
+        _cli(tiny_root, run_copy, "model.resume", "auto")
+    with pytest.raises(CheckpointError, match="is a folder, not a file"):
+        read_checkpoint(str(latest))
+    with pytest.raises(atomic.WriteError, match="a folder of that name is in the way: .*; nothing was written"):
+        atomic.save({"w": torch.zeros(1)}, str(latest))
+    assert _results(run_copy) == before and latest.is_dir()
+
+
 def test_a_save_over_the_file_size_limit_says_so_and_keeps_the_previous_file(tmp_path):
     path = str(tmp_path / "latest.pth")
     atomic.save({"w": torch.zeros(10)}, path)
@@ -391,6 +419,25 @@ def test_a_save_over_the_file_size_limit_says_so_and_keeps_the_previous_file(tmp
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert Path(path).read_bytes() == before and os.listdir(tmp_path) == ["latest.pth"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails: ENOSPC)")
+def test_a_log_the_full_disk_cuts_short_says_so_once_the_run_is_over_and_an_error_of_the_run_comes_first(
+    tmp_path, capsys
+):
+    log = tmp_path / "train.log-2026"
+    log.symlink_to("/dev/full")
+    with pytest.raises(atomic.WriteError) as err:
+        with log_to_file(str(log)):
+            print("x" * 20000)  # more than the log's buffer: the disk is full while the run goes on
+            print("the run went on")
+    assert str(err.value).startswith(f"could not complete the log {log}: the disk holding {tmp_path} is full")
+    assert "the run's checkpoints and results are intact" in str(err.value) and "\n" not in str(err.value)
+    assert capsys.readouterr().out.endswith("the run went on\n")
+    with pytest.raises(KeyError, match="the run's own error"):
+        with log_to_file(str(log)):
+            print("a line the log cannot keep")
+            raise KeyError("the run's own error")
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -435,6 +482,13 @@ def test_search_explains_a_file_as_gallery_and_skips_unreadable_images_on_reques
     with pytest.raises(SystemExit):
         search(["--query", query, "--gallery", str(gallery), "--weights", weights, "--out", str(tmp_path / "s")])
     assert "--skip-unreadable leaves unreadable gallery images out" in capsys.readouterr().err
+    empty_query = tmp_path / "empty.jpg"
+    empty_query.write_bytes(b"")
+    with pytest.raises(SystemExit) as done:
+        search(["--query", str(empty_query), "--gallery", str(gallery), "--weights", weights, "--skip-unreadable"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f'cannot decode image "{empty_query}"' in err
+    assert "(it is a --query image: --skip-unreadable leaves out unreadable gallery images only)" in err
     ranking = search(
         [
             "--query",

@@ -8,7 +8,9 @@ similarity to each query, the gallery's features kept in an index (`tools.galler
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import torch
 
@@ -61,17 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _unreadable_images(parser: argparse.ArgumentParser, advice: str) -> Iterator[None]:
+    """An image of the block that cannot be decoded ends the command: its error, then `advice`, which
+    says whether it is a query or a gallery image."""
+    try:
+        yield
+    except UnreadableImageError as err:
+        parser.exit(2, f"{parser.prog}: error: {err}\n({advice})\n")
+
+
 def _features(
     parser: argparse.ArgumentParser, args: argparse.Namespace, queries: list[str], gallery: list[str]
 ) -> tuple[torch.Tensor, gallery_index.GalleryFeatures]:
     """The queries' features and the gallery's (from its index where it can), said in a line or two."""
     extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
     index_path = args.index or gallery_index.default_path(args.gallery)
-    try:
+    query_advice = "it is a --query image: --skip-unreadable leaves out unreadable gallery images only"
+    with _unreadable_images(parser, query_advice):
+        query_features = extractor(queries)  # first: a bad query costs no gallery features
+    with _unreadable_images(parser, "--skip-unreadable leaves unreadable gallery images out"):
         found = gallery_index.gallery_features(extractor, args.gallery, gallery, index_path, args.skip_unreadable)
-        query_features = extractor(queries)
-    except UnreadableImageError as err:
-        parser.exit(2, f"{parser.prog}: error: {err}\n(--skip-unreadable leaves unreadable gallery images out)\n")
     if found.skipped:
         print(
             f"=> Skipped {len(found.skipped)} unreadable gallery image(s):\n  "

@@ -26,9 +26,11 @@ from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
 from ..engine.checkpointing import continue_from
+from ..errors import WriteError
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
+from ..utils import atomic
 from .parsers import command_parser
 from .refusals import console_script
 from .resume import checked_resume
@@ -110,16 +112,32 @@ def build_config(argv: list[str] | None = None) -> CN:
 
 
 class _Tee:
-    def __init__(self, *streams):
-        self.streams = streams
+    """The console, copied into a log file. A log that cannot be written (a full disk) stops being
+    written, not the run: its first error is kept in `failed` for the end of the run."""
+
+    def __init__(self, console, log):
+        self.console, self.log, self.failed = console, log, None
 
     def write(self, text: str) -> None:
-        for stream in self.streams:
-            stream.write(text)
+        self.console.write(text)
+        self._to_log(self.log.write, text)
 
     def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
+        self.console.flush()
+        self._to_log(self.log.flush)
+
+    def close_log(self) -> None:
+        try:
+            self.log.close()  # flushes what is buffered: where a full disk shows at the end of a run
+        except OSError as err:
+            self.failed = self.failed or err
+
+    def _to_log(self, call, *args) -> None:
+        if self.failed is None:
+            try:
+                call(*args)
+            except OSError as err:
+                self.failed = err
 
 
 @contextlib.contextmanager
@@ -127,11 +145,23 @@ def log_to_file(path: str) -> Iterator[None]:
     """Copies stdout into `path` while the block runs, like torchreid's `Logger`.
 
     torchreid's `Logger` replaces `sys.stdout` for good and closes the console when collected,
-    which breaks anything that runs after `train` in the same process (tests, notebooks).
+    which breaks anything that runs after `train` in the same process (tests, notebooks). A log
+    that cannot be completed (a full disk) is a `WriteError` once the block is over (an error of
+    the block itself comes first): the checkpoints and results were written whole before it.
     """
     os.makedirs(osp.dirname(path), exist_ok=True)
-    with open(path, "a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
-        yield
+    tee = _Tee(sys.stdout, open(path, "a"))
+    try:
+        with contextlib.redirect_stdout(tee):
+            yield
+    finally:
+        tee.close_log()
+    if tee.failed is not None:
+        problem = atomic.storage_problem(osp.dirname(path), tee.failed) or str(tee.failed)
+        raise WriteError(
+            f"could not complete the log {path}: {problem}; the run's checkpoints and results are intact "
+            "(each is written whole or not at all), only the log misses its last lines (the console showed them)"
+        ) from tee.failed
 
 
 def train(argv: list[str] | None = None) -> dict:

@@ -9,7 +9,7 @@ import torchreid
 
 from . import random_splits as splits
 from . import train_items
-from .images import drop_unreadable, refuse_damaged
+from .images import check_images
 from .samplers import check_identity_batches, check_train_samplers, replacement_sampler, torchreid_sampler_name
 from .transforms import clip_fgdi_transforms, wants_clip_fgdi
 
@@ -32,7 +32,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
     - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
       0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``;
     - ``skip_unreadable_images``: decode every image once, drop those that fail and report them
-      (``skipped_images``); by default a bad image fails when read, naming its path;
+      (``skipped_images``); by default files that are surely not whole images are refused before
+      any work, and a bad image that gets past that fails when read, naming its path;
+    - ``fingerprint()``: the training list's fingerprint, the images' contents included;
     - P x K settings the identities cannot fill are refused before training
       (`check_identity_batches`).
 
@@ -89,7 +91,9 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         if market1501_distractors and kwargs.get("combineall") and "market1501" in self.sources:
             added = self._add_market1501_distractors()
         self.domain_pid_ranges = train_items.pid_ranges(self.train_items, self.num_train_domains)
-        self.skipped_images = self._check_images(skip_unreadable_images, kwargs.get("workers", 4))
+        training = [item[0] for item in self.train_items]
+        checked = check_images(self._image_lists(), kwargs.get("workers", 4), skip_unreadable_images, training)
+        self.skipped_images, self._image_digests = checked.unreadable, checked.digests
         check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
         sampler = replacement_sampler(
             train_sampler, self.train_items, self.train_loader.dataset, batch_size_train, num_instances,
@@ -130,14 +134,6 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             loader.dataset.data for loaders in self.test_loader.values() for loader in loaders.values()
         ]
 
-    def _check_images(self, skip_unreadable: bool, workers: int) -> dict[str, str]:
-        """With `skip_unreadable`, drops the images that cannot be decoded ({path: why}); otherwise
-        refuses, before any work, files that are surely not whole images."""
-        if skip_unreadable:
-            return drop_unreadable(self._image_lists(), workers)
-        refuse_damaged(self._image_lists(), workers)
-        return {}
-
     def _torchreid_sampler(self, name: str, batch_size: int, num_instances: int, kwargs: dict):
         """torchreid's sampler `name` built again, over the training list as it is now."""
         return torchreid.data.sampler.build_train_sampler(
@@ -150,15 +146,16 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         )
 
     def fingerprint(self) -> str:
-        """sha256 of the training list (paths under `root`, pid, camid, dsetid): checkpoints record it,
-        so a run is never resumed on other images or labels that happen to have the same settings.
-        Computed once (the list is fixed once the manager is built): the run's resume check and its
-        engine both ask for it."""
+        """sha256 of the training list (paths under `root`, the sha256 of each image's bytes, pid, camid,
+        dsetid): checkpoints record it, so a run is never resumed on other images, other contents under
+        the same names, or other labels that happen to have the same settings. Computed once (the list
+        is fixed once the manager is built; the image digests come from the look at every image before
+        training): the run's resume check and its engine both ask for it."""
         return self._fingerprint
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        return train_items.fingerprint(self.train_items, self.root)
+        return train_items.fingerprint(self.train_items, self.root, self._image_digests)
 
     def test_split_ids(self, name: str) -> list[int] | None:
         """The random splits target `name` is tested on, or ``None`` for its one fixed split."""

@@ -1,17 +1,20 @@
 """Reading images: the robust reader every loader uses (torchreid's own is patched to it), a quick
-look at every file before any work, and a full decode for ``data.skip_unreadable_images``."""
+look at every file before any work (or a full decode for ``data.skip_unreadable_images``), which
+also hashes the training images' bytes for the run's data fingerprint."""
 
 from __future__ import annotations
 
 import os
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from PIL import Image, ImageOps
 
 from ..errors import UnreadableImageError
+from ..utils.digest import sha256sum
 
 _READ_ATTEMPTS = 3
 _LISTED = 10  # unreadable files named in a refusal
@@ -77,11 +80,19 @@ def _quick_problem(path: str) -> str | None:
     return None
 
 
-def _scan(check, paths, workers: int) -> dict[str, str]:
-    paths = sorted(set(paths))
+def _scan(check, paths, workers: int, hashed: Collection[str] = ()) -> tuple[dict[str, str], dict[str, str]]:
+    """One look at each file: ({path: why} for those `check` finds a problem with, {path: sha256 of its
+    bytes} for the others that are in `hashed`; the file is still in the page cache from the check)."""
+    paths, hashed = sorted(set(paths)), set(hashed)
+
+    def look(path: str) -> tuple[str | None, str | None]:
+        why = check(path)
+        return why, sha256sum(path) if why is None and path in hashed else None
+
     with ThreadPoolExecutor(max(workers, 1)) as pool:
-        problems = pool.map(check, paths)
-    return {path: why for path, why in zip(paths, problems) if why}
+        looks = list(pool.map(look, paths))
+    problems = {path: why for path, (why, _) in zip(paths, looks) if why}
+    return problems, {path: digest for path, (_, digest) in zip(paths, looks) if digest}
 
 
 def unreadable_images(paths: Iterable[str], workers: int = 2) -> dict[str, str]:
@@ -89,33 +100,55 @@ def unreadable_images(paths: Iterable[str], workers: int = 2) -> dict[str, str]:
 
     Decoding releases the GIL, so threads scan in parallel.
     """
-    return _scan(_problem, paths, workers)
+    return _scan(_problem, paths, workers)[0]
 
 
 def damaged_images(paths: Iterable[str], workers: int = 2) -> dict[str, str]:
     """{path: why} for files that are surely not whole images (seconds for a dataset, unlike a full decode)."""
-    return _scan(_quick_problem, paths, workers)
+    return _scan(_quick_problem, paths, workers)[0]
 
 
-def refuse_damaged(item_lists: list[list], workers: int) -> None:
-    """Fails before any work on a file of the (path, ...) item lists that is surely not a whole image (a
-    named pipe, an empty or truncated file), instead of in a DataLoader worker, perhaps after all of training."""
-    bad = damaged_images([item[0] for items in item_lists for item in items], workers)
+@dataclass(frozen=True)
+class CheckedImages:
+    """What the look at every image before any work found."""
+
+    unreadable: dict[str, str]  # {path: why} of the images left out (data.skip_unreadable_images)
+    digests: dict[str, str]  # {path: sha256 of its bytes} of the readable images asked for
+
+
+def check_images(
+    item_lists: list[list], workers: int, skip_unreadable: bool = False, hashed: Collection[str] = ()
+) -> CheckedImages:
+    """Looks once at every image of the (path, ...) item lists before any work, and hashes the bytes of
+    those in `hashed` (the training images: the run's data fingerprint reads their contents, so an image
+    changed under the same name is seen). With `skip_unreadable`, the images that cannot be decoded are
+    dropped from the lists and reported; otherwise files that are surely not whole images are refused."""
+    if skip_unreadable:
+        return _drop_unreadable(item_lists, workers, hashed)
+    return CheckedImages({}, _refuse_damaged(item_lists, workers, hashed))
+
+
+def _refuse_damaged(item_lists: list[list], workers: int, hashed: Collection[str]) -> dict[str, str]:
+    """Fails before any work on a file of the item lists that is surely not a whole image (a named pipe,
+    an empty or truncated file), instead of in a DataLoader worker, perhaps after all of training; the
+    digests of `hashed`."""
+    bad, digests = _scan(_quick_problem, [item[0] for items in item_lists for item in items], workers, hashed)
     if bad:
         listed = "\n  ".join(f"{p}: {why}" for p, why in list(bad.items())[:_LISTED])
         raise UnreadableImageError(
             f"{len(bad)} image file(s) cannot be read, nothing was started:\n  {listed}\n"
             "Replace or remove them, or set data.skip_unreadable_images True to leave them out"
         )
+    return digests
 
 
-def drop_unreadable(item_lists: list[list], workers: int) -> dict[str, str]:
-    """Removes every image that cannot be decoded from the (path, ...) item lists (in place, so the
-    loaders reading them see it) and reports them; {path: why}."""
+def _drop_unreadable(item_lists: list[list], workers: int, hashed: Collection[str]) -> CheckedImages:
+    """Removes every image that cannot be decoded from the item lists (in place, so the loaders reading
+    them see it) and reports them."""
     print("=> data.skip_unreadable_images: decoding every image once")
-    bad = unreadable_images([item[0] for items in item_lists for item in items], workers)
+    bad, digests = _scan(_problem, [item[0] for items in item_lists for item in items], workers, hashed)
     for items in item_lists:
         items[:] = [item for item in items if item[0] not in bad]
     if bad:
         print(f"=> Skipped {len(bad)} unreadable image(s):\n  " + "\n  ".join(f"{p}: {w}" for p, w in bad.items()))
-    return bad
+    return CheckedImages(bad, digests)

@@ -7,6 +7,7 @@ layout and where the dataset is obtained.
 
 from __future__ import annotations
 
+import errno
 import os
 import os.path as osp
 from collections.abc import Collection, Iterable
@@ -100,6 +101,45 @@ def _present(root: str, path: str) -> bool:
     return osp.isfile(full) or (osp.isdir(full) and any(os.scandir(full)))
 
 
+def symlink_loop(path: str) -> str | None:
+    """The first folder on `path` (`path` included) that is a symbolic link leading back to itself, if any."""
+    parts = osp.abspath(path).split(os.sep)
+    for end in range(2, len(parts) + 1):
+        folder = os.sep.join(parts[:end])
+        try:
+            os.stat(folder)
+        except OSError as err:
+            return folder if err.errno == errno.ELOOP else None
+    return None
+
+
+def refuse_symlink_loops(root: str, folders: Iterable[str] = ()) -> None:
+    """Refuses a data root, or a dataset's folder (`folders`, under `root`), that is a symbolic link
+    leading back to itself, before any work: creating or reading it would fail as "File exists" or
+    "Not a directory", naming a temporary folder."""
+    root_fix = "point the link at the folder holding the datasets, or set data.root / --root to that folder"
+    folder_fix = "point the link at the dataset's folder, or remove it (a synthetic domain is then generated again)"
+    checked = [(root, "data.root", root_fix), *((osp.join(root, f), "dataset folder", folder_fix) for f in folders)]
+    for path, what, fix in checked:
+        loop = symlink_loop(path)
+        if loop:
+            raise DatasetsNotReadyError(
+                f"{what} {loop} is a symlink loop (a link that leads back to itself), nothing was started: {fix}"
+            )
+
+
+def dataset_folders(names: Iterable[str], generated: Collection[str] = ()) -> list[str]:
+    """The folders under the data root that the datasets `names` are read from (`generated`: as in
+    `check_datasets`; a dataset of unknown layout has none)."""
+    folders = []
+    for name in names:
+        if name in generated:
+            folders.append(name)
+        elif name in LAYOUTS:
+            folders += [path for variant in LAYOUTS[name].variants for path in variant]
+    return folders
+
+
 def check_datasets(root: str, names: Iterable[str], generated: Collection[str] = ()) -> dict[str, str]:
     """{name: 'found' | 'generated on first use' | 'not checked (unknown layout)' | 'missing: <paths>'}.
 
@@ -129,7 +169,10 @@ def malformed_files(root: str, status: dict[str, str]) -> dict[str, list[str]]:
 
 def ensure_datasets(root: str, names: Iterable[str], generated: Collection[str] = ()) -> None:
     """Prints each dataset's status; raises `DatasetsNotReadyError` if any is missing (with layouts and
-    sources) or has files torchreid would misread (each named). `generated`: as in `check_datasets`."""
+    sources), is a symlink loop, or has files torchreid would misread (each named). `generated`: as in
+    `check_datasets`."""
+    names = list(names)
+    refuse_symlink_loops(root, dataset_folders(names, generated))
     status = check_datasets(root, names, generated)
     width = max(len(n) for n in status)
     print(f"=> Datasets under {osp.abspath(root)}")

@@ -41,11 +41,12 @@ def add_market1501_distractors(items: list, market_dsetid: int, root: str, **dat
     return len(added)
 
 
-def fingerprint(items: list, root: str) -> str:
-    """sha256 of the training list (paths under `root`, pid, camid, dsetid): checkpoints record it,
-    so a run is never resumed on other images or labels that happen to have the same settings."""
+def fingerprint(items: list, root: str, contents: dict[str, str]) -> str:
+    """sha256 of the training list (paths under `root`, the image's `contents` digest by path, pid,
+    camid, dsetid): checkpoints record it, so a run is never resumed on other images, other pixels
+    under the same names, or other labels that happen to have the same settings."""
     root = osp.abspath(root)
     digest = hashlib.sha256()
     for path, pid, camid, dsetid in sorted(items):
-        digest.update(f"{osp.relpath(path, root)}\t{pid}\t{camid}\t{dsetid}\n".encode())
+        digest.update(f"{osp.relpath(path, root)}\t{contents[path]}\t{pid}\t{camid}\t{dsetid}\n".encode())
     return digest.hexdigest()

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..utils.checkpoint import read_checkpoint
+from ..utils.digest import sha256sum
 from .hub import (
     REGISTRY,
     WeightsUnavailableError,
@@ -24,7 +25,6 @@ from .hub import (
     get_weights,
     host_reachable,
     registered_name,
-    sha256sum,
     weights_path,
 )
 

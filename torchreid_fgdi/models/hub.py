@@ -15,7 +15,6 @@ the download libraries' retries.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import os.path as osp
 import threading
@@ -27,6 +26,7 @@ import torch
 
 from ..errors import ChecksumError, UnknownWeightsError, WeightsUnavailableError
 from ..utils import atomic
+from ..utils.digest import sha256sum
 
 PROBE_TIMEOUT = 4.0
 
@@ -48,14 +48,6 @@ def host_reachable(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     thread.start()
     thread.join(timeout)
     return answered.is_set()
-
-
-def sha256sum(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _verify(path: str, sha256: str, size: int | None, what: str) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from ..data.readiness import refuse_symlink_loops
+
 VIEWS = ("front", "back", "side")
 PATTERNS = ("solid", "hstripes", "vstripes", "checks", "logo")
 ACCESSORIES = ("none", "backpack", "shoulder_bag", "hat")
@@ -276,6 +278,7 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
     train = list(zip(range(1, size.train_ids + 1), idents[: size.train_ids]))
     test = list(zip(range(size.train_ids + 1, size.train_ids + size.test_ids + 1), idents[size.train_ids :]))
 
+    refuse_symlink_loops(root, [name])
     final = osp.join(root, name)
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)

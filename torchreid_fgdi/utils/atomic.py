@@ -8,6 +8,7 @@ assertion that names neither.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -21,11 +22,12 @@ _TEMPORARY = re.compile(r"\.tmp(\d+)$")
 _ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
 
 
-def _storage_problem(folder: str) -> str | None:
-    """Why writing into `folder` fails for lack of room, if it does: a full disk or a file-size limit."""
+def storage_problem(folder: str, err: BaseException | None = None) -> str | None:
+    """Why writing into `folder` failed for lack of room, if it did: a full disk (the storage's error
+    `err` says so, or little room is left: torch's write errors carry no errno) or a file-size limit."""
     stat = os.statvfs(folder or ".")
     free = stat.f_bavail * stat.f_frsize
-    if free < _ROOM:
+    if free < _ROOM or getattr(err, "errno", None) == errno.ENOSPC:
         return (
             f"the disk holding {folder or '.'} is full ({free / 2**20:.0f} MiB free): free space or use another folder"
         )
@@ -45,7 +47,10 @@ def write_atomically(path: str, write: Callable[[str], None]) -> str:
         write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        problem = _storage_problem(folder)
+        if os.path.isdir(path):
+            problem = "a folder of that name is in the way: move it away or remove it"
+        else:
+            problem = storage_problem(folder, err)
         if problem is None:
             raise
         kept = "the previous file is intact" if os.path.isfile(path) else "nothing was written"

@@ -25,9 +25,18 @@ from . import atomic
 _CODE = re.compile(r"GLOBAL ([\w.]+)")  # what the safe loader's refusal says a pickle would have called
 
 
+def _a_folder(path: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is a folder, not a file: name the checkpoint file itself, or move the folder "
+        "away if it stands where a run saves its checkpoints"
+    )
+
+
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
     """The checkpoint at `path` (a dict), loaded with PyTorch's safe loader on the CPU (`mmap`: its
     tensors read from the file only when touched, to look at a few entries of a large file)."""
+    if osp.isdir(path):
+        raise _a_folder(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
     if osp.getsize(path) == 0:
@@ -109,9 +118,12 @@ def recorded_config_text(state: Mapping, path: str, fix: str = NO_CONFIG_FIX) ->
 def newest_intact(paths: Iterable[str], key: Callable[[str, dict], Any], skipping: str = "model.resume auto") -> str:
     """Of the checkpoint files `paths` (those that do not exist are passed over), the one with the
     greatest ``key(path, state)``, or '' if none is intact. A damaged file, or one `key` cannot read
-    (KeyError / ValueError), is skipped with a line saying so, prefixed by `skipping`."""
+    (KeyError / ValueError), is skipped with a line saying so, prefixed by `skipping`. A folder under
+    one of the names is refused: the run's next save under that name would fail."""
     found = []
     for path in paths:
+        if osp.isdir(path):
+            raise _a_folder(path)
         if not osp.isfile(path):
             continue
         try:
