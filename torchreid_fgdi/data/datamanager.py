@@ -88,7 +88,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             added = self._add_market1501_distractors()
         self.domain_pid_ranges = train_items.pid_ranges(self.train_items, self.num_train_domains)
         self.skipped_images = self._check_images(skip_unreadable_images, kwargs.get("workers", 4))
-        check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
+        check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances, self.sources)
         sampler = replacement_sampler(
             train_sampler, self.train_items, self.train_loader.dataset, batch_size_train, num_instances,
             rank=rank, world_size=world_size, seed=seed,
