@@ -87,6 +87,8 @@ def test_revert_restores_torchreid_exactly_and_apply_reinstalls_the_fixes():
         "torchreid.reid.metrics.rank.evaluate_rank",
         "torchreid.reid.data.sampler.build_train_sampler",
         "torchreid.reid.data.datamanager.build_train_sampler",
+        "torchreid.reid.data.transforms.build_transforms",
+        "torchreid.reid.data.datamanager.build_transforms",
         "torchreid.reid.data.datasets.image.market1501.glob",
     ):
         assert public in report["changed"], public

@@ -79,8 +79,11 @@ def test_missing_domain_is_generated_on_first_use(tmp_path):
     assert dataset.num_train_pids == 60
 
 
-def test_clip_fgdi_transforms_standardise_each_image_and_reach_every_loader(tiny_root):
+def test_clip_fgdi_transforms_standardise_each_image_and_reach_every_loader(tiny_root, capsys):
     dm = _manager(tiny_root, targets=["synth_d"], transforms=["clip_fgdi"], batch_size_train=12)
+    out = capsys.readouterr().out  # the pipelines that run are listed, once; torchreid's list is not
+    assert out.count("Building train transforms (clip_fgdi) ...") == out.count("Building train transforms") == 1
+    assert "+ PerImageNorm(each channel of each image to mean 0, std 1" in out and "normalization (mean=" not in out
     torch.manual_seed(0)
     for batch in (next(iter(dm.train_loader)), next(iter(dm.test_loader["synth_d"]["query"]))):
         images = batch["img"]

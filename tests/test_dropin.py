@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchreid
+from torchvision.transforms import InterpolationMode
 
 from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
@@ -42,7 +43,7 @@ LAUNCHER = (
 def _upstream(root, save_dir, *opts):
     """torchreid's unchanged scripts/main.py, in a process of its own (its Logger takes over stdout)."""
     args = ["--root", root, "data.sources", "['synth_a', 'synth_b']", "data.targets", "['synth_d']"]
-    args += ["model.name", "fgdi_tiny", *SIZE]
+    args += ["model.name", "fgdi_tiny", *SIZE, "data.transforms", "['clip_fgdi']"]  # as configs/models/fgdi.yaml
     args += ["data.save_dir", str(save_dir), "data.workers", "0", "train.max_epoch", "1", "train.print_freq", "1000"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UPSTREAM), str(Path(__file__).parents[1])])}
     done = subprocess.run(
@@ -75,6 +76,10 @@ def test_torchreids_own_main_trains_fgdi_and_evaluates_the_result(tiny_root, tmp
     run, out = upstream_run(loss)
     checkpoint = run / "model" / "model.pth.tar-1"
     assert checkpoint.is_file() and "Rank-1" in out and "mAP" in out
+    (log,) = run.glob("train.log-*")  # torchreid's Logger: the log as torchreid writes it
+    text = log.read_text()  # the authors' pipelines ran, and the log lists them, not torchreid's
+    assert text.count("Building train transforms") == 1 and "normalization (mean=" not in text
+    assert "+ AuthorsAugMix(prob=0.6" in text and "+ ToTensor()\n+ PerImageNorm(each channel" in text
     evaluated = _upstream(
         tiny_root, tmp_path / "eval", "loss.name", loss, "test.evaluate", "True", "model.load_weights", str(checkpoint)
     )
@@ -141,6 +146,38 @@ def test_torchreids_data_manager_takes_our_sampler_by_name(tiny_root):
     assert isinstance(datamanager.train_loader.sampler, DomainBalancedIdentitySampler)
     batch = next(iter(datamanager.train_loader))
     assert sorted(batch["dsetid"].tolist()) == [0] * 8 + [1] * 8 + [2] * 8  # 2 identities x 4 per source
+
+
+CLIP_FGDI_TRAIN = ["Resize", "RandomGrayscale", "Pad", "RandomCrop", "RandomHorizontalFlip", "RandomApply"]
+CLIP_FGDI_TRAIN += ["AuthorsAugMix", "ToTensor", "PerImageNorm"]
+
+
+def test_torchreids_data_manager_applies_and_prints_the_clip_fgdi_pipelines(tiny_root, capsys):
+    datamanager = torchreid.data.ImageDataManager(
+        root=tiny_root, sources="synth_a", targets="synth_d", height=64, width=32, workers=0,
+        transforms=["clip_fgdi"], use_gpu=False,
+    )  # fmt: skip
+    train, test = datamanager.transform_tr, datamanager.transform_te
+    assert [type(t).__name__ for t in train.transforms] == CLIP_FGDI_TRAIN
+    assert [type(t).__name__ for t in test.transforms] == ["Resize", "ToTensor", "PerImageNorm"]
+    assert test.transforms[0].interpolation == InterpolationMode.BICUBIC
+    assert datamanager.train_loader.dataset.transform is train
+    assert {loader.dataset.transform for loader in datamanager.test_loader["synth_d"].values()} == {test}
+    images = next(iter(datamanager.test_loader["synth_d"]["query"]))["img"]
+    torch.testing.assert_close(images.mean(dim=(2, 3)), torch.zeros(images.shape[:2]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(images.std(dim=(2, 3), unbiased=False), torch.ones(images.shape[:2]), atol=1e-2, rtol=0)
+    out = capsys.readouterr().out
+    listed = out[out.index("Building train transforms") : out.index("=> Loading train")].splitlines()
+    assert [line.split("(")[0] for line in listed] == [  # what is printed is what runs, once
+        "Building train transforms ",
+        *[f"+ {name}" for name in CLIP_FGDI_TRAIN],
+        "Building test transforms ",
+        "+ Resize",
+        "+ ToTensor",
+        "+ PerImageNorm",
+    ]
+    assert "+ AuthorsAugMix(prob=0.6, severity=1, width=3, depth=1, alpha=0.1)\n" in out
+    assert "+ RandomApply(p=0.1 ColorJitter(brightness=(0.85, 1.15)" in out and "normalization (mean=" not in out
 
 
 def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):

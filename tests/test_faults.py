@@ -18,7 +18,9 @@ from PIL import Image
 from tests.fake_datasets import _img, make_market1501, make_msmt17
 from tests.test_distributed import _free_port
 from tests.test_fgdi_engine import CONFIG, SHORT, _engine
+from torchreid_fgdi.cli import refusals
 from torchreid_fgdi.cli.resume import resume_path
+from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
@@ -91,6 +93,19 @@ def test_a_batch_the_identities_cannot_fill_is_refused_before_the_model_is_built
     args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path)]
     with pytest.raises(ValueError, match=error):
         train([*args, "train.batch_size", batch, "sampler.num_instances", k])
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name != ".run.lock"] == ["train.log"]
+
+
+def test_random_identity_batches_a_source_cannot_fill_are_one_error_line(tiny_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), "-s", "synth_a"]
+    args += ["-t", "synth_d", "sampler.train_sampler", "RandomIdentitySampler", "train.batch_size", "64"]
+    assert train_main(args) == 2  # torchreid's sampler stopped on a bare AssertionError
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: a batch of 64 needs 16 identities x K=4 images, but the sources have 12 identities (synth_a 12): "
+        "lower train.batch_size to at most 48, or add sources"
+    )
     assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name != ".run.lock"] == ["train.log"]
 
 

@@ -56,6 +56,18 @@ def run(tiny_root, tmp_path_factory):
     return save_dir, log.read_text().splitlines()
 
 
+def test_a_runs_log_lists_the_transforms_it_applies_once(tiny_root, tmp_path):
+    opts = ["data.save_dir", str(tmp_path), "data.transforms", "['clip_fgdi']", "-t", "synth_d"]
+    untrained = ["test.evaluate", "True", "test.allow_untrained", "True"]  # no training: the data is what matters
+    train(["--config-file", CONFIG, "--root", tiny_root, *opts, *untrained])
+    (log,) = tmp_path.glob("test.log-*")
+    text = log.read_text()
+    assert text.count("Building train transforms") == text.count("Building test transforms") == 1
+    assert "Building train transforms (clip_fgdi) ...\n+ Resize(size=(64, 32), interpolation=bicubic" in text
+    assert "+ AuthorsAugMix(prob=0.6" in text and "+ ToTensor()\n+ PerImageNorm(each channel of each image" in text
+    assert "normalization (mean=" not in text  # torchreid's list, which did not run, is not printed
+
+
 def _epoch_lines(lines: list[str]) -> dict[str, str]:
     return {RUN_EPOCH.match(line)[2]: line for line in lines if line.startswith("=> stage")}
 

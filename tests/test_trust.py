@@ -19,11 +19,12 @@ from tests.conftest import killed_write
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
-from torchreid_fgdi.cli import benchmark
+from torchreid_fgdi.cli import benchmark, refusals
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.search import search
 from torchreid_fgdi.cli.train import build_config, log_to_file, train
+from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data.folders import glob_with_literal_folders
@@ -288,6 +289,20 @@ def test_a_baseline_evaluated_with_an_fgdi_checkpoint_is_refused(tiny_root, fini
 def test_a_repeated_source_is_refused():
     with pytest.raises(ConfigError, match="data.sources names synth_a more than once"):
         load_config(CONFIG, ["data.sources", "['synth_a', 'synth_a', 'synth_b']"])
+
+
+def test_target_training_images_of_a_source_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    opts = ["data.save_dir", str(tmp_path / "run"), "data.load_train_targets", "True"]
+    assert train_main(["--config-file", CONFIG, *opts, "data.targets", "['synth_d', 'synth_b']"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        "error: data.load_train_targets True with synth_b in both data.sources and data.targets: their images "
+        "would be both training and test data; remove them from data.targets (or from data.sources), or set "
+        "data.load_train_targets False"
+    )
+    assert not (tmp_path / "run").exists()
+    assert load_config(CONFIG, [*opts, "data.targets", "['synth_d']"]).data.load_train_targets is True
 
 
 # ---- 10: a kill between the stage file and latest.pth ------------------------------------

@@ -1,6 +1,6 @@
-"""CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models and
-samplers into torchreid and applies the fixes in `torchreid_fgdi.integration.compat` (`compat.apply()`, the
-only place the package changes torchreid or torch; `compat.revert()` undoes them)."""
+"""CLIP-FGDI for torchreid: `import torchreid_fgdi` registers the plugin's datasets, models, samplers
+and transforms into torchreid and applies the fixes in `torchreid_fgdi.integration.compat`
+(`compat.apply()`, the only place the package changes torchreid or torch; `compat.revert()` undoes them)."""
 
 from .integration import compat
 

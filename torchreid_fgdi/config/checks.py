@@ -251,6 +251,13 @@ def check_config(cfg: CN) -> None:
                 f"{key} names {', '.join(repeated)} more than once: each source is one domain, so a repeated "
                 "source would train every person in it as two identities of two domains; list each dataset once"
             )
+    overlap = [name for name in cfg.data.targets if name in cfg.data.sources]
+    if cfg.data.load_train_targets and overlap:
+        raise ConfigError(
+            f"data.load_train_targets True with {', '.join(overlap)} in both data.sources and data.targets: "
+            "their images would be both training and test data; remove them from data.targets (or from "
+            "data.sources), or set data.load_train_targets False"
+        )
     unknown = [t for t in cfg.data.transforms if t not in TRANSFORMS]
     if unknown:
         raise ConfigError(_name_error("transform", unknown[0], TRANSFORMS, "data.transforms").args[0])

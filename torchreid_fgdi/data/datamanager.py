@@ -11,7 +11,6 @@ from . import random_splits as splits
 from . import train_items
 from .images import check_images
 from .samplers import check_identity_batches, check_train_samplers, replacement_sampler, torchreid_sampler_name
-from .transforms import clip_fgdi_transforms, wants_clip_fgdi
 
 
 class DomainImageDataManager(torchreid.data.ImageDataManager):
@@ -28,7 +27,8 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
     - ``combineall`` applies per source (Protocol-3 trains on train+query+gallery of each source);
     - ``world_size`` > 1 (torchrun): every rank gets its disjoint share of each seeded P x K batch
       (`DomainBalancedIdentitySampler`; ``RandomIdentitySampler`` without domain balance);
-    - ``transforms=['clip_fgdi']``: the authors' train / test pipelines (`data.transforms`);
+    - ``transforms=['clip_fgdi']``: the authors' train / test pipelines (`data.transforms`), which
+      torchreid's ImageDataManager builds too once ``import torchreid_fgdi`` registered them;
     - ``test_splits``: PRID, GRID, VIPeR and iLIDS are tested on their random splits
       0..test_splits-1 (`test_split_loaders`); 1 keeps torchreid's single ``split_id``;
     - ``skip_unreadable_images``: decode every image once, drop those that fail and report them
@@ -83,8 +83,6 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
             num_instances=num_instances,
             **kwargs,
         )
-        if wants_clip_fgdi(kwargs.get("transforms")):
-            self._use_clip_fgdi_transforms(kwargs.get("height", 256), kwargs.get("width", 128))
         self.train_items = self.train_loader.dataset.train
         self.num_train_domains = self.train_loader.dataset.num_datasets
         added = 0
@@ -94,7 +92,7 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         training = [item[0] for item in self.train_items]
         checked = check_images(self._image_lists(), kwargs.get("workers", 4), skip_unreadable_images, training)
         self.skipped_images, self._image_digests = checked.unreadable, checked.digests
-        check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances)
+        check_identity_batches(self.train_items, train_sampler, batch_size_train, num_instances, self.sources)
         sampler = replacement_sampler(
             train_sampler, self.train_items, self.train_loader.dataset, batch_size_train, num_instances,
             rank=rank, world_size=world_size, seed=seed,
@@ -109,14 +107,6 @@ class DomainImageDataManager(torchreid.data.ImageDataManager):
         items = self.train_items
         testset = torchreid.data.ImageDataset(items, items, items, transform=self.transform_te, verbose=False)
         self.train_loader_test = self._loader(testset, batch_size=batch_size_test, shuffle=False, drop_last=False)
-
-    def _use_clip_fgdi_transforms(self, height: int, width: int) -> None:
-        """The authors' pipelines in every loader torchreid built."""
-        self.transform_tr, self.transform_te = clip_fgdi_transforms(height, width)
-        self.train_loader.dataset.transform = self.transform_tr
-        for loaders in self.test_loader.values():
-            for loader in loaders.values():
-                loader.dataset.transform = self.transform_te
 
     def _add_market1501_distractors(self) -> int:
         """`train_items.add_market1501_distractors`, counted as one more training identity."""

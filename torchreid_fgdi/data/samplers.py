@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 import torch
 import torchreid
@@ -146,8 +147,12 @@ SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}  # t
 TRAIN_SAMPLERS = tuple(dict.fromkeys([*torchreid.reid.data.sampler.AVAI_SAMPLERS, *SAMPLERS]))  # torchreid's, ours
 
 
-def check_identity_batches(items: list, sampler: str, batch_size: int, num_instances: int) -> None:
-    """Rejects P x K settings the training identities cannot fill, before any work.
+def check_identity_batches(
+    items: list, sampler: str, batch_size: int, num_instances: int, sources: Sequence[str] = ()
+) -> None:
+    """Rejects P x K settings the training identities cannot fill, before any sampler is built
+    (torchreid's `RandomIdentitySampler` would stop on a bare assert). `sources` names the dataset
+    of each ``dsetid`` in the message.
 
     An identity with fewer than K images is sampled with replacement (torchreid's and the
     authors' behaviour, needed for CUHK-SYSU or MSMT17 with K=4), so that is reported, not refused.
@@ -164,17 +169,28 @@ def check_identity_batches(items: list, sampler: str, batch_size: int, num_insta
     if len(counts) < needed:
         raise ConfigError(
             f"a batch of {batch_size} needs {needed} identities x K={num_instances} images, but the sources have "
-            f"{len(counts)} identities: lower train.batch_size to at most {len(counts) * num_instances}"
+            f"{len(counts)} identities{_per_source(items, sources)}: lower train.batch_size to at most "
+            f"{len(counts) * num_instances}, or add sources"
         )
     few = sum(count < num_instances for count in counts.values())
     if few:
         print(f"=> {few} of {len(counts)} identities have < K={num_instances} images: sampled with replacement")
 
 
+def _per_source(items: list, sources: Sequence[str]) -> str:
+    """`` (synth_a 12, synth_b 12)``: the identities of each named source, for a message."""
+    if not sources:
+        return ""
+    pids = defaultdict(set)
+    for item in items:
+        pids[item[3]].add(item[1])
+    return f" ({', '.join(f'{name} {len(pids[dsetid])}' for dsetid, name in enumerate(sources))})"
+
+
 def torchreid_sampler_name(name: str) -> str:
-    """The sampler torchreid's data manager builds first: its own by name; for a plugin sampler
-    (which replaces it afterwards) the plain ``RandomSampler``."""
-    return "RandomSampler" if name in SAMPLERS else name
+    """The sampler torchreid's data manager builds first: its own by name; for an identity sampler
+    (built afterwards, once `check_identity_batches` passed) the plain ``RandomSampler``."""
+    return "RandomSampler" if name in IDENTITY_SAMPLERS else name
 
 
 def replacement_sampler(
@@ -189,10 +205,15 @@ def replacement_sampler(
     seed: int = 0,
 ) -> Sampler | None:
     """The sampler replacing the one torchreid's data manager built over `trainset` (whose training
-    `items` are ``(path, pid, camid, dsetid)``), or None to keep it (one process, a torchreid sampler)."""
+    `items` are ``(path, pid, camid, dsetid)``), or None to keep it (one process, a torchreid sampler
+    other than an identity sampler)."""
     ours = SAMPLERS.get(name)
+    if world_size == 1 and ours:
+        return ours(items, batch_size, num_instances, seed=seed)
+    if world_size == 1 and name == "RandomIdentitySampler":
+        return torchreid.reid.data.sampler.RandomIdentitySampler(items, batch_size, num_instances)
     if world_size == 1:
-        return ours(items, batch_size, num_instances, seed=seed) if ours else None
+        return None
     if batch_size % world_size:
         raise ConfigError(f"batch_size {batch_size} must be a multiple of the {world_size} processes")
     if name == "RandomSampler":

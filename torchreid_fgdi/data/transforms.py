@@ -3,9 +3,13 @@
 They differ from torchreid's: bicubic resize, per-image per-channel standardisation (an
 affine-free InstanceNorm) instead of a dataset mean/std, and the authors' own AugMix
 (`augmix.AuthorsAugMix`: their operations, magnitudes, mixing weights and probability).
+`import torchreid_fgdi` registers `PIPELINES` where torchreid builds its transforms, so every
+torchreid data manager builds them by name.
 """
 
 from __future__ import annotations
+
+from collections.abc import Container
 
 import torch
 import torchvision.transforms as T
@@ -29,6 +33,9 @@ class PerImageNorm:
         var = x.var(dim=(1, 2), unbiased=False, keepdim=True)
         return (x - mean) / torch.sqrt(var + self.eps)
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(each channel of each image to mean 0, std 1; eps={self.eps})"
+
 
 def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]:
     """(train, test) transforms of the authors' code for PIL images."""
@@ -51,11 +58,26 @@ def clip_fgdi_transforms(height: int, width: int) -> tuple[T.Compose, T.Compose]
     return train, test
 
 
-def wants_clip_fgdi(transforms: str | list[str] | None) -> bool:
-    """Whether ``data.transforms`` names the authors' pipeline (alone: it is a whole pipeline)."""
-    transforms = [transforms] if isinstance(transforms, str) else list(transforms or [])
-    if CLIP_FGDI not in transforms:
-        return False
+# Whole (train, test) pipelines by name, each built as ``builder(height, width)``.
+PIPELINES = {CLIP_FGDI: clip_fgdi_transforms}
+
+
+def whole_pipeline(transforms: str | list[str] | None, pipelines: Container[str]) -> str | None:
+    """The one of `pipelines` that ``data.transforms`` names, alone (a whole pipeline replaces
+    torchreid's list), or None if it names none of them."""
+    transforms = [t.lower() for t in ([transforms] if isinstance(transforms, str) else transforms or [])]
+    named = [t for t in transforms if t in pipelines]
+    if not named:
+        return None
     if len(transforms) > 1:
-        raise ConfigError(f"transforms {CLIP_FGDI!r} is a whole pipeline; do not combine it with {transforms}")
-    return True
+        raise ConfigError(f"transforms {named[0]!r} is a whole pipeline; do not combine it with {transforms}")
+    return named[0]
+
+
+def print_pipelines(name: str, train: T.Compose, test: T.Compose) -> None:
+    """Lists the transforms `train` and `test` apply, in torchreid's layout: what the log says is what runs."""
+    for kind, pipeline in (("train", train), ("test", test)):
+        print(f"Building {kind} transforms ({name}) ...")
+        for transform in pipeline.transforms:
+            one_line = " ".join(repr(transform).split()).replace("( ", "(").replace(" )", ")")
+            print(f"+ {one_line}")

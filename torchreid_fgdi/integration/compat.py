@@ -33,11 +33,13 @@ with warnings.catch_warnings():
     )
     from torchreid.reid import metrics, models
 from torchreid.reid.data import sampler
+from torchreid.reid.data import transforms as torchreid_transforms
 from torchreid.reid.data.datasets import image
 from torchreid.reid.utils import tools, torchtools
 
 from ..data.folders import glob_with_literal_folders
 from ..data.images import read_image
+from ..data.transforms import print_pipelines, whole_pipeline
 from ..evaluation.torchreid_rank import for_torchreid_engines
 from ..utils.checkpoint import read_checkpoint, save_torchreid_checkpoint
 from . import registry
@@ -208,6 +210,23 @@ def build_train_sampler(
     )  # fmt: skip
 
 
+def build_transforms(height: int, width: int, transforms: str | list[str] | None = "random_flip", **kwargs) -> tuple:
+    """torchreid's `build_transforms`, which also builds the pipelines `registry.register_transforms` added.
+
+    torchreid's matches names with an if-chain and drops any other silently: ``clip_fgdi`` gave
+    resize, to-tensor and ImageNet normalisation, and printed that list, under a config naming the
+    authors' pipeline. A registered name is built as ``builder(height, width)`` and its transforms
+    are printed where torchreid prints its own.
+    """
+    pipelines = registry.transform_registry()
+    name = whole_pipeline(transforms, pipelines)
+    if name is None:
+        return _originals["build_transforms"](height, width, transforms=transforms, **kwargs)
+    train, test = pipelines[name](height, width)
+    print_pipelines(name, train, test)
+    return train, test
+
+
 def apply() -> None:
     """Installs every fix (`import torchreid_fgdi` does); a second call changes nothing."""
     global _undo
@@ -222,6 +241,7 @@ def apply() -> None:
         _replace(torchtools.save_checkpoint, save_checkpoint)
         _replace(torchtools.load_pretrained_weights, load_pretrained_weights)
         _replace(sampler.build_train_sampler, build_train_sampler)
+        _replace(torchreid_transforms.build_transforms, build_transforms)
         _list_registered_samplers()
         _replace(metrics.evaluate_rank, for_torchreid_engines(metrics.evaluate_rank))
         _dataset_folders_are_paths()

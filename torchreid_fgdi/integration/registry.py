@@ -1,5 +1,5 @@
-"""torchreid's tables of image datasets, models and samplers, and `register_all`, which puts everything the
-plugin adds into them, once per process."""
+"""torchreid's tables of image datasets, models, samplers and transforms, and `register_all`, which puts
+everything the plugin adds into them, once per process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from torchreid.reid import models
 from torchreid.reid.data import datasets
 
 from ..data import PUBLIC_DATASETS, SAMPLERS
+from ..data.transforms import PIPELINES
 from ..models import MODEL_FACTORIES
 from ..synthetic import SYNTHETIC_DATASETS
 
@@ -18,6 +19,7 @@ IMAGE_DATASETS = {**SYNTHETIC_DATASETS, **PUBLIC_DATASETS}  # every dataset the 
 _SAMPLERS: dict[str, type] = {}  # name -> class, samplers a plugin adds to torchreid's
 # Called with the name of each newly registered sampler (`compat` lists it in torchreid's AVAI_SAMPLERS).
 on_register_sampler: list[Callable[[str], None]] = []
+_PIPELINES: dict[str, Callable] = {}  # name -> builder of whole (train, test) pipelines a plugin adds to torchreid's
 
 
 def image_dataset_registry() -> dict:
@@ -51,6 +53,18 @@ def register_sampler(name: str, sampler_class: type) -> None:
         listener(name)
 
 
+def transform_registry() -> dict[str, Callable]:
+    """name -> builder of the whole pipelines added to torchreid's transforms (`compat.build_transforms`
+    builds them)."""
+    return _PIPELINES
+
+
+def register_transforms(name: str, builder: Callable) -> None:
+    """Makes torchreid's data managers build ``transforms=[name]`` (while `compat`'s fixes are applied)
+    as ``builder(height, width)``, a (train, test) pair of whole pipelines."""
+    _PIPELINES[name] = builder
+
+
 def register_all() -> None:
     """Idempotent: a second call (or a re-import) changes nothing."""
     table = image_dataset_registry()
@@ -63,3 +77,5 @@ def register_all() -> None:
         factories[name] = factory
     for name, sampler in SAMPLERS.items():
         register_sampler(name, sampler)
+    for name, builder in PIPELINES.items():
+        register_transforms(name, builder)
