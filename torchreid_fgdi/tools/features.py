@@ -39,8 +39,9 @@ UNIT_TOLERANCE = 1e-3  # how far from 1 the L2 norm of a normalised feature may 
 
 
 def not_unit_rows(features: torch.Tensor) -> int:
-    """How many rows of `features` are not finite vectors of L2 norm 1 (within `UNIT_TOLERANCE`)."""
-    norms = features.double().norm(dim=1)  # in double: float32 squares of a huge value overflow
+    """How many rows of `features` are not finite vectors of L2 norm 1 (within `UNIT_TOLERANCE`): a
+    NaN, an Inf or a huge value (its square overflows) makes the norm NaN or Inf, a zero row 0."""
+    norms = features.float().norm(dim=1)
     return int((~((norms - 1).abs() <= UNIT_TOLERANCE)).sum())  # NaN compares false
 
 
