@@ -183,6 +183,25 @@ def test_a_config_error_is_one_error_line_and_exit_2(command, argv, message, tmp
         command(argv)
 
 
+@pytest.mark.parametrize("command", [search.main, export.main], ids=["search", "export"])
+def test_an_out_that_is_a_file_or_unwritable_is_refused_before_any_work(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("kept")
+    weights = str(tmp_path / "missing.pth")  # read only after the check: a refusal naming it means too late
+    argv = ["--weights", weights, *(["--query", weights, "--gallery", str(tmp_path)] if command is search.main else [])]
+    refused = {
+        str(a_file): f"--out {a_file} is a file: pass a folder (it is made if missing)",
+        str(a_file / "out"): f"--out {a_file / 'out'} is under {a_file}, which is a file: pass a folder",
+        "/sys/fgdi-out": "--out /sys/fgdi-out cannot be written (/sys: ",  # no one may create files in sysfs
+    }
+    for out, message in refused.items():
+        assert command([*argv, "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert a_file.read_text() == "kept"
+
+
 def test_missing_datasets_are_reported_once_without_a_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
     argv = ["--config-file", CONFIG, "--root", str(tmp_path / "data"), "-s", "market1501", "-t", "market1501"]

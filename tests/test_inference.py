@@ -14,6 +14,8 @@ import torch.nn.functional as F
 import torchreid
 from PIL import Image
 
+from torchreid_fgdi.cli import export as export_cli
+from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.tools import features as inference
 from torchreid_fgdi.tools.export import TORCHSCRIPT_METADATA, export
@@ -63,10 +65,44 @@ def test_a_baseline_checkpoint_gives_its_models_features_through_the_configs_tra
     torch.testing.assert_close(extractor(images), want)
 
 
-def test_a_baseline_checkpoint_without_a_config_file_says_to_pass_one(baseline):
+def _refusal(command, argv: list[str], capsys) -> str:
+    """The one ``error:`` line `command` refuses `argv` with (exit status 1)."""
+    assert command(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_a_baseline_checkpoint_without_a_config_file_says_to_pass_one(baseline, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TORCHREID_FGDI_DEBUG", raising=False)
     path, _ = baseline
-    with pytest.raises(ValueError, match="does not record its config .*pass the training config file"):
+    fix = "does not record its config (the checkpoints of this package's runs do): pass --config-file <the training"
+    with pytest.raises(CheckpointError, match=r"does not record its config .*pass --config-file <the training config>"):
         FeatureExtractor(path, device="cpu")
+    image = tmp_path / "gallery" / "a.png"
+    image.parent.mkdir()
+    _person(0).save(image)
+    out = ["--weights", path, "--out", str(tmp_path / "out")]
+    assert f"error: {path} {fix}" in _refusal(export_cli.main, [*out, "--format", "torchscript"], capsys)
+    search_argv = [*out, "--query", str(image), "--gallery", str(image.parent), "--index", str(tmp_path / "i.pt")]
+    assert f"error: {path} {fix}" in _refusal(search_cli.main, search_argv, capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_of_another_input_size_than_its_config_says_which_config_to_pass(tmp_path, capsys, monkeypatch):
+    """A ViT's position embedding that fits the config's size, the variant's default size and a square
+    grid alike badly: the config is not the training one (the fix is not the Python-only ckpt_grid=)."""
+    monkeypatch.delenv("TORCHREID_FGDI_DEBUG", raising=False)
+    model = torchreid.models.build_model("fgdi_tiny", 7, num_domains=3, pretrained=False, image_size=(128, 64))
+    torchreid.utils.save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "rank1": 0.5}, str(tmp_path))
+    path, config = str(tmp_path / "model.pth.tar-1"), str(Path(BASELINE).with_name("fgdi_tiny.yaml"))
+    err = _refusal(export_cli.main, ["--weights", path, "--config-file", config, "--out", str(tmp_path / "x")], capsys)
+    assert err.startswith(
+        f"error: {path}: its position embedding holds 128 patches, which fit fgdi_tiny neither at data.height x "
+        "data.width 64x32 nor at its default size, nor as a square grid: the weights were trained with another "
+        "config; pass --config-file <the training config> (its model.name, data.height and data.width)"
+    )
+    assert "ckpt_grid" not in err and not (tmp_path / "x").exists()
 
 
 def test_a_baseline_checkpoint_with_another_models_config_is_refused(baseline, tmp_path):

@@ -2,6 +2,7 @@
 (reused, updated, rebuilt when it cannot be trusted) and the two top-k paths (torch, faiss)."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -147,6 +148,68 @@ def test_an_index_of_other_weights_another_folder_or_unreadable_is_rebuilt_with_
         found = gallery_index.gallery_features(rebuilt, str(copy), search.list_images(str(copy)), str(index))
         assert "cannot be read" in capsys.readouterr().out and len(rebuilt.seen) == 10
         torch.testing.assert_close(found.features, rebuilt(found.paths))
+
+
+def test_an_image_replaced_keeping_its_size_and_modification_time_is_embedded_again(gallery, weights, tmp_path):
+    """``cp -p`` of another picture of the same size: only its inode change time tells."""
+    replaced, other = _picture(gallery / "same.bmp", seed=20), _picture(tmp_path / "other.bmp", seed=21)
+    index, paths, extractor = str(tmp_path / "index.pt"), search.list_images(str(gallery)), _extractor(weights)
+    gallery_index.gallery_features(extractor, str(gallery), paths, index)
+    before = os.stat(replaced)
+    shutil.copy2(other, replaced)
+    os.utime(replaced, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(replaced)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    extractor.seen.clear()
+    found = gallery_index.gallery_features(extractor, str(gallery), paths, index)
+    assert extractor.seen == [replaced] and (found.reused, found.embedded, found.changed) == (10, 1, 1)
+    torch.testing.assert_close(found.features, extractor(paths))  # no stale feature
+
+
+def _flip_a_bit(index) -> None:
+    """One bit of one stored feature flipped in the file, as a bad disk or a bad copy does: the highest
+    bit of its float32 exponent, so the value becomes ~1e37 (torch.load does not check the zip's CRCs)."""
+    raw, row = bytearray(index.read_bytes()), torch.load(index, weights_only=True)["features"][3]
+    at = bytes(raw).find(row.numpy().tobytes()) + 4 * int(row.abs().argmax())  # a float32 that is not 0
+    raw[at + 3] ^= 0x40  # little-endian: the sign and the exponent's 7 highest bits
+    index.write_bytes(raw)
+    assert torch.load(index, weights_only=True)["features"][3].abs().max() > 1e30
+
+
+def test_a_damaged_shuffled_or_old_index_is_rebuilt_with_a_message(gallery, weights, tmp_path, capsys):
+    index, paths = tmp_path / "index.pt", search.list_images(str(gallery))
+    extractor = _extractor(weights)
+    want = gallery_index.gallery_features(extractor, str(gallery), paths, str(index)).features
+
+    def shuffled(saved):
+        saved["features"] = saved["features"][torch.arange(10).roll(1)]
+
+    def nan(saved):
+        saved["features"][0, 0] = float("nan")
+
+    def old(saved):  # format 1: no change times, no checksum
+        saved.update(format=1, sizes=saved["stats"][:, 0], mtimes=saved["stats"][:, 1])
+        del saved["stats"], saved["checksum"]
+
+    damages = {
+        _flip_a_bit: "1 of its 10 features are not finite unit vectors (a damaged file)",
+        shuffled: "its checksum does not match what it holds (a damaged or edited file)",
+        nan: "1 of its 10 features are not finite unit vectors (a damaged file)",
+        old: "it has format 1, this version reads 2",
+    }
+    for damage, problem in damages.items():
+        if damage is _flip_a_bit:
+            damage(index)
+        else:
+            saved = torch.load(index, weights_only=True)
+            damage(saved)
+            torch.save(saved, index)
+        capsys.readouterr()
+        extractor.seen.clear()
+        found = gallery_index.gallery_features(extractor, str(gallery), paths, str(index))
+        assert capsys.readouterr().out == f"=> Gallery index {index}: {problem}; rebuilding it\n", damage.__name__
+        assert len(extractor.seen) == 10
+        torch.testing.assert_close(found.features, want)
 
 
 def test_an_interrupted_build_keeps_what_it_embedded(gallery, weights, tmp_path, monkeypatch):

@@ -19,7 +19,9 @@ from tests.conftest import killed_write
 from tests.fake_datasets import make_market1501
 from tests.test_faults import MARKET, _jpeg_bytes, _market
 from tests.test_fgdi_engine import CONFIG, _engine
+from tests.test_inference import save_baseline
 from torchreid_fgdi.cli import benchmark, refusals
+from torchreid_fgdi.cli import export as export_cli
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.search import search
@@ -176,6 +178,28 @@ def test_nan_weights_are_refused_by_evaluation_features_search_and_export(tiny_r
     with pytest.raises(CheckpointError, match=match):
         export(broken, str(tmp_path / "export"), ["torchscript"])
     assert not (tmp_path / "s").exists() and not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("scale", [1e38, 1e20])  # features of Inf, or finite ones whose L2 norm overflows
+def test_finite_weights_whose_features_overflow_are_refused_by_export_and_features(
+    scale, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    path, _ = save_baseline(tmp_path / "weights")
+    state = read_checkpoint(path)
+    state["state_dict"]["fc.0.weight"][0, 0] = scale
+    torch.save(state, path)
+    assert export_cli.main(["--weights", path, "--config-file", OSNET, "--out", str(tmp_path / "export")]) == 1
+    err = capsys.readouterr().err
+    want = (
+        f"error: {path}: the model's features overflow float32 (5 of a random batch of 5 are not finite or "
+        f"normalise to zeros; its largest weight is {scale:.1e}, in fc.0.weight): the weights are not sane (a "
+        "diverged run?); use an earlier checkpoint. Nothing was exported"
+    )
+    assert err.startswith(want) and err.count("\n") == 1, err
+    assert not (tmp_path / "export").exists()
+    with pytest.raises(NonFiniteFeaturesError, match="for 2 of 2 images of the given images: its weights"):
+        FeatureExtractor(path, OSNET, device="cpu")(torch.randn(2, 3, 64, 32))  # search's: never zeros
 
 
 def test_non_finite_features_stop_the_evaluation_and_an_export_that_gives_nan_is_not_kept(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from ..tools import export as exporting
+from ..utils import atomic
 from .parsers import add_checkpoint_arguments, command_parser
 from .refusals import console_script
 
@@ -34,6 +35,7 @@ def export(argv: list[str] | None = None) -> dict[str, str]:
     )
     parser.add_argument("--out", default="export", help="folder for <checkpoint name>.onnx / .torchscript.pt")
     args = parser.parse_args(argv)
+    atomic.check_output_folder(args.out, "--out")
     return exporting.export(args.weights, args.out, args.format, args.config_file)
 
 

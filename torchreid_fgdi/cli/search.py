@@ -18,6 +18,7 @@ from ..errors import UnreadableImageError
 from ..tools import gallery_index
 from ..tools import search as searching
 from ..tools.features import FeatureExtractor
+from ..utils import atomic
 from .parsers import add_checkpoint_arguments, command_parser
 from .refusals import console_script
 
@@ -91,7 +92,8 @@ def _features(
         )
     print(
         f"=> Gallery {args.gallery}: {len(found.paths)} images, {found.reused} from the index {index_path}, "
-        f"{found.embedded} embedded, {found.removed} gone from the folder"
+        f"{found.embedded} embedded ({found.changed} of them changed since indexed), "
+        f"{found.removed} gone from the folder"
     )
     if not found.paths:
         parser.exit(2, f"{parser.prog}: error: no readable gallery images under {args.gallery!r}\n")
@@ -104,6 +106,7 @@ def search(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.topk < 1:
         parser.error("--topk must be >= 1")
+    atomic.check_output_folder(args.out, "--out")
     queries = searching.query_images(args.query)
     query_features, found = _features(parser, args, queries, searching.list_images(args.gallery))
     ranking = searching.rank(queries, query_features, found.paths, found.features, args.topk, args.exclude_self)

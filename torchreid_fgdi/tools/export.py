@@ -6,9 +6,11 @@ output ``features``, N x D). The batch size is free; height and width are fixed 
 (features are only defined there: the transform resizes every image to it, and a ViT's resampling
 of its position embedding for other sizes does not survive the export). Each file carries what a
 deployment needs beside it (`metadata`: input size, preprocessing, feature dimension, model name)
-in ONNX's ``metadata_props`` or TorchScript's extra file ``metadata.json``. Each export is checked
-against PyTorch on a random batch (onnxruntime for ONNX) before it is written. ONNX needs the
-``export`` extra (onnx, onnxscript, onnxruntime); without it, asking for ONNX refuses before any work.
+in ONNX's ``metadata_props`` or TorchScript's extra file ``metadata.json``. Weights whose features
+overflow float32 (Inf, or a norm too large to normalise) are refused before anything is written,
+and each export is checked against PyTorch on a random batch (onnxruntime for ONNX) before it is
+written. ONNX needs the ``export`` extra (onnx, onnxscript, onnxruntime); without it, asking for
+ONNX refuses before any work.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import torch.nn.functional as F
 from yacs.config import CfgNode as CN
 
 from .. import __version__
+from ..errors import NonFiniteFeaturesError
 from ..utils import atomic, extras
-from .features import load_trained, preprocessing
+from .features import load_trained, not_unit_rows, preprocessing
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4
@@ -119,6 +122,26 @@ def _write_checked(
     print(f"=> {fmt}: max |difference| to PyTorch {difference:.1e}")
 
 
+def _largest_weight(model: torch.nn.Module) -> tuple[float, str]:
+    """The largest absolute weight and its name: what made the features overflow."""
+    return max((float(v.abs().max()), k) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel())
+
+
+def _check_outputs(module: NormalizedFeatures, batch: torch.Tensor, model_path: str) -> None:
+    """Refuses weights that are finite but not sane: features that overflow float32 export as NaN
+    (or normalise to zeros), and the export's check against PyTorch could only report a NaN."""
+    with torch.no_grad():
+        features = module.model(batch).float()
+    bad = int((~features.isfinite()).any(dim=1).sum()) or not_unit_rows(F.normalize(features, dim=1))
+    if bad:
+        value, name = _largest_weight(module.model)
+        raise NonFiniteFeaturesError(
+            f"{model_path}: the model's features overflow float32 ({bad} of a random batch of {len(batch)} are "
+            f"not finite or normalise to zeros; its largest weight is {value:.1e}, in {name}): the weights are not "
+            "sane (a diverged run?); use an earlier checkpoint. Nothing was exported"
+        )
+
+
 def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, config_file: str = "") -> dict[str, str]:
     """Writes ``<out_dir>/<checkpoint name>.onnx`` / ``.torchscript.pt``; {format: path}.
 
@@ -136,6 +159,7 @@ def export(model_path: str, out_dir: str, formats: Sequence[str] = FORMATS, conf
     module = NormalizedFeatures(model).eval()
     example = torch.randn(2, 3, cfg.data.height, cfg.data.width)
     probe = torch.randn(3, 3, cfg.data.height, cfg.data.width)  # another batch size than the example's
+    _check_outputs(module, torch.cat([example, probe]), model_path)
     with torch.no_grad():
         meta = metadata(cfg, model_path, module(example).shape[1])
     stem = osp.join(out_dir, osp.splitext(osp.basename(model_path))[0])

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 from functools import cached_property
 
 import numpy as np
@@ -26,13 +27,35 @@ from .. import __version__
 from ..config import RunSettings, load_config, load_config_text
 from ..data.images import read_image
 from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
 from ..evaluation import check_finite_features
 from ..models import VARIANTS, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
 from ..models.clip_weights import tag_uses_quick_gelu
 from ..models.variants import variant_weights
 from ..utils.checkpoint import read_checkpoint, recorded_config_text
+
+UNIT_TOLERANCE = 1e-3  # how far from 1 the L2 norm of a normalised feature may be
+
+
+def not_unit_rows(features: torch.Tensor) -> int:
+    """How many rows of `features` are not finite vectors of L2 norm 1 (within `UNIT_TOLERANCE`): a
+    NaN, an Inf or a huge value (its square overflows) makes the norm NaN or Inf, a zero row 0."""
+    norms = features.float().norm(dim=1)
+    return int((~((norms - 1).abs() <= UNIT_TOLERANCE)).sum())  # NaN compares false
+
+
+def unit_features(features: torch.Tensor, where: str) -> torch.Tensor:
+    """`features` L2-normalised, refusing rows that are not finite or normalise to zeros: a row too
+    large for float32 has an infinite norm, and F.normalize turns it silently into zeros."""
+    unit = F.normalize(check_finite_features(features, where), dim=1)
+    bad = not_unit_rows(unit)
+    if bad:
+        raise NonFiniteFeaturesError(
+            f"the model gives features that normalise to zeros (all zero, or too large for float32) for {bad} of "
+            f"{len(unit)} images of {where}: its weights are not sane (a diverged run?); no result was written"
+        )
+    return unit
 
 
 def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
@@ -62,22 +85,32 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg, state))
-        load_fgdi_checkpoint(model, state, ckpt_grid=_trained_grid(model, cfg, state))
+        load_fgdi_checkpoint(model, state, ckpt_grid=_trained_grid(model, cfg, state, model_path))
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
         load_torchreid_checkpoint(model, state)
     return model.eval(), cfg
 
 
-def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict) -> tuple[int, int] | None:
-    """The patch grid of the checkpoint's ViT position embedding: that of the data size, or of the
-    variant's default size (where torchreid's `build_model` without ``image_size`` puts it)."""
+def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict, model_path: str) -> tuple[int, int] | None:
+    """The patch grid of the checkpoint's ViT position embedding: that of the data size, of the
+    variant's default size (where torchreid's `build_model` without ``image_size`` puts it), or a
+    square one (the authors'). None of them: the config is not the one the weights were trained with."""
     key = "image_encoder.visual.positional_embedding"
     if key not in state or not hasattr(model.image_encoder, "grid_for"):
         return None
     sizes = [(cfg.data.height, cfg.data.width), VARIANTS[cfg.model.name]["image_size"]]
-    grids = [model.image_encoder.grid_for(size) for size in sizes]
-    return next((g for g in grids if g[0] * g[1] + 1 == state[key].shape[0]), None)
+    patches = state[key].shape[0] - 1
+    grids = [model.image_encoder.grid_for(size) for size in sizes] + [(math.isqrt(patches),) * 2]
+    grid = next((g for g in grids if g[0] * g[1] == patches), None)
+    if grid is None:
+        raise CheckpointError(
+            f"{model_path}: its position embedding holds {patches} patches, which fit {cfg.model.name} neither at "
+            f"data.height x data.width {cfg.data.height}x{cfg.data.width} nor at its default size, nor as a square "
+            "grid: the weights were trained with another config; pass --config-file <the training config> "
+            "(its model.name, data.height and data.width)"
+        )
+    return grid
 
 
 def test_transform(cfg: CN):
@@ -180,4 +213,4 @@ class FeatureExtractor:
         features = [self.model(chunk.to(self.device)).float().cpu() for chunk in chunks]
         if not features:
             raise ValueError("no images given")
-        return F.normalize(check_finite_features(torch.cat(features), "the given images"), dim=1)
+        return unit_features(torch.cat(features), "the given images")

@@ -14,9 +14,10 @@ import os
 import re
 import resource
 import shutil
+import tempfile
 from collections.abc import Callable
 
-from ..errors import WriteError
+from ..errors import ConfigError, WriteError
 
 _TEMPORARY = re.compile(r"\.tmp(\d+)$")
 _ROOM = 64 << 20  # bytes: less free space than this after a failed write means the disk was full
@@ -35,6 +36,25 @@ def storage_problem(folder: str, err: BaseException | None = None) -> str | None
     if limit != resource.RLIM_INFINITY:
         return f"the process's file-size limit (ulimit -f) is {limit} bytes: raise it"
     return None
+
+
+def check_output_folder(folder: str, flag: str) -> None:
+    """Refuses, before any work, a folder files cannot be written into (`flag` names the option that
+    gave it): a file where it would be, or no permission to write where it is or would be made."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == os.path.abspath(folder) else f"is under {existing}, which is a file"
+        raise ConfigError(f"{flag} {folder} {where}: pass a folder (it is made if missing)")
+    try:
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".write-check")
+    except OSError as err:
+        raise ConfigError(
+            f"{flag} {folder} cannot be written ({existing}: {err.strerror}): pass a folder you can write to"
+        ) from err
+    os.close(handle)
+    os.remove(probe)
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> str:

@@ -103,7 +103,7 @@ def save_torchreid_checkpoint(
         write_checkpoint(state, osp.join(save_dir, "model-best.pth.tar"))
 
 
-NO_CONFIG_FIX = "pass the training config file (config_file= / --config-file)"
+NO_CONFIG_FIX = "pass --config-file <the training config> (config_file= in Python)"
 
 
 def recorded_config_text(state: Mapping, path: str, fix: str = NO_CONFIG_FIX) -> str:
