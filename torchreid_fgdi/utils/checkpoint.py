@@ -24,13 +24,14 @@ from . import atomic
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
     """The checkpoint at `path` (a dict), loaded with PyTorch's safe loader on the CPU (`mmap`: its
-    tensors read from the file only when touched, to look at a few entries of a large file)."""
+    tensors read from the file only when touched, to look at a few entries of a large file; a file in
+    PyTorch's legacy format, as older torchreid runs saved, cannot be mapped and is read whole)."""
     if not osp.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist (or is not a file)")
     if osp.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its save was cut short; use an earlier one")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # a damaged legacy-format file can fail anywhere inside the unpickler
         if isinstance(err, pickle.UnpicklingError) and zipfile.is_zipfile(path):
             first = str(err).strip().splitlines()[0]
