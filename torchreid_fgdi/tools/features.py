@@ -75,11 +75,13 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
 
 
 def _given_config(config_file: str, checkpoint: dict, model_path: str) -> CN:
-    """`config_file`'s config, checked against the one the checkpoint records for the keys that decide
-    its features (`check_recipe`; extraction here is fp32, whatever ``fgdi.test_precision`` says)."""
+    """`config_file`'s config, checked against the one the checkpoint records, if it records one (a
+    checkpoint without is what `config_file` is for), for the keys that decide its features
+    (`check_recipe`; extraction here is fp32, whatever ``fgdi.test_precision`` says)."""
     cfg = load_config(config_file)
-    fix = f" (or leave out {config_file}: the checkpoint's own config is used then)"
-    check_recipe(cfg, model_path, checkpoint, ignore=("fgdi.test_precision",), fix=fix)
+    if checkpoint.get("config"):
+        fix = f" (or leave out {config_file}: the checkpoint's own config is used then)"
+        check_recipe(cfg, model_path, checkpoint, ignore=("fgdi.test_precision",), fix=fix)
     return cfg
 
 
