@@ -51,6 +51,17 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     return {**kwargs, "pretrained": False}
 
 
+def _given_config(config_file: str, checkpoint: dict, model_path: str) -> CN:
+    """`config_file`'s config, checked against the one the checkpoint records, if it records one (a
+    checkpoint without is what `config_file` is for), for the keys that decide its features
+    (`check_recipe`; extraction here is fp32, whatever ``fgdi.test_precision`` says)."""
+    cfg = load_config(config_file)
+    if checkpoint.get("config"):
+        fix = f" (or leave out {config_file}: the checkpoint's own config is used then)"
+        check_recipe(cfg, model_path, checkpoint, ignore=("fgdi.test_precision",), fix=fix)
+    return cfg
+
+
 def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
     """The trained model (eval mode) and its config: `config_file` if given (refused where it gives the
     checkpoint another recipe than it records: `_given_config`), else the one the checkpoint records.
@@ -72,17 +83,6 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
         load_torchreid_checkpoint(model, state)
     return model.eval(), cfg
-
-
-def _given_config(config_file: str, checkpoint: dict, model_path: str) -> CN:
-    """`config_file`'s config, checked against the one the checkpoint records, if it records one (a
-    checkpoint without is what `config_file` is for), for the keys that decide its features
-    (`check_recipe`; extraction here is fp32, whatever ``fgdi.test_precision`` says)."""
-    cfg = load_config(config_file)
-    if checkpoint.get("config"):
-        fix = f" (or leave out {config_file}: the checkpoint's own config is used then)"
-        check_recipe(cfg, model_path, checkpoint, ignore=("fgdi.test_precision",), fix=fix)
-    return cfg
 
 
 def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict) -> tuple[int, int] | None:
