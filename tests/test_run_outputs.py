@@ -108,6 +108,18 @@ def test_plots_are_written_at_the_end_of_the_run(run):
         assert rank_pictures.QUERY in colours and colours & {rank_pictures.TRUE_MATCH, rank_pictures.WRONG_MATCH}
 
 
+def test_a_baseline_training_run_with_visrank_draws_the_ranked_queries(tiny_root, tmp_path):
+    """torchreid's `Engine.run` raises a ValueError for visrank outside test_only; the run draws them."""
+    baseline = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
+    opts = ["data.sources", "synth_a", "data.targets", "synth_d", "train.max_epoch", "1", "train.batch_size", "24"]
+    opts += ["test.plots", "false", "test.visrank", "True", "test.visrank_topk", "3", "data.save_dir", str(tmp_path)]
+    train(["--config-file", baseline, "--root", tiny_root, *opts])
+    queries = sorted(os.listdir(os.path.join(tiny_root, "synth_d", "query")))
+    pictures = sorted(p.name for p in (tmp_path / "visrank_synth_d").iterdir())
+    assert pictures == [os.path.splitext(q)[0] + ".png" for q in queries]
+    assert (tmp_path / "model" / "model.pth.tar-1").is_file()
+
+
 def _query_batch(tiny_root, save_dir):
     extractor = FeatureExtractor(str(save_dir / "checkpoints" / "stage3.pth"), device="cpu")
     kwargs = {**RunSettings.from_config(extractor.cfg).data, "root": tiny_root, "workers": 0, "use_gpu": False}

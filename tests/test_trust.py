@@ -24,11 +24,13 @@ from torchreid_fgdi.cli import benchmark, refusals
 from torchreid_fgdi.cli import export as export_cli
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
+from torchreid_fgdi.cli.search import main as search_main
 from torchreid_fgdi.cli.search import search
 from torchreid_fgdi.cli.train import build_config, log_to_file, train
 from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config.recipe import check_recipe
 from torchreid_fgdi.data.folders import glob_with_literal_folders
 from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.engine import ImageFGDIEngine
@@ -158,6 +160,66 @@ def test_evaluating_without_weights_is_refused_and_an_evaluation_keeps_the_runs_
     saved = json.loads((run_copy / "evaluation" / "results.json").read_text())
     assert saved["synth_d"]["mAP"] == pytest.approx(json.loads(before)["synth_d"]["mAP"], abs=1e-6)
     assert evaluated["synth_d"]["mAP"] == pytest.approx(saved["synth_d"]["mAP"])
+
+
+def test_an_evaluation_under_another_recipe_is_refused_unless_allowed_and_keeps_the_runs_results(
+    tiny_root, run_copy, capsys
+):
+    """The weights were trained and tested with torchreid's mean / std and the features before the
+    BNNecks; evaluating them under the authors' per-image normalisation and after the necks runs and
+    gives other numbers, so it is refused unless asked for, and never touches the run's own results."""
+    before = _results(run_copy)
+    stage3 = str(run_copy / "checkpoints" / "stage3.pth")
+    other = ["test.evaluate", "True", "model.load_weights", stage3, "data.transforms", "clip_fgdi"]
+    other += ["fgdi.neck_feat", "after"]
+    argv = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(run_copy), *ONE, *other]
+    assert train_main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith(f"error: {stage3} was trained and tested under another recipe")
+    assert "(data.transforms: ['random_flip'] -> ['clip_fgdi'], fgdi.neck_feat: 'before' -> 'after')" in error
+    assert "test.allow_recipe_change True to use this recipe on purpose" in error
+    assert not (run_copy / "evaluation" / "results.json").exists()
+    evaluated = _cli(tiny_root, run_copy, *other, "test.allow_recipe_change", "True")
+    (log,) = run_copy.glob("test.log-*")
+    assert f"=> {stage3} is used under another recipe than it was trained with (test.allow_recipe_change): " in (
+        log.read_text()
+    )
+    assert "data.transforms: ['random_flip'] -> ['clip_fgdi'], fgdi.neck_feat: 'before' -> 'after'" in log.read_text()
+    assert _results(run_copy) == before
+    saved = json.loads((run_copy / "evaluation" / "results.json").read_text())
+    assert evaluated["synth_d"]["mAP"] == pytest.approx(saved["synth_d"]["mAP"])
+    assert saved["synth_d"]["mAP"] != pytest.approx(json.loads(before)["synth_d"]["mAP"], abs=1e-6)
+
+
+def test_search_and_export_given_a_config_of_another_recipe_are_refused_unless_it_allows_it(
+    tiny_root, finished, tmp_path, capsys
+):
+    weights = str(finished / "checkpoints" / "stage3.pth")
+    config = tmp_path / "other.yaml"
+    config.write_text(f"_BASE_: {CONFIG}\ndata:\n  norm_mean: [0.5, 0.5, 0.5]\nfgdi:\n  test_precision: bf16\n")
+    gallery = os.path.join(tiny_root, "synth_d", "bounding_box_test")
+    query = os.path.join(gallery, sorted(os.listdir(gallery))[0])
+    out = tmp_path / "search"
+    argv = ["--query", query, "--gallery", gallery, "--weights", weights, "--config-file", str(config)]
+    assert search_main([*argv, "--out", str(out), "--index", str(tmp_path / "index")]) == 2
+    error = capsys.readouterr().err  # the test precision is not a difference: extraction here is fp32
+    assert "(data.norm_mean: [0.485, 0.456, 0.406] -> [0.5, 0.5, 0.5]): its features" in error
+    assert f"(or leave out {config}: the checkpoint's own config is used then)" in error
+    with pytest.raises(ConfigError, match=r"data.norm_mean: \[0.485"):
+        export(weights, str(tmp_path / "export"), ["torchscript"], str(config))
+    assert not out.exists() and not (tmp_path / "export").exists() and not (tmp_path / "index").exists()
+    config.write_text(config.read_text() + "test:\n  allow_recipe_change: true\n")
+    FeatureExtractor(weights, str(config), device="cpu")
+    assert "is used under another recipe than it was trained with" in capsys.readouterr().out
+
+
+def test_a_checkpoint_that_records_no_config_is_evaluated_and_the_log_says_it_was_not_checked(tmp_path, capsys):
+    """torchreid's own checkpoints record no config (older torch versions saved them in the legacy format)."""
+    path = str(tmp_path / "model.pth.tar-60")
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 60}, path, _use_new_zipfile_serialization=False)
+    cfg = load_config(OSNET, ["data.transforms", "clip_fgdi", "test.evaluate", "True", "model.load_weights", path])
+    assert check_recipe(cfg, path) == {}
+    assert f"=> {path} records no config (torchreid's own checkpoints do not)" in capsys.readouterr().out
 
 
 # ---- 4: NaN weights or features stop evaluation, search and export -----------------------

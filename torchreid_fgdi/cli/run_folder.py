@@ -36,7 +36,8 @@ LOGISTICS = (
     *("data.root", "data.save_dir", "data.workers", "model.resume", "use_gpu", "train.print_freq"),
     *("fgdi.checkpoint_every", "fgdi.clip_cache_dir"),
     *(f"test.{k}" for k in ("batch_size", "evaluator", "eval_freq", "start_eval", "plots", "plot_queries")),
-    *(f"test.{k}" for k in ("visrank", "visrank_topk", "evaluate", "allow_untrained", "rerank_memory_gib")),
+    *(f"test.{k}" for k in ("visrank", "visrank_topk", "evaluate", "allow_untrained", "allow_recipe_change")),
+    "test.rerank_memory_gib",
 )
 # Keys a resumed run may change; they apply to the rest of the run (and the log lists them). torchreid's
 # schedulers restore their own milestones from a checkpoint, so only a baseline's base rate may change.

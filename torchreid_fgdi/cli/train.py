@@ -22,6 +22,7 @@ from yacs.config import CfgNode as CN
 
 from ..config import RunSettings, ignored_by_fgdi, load_config
 from ..config.checks import get
+from ..config.recipe import check_recipe
 from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
@@ -176,8 +177,11 @@ def train(argv: list[str] | None = None) -> dict:
 
 def run(cfg: CN) -> dict:
     """Trains and tests as `cfg` says, holding its output folder (`RunFolder`) throughout. The config
-    is read once, into `RunSettings`; only the resume check compares it whole with the recorded one."""
+    is read once, into `RunSettings`; only the resume check compares it whole with the recorded one,
+    and an evaluation's weights are checked against it for the keys that decide features (`check_recipe`)."""
     settings = RunSettings.from_config(cfg)
+    if cfg.test.evaluate and settings.load_weights:
+        check_recipe(cfg, settings.load_weights)
     folder = RunFolder(settings.run["save_dir"])
     with folder if distributed.is_main() else contextlib.nullcontext():
         return _run(cfg, settings, folder)

@@ -143,6 +143,9 @@ def _add_test(cfg: CN) -> None:
     cfg.test.ranks = [1, 5, 10, 20]
     cfg.test.evaluate = False
     cfg.test.allow_untrained = False  # True: test.evaluate without model.load_weights (the initial weights)
+    # True: a checkpoint evaluated (or given to search / export with a config) under another input size,
+    # test transform, normalisation or feature choice than it records (config/recipe.py), on purpose
+    cfg.test.allow_recipe_change = False
     cfg.test.eval_freq = -1
     cfg.test.start_eval = 0
     cfg.test.rerank = False

@@ -24,6 +24,27 @@ class FinishedRunMixin:
         return super().run(*args, start_epoch=start_epoch, **kwargs)
 
 
+class VisrankMixin:
+    """``test.visrank`` in a training run as in an evaluation, as the FGDI engine has it.
+
+    torchreid's `Engine.run` refuses ``visrank`` unless ``test_only`` (a ``ValueError`` after the data
+    was loaded) because its own pictures were meant for evaluations; here `test` draws them with
+    `rank_pictures` after any test, so `run` keeps the setting and hands it to each `test` itself.
+    """
+
+    _visrank = False
+
+    def run(self, *args, visrank: bool = False, **kwargs):
+        self._visrank = visrank
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            self._visrank = False
+
+    def test(self, *args, visrank: bool = False, **kwargs) -> float:
+        return super().test(*args, visrank=visrank or self._visrank, **kwargs)
+
+
 class EpochMeansMixin:
     """A line after every epoch with the epoch's mean of each loss term; torchreid's batch lines show
     the means so far, so none of them gives the epoch's."""
@@ -97,12 +118,22 @@ class DistributedMixin:
 
 
 class ImageSoftmaxEngine(
-    FinishedRunMixin, EpochMeansMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageSoftmaxEngine
+    FinishedRunMixin,
+    VisrankMixin,
+    EpochMeansMixin,
+    DistributedMixin,
+    MultiTargetTestMixin,
+    torchreid.engine.ImageSoftmaxEngine,
 ):
     """torchreid's softmax (ID loss) engine; see `MultiTargetTestMixin` for what `test` adds."""
 
 
 class ImageTripletEngine(
-    FinishedRunMixin, EpochMeansMixin, DistributedMixin, MultiTargetTestMixin, torchreid.engine.ImageTripletEngine
+    FinishedRunMixin,
+    VisrankMixin,
+    EpochMeansMixin,
+    DistributedMixin,
+    MultiTargetTestMixin,
+    torchreid.engine.ImageTripletEngine,
 ):
     """torchreid's triplet + ID loss engine; see `MultiTargetTestMixin` for what `test` adds."""

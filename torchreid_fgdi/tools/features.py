@@ -25,6 +25,7 @@ from yacs.config import CfgNode as CN
 
 from .. import __version__
 from ..config import RunSettings, load_config, load_config_text
+from ..config.recipe import check_recipe
 from ..data.images import read_image
 from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
 from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
@@ -73,14 +74,29 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     return {**kwargs, "pretrained": False}
 
 
+def _given_config(config_file: str, checkpoint: dict, model_path: str) -> CN:
+    """`config_file`'s config, checked against the one the checkpoint records, if it records one (a
+    checkpoint without is what `config_file` is for), for the keys that decide its features
+    (`check_recipe`; extraction here is fp32, whatever ``fgdi.test_precision`` says)."""
+    cfg = load_config(config_file)
+    if checkpoint.get("config"):
+        fix = f" (or leave out {config_file}: the checkpoint's own config is used then)"
+        check_recipe(cfg, model_path, checkpoint, ignore=("fgdi.test_precision",), fix=fix)
+    return cfg
+
+
 def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
-    """The trained model (eval mode) and its config: `config_file` if given, else the one the
-    checkpoint records. Classes, domains, cameras and the position-embedding grid are read off the
-    weights (a model trained through torchreid's own `scripts/main.py` keeps the grid of the size it
-    was built at, whatever its data size). The checkpoint is loaded from disk once, for both its
+    """The trained model (eval mode) and its config: `config_file` if given (refused where it gives the
+    checkpoint another recipe than it records: `_given_config`), else the one the checkpoint records.
+    Classes, domains, cameras and the position-embedding grid are read off the weights (a model
+    trained through torchreid's own `scripts/main.py` keeps the grid of the size it was built at,
+    whatever its data size). The checkpoint is loaded from disk once, for both its
     config and its weights."""
     checkpoint = read_checkpoint(model_path)
-    cfg = load_config(config_file) if config_file else load_config_text(recorded_config_text(checkpoint, model_path))
+    if config_file:
+        cfg = _given_config(config_file, checkpoint, model_path)
+    else:
+        cfg = load_config_text(recorded_config_text(checkpoint, model_path))
     state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
     if cfg.model.name in VARIANTS:

@@ -34,7 +34,8 @@ def _a_folder(path: str) -> CheckpointError:
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
     """The checkpoint at `path` (a dict), loaded with PyTorch's safe loader on the CPU (`mmap`: its
-    tensors read from the file only when touched, to look at a few entries of a large file)."""
+    tensors read from the file only when touched, to look at a few entries of a large file; a file in
+    PyTorch's legacy format, as older torchreid runs saved, cannot be mapped and is read whole)."""
     if osp.isdir(path):
         raise _a_folder(path)
     if not osp.isfile(path):
@@ -42,7 +43,7 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
     if osp.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its save was cut short; use an earlier one")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # a damaged legacy-format file can fail anywhere inside the unpickler
         code = _CODE.search(str(err))
         if isinstance(err, pickle.UnpicklingError) and (code or zipfile.is_zipfile(path)):
