@@ -108,16 +108,22 @@ def test_plots_are_written_at_the_end_of_the_run(run):
         assert rank_pictures.QUERY in colours and colours & {rank_pictures.TRUE_MATCH, rank_pictures.WRONG_MATCH}
 
 
-def test_a_baseline_training_run_with_visrank_draws_the_ranked_queries(tiny_root, tmp_path):
-    """torchreid's `Engine.run` raises a ValueError for visrank outside test_only; the run draws them."""
+def test_a_baseline_training_run_with_visrank_and_rerank_draws_and_re_ranks_its_tests(tiny_root, tmp_path):
+    """torchreid's `Engine.run` raises a ValueError for visrank outside test_only and leaves rerank out
+    of the tests it runs while training; the run draws the pictures and re-ranks its table."""
     baseline = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
     opts = ["data.sources", "synth_a", "data.targets", "synth_d", "train.max_epoch", "1", "train.batch_size", "24"]
-    opts += ["test.plots", "false", "test.visrank", "True", "test.visrank_topk", "3", "data.save_dir", str(tmp_path)]
-    train(["--config-file", baseline, "--root", tiny_root, *opts])
+    opts += ["test.plots", "false", "test.visrank_topk", "3", "data.save_dir", str(tmp_path)]
+    trained = train(["--config-file", baseline, "--root", tiny_root, *opts, "test.visrank", "True", "test.rerank", "True"])
     queries = sorted(os.listdir(os.path.join(tiny_root, "synth_d", "query")))
     pictures = sorted(p.name for p in (tmp_path / "visrank_synth_d").iterdir())
     assert pictures == [os.path.splitext(q)[0] + ".png" for q in queries]
-    assert (tmp_path / "model" / "model.pth.tar-1").is_file()
+    weights = tmp_path / "model" / "model.pth.tar-1"
+    evaluate = ["--config-file", baseline, "--root", tiny_root, *opts, "test.evaluate", "True"]
+    evaluate += ["model.load_weights", str(weights)]
+    reranked = train([*evaluate, "test.rerank", "True"])["synth_d"]["mAP"]
+    plain = train([*evaluate, "test.rerank", "False"])["synth_d"]["mAP"]
+    assert trained["synth_d"]["mAP"] == pytest.approx(reranked) and reranked != pytest.approx(plain)
 
 
 def _query_batch(tiny_root, save_dir):

@@ -24,25 +24,27 @@ class FinishedRunMixin:
         return super().run(*args, start_epoch=start_epoch, **kwargs)
 
 
-class VisrankMixin:
-    """``test.visrank`` in a training run as in an evaluation, as the FGDI engine has it.
+class RunTestOptionsMixin:
+    """``test.visrank`` and ``test.rerank`` in a training run as in an evaluation, as the FGDI engine has them.
 
     torchreid's `Engine.run` refuses ``visrank`` unless ``test_only`` (a ``ValueError`` after the data
-    was loaded) because its own pictures were meant for evaluations; here `test` draws them with
-    `rank_pictures` after any test, so `run` keeps the setting and hands it to each `test` itself.
+    was loaded), and the tests it runs while training leave ``rerank`` out, so a training run's table
+    would be silently not re-ranked. `run` keeps both settings and hands them to each `test` itself;
+    `test` draws visrank's pictures with `rank_pictures` after any test.
     """
 
-    _visrank = False
+    _options: dict = {}
 
-    def run(self, *args, visrank: bool = False, **kwargs):
-        self._visrank = visrank
+    def run(self, *args, visrank: bool = False, rerank: bool = False, **kwargs):
+        self._options = {"visrank": visrank, "rerank": rerank}
         try:
             return super().run(*args, **kwargs)
         finally:
-            self._visrank = False
+            self._options = {}
 
-    def test(self, *args, visrank: bool = False, **kwargs) -> float:
-        return super().test(*args, visrank=visrank or self._visrank, **kwargs)
+    def test(self, *args, visrank: bool = False, rerank: bool = False, **kwargs) -> float:
+        visrank, rerank = visrank or self._options.get("visrank", False), rerank or self._options.get("rerank", False)
+        return super().test(*args, visrank=visrank, rerank=rerank, **kwargs)
 
 
 class EpochMeansMixin:
@@ -119,7 +121,7 @@ class DistributedMixin:
 
 class ImageSoftmaxEngine(
     FinishedRunMixin,
-    VisrankMixin,
+    RunTestOptionsMixin,
     EpochMeansMixin,
     DistributedMixin,
     MultiTargetTestMixin,
@@ -130,7 +132,7 @@ class ImageSoftmaxEngine(
 
 class ImageTripletEngine(
     FinishedRunMixin,
-    VisrankMixin,
+    RunTestOptionsMixin,
     EpochMeansMixin,
     DistributedMixin,
     MultiTargetTestMixin,
