@@ -143,7 +143,7 @@ def _load_file(clip: nn.Module, path: str) -> None:
         clip.load_state_dict(state)
     else:
         if not path.endswith(_NOT_PICKLES):  # read by torch.load: damage or code refused in one line first
-            read_checkpoint(path, mmap=zipfile.is_zipfile(path))
+            read_checkpoint(path, mmap=True)
         open_clip.load_checkpoint(clip, path, strict=True)
 
 

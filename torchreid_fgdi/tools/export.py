@@ -132,7 +132,7 @@ def _check_outputs(module: NormalizedFeatures, batch: torch.Tensor, model_path: 
     (or normalise to zeros), and the export's check against PyTorch could only report a NaN."""
     with torch.no_grad():
         features = module.model(batch).float()
-    bad = int((~features.isfinite()).any(dim=1).sum()) or not_unit_rows(F.normalize(features, dim=1))
+    bad = not_unit_rows(F.normalize(features, dim=1))  # a NaN or Inf row normalises to NaN, counted too
     if bad:
         value, name = _largest_weight(module.model)
         raise NonFiniteFeaturesError(
