@@ -368,6 +368,10 @@ def test_a_damaged_run_yaml_or_recorded_config_names_where_it_is(tmp_path):
         load_config_text("data:\n  1: 2\n", "the config recorded in x.pth")
     with pytest.raises(ConfigError, match="the config recorded in x.pth must hold a mapping of sections"):
         load_config_text("- data\n", "the config recorded in x.pth")
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 120_000)  # 1.2 MB: never read whole
+    with pytest.raises(ConfigError, match=f"{big} is larger than 1 MiB; it cannot be a config"):
+        load_config(str(big))
 
 
 def test_quick_gelu_takes_true_false_and_none_from_the_command_line():
