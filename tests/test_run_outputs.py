@@ -114,13 +114,13 @@ def test_a_baseline_training_run_with_visrank_and_rerank_draws_and_re_ranks_its_
     baseline = CONFIG.replace("fgdi_tiny.yaml", "osnet_ain_x0_25.yaml")
     opts = ["data.sources", "synth_a", "data.targets", "synth_d", "train.max_epoch", "1", "train.batch_size", "24"]
     opts += ["test.plots", "false", "test.visrank_topk", "3", "data.save_dir", str(tmp_path)]
-    trained = train(["--config-file", baseline, "--root", tiny_root, *opts, "test.visrank", "True", "test.rerank", "True"])
+    command = ["--config-file", baseline, "--root", tiny_root, *opts]
+    trained = train([*command, "test.visrank", "True", "test.rerank", "True"])
     queries = sorted(os.listdir(os.path.join(tiny_root, "synth_d", "query")))
     pictures = sorted(p.name for p in (tmp_path / "visrank_synth_d").iterdir())
     assert pictures == [os.path.splitext(q)[0] + ".png" for q in queries]
     weights = tmp_path / "model" / "model.pth.tar-1"
-    evaluate = ["--config-file", baseline, "--root", tiny_root, *opts, "test.evaluate", "True"]
-    evaluate += ["model.load_weights", str(weights)]
+    evaluate = [*command, "test.evaluate", "True", "model.load_weights", str(weights)]
     reranked = train([*evaluate, "test.rerank", "True"])["synth_d"]["mAP"]
     plain = train([*evaluate, "test.rerank", "False"])["synth_d"]["mAP"]
     assert trained["synth_d"]["mAP"] == pytest.approx(reranked) and reranked != pytest.approx(plain)

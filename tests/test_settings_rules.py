@@ -3,6 +3,7 @@ messages naming the key and the fix; every config problem is a ConfigError; the 
 share one base."""
 
 import ast
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,12 @@ import torch
 import torchreid
 
 import torchreid_fgdi
+from tests.test_fgdi_engine import CONFIG
+from torchreid_fgdi.cli import refusals, train
 from torchreid_fgdi.cli.run_folder import RunFolderError
 from torchreid_fgdi.config import load_config
-from torchreid_fgdi.config.checks import CHOICES
+from torchreid_fgdi.config.checks import CHOICES, RANGES, flat_items
+from torchreid_fgdi.config.defaults import get_default_config
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 from torchreid_fgdi.data.samplers import check_identity_batches
 from torchreid_fgdi.errors import ConfigError, FGDIError, UnreadableImageError
@@ -28,7 +32,7 @@ from torchreid_fgdi.utils import checkpoint as checkpoint_file
         ("sampler.train_sampler_t", "RandomSampeler", "must be one of .*, DomainBalancedIdentitySampler; got"),
         ("fgdi.beta", "1.5", "must be between 0.0 and 1.0, got 1.5"),
         ("fgdi.beta", "-0.1", "must be between 0.0 and 1.0"),
-        ("fgdi.prompt.omega", "-0.5", "must be >= 0.0, got -0.5"),
+        ("fgdi.prompt.omega", "-0.5", "must be between 0.0 and 100.0, got -0.5"),
         ("test.visrank_topk", "0", "must be >= 1, got 0"),
         ("data.test_splits", "0", "must be >= 1, got 0"),
     ],
@@ -44,6 +48,68 @@ def test_each_rule_refuses_a_bad_value_naming_the_key_and_what_is_allowed(key, b
 def test_the_rules_accept_their_bounds(key, edge):
     cfg = load_config((), [key, edge])
     assert cfg.test.visrank_topk >= 1 and 0 <= cfg.fgdi.beta <= 1
+
+
+def _numeric(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def test_every_numeric_key_has_a_range():
+    """A new numeric key cannot be added without saying which values it may take."""
+    numeric = {key for key, value in flat_items(get_default_config()).items() if _numeric(value)}
+    assert numeric == set(RANGES), f"without a range: {sorted(numeric - set(RANGES))}; not numeric keys: " + str(
+        sorted(set(RANGES) - numeric)
+    )
+
+
+@pytest.mark.parametrize(
+    "key, bad, message",
+    [
+        ("fgdi.image.gamma", "-1", "fgdi.image.gamma must be > 0.0 and <= 1.0, got -1.0"),
+        (
+            "fgdi.prompt.min_lr",
+            "-1",
+            r"fgdi.prompt.min_lr must be between 0.0 and fgdi.prompt.lr \(0.003\), got -1.0",
+        ),
+        (
+            "fgdi.prompt.min_lr",
+            "0.01",
+            r"fgdi.prompt.min_lr must be between 0.0 and fgdi.prompt.lr \(0.003\), got 0.01",
+        ),
+        ("fgdi.prompt.temperature", "1e-30", "fgdi.prompt.temperature must be between 0.01 and 100.0, got 1e-30"),
+        ("data.norm_std", "[0, 0, 0]", r"data.norm_std must be between 0.01 and 1.0, got \[0.0, 0.0, 0.0\]"),
+        ("data.norm_std", "[0.2, 0.2]", r"data.norm_std must list 3 values, one per colour channel"),
+        ("sgd.momentum", "1", "sgd.momentum must be >= 0.0 and < 1.0, got 1.0"),
+        ("train.lr", "5", "train.lr must be > 0.0 and <= 1.0, got 5.0"),
+        ("fgdi.image.milestones", "[30, 0]", r"fgdi.image.milestones must be >= 1, got \[30, 0\]"),
+        ("train.print_freq", "0", "train.print_freq must be >= 1, got 0"),
+    ],
+)
+def test_an_absurd_value_is_one_error_line_before_anything_is_built(key, bad, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    root, save_dir = tmp_path / "data", tmp_path / "log"
+    argv = ["--config-file", CONFIG, "--root", str(root), "data.save_dir", str(save_dir), key, bad]
+    # A dataset that is not there: a value the checks let through ends the run there (exit 1), not in training.
+    assert train.main([*argv, "data.sources", "['market1501']", "data.targets", "['market1501']"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert re.match(f"error: {message} ", line), line
+    assert not root.exists() and not save_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        ["fgdi.prompt.min_lr", "0.00035"],
+        ["fgdi.prompt.temperature", "0.01"],
+        ["fgdi.prompt.temperature", "100"],
+        ["fgdi.image.gamma", "1"],
+        ["sgd.momentum", "0"],
+        ["data.norm_std", "[0.5, 0.5, 0.5]", "data.norm_mean", "[0.5, 0.5, 0.5]"],
+    ],
+)
+def test_the_ranges_admit_their_edges(opts):
+    assert load_config((), opts)
 
 
 def _items(num_pids: int, per_pid: int) -> list:

@@ -7,6 +7,8 @@ import random
 import resource
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -28,8 +30,8 @@ from torchreid_fgdi.cli.search import main as search_main
 from torchreid_fgdi.cli.search import search
 from torchreid_fgdi.cli.train import build_config, log_to_file, train
 from torchreid_fgdi.cli.train import main as train_main
-from torchreid_fgdi.config import load_config
-from torchreid_fgdi.config.checks import ConfigError
+from torchreid_fgdi.config import load_config, load_config_text
+from torchreid_fgdi.config.checks import RANGES, ConfigError, Range
 from torchreid_fgdi.config.recipe import check_recipe
 from torchreid_fgdi.data.folders import glob_with_literal_folders
 from torchreid_fgdi.data.images import read_image
@@ -313,7 +315,8 @@ def test_features_whose_re_ranked_distances_would_overflow_are_refused(evaluator
 
 
 # ---- 5: "the last good checkpoint" is one that is known to be good -----------------------
-def test_a_divergence_does_not_name_a_damaged_checkpoint_as_good(tiny_root, tmp_path):
+def test_a_divergence_does_not_name_a_damaged_checkpoint_as_good(tiny_root, tmp_path, monkeypatch):
+    monkeypatch.setitem(RANGES, "fgdi.prompt.lr", Range(0.0, open_low=True))  # diverges in stage 2a: on purpose
     with pytest.raises(NonFiniteLossError) as err:
         _cli(tiny_root, tmp_path / "run", "fgdi.prompt.lr", "1e30")
     message = str(err.value)
@@ -442,6 +445,83 @@ def test_config_values_that_cannot_be_right_are_refused(tmp_path, yaml_text, err
     bad.write_text(yaml_text)
     with pytest.raises(ConfigError, match=error):
         load_config(str(bad))
+
+
+LOL = '["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]'
+# A billion laughs: 500 bytes whose value, written out, is 9**9 strings (main printed it in an error message).
+BOMB = "data:\n  sources:\n    - &a " + LOL + "\n"
+BOMB += "".join(f"    - &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefgh", "bcdefghi"))
+BAD_YAML = {  # file -> (its text, the line named, what the error line says)
+    "bomb.yaml": (BOMB, 3, "anchors and aliases (&name, *name) are not read in a config"),
+    "recursive.yaml": ("data: &d\n  self: *d\n", 1, "anchors and aliases"),
+    "int_key.yaml": ("data:\n  height: 64\n  1: 2\n", 3, "the key 1 is not a name"),
+    "merge_key.yaml": ("data:\n  <<: {height: 64}\n  width: 32\n", 2, "merge keys (<<:) are not read in a config"),
+    "python_tag.yaml": (
+        "model:\n  name: !!python/object/apply:os.system ['touch pwned']\n",
+        2,
+        "the tag !!python/object/apply:os.system is not read in a config",
+    ),
+    "nul.yaml": ("data:\n  height: 64\x00\n", 2, "a NUL byte"),
+    "two_documents.yaml": ("data:\n  height: 64\n---\ndata:\n  width: 32\n", 3, "a second YAML document (after ---)"),
+    "syntax.yaml": ("data:\n  height: [64\n  width: 32\n", 3, "not valid YAML: while parsing a flow sequence"),
+    "deep.yaml": ("data:\n  sources: " + "[" * 2000 + "]" * 2000 + "\n", 2, "nested more than 16 levels deep"),
+    "latin1.yaml": ("data:\n  root: caf\xe9\n", 2, "not UTF-8 text (byte 0xe9)"),
+}
+
+
+def _bad_yaml(tmp_path, name: str) -> tuple[str, str]:
+    text, line, message = BAD_YAML[name]
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    return str(path), f"error: {path}, line {line}: {message}"
+
+
+@pytest.mark.parametrize("name", sorted(set(BAD_YAML) - {"bomb.yaml"}))
+def test_a_config_file_yaml_cannot_read_safely_is_one_error_line_naming_the_line(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    monkeypatch.chdir(tmp_path)
+    path, expected = _bad_yaml(tmp_path, name)
+    # Datasets that are not there: a file read as a config ends the run there (exit 1), not in training.
+    sources = ["data.sources", "['market1501']", "data.targets", "['market1501']"]
+    assert train_main(["--config-file", path, "data.save_dir", str(tmp_path / "log"), *sources]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(expected), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # nothing written, nothing run
+
+
+@pytest.mark.subprocess
+def test_an_alias_bomb_is_refused_at_once_by_the_command(tmp_path):
+    path, expected = _bad_yaml(tmp_path, "bomb.yaml")
+
+    def two_gib():  # a safety net: expanded, the bomb takes gigabytes
+        resource.setrlimit(resource.RLIMIT_DATA, (2 << 30, 2 << 30))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "torchreid_fgdi", "--config-file", path],
+        cwd=tmp_path,
+        preexec_fn=two_gib,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stderr.startswith(expected), done.stderr
+
+
+def test_a_damaged_run_yaml_or_recorded_config_names_where_it_is(tmp_path):
+    owner = tmp_path / "run" / "run.yaml"
+    owner.parent.mkdir()
+    owner.write_text(BAD_YAML["recursive.yaml"][0])
+    with RunFolder(str(owner.parent)) as folder, pytest.raises(ConfigError, match=f"{owner}, line 1: anchors and"):
+        folder.claim(load_config(CONFIG), resuming=False)
+    assert owner.read_text() == BAD_YAML["recursive.yaml"][0]  # kept for the user to look at
+    with pytest.raises(ConfigError, match="the config recorded in x.pth, line 2: the key 1 is not a name"):
+        load_config_text("data:\n  1: 2\n", "the config recorded in x.pth")
+    with pytest.raises(ConfigError, match="the config recorded in x.pth must hold a mapping of sections"):
+        load_config_text("- data\n", "the config recorded in x.pth")
+    big = tmp_path / "big.yaml"
+    big.write_text("# padding\n" * 120_000)  # 1.2 MB: never read whole
+    with pytest.raises(ConfigError, match=f"{big} is larger than 1 MiB; it cannot be a config"):
+        load_config(str(big))
 
 
 def test_quick_gelu_takes_true_false_and_none_from_the_command_line():

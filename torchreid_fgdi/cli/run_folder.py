@@ -24,7 +24,7 @@ from ..config.checks import flat_items
 from ..engine.checkpointing import Progress
 from ..engine.stages import EPOCH_KEYS
 from ..errors import RunFolderError
-from ..utils import atomic
+from ..utils import atomic, config_yaml
 from ..utils.checkpoint import recorded_config_text
 
 LOCK_FILE = ".run.lock"
@@ -143,8 +143,7 @@ class RunFolder:
         where it may differ from its checkpoint); records this run as the owner."""
         path = osp.join(self.save_dir, OWNER_FILE)
         if osp.isfile(path):
-            with open(path) as f:
-                owner = load_config_text(f.read(), path)
+            owner = load_config_text(config_yaml.read_text(path), path)
             changes = differences(owner, cfg, LOGISTICS + RESUMABLE if resuming else LOGISTICS)
             if changes:
                 raise RunFolderError(

@@ -12,6 +12,7 @@ import ast
 import difflib
 import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import torch
 from torchreid.reid.optim.lr_scheduler import AVAI_SCH
@@ -46,49 +47,112 @@ CHOICES = {
     "fgdi.neck_feat": NECK_FEATS,
     "fgdi.quick_gelu": (None, True, False),
 }
-# Closed intervals [low, high] (None: unbounded) for values whose meaning has limits.
+
+
+class Range(NamedTuple):
+    """The values a number may take: [low, high], an end left out when `open_low` / `open_high`,
+    unbounded where None. A bound may name another key, read from the same config."""
+
+    low: float | str | None = None
+    high: float | str | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def admits(self, value: float, cfg: CN) -> bool:
+        low, high = (get(cfg, b) if isinstance(b, str) else b for b in (self.low, self.high))
+        above = low is None or (value > low if self.open_low else value >= low)
+        below = high is None or (value < high if self.open_high else value <= high)
+        return above and below
+
+    def describe(self, cfg: CN) -> str:
+        """``between 0.0 and 1.0``, ``>= 1``, ``> 0.0 and <= 1.0``, ``between 0.0 and fgdi.prompt.lr (0.00035)``."""
+        low, high = (f"{b} ({get(cfg, b)})" if isinstance(b, str) else b for b in (self.low, self.high))
+        if low is not None and high is not None and not (self.open_low or self.open_high):
+            return f"between {low} and {high}"
+        sides = [f"{'>' if self.open_low else '>='} {low}"] if low is not None else []
+        sides += [f"{'<' if self.open_high else '<='} {high}"] if high is not None else []
+        return " and ".join(sides)
+
+
+COUNT = Range(1)  # sizes, batch sizes, frequencies
+AT_LEAST_0 = Range(0)  # epochs, workers, counts where 0 means none
+WEIGHT = Range(0.0, 100.0)  # loss weights and scales: 0 turns a term off
+LEARNING_RATE = Range(0.0, 1.0, open_low=True)
+RATE_FLOOR = Range(0.0, 1.0)  # a schedule's start or end rate: 0 is allowed
+FRACTION = Range(0.0, 1.0)  # probabilities, mixing weights
+DECAY = Range(0.0, 1.0, open_high=True)  # momentum, running-average factors: 1 would never update
+FACTOR = Range(0.0, 1.0, open_low=True)  # a rate's multiplier (gamma, warm-up start): 0 would stop training
+WEIGHT_DECAY = Range(0.0, 1.0)
+# Every numeric key and the values it may take (a list: each of its elements); tests check that no
+# numeric default is missing. The paper's and the shipped configs' values all lie inside.
 RANGES = {
-    "fgdi.beta": (0.0, 1.0),
-    "fgdi.label_smooth": (0.0, 0.99),
-    "fgdi.grl_scale": (0.0, None),
-    "fgdi.prompt.omega": (0.0, None),
-    "fgdi.id_weight": (0.0, None),
-    "fgdi.triplet_weight": (0.0, None),
-    "train.seed": (0, 2**32 - 1),
-    "data.height": (16, None),
-    "data.width": (16, None),
-    "test.ranks": (1, 50),
-    "test.visrank_topk": (1, None),
-    "data.test_splits": (MIN_TEST_SPLITS, None),
+    "data.workers": AT_LEAST_0,
+    "data.split_id": AT_LEAST_0,
+    "data.test_splits": Range(MIN_TEST_SPLITS),
+    "data.height": Range(16),
+    "data.width": Range(16),
+    "data.k_tfm": COUNT,
+    "data.norm_mean": FRACTION,  # of pixel values in [0, 1]
+    "data.norm_std": Range(0.01, 1.0),  # dividing by a smaller one would blow the inputs up
+    "video.seq_len": COUNT,
+    "sampler.num_instances": COUNT,
+    "sampler.num_cams": COUNT,
+    "sampler.num_datasets": COUNT,
+    "train.lr": LEARNING_RATE,
+    "train.weight_decay": WEIGHT_DECAY,
+    "train.max_epoch": AT_LEAST_0,
+    "train.start_epoch": AT_LEAST_0,
+    "train.batch_size": COUNT,
+    "train.fixbase_epoch": AT_LEAST_0,
+    "train.base_lr_mult": WEIGHT,
+    "train.stepsize": COUNT,
+    "train.gamma": FACTOR,
+    "train.print_freq": COUNT,
+    "train.seed": Range(0, 2**32 - 1),
+    "sgd.momentum": DECAY,
+    "sgd.dampening": FRACTION,
+    "rmsprop.alpha": DECAY,
+    "adam.beta1": DECAY,
+    "adam.beta2": DECAY,
+    "loss.triplet.margin": Range(0.0, 10.0),
+    "loss.triplet.weight_t": WEIGHT,
+    "loss.triplet.weight_x": WEIGHT,
+    "test.batch_size": COUNT,
+    "test.ranks": Range(1, 50),
+    "test.eval_freq": Range(-1),  # -1 (or 0): only after the last epoch
+    "test.start_eval": AT_LEAST_0,
+    "test.rerank_memory_gib": Range(0, open_low=True),
+    "test.visrank_topk": COUNT,
+    "test.plot_queries": AT_LEAST_0,
+    "fgdi.stride": AT_LEAST_0,  # 0: the patch size
+    "fgdi.grl_scale": Range(0.0, 10.0),
+    "fgdi.num_cameras": AT_LEAST_0,
+    "fgdi.num_classes": AT_LEAST_0,
+    **{key: AT_LEAST_0 for key in EPOCH_KEYS},
+    "fgdi.label_smooth": Range(0.0, 0.99),
+    "fgdi.id_weight": WEIGHT,
+    "fgdi.triplet_weight": WEIGHT,
+    "fgdi.beta": FRACTION,
+    "fgdi.checkpoint_every": COUNT,
+    "fgdi.image.lr": LEARNING_RATE,
+    "fgdi.image.bias_lr_factor": WEIGHT,
+    "fgdi.image.weight_decay": WEIGHT_DECAY,
+    "fgdi.image.milestones": COUNT,
+    "fgdi.image.gamma": FACTOR,
+    "fgdi.image.warmup_factor": FACTOR,
+    "fgdi.image.warmup_epochs": AT_LEAST_0,
+    "fgdi.prompt.batch_size": COUNT,
+    "fgdi.prompt.lr": LEARNING_RATE,
+    "fgdi.prompt.classifier_lr": LEARNING_RATE,
+    "fgdi.prompt.weight_decay": WEIGHT_DECAY,
+    "fgdi.prompt.warmup_epochs": AT_LEAST_0,
+    "fgdi.prompt.warmup_lr": RATE_FLOOR,
+    "fgdi.prompt.min_lr": Range(0.0, "fgdi.prompt.lr"),  # the cosine's floor: above the rate it would rise
+    "fgdi.prompt.omega": WEIGHT,
+    "fgdi.prompt.temperature": Range(0.01, 100.0),  # CLIP's own floor is 0.01 (its logit scale at most 100)
 }
+RGB_KEYS = ("data.norm_mean", "data.norm_std")
 NON_EMPTY = ("data.sources", "data.targets", "data.save_dir", "data.root", "test.ranks")
-NON_NEGATIVE = (
-    "train.max_epoch",
-    "train.start_epoch",
-    "train.fixbase_epoch",
-    "data.workers",
-    *EPOCH_KEYS,
-    "fgdi.image.warmup_epochs",
-    "fgdi.prompt.warmup_epochs",
-    "fgdi.num_cameras",
-    "test.plot_queries",
-    "fgdi.stride",
-)
-POSITIVE = (
-    "train.batch_size",
-    "train.lr",
-    "test.batch_size",
-    "test.rerank_memory_gib",
-    "sampler.num_instances",
-    "data.height",
-    "data.width",
-    "fgdi.checkpoint_every",
-    "fgdi.image.lr",
-    "fgdi.prompt.batch_size",
-    "fgdi.prompt.lr",
-    "fgdi.prompt.classifier_lr",
-    "fgdi.prompt.temperature",
-)
 
 
 def flat_items(node: dict, prefix: str = "") -> dict:
@@ -224,21 +288,17 @@ def check_config(cfg: CN) -> None:
     for key, allowed in CHOICES.items():
         if get(cfg, key) not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, allowed))}; got {get(cfg, key)!r}")
-    for key in NON_NEGATIVE:
-        if get(cfg, key) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {get(cfg, key)}")
-    for key in POSITIVE:
-        if get(cfg, key) <= 0:
-            raise ConfigError(f"{key} must be > 0, got {get(cfg, key)}")
     for key, value in flat_items(cfg).items():
         numbers = value if isinstance(value, (list, tuple)) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
             raise ConfigError(f"{key} must be a finite number, got {value!r}")
-    for key, (low, high) in RANGES.items():
-        for value in get(cfg, key) if isinstance(get(cfg, key), (list, tuple)) else [get(cfg, key)]:
-            if value < low or (high is not None and value > high):
-                bounds = f"between {low} and {high}" if high is not None else f">= {low}"
-                raise ConfigError(f"{key} must be {bounds}, got {get(cfg, key)!r}")
+    for key, allowed in RANGES.items():
+        value = get(cfg, key)
+        if not all(allowed.admits(v, cfg) for v in (value if isinstance(value, (list, tuple)) else [value])):
+            raise ConfigError(f"{key} must be {allowed.describe(cfg)}, got {value!r}")
+    for key in RGB_KEYS:
+        if len(get(cfg, key)) != 3:
+            raise ConfigError(f"{key} must list 3 values, one per colour channel (R, G, B), got {get(cfg, key)!r}")
     for key in NON_EMPTY:
         if not get(cfg, key):
             raise ConfigError(f"{key} must not be empty")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os.path as osp
 from collections.abc import Sequence
 
-import yaml
 from yacs.config import CfgNode as CN
 
 from ..errors import ConfigError
+from ..utils import config_yaml
 from .checks import check_config, flat_items, typed_overrides
 from .defaults import get_default_config
 
@@ -24,24 +24,6 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last
-    silently, so a section written twice would lose the first one's settings."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(
-                    f"{self.name}: key {key!r} appears twice (lines {seen[key] + 1} and "
-                    f"{key_node.start_mark.line + 1}); "
-                    "YAML would keep only the second: merge them into one"
-                )
-            seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
 def read_config_file(path: str, _reading: tuple[str, ...] = ()) -> dict:
     """A YAML config as a dict; ``_BASE_: other.yaml`` (or a list, relative to the file) is read
     first and overridden, so a variant config holds only what differs."""
@@ -49,10 +31,7 @@ def read_config_file(path: str, _reading: tuple[str, ...] = ()) -> dict:
     if real in _reading:
         chain = " -> ".join([*_reading, real])
         raise ConfigError(f"_BASE_ cycle: {chain}; a config cannot be its own base")
-    with open(path) as f:
-        data = yaml.load(f, Loader=_UniqueKeyLoader) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model:, data:, ...), not a {type(data).__name__}")
+    data = config_yaml.parse_mapping(config_yaml.read_text(path), path)
     bases = data.pop("_BASE_", [])
     bases = [bases] if isinstance(bases, str) else bases
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
@@ -85,6 +64,6 @@ def load_config_text(text: str, where: str = "a checkpoint's config") -> CN:
     """A config dumped with ``cfg.dump()`` (as checkpoints record it). Keys and types are checked;
     what depends on the machine that trained (CUDA, datasets registered there) is not."""
     cfg = get_default_config()
-    cfg.merge_from_other_cfg(typed_overrides(cfg, flat_items(yaml.safe_load(text) or {}), where))
+    cfg.merge_from_other_cfg(typed_overrides(cfg, flat_items(config_yaml.parse_mapping(text, where)), where))
     cfg.freeze()
     return cfg

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import yaml
 from torch import nn
 
+from ..utils import config_yaml
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
 from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
@@ -110,7 +110,7 @@ class FGDI(nn.Module):
         key = "image_encoder." + encoder.position_key
         if key not in state:
             return state
-        recorded = (yaml.safe_load(config_text) or {}) if config_text else {}
+        recorded = config_yaml.parse_mapping(config_text, "the checkpoint's recorded config") if config_text else {}
         data = recorded.get("data", {})
         if isinstance(encoder, ViTImageEncoder) and "stride" in recorded.get("fgdi", {}):
             encoder.use_stride(recorded["fgdi"]["stride"] or encoder.visual.conv1.kernel_size[0])
