@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -91,13 +92,22 @@ def _child(report: Connection, start_method: str, threads: int, task: Callable, 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
     """Stop signals wait while a run starts: the parent is not stopped half-way through starting a
-    process it would not know of, and the process, which inherits the mask, takes no Ctrl-C while
-    it imports torch, before it can ignore the signal."""
+    process it would not know of, and the process, which inherits the blocked signals, takes no
+    Ctrl-C while it imports torch, before it can ignore the signal. (Blocking them in this thread
+    is not enough: torch's threads take them too, and Python runs the handler here.)"""
+    arrived: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in STOP_SIGNALS}
     before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # now to the handler it was meant for
 
 
 class _Running(NamedTuple):
@@ -126,8 +136,8 @@ class _Runs:
         if all(i == CLIP for i in indexes):
             return account
         return (
-            f"{account}. Each stopped run's folder keeps its last checkpoint: the same command with model.resume "
-            "auto continues them (and only tests the finished runs again)"
+            f"{account}. Each run's folder keeps its last checkpoint: the same command with model.resume auto "
+            "continues the runs that did not finish (and only tests the finished ones again)"
         )
 
 
@@ -187,6 +197,8 @@ def _failure(child: _Running, kind: str, value: object, runs: _Runs, others: str
     if kind == "refused":
         return RunFailedError(f"{what} refused: {value}; {others}")
     how = f"was killed by {value}" if kind == "killed" else f"exited with status {value} before reporting"
+    if value == "SIGKILL":
+        how += " (as the kernel kills a process when memory runs out)"
     return RunFailedError(f"{what} {how}; {others}")
 
 
@@ -224,7 +236,8 @@ def run_all(
         while waiting or running:
             clip_pending = any(child.index == CLIP for child in running)
             while waiting and len(running) < jobs and not (clip_pending and needs_clip[waiting[0]] and make_clip):
-                _start(context, running, waiting[0], threads, _train, argvs[waiting.pop(0)])
+                index = waiting.pop(0)
+                _start(context, running, index, threads, _train, argvs[index])
             ready = wait([child.report for child in running])
             for child in [c for c in running if c.report in ready]:
                 running.remove(child)
