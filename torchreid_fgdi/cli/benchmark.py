@@ -14,7 +14,8 @@ finished runs left in their ``data.save_dir`` instead of training. ``benchmark.m
 
 ``--seeds 1 2 3`` runs every job once per seed (``train.seed S``, ``data.save_dir <save_dir>/seed<S>``)
 and shows each cell as the mean ± sample std over the seeds; ``--collect`` reads the same folders.
-``--jobs N`` trains N runs at once, each in its own process (run_pool).
+``--jobs N`` trains N runs at once, each in its own process (run_pool). A stop signal, or a run
+refused or killed, stops every run; the same command with ``model.resume auto`` continues them.
 """
 
 from __future__ import annotations
