@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection, wait
 from typing import NamedTuple
 
@@ -229,6 +230,9 @@ def run_all(
     waiting = sorted(range(len(argvs)), key=lambda i: needs_clip[i] and make_clip)  # stable: the rest keep their order
     running: list[_Running] = []
     results: dict[int, dict] = {}
+    # multiprocessing's resource tracker unblocks SIGINT and SIGTERM once it has started: before the
+    # first run then, not while `_signals_held` holds them for it
+    resource_tracker.ensure_running()
     try:
         if make_clip:
             print(f"=> pretraining the tiny CLIP ({pretrain.TAG}) first, beside the runs that do not need it")
