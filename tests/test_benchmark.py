@@ -1,11 +1,12 @@
 """Models side by side (the README's main job) and configs that build on a base config."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from torchreid_fgdi.cli.benchmark import benchmark
+from torchreid_fgdi.cli.benchmark import benchmark, main
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import results_from_json
@@ -118,7 +119,12 @@ def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_pa
     (tmp_path / "again").mkdir()
     monkeypatch.chdir(tmp_path / "again")  # fresh save_dirs: only the missing CLIP file can fail
     missing = ["fgdi.clip_weights", str(tmp_path / "no-such-clip.pt")]
-    with pytest.raises(RuntimeError, match=r"fgdi_tiny(_stage1_only)? failed: .*no-such-clip\.pt"):
-        benchmark(
-            ["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing]
-        )
+    status = main(
+        ["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing]
+    )
+    refused = capsys.readouterr().err.splitlines()  # one line: the run, its refusal, what became of the other
+    assert status == 1 and len(refused) == 1, refused
+    assert re.match(
+        r"error: fgdi_tiny(_stage1_only)? \(in log/synthetic/fgdi_tiny\S*\) refused: .*no-such-clip\.pt", refused[0]
+    )
+    assert "0 run(s) finished, 0 not started" in refused[0]

@@ -1,5 +1,7 @@
 """Bad input, faults and interrupted runs: each is refused or survived, with a message that names it."""
 
+import contextlib
+import glob
 import hashlib
 import io
 import json
@@ -16,9 +18,10 @@ import torchreid
 from PIL import Image
 
 from tests.fake_datasets import _img, make_market1501, make_msmt17
+from tests.test_benchmark import ABLATION
 from tests.test_distributed import _free_port
 from tests.test_fgdi_engine import CONFIG, SHORT, _engine
-from torchreid_fgdi.cli import refusals
+from torchreid_fgdi.cli import benchmark, refusals, run_pool
 from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.cli.train import train
@@ -360,3 +363,110 @@ def test_a_baseline_repeats_exactly_with_the_same_seed(tiny_root, tmp_path):
     once, twice = (torchreid.utils.load_checkpoint(str(tmp_path / n / "model" / "model.pth.tar-2")) for n in runs)
     assert _same(once["state_dict"], twice["state_dict"])
     assert (tmp_path / "once" / "results.json").read_text() == (tmp_path / "twice" / "results.json").read_text()
+
+
+# ---- a benchmark stopped: by a signal, or by a run killed ------------------------------------
+RUNS = {"fgdi_tiny": "log/synthetic/fgdi_tiny", "fgdi_tiny_stage1_only": "log/synthetic/fgdi_tiny_stage1_only"}
+CONTINUE = (
+    "Each run's folder keeps its last checkpoint: the same command with model.resume auto continues the runs "
+    "that did not finish (and only tests the finished ones again) (TORCHREID_FGDI_DEBUG=1 shows the traceback)"
+)
+BOTH_STOPPED = "0 run(s) finished, 0 not started, stopped: " + ", ".join(f"{n} (in {f})" for n, f in RUNS.items())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda sig: sig.name)
+def test_a_signal_stops_runs_one_by_one_in_one_line(tiny_root, tmp_path, monkeypatch, capsys, sig):
+    started = []
+
+    def train(argv):
+        started.append(argv)
+        os.kill(os.getpid(), sig)
+        time.sleep(60)  # the signal arrives here
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(run_pool.training, "train", train)
+    status = benchmark.main(["--configs", CONFIG, ABLATION, "--root", tiny_root])
+    assert (status, len(started)) == (128 + sig, 1)
+    name = signal.Signals(sig).name
+    stopped = f"0 run(s) finished, 1 not started, stopped: fgdi_tiny (in {RUNS['fgdi_tiny']})"
+    assert capsys.readouterr().err == f"error: stopped by {name}: {stopped}. {CONTINUE}\n"
+
+
+def _benchmark(root: str, cwd) -> subprocess.Popen:
+    """`torchreid-fgdi-benchmark --jobs 2` of two tiny runs long enough to be stopped mid-training,
+    leader of its own process group as a command typed in a terminal is."""
+    command = [sys.executable, "-m", "torchreid_fgdi.cli.benchmark", "--configs", CONFIG, ABLATION, "--root", root]
+    command += ["--jobs", "2", "fgdi.stage1_epochs", "100", "fgdi.checkpoint_every", "1", "model.resume", "auto"]
+    return subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def _until(condition, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 600
+    while not condition():
+        assert process.poll() is None, f"the benchmark ended first:\n{process.stderr.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _run_processes(pid: int) -> list[int]:
+    """The benchmark's runs (its other child is multiprocessing's resource tracker)."""
+    runs = []
+    for children in glob.glob(f"/proc/{pid}/task/*/children"):
+        for child in open(children).read().split():
+            with contextlib.suppress(FileNotFoundError), open(f"/proc/{child}/cmdline", "rb") as f:
+                if b"spawn_main" in f.read():
+                    runs.append(int(child))
+    return runs
+
+
+def _ended(process: subprocess.Popen, runs: list[int]) -> tuple[int, list[str]]:
+    """The benchmark's exit status and error lines once it ends, checked to leave no run alive."""
+    status = process.wait(timeout=120)
+    assert runs and not [pid for pid in runs if _alive(pid)]
+    return status, process.stderr.read().splitlines()
+
+
+def _resumed(folder) -> bool:
+    line = f"=> Resumed from {RUNS[folder.name]}/checkpoints/latest.pth: stage1, epoch "
+    return any(line in open(log).read() for log in glob.glob(str(folder / "train.log-*")))
+
+
+@pytest.mark.subprocess
+@pytest.mark.timeout(1200)
+def test_a_stopped_benchmark_stops_its_runs_and_the_same_command_continues_them(tiny_root, tmp_path):
+    folders = [tmp_path / folder for folder in RUNS.values()]
+    first = _benchmark(tiny_root, tmp_path)
+    _until(lambda: all((folder / "checkpoints" / "latest.pth").exists() for folder in folders), first)
+    runs = _run_processes(first.pid)
+    first.send_signal(signal.SIGTERM)  # to the benchmark alone
+    assert _ended(first, runs) == (143, [f"error: stopped by SIGTERM: {BOTH_STOPPED}. {CONTINUE}"])
+
+    again = _benchmark(tiny_root, tmp_path)
+    _until(lambda: all(_resumed(folder) for folder in folders), again)
+    runs = _run_processes(again.pid)
+    with open(folders[0] / ".run.lock") as f:
+        killed = int(f.read().split()[1])  # "pid N on <host> since ..."
+    os.kill(killed, signal.SIGKILL)
+    killed_by = "was killed by SIGKILL (as the kernel kills a process when memory runs out)"
+    other = f"0 run(s) finished, 0 not started, stopped: fgdi_tiny_stage1_only (in {RUNS['fgdi_tiny_stage1_only']})"
+    assert _ended(again, runs) == (1, [f"error: fgdi_tiny (in {RUNS['fgdi_tiny']}) {killed_by}; {other}. {CONTINUE}"])
+
+
+@pytest.mark.subprocess
+@pytest.mark.timeout(600)
+def test_ctrl_c_stops_a_benchmark_while_its_runs_start_in_one_line(tiny_root, tmp_path):
+    process = _benchmark(tiny_root, tmp_path)
+    _until(lambda: len(_run_processes(process.pid)) == 2, process)  # they may still be importing torch
+    runs = _run_processes(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole group
+    assert _ended(process, runs) == (130, [f"error: stopped by SIGINT: {BOTH_STOPPED}. {CONTINUE}"])

@@ -22,6 +22,11 @@ class RunFolderError(FGDIError, RuntimeError):
     """The run cannot use this folder or this checkpoint; nothing was written."""
 
 
+class RunFailedError(FGDIError, RuntimeError):
+    """One of several runs side by side (``benchmark --jobs N``) was refused or killed; the others
+    were stopped, and the message names them all."""
+
+
 class NonFiniteFeaturesError(FGDIError, FloatingPointError):
     """A model gave NaN or infinite features: any ranking of them would be meaningless."""
 

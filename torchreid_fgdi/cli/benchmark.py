@@ -14,7 +14,8 @@ finished runs left in their ``data.save_dir`` instead of training. ``benchmark.m
 
 ``--seeds 1 2 3`` runs every job once per seed (``train.seed S``, ``data.save_dir <save_dir>/seed<S>``)
 and shows each cell as the mean ± sample std over the seeds; ``--collect`` reads the same folders.
-``--jobs N`` trains N runs at once, each in its own process (run_pool).
+``--jobs N`` trains N runs at once, each in its own process (run_pool). A stop signal, or a run
+refused or killed, stops every run; the same command with ``model.resume auto`` continues them.
 """
 
 from __future__ import annotations
@@ -202,15 +203,14 @@ def _check_runs(runs: list[Run], same_data: bool, collect: bool) -> None:
 
 
 def _outcomes(runs: list[Run], collect: bool, jobs: int) -> list[dict]:
-    """Each run's per-target results: read back (`collect`), trained `jobs` at a time, or one by one here."""
-    argvs = [["--config-file", *run.files, *run.opts] for run in runs]
+    """Each run's per-target results: read back (`collect`), or trained `jobs` at a time (one by one here)."""
     if collect:
         return [_collected(run.cfg.data.save_dir) for run in runs]
-    if jobs > 1:
-        names = [run.label + ("" if run.seed is None else f" seed {run.seed}") for run in runs]
-        needs_clip = [run.cfg.fgdi.clip_weights == pretrain.TAG for run in runs]
-        return run_pool.run_all(argvs, names, needs_clip, jobs)
-    return [training.train(argv) for argv in argvs]
+    argvs = [["--config-file", *run.files, *run.opts] for run in runs]
+    names = [run.label + ("" if run.seed is None else f" seed {run.seed}") for run in runs]
+    folders = [run.cfg.data.save_dir for run in runs]
+    needs_clip = [run.cfg.fgdi.clip_weights == pretrain.TAG for run in runs]
+    return run_pool.run_all(argvs, names, folders, needs_clip, jobs)
 
 
 def _by_model(runs: list[Run], outcomes: list[dict]) -> tuple[dict[str, dict[int | None, dict]], set[str]]:

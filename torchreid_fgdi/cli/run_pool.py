@@ -7,6 +7,12 @@ its thread count at the level of float rounding, so ``--jobs`` is part of how a 
 
 The synthetic benchmark's pretrained CLIP is made first, in one of the processes, while the
 others take the runs that do not need it.
+
+The parent decides when runs stop. The runs ignore SIGINT and SIGHUP (a Ctrl-C in a terminal
+reaches the whole process group), and a stop signal to the parent (`refusals.Stopped`), a run
+that is refused, fails or is killed, each terminates the other runs and waits for them: no run
+is left training. A stopped run's folder keeps its last checkpoint (checkpoints are written
+atomically), so the same command with ``model.resume auto`` continues it.
 """
 
 from __future__ import annotations
@@ -14,15 +20,25 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection, wait
+from typing import NamedTuple
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunFailedError
 from ..synthetic import pretrain
 from . import train as training
+from .refusals import REFUSALS, STOP_SIGNALS, Stopped
+
+PARENT_SIGNALS = {signal.SIGINT, signal.SIGHUP}  # the runs leave these to the parent
+STOP_GRACE = 30  # seconds a run has to end after SIGTERM before it is killed
+CLIP = -1  # the index of the pretraining job among the runs'
 
 
 def usable_cores() -> int:
@@ -37,10 +53,6 @@ def check_jobs(jobs: int) -> None:
         raise ConfigError(
             f"--jobs {jobs} shares the CPU's cores between runs; on a GPU, runs go one at a time (drop --jobs)"
         )
-
-
-def _start_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
 
 
 def _quietly(task: Callable, *args):
@@ -58,46 +70,199 @@ def _pretrain() -> str:
     return _quietly(pretrain.pretrained_checkpoint)
 
 
-def run_all(argvs: Sequence[list[str]], names: Sequence[str], needs_clip: Sequence[bool], jobs: int) -> list[dict]:
+def _child(report: Connection, start_method: str, threads: int, task: Callable, *args) -> None:
+    """A run's process: `task(*args)`, and what came of it sent to the parent as (kind, value):
+    ``done`` and the result, ``refused`` and the message, or ``failed`` and the traceback.
+
+    Its processes (data loaders) start as they would in a run on its own, not as spawned ones,
+    which also registers their semaphores with the parent, which warns of every one a killed run leaves."""
+    for sig in PARENT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held by the parent while it started this process
+    multiprocessing.set_start_method(start_method, force=True)
+    torch.set_num_threads(threads)
+    try:
+        outcome = ("done", task(*args))
+    except REFUSALS as err:
+        outcome = ("refused", str(err))
+    except Exception:
+        outcome = ("failed", traceback.format_exc())
+    report.send(outcome)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Stop signals wait while a run starts: the parent is not stopped half-way through starting a
+    process it would not know of, and the process, which inherits the blocked signals, takes no
+    Ctrl-C while it imports torch, before it can ignore the signal. (Blocking them in this thread
+    is not enough: torch's threads take them too, and Python runs the handler here.)"""
+    arrived: list[int] = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        handlers = {sig: signal.signal(sig, lambda signum, frame: arrived.append(signum)) for sig in STOP_SIGNALS}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # now to the handler it was meant for
+
+
+class _Running(NamedTuple):
+    index: int
+    process: multiprocessing.process.BaseProcess
+    report: Connection
+
+
+class _Runs:
+    """The runs' names and folders, and the one-line accounts of how they ended."""
+
+    def __init__(self, names: Sequence[str], folders: Sequence[str]):
+        self.names, self.folders = names, folders
+
+    def name(self, index: int) -> str:
+        if index == CLIP:
+            return f"pretraining the tiny CLIP ({pretrain.TAG})"
+        return f"{self.names[index]} (in {self.folders[index]})"
+
+    def stopped(self, indexes: Sequence[int], finished: int, waiting: int) -> str:
+        """Which jobs were stopped, how many runs finished or never started, and how to continue."""
+        account = f"{finished} run(s) finished, {waiting} not started"
+        if not indexes:
+            return account
+        account = f"{account}, stopped: {', '.join(self.name(i) for i in indexes)}"
+        if all(i == CLIP for i in indexes):
+            return account
+        return (
+            f"{account}. Each run's folder keeps its last checkpoint: the same command with model.resume auto "
+            "continues the runs that did not finish (and only tests the finished ones again)"
+        )
+
+
+def _one_by_one(argvs: Sequence[list[str]], runs: _Runs) -> list[dict]:
+    """Every run in this process, in order, with its output on the console."""
+    outcomes = []
+    for i, argv in enumerate(argvs):
+        try:
+            outcomes.append(training.train(argv))
+        except Stopped as stop:
+            raise Stopped(stop.signum, runs.stopped([i], i, len(argvs) - i - 1)) from stop
+    return outcomes
+
+
+def _start(context, running: list[_Running], index: int, threads: int, task: Callable, *args) -> None:
+    """Starts job `index` in a process of its own, added to `running`."""
+    receive, send = context.Pipe(duplex=False)
+    own = multiprocessing.get_start_method()
+    process = context.Process(target=_child, args=(send, own, threads, task, *args), name=f"run {index}")
+    with _signals_held():
+        process.start()
+        running.append(_Running(index, process, receive))
+    send.close()  # the child holds the only writing end: its exit is the end of the pipe
+
+
+def _ended(child: _Running) -> tuple[str, object]:
+    """(kind, value) the child reported, or ``killed`` / ``exited`` and its status if it died first."""
+    try:
+        outcome = child.report.recv()
+    except EOFError:
+        outcome = None
+    child.process.join()
+    child.report.close()
+    if outcome is not None:
+        return outcome
+    status = child.process.exitcode
+    return ("killed", signal.Signals(-status).name) if status < 0 else ("exited", status)
+
+
+def _terminate(children: Sequence[_Running]) -> None:
+    """SIGTERM to every run still going, then SIGKILL to any that outlives `STOP_GRACE`; all reaped."""
+    for child in children:
+        child.process.terminate()
+    deadline = time.monotonic() + STOP_GRACE
+    for child in children:
+        child.process.join(max(0.0, deadline - time.monotonic()))
+        if child.process.is_alive():
+            child.process.kill()
+            child.process.join()
+        child.report.close()
+
+
+def _failure(child: _Running, kind: str, value: object, runs: _Runs, others: str) -> Exception:
+    what = runs.name(child.index)
+    if kind == "failed":  # a bug: its traceback
+        return RuntimeError(f"{what} failed; {others}. The run's traceback:\n{value}")
+    if kind == "refused":
+        return RunFailedError(f"{what} refused: {value}; {others}")
+    how = f"was killed by {value}" if kind == "killed" else f"exited with status {value} before reporting"
+    if value == "SIGKILL":
+        how += " (as the kernel kills a process when memory runs out)"
+    return RunFailedError(f"{what} {how}; {others}")
+
+
+def run_all(
+    argvs: Sequence[list[str]],
+    names: Sequence[str],
+    folders: Sequence[str],
+    needs_clip: Sequence[bool],
+    jobs: int,
+) -> list[dict]:
     """`training.train(argv)` for every argv, `jobs` at a time; the results in the order given.
 
-    `names` label the progress lines; `needs_clip[i]` says whether run i loads the synthetic
-    benchmark's pretrained CLIP, which is then made before those runs start. The first failure
-    stops the rest and is raised.
+    `names` and `folders` (each run's ``data.save_dir``) name the runs in progress lines and
+    errors; `needs_clip[i]` says whether run i loads the synthetic benchmark's pretrained CLIP,
+    which is then made before those runs start. With `jobs` 1 the runs go one by one in this
+    process. The first run refused, failed or killed stops the others, and is raised with their names.
     """
+    runs = _Runs(names, folders)
+    if jobs == 1:
+        return _one_by_one(argvs, runs)
     threads = max(1, usable_cores() // jobs)
     make_clip = any(needs_clip) and not pretrain.is_cached()
-    order = sorted(range(len(argvs)), key=lambda i: needs_clip[i] and make_clip)  # stable: the rest keep their order
     print(
         f"=> {len(argvs)} runs, {jobs} at a time with {threads} torch thread(s) each; "
         "each run's console output goes to the train.log in its data.save_dir"
     )
     context = multiprocessing.get_context("spawn")  # no fork of a process that has started torch's threads
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
-        clip: Future | None = None
+    waiting = sorted(range(len(argvs)), key=lambda i: needs_clip[i] and make_clip)  # stable: the rest keep their order
+    running: list[_Running] = []
+    results: dict[int, dict] = {}
+    # multiprocessing's resource tracker unblocks SIGINT and SIGTERM once it has started: before the
+    # first run then, not while `_signals_held` holds them for it
+    resource_tracker.ensure_running()
+    try:
         if make_clip:
             print(f"=> pretraining the tiny CLIP ({pretrain.TAG}) first, beside the runs that do not need it")
-            clip = pool.submit(_pretrain)
-        futures = {pool.submit(_train, argvs[i]): i for i in order}
-        pending = set(futures) | ({clip} if clip else set())
-        done_count = 0
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    what = "pretraining the tiny CLIP" if future is clip else names[futures[future]]
-                    raise RuntimeError(
-                        f"{what} failed: {future.exception()} (the run's output is in the train.log in its "
-                        "data.save_dir; the runs already going finish first)"
-                    ) from future.exception()
-                if future is clip:
-                    print(f"=> pretrained CLIP ready: {future.result()}")
-                    continue
-                done_count += 1
-                results, seconds = future.result()
-                scores = ", ".join(f"{target} {100 * res['mAP']:.1f}" for target, res in results.items())
-                print(f"=> [{done_count}/{len(argvs)}] {names[futures[future]]} in {seconds:.0f} s; mAP {scores}")
-    by_index = {i: future.result()[0] for future, i in futures.items()}
-    return [by_index[i] for i in range(len(argvs))]
+            _start(context, running, CLIP, threads, _pretrain)
+        while waiting or running:
+            clip_pending = any(child.index == CLIP for child in running)
+            while waiting and len(running) < jobs and not (clip_pending and needs_clip[waiting[0]] and make_clip):
+                index = waiting.pop(0)
+                _start(context, running, index, threads, _train, argvs[index])
+            ready = wait([child.report for child in running])
+            for child in [c for c in running if c.report in ready]:
+                running.remove(child)
+                kind, value = _ended(child)
+                if kind != "done":
+                    others = runs.stopped([c.index for c in running], len(results), len(waiting))
+                    raise _failure(child, kind, value, runs, others)
+                _report(child.index, value, runs, len(results) + 1, len(argvs), results)
+    except Stopped as stop:
+        raise Stopped(stop.signum, runs.stopped([c.index for c in running], len(results), len(waiting))) from stop
+    finally:
+        _terminate(running)
+    return [results[i] for i in range(len(argvs))]
+
+
+def _report(index: int, value: object, runs: _Runs, count: int, total: int, results: dict[int, dict]) -> None:
+    """Prints how a finished job went and keeps a run's results."""
+    if index == CLIP:
+        print(f"=> pretrained CLIP ready: {value}")
+        return
+    outcome, seconds = value
+    results[index] = outcome
+    scores = ", ".join(f"{target} {100 * res['mAP']:.1f}" for target, res in outcome.items())
+    print(f"=> [{count}/{total}] {runs.names[index]} in {seconds:.0f} s; mAP {scores}")
