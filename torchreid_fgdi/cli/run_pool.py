@@ -221,7 +221,8 @@ def run_all(
     if jobs == 1:
         return _one_by_one(argvs, runs)
     threads = max(1, usable_cores() // jobs)
-    make_clip = any(needs_clip) and not pretrain.is_cached()
+    clip_problem = pretrain.cache_problem() if any(needs_clip) else ""
+    make_clip = bool(clip_problem)
     print(
         f"=> {len(argvs)} runs, {jobs} at a time with {threads} torch thread(s) each; "
         "each run's console output goes to the train.log in its data.save_dir"
@@ -235,7 +236,10 @@ def run_all(
     resource_tracker.ensure_running()
     try:
         if make_clip:
-            print(f"=> pretraining the tiny CLIP ({pretrain.TAG}) first, beside the runs that do not need it")
+            print(
+                f"=> pretraining the tiny CLIP ({pretrain.TAG}) first ({clip_problem}), "
+                "beside the runs that do not need it"
+            )
             _start(context, running, CLIP, threads, _pretrain)
         while waiting or running:
             clip_pending = any(child.index == CLIP for child in running)

@@ -99,10 +99,19 @@ def untrusted(path: str) -> str:
     return ""
 
 
+def cache_problem(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
+    """Why the checkpoint for `settings` must be made before it is used ('' if it is cached as its
+    pretraining wrote it): said where the making starts, e.g. by a benchmark whose runs are quiet."""
+    path = checkpoint_path(settings, root)
+    if not osp.isfile(path):
+        return "it is not cached yet"
+    problem = untrusted(path)
+    return f"the cached {path} cannot be trusted: {problem}" if problem else ""
+
+
 def is_cached(settings: PretrainSettings = PretrainSettings(), root: str = "") -> bool:
     """Whether the checkpoint for `settings` is cached as its pretraining wrote it."""
-    path = checkpoint_path(settings, root)
-    return osp.isfile(path) and not untrusted(path)
+    return not cache_problem(settings, root)
 
 
 def recorded_probe(path: str) -> dict:
