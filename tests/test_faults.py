@@ -470,3 +470,18 @@ def test_ctrl_c_stops_a_benchmark_while_its_runs_start_in_one_line(tiny_root, tm
     runs = _run_processes(process.pid)
     os.killpg(process.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole group
     assert _ended(process, runs) == (130, [f"error: stopped by SIGINT: {BOTH_STOPPED}. {CONTINUE}"])
+
+
+@pytest.mark.subprocess
+@pytest.mark.timeout(600)
+def test_runs_die_with_a_benchmark_killed_by_sigkill(tiny_root, tmp_path):
+    process = _benchmark(tiny_root, tmp_path)
+    logs = [tmp_path / folder / "train.log-*" for folder in RUNS.values()]
+    _until(lambda: all(glob.glob(str(log)) for log in logs), process)  # each run has started training
+    runs = _run_processes(process.pid)
+    process.kill()  # no handler runs: the kernel has to stop the runs
+    process.wait()
+    deadline = time.monotonic() + 30
+    while [pid for pid in runs if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(runs) == 2 and not [pid for pid in runs if _alive(pid)]

@@ -11,13 +11,15 @@ others take the runs that do not need it.
 The parent decides when runs stop. The runs ignore SIGINT and SIGHUP (a Ctrl-C in a terminal
 reaches the whole process group), and a stop signal to the parent (`refusals.Stopped`), a run
 that is refused, fails or is killed, each terminates the other runs and waits for them: no run
-is left training. A stopped run's folder keeps its last checkpoint (checkpoints are written
+is left training. A parent killed with SIGKILL cannot do that, so on Linux the kernel sends its
+runs SIGTERM (`_die_with`). A stopped run's folder keeps its last checkpoint (checkpoints are written
 atomically), so the same command with ``model.resume auto`` continues it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -37,6 +39,7 @@ from . import train as training
 from .refusals import REFUSALS, STOP_SIGNALS, Stopped
 
 PARENT_SIGNALS = {signal.SIGINT, signal.SIGHUP}  # the runs leave these to the parent
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal to this process when its parent dies
 STOP_GRACE = 30  # seconds a run has to end after SIGTERM before it is killed
 CLIP = -1  # the index of the pretraining job among the runs'
 
@@ -70,12 +73,25 @@ def _pretrain() -> str:
     return _quietly(pretrain.pretrained_checkpoint)
 
 
-def _child(report: Connection, start_method: str, threads: int, task: Callable, *args) -> None:
+def _die_with(parent: int) -> None:
+    """SIGTERM to this run when the benchmark dies, even of SIGKILL, which it cannot pass on: no run
+    trains on with no one to stop it. Linux only (elsewhere nothing changes). The kernel sends it
+    when the parent's thread that started this process ends: `run_all`'s, which reaps every run
+    before it returns."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent:  # it died while this process started: the signal would never come
+        os.kill(os.getpid(), signal.SIGTERM)  # held until this run unblocks the stop signals
+
+
+def _child(report: Connection, parent: int, start_method: str, threads: int, task: Callable, *args) -> None:
     """A run's process: `task(*args)`, and what came of it sent to the parent as (kind, value):
     ``done`` and the result, ``refused`` and the message, or ``failed`` and the traceback.
 
     Its processes (data loaders) start as they would in a run on its own, not as spawned ones,
     which also registers their semaphores with the parent, which warns of every one a killed run leaves."""
+    _die_with(parent)
     for sig in PARENT_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held by the parent while it started this process
@@ -157,7 +173,7 @@ def _start(context, running: list[_Running], index: int, threads: int, task: Cal
     """Starts job `index` in a process of its own, added to `running`."""
     receive, send = context.Pipe(duplex=False)
     own = multiprocessing.get_start_method()
-    process = context.Process(target=_child, args=(send, own, threads, task, *args), name=f"run {index}")
+    process = context.Process(target=_child, args=(send, os.getpid(), own, threads, task, *args), name=f"run {index}")
     with _signals_held():
         process.start()
         running.append(_Running(index, process, receive))
