@@ -621,6 +621,17 @@ def test_a_log_the_full_disk_cuts_short_says_so_once_the_run_is_over_and_an_erro
             raise KeyError("the run's own error")
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device every write to fails: ENOSPC)")
+def test_metrics_the_full_disk_cuts_short_end_the_run_in_one_line_after_its_results(tiny_root, tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.symlink_to("/dev/full")
+    with pytest.raises(atomic.WriteError) as err:
+        _engine(tiny_root).run(save_dir=str(tmp_path), test_only=True)  # the test's line fails: the run goes on
+    assert str(err.value).startswith(f"could not complete the log {metrics}: the disk holding {tmp_path} is full")
+    assert "the run's checkpoints and results are intact" in str(err.value) and "\n" not in str(err.value)
+    assert "synth_d" in json.loads((tmp_path / "results.json").read_text())
+
+
 def _png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header says `width` x `height` (its pixels are not there)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)

@@ -27,7 +27,6 @@ from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
 from ..engine.checkpointing import continue_from
-from ..errors import WriteError
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
@@ -158,11 +157,8 @@ def log_to_file(path: str) -> Iterator[None]:
     finally:
         tee.close_log()
     if tee.failed is not None:
-        problem = atomic.storage_problem(osp.dirname(path), tee.failed) or str(tee.failed)
-        raise WriteError(
-            f"could not complete the log {path}: {problem}; the run's checkpoints and results are intact "
-            "(each is written whole or not at all), only the log misses its last lines (the console showed them)"
-        ) from tee.failed
+        missing = "the log misses its last lines (the console showed them)"
+        raise atomic.incomplete_log(path, tee.failed, missing) from tee.failed
 
 
 def train(argv: list[str] | None = None) -> dict:

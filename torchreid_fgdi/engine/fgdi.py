@@ -313,6 +313,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         }
         if test_only:
             self.run_test(test_kwargs)
+            self.run_log.check_complete()
             return
         self._open_logs(save_dir)
         self.hooks = self.default_hooks(save_dir, test_kwargs, print_freq, eval_freq, start_eval)
@@ -325,6 +326,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.call_hooks("after_run")
         if self.writer is not None:
             self.writer.close()
+        self.run_log.check_complete()  # a full disk, after the results and the last checkpoint
 
     def default_hooks(
         self, save_dir: str, test_kwargs: dict, print_freq: int, eval_freq: int, start_eval: int

@@ -38,6 +38,7 @@ class MultiTargetTestMixin:
     """
 
     test_results: dict
+    run_log: RunLog | None = None  # the log of the tests' folder (`_run_log`); the FGDI engine's holds its epochs too
     test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
 
     def test(
@@ -53,7 +54,7 @@ class MultiTargetTestMixin:
     ) -> float:
         self.set_model_mode("eval")
         self.test_results = {}
-        run_log = RunLog(save_dir, self.writer)
+        run_log = self._run_log(save_dir)
         evaluate = functools.partial(
             self._evaluate_target,
             device=torch.device("cuda" if self.use_gpu else "cpu"),
@@ -86,6 +87,18 @@ class MultiTargetTestMixin:
             cmc = {f"Rank-{r}": res["cmc"][r - 1] for r in ranks if r <= len(res["cmc"])}
             run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
         return self._report(save_dir, ranks)
+
+    def run(self, *args, **kwargs) -> None:
+        """torchreid's `run`; test results its run log could not take end it in one line, after the results."""
+        super().run(*args, **kwargs)
+        if self.run_log is not None:
+            self.run_log.check_complete()
+
+    def _run_log(self, save_dir: str) -> RunLog:
+        """The engine's log of `save_dir`, kept for `run` to check at the end."""
+        if self.run_log is None or self.run_log.path != RunLog(save_dir).path:
+            self.run_log = RunLog(save_dir, self.writer)
+        return self.run_log
 
     def _test_target(self, name: str, loaders: dict, evaluate, save_dir: str, visrank_topk: int) -> tuple:
         """(result, distance matrix or None, [(queries, gallery images)] per split) of target `name`:

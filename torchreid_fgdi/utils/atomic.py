@@ -38,6 +38,17 @@ def storage_problem(folder: str, err: BaseException | None = None) -> str | None
     return None
 
 
+def incomplete_log(path: str, err: OSError, missing: str) -> WriteError:
+    """The one line that ends a run whose log `path` could not take every line (`err`: the first
+    write that failed). The run went on: its checkpoints and results are written whole or not at
+    all, and a failed one stops it on its own. `missing` says what the log misses and where it is."""
+    problem = storage_problem(os.path.dirname(path), err) or str(err)
+    return WriteError(
+        f"could not complete the log {path}: {problem}; the run's checkpoints and results are intact "
+        f"(each is written whole or not at all), only {missing}"
+    )
+
+
 def check_output_folder(folder: str, flag: str) -> None:
     """Refuses, before any work, a folder files cannot be written into (`flag` names the option that
     gave it): a file where it would be, or no permission to write where it is or would be made."""
