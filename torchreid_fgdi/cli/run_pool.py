@@ -78,7 +78,10 @@ def _die_with(parent: int) -> None:
     trains on with no one to stop it. Linux only (elsewhere nothing changes). The kernel sends it
     when the parent's thread that started this process ends: `run_all`'s, which reaps every run
     before it returns."""
-    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+    try:
+        prctl = getattr(ctypes.CDLL(None), "prctl", None)  # the C library's, where this process has one
+    except (OSError, TypeError):
+        return
     if prctl is None or prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         return
     if os.getppid() != parent:  # it died while this process started: the signal would never come
