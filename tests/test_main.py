@@ -34,7 +34,8 @@ def demo(tmp_path_factory):
         ["--config-file", config, "--root", str(root / "data"), "data.save_dir", str(root / run)]
         for run, config in RUNS.items()
     ]
-    results = run_pool.run_all(argvs, list(RUNS), [False] * len(RUNS), jobs=2)
+    folders = [str(root / run) for run in RUNS]
+    results = run_pool.run_all(argvs, list(RUNS), folders, [False] * len(RUNS), jobs=2)
     return root, {run: (root / run, result) for run, result in zip(RUNS, results)}
 
 
