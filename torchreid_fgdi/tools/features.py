@@ -32,8 +32,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
 from ..evaluation import check_finite_features
 from ..models import VARIANTS, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
-from ..models.clip_weights import tag_uses_quick_gelu
-from ..models.variants import variant_weights
+from ..models.variants import variant_quick_gelu
 from ..utils.checkpoint import read_checkpoint, recorded_config_text
 
 UNIT_TOLERANCE = 1e-3  # how far from 1 the L2 norm of a normalised feature may be
@@ -68,9 +67,7 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     kwargs = RunSettings.from_config(cfg).model_kwargs(num_domains)
     if "cv_embed" in state:
         kwargs["num_cameras"] = state["cv_embed"].shape[0]
-    arch = VARIANTS[cfg.model.name]["clip"]
-    if kwargs["quick_gelu"] is None and isinstance(arch, str):
-        kwargs["quick_gelu"] = tag_uses_quick_gelu(arch, variant_weights(cfg.model.name, kwargs["pretrained"]))
+    kwargs["quick_gelu"] = variant_quick_gelu(cfg.model.name, kwargs["pretrained"], kwargs["quick_gelu"])
     return {**kwargs, "pretrained": False}
 
 
