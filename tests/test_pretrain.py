@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import logging
 import re
 import subprocess
@@ -169,6 +170,11 @@ def _from_before_records(path: Path) -> None:
     (path.parent / pretrain.RECORD).unlink()
 
 
+def _record_without_probe(path: Path) -> None:
+    record = path.parent / pretrain.RECORD
+    record.write_text(json.dumps({**json.loads(record.read_text()), "zero_shot": {"shirt": "95%"}}))
+
+
 @pytest.mark.parametrize(
     "damage,reason",
     [
@@ -180,8 +186,9 @@ def _from_before_records(path: Path) -> None:
         (_truncated, r"it has \d+ bytes where \d+ were written \(truncated since\)"),
         (_grown, r"it has \d+ bytes where \d+ were written \(replaced or written to since\)"),
         (_from_before_records, r"no open_clip_tiny.json beside it records what was written"),
+        (_record_without_probe, r"no open_clip_tiny.json beside it records what was written .*edited\)"),
     ],
-    ids=["random weights", "empty", "truncated", "grown", "from before records"],
+    ids=["random weights", "empty", "truncated", "grown", "from before records", "record without a probe"],
 )
 def test_a_cached_clip_not_as_its_pretraining_wrote_it_is_made_again_saying_why(
     tmp_path, monkeypatch, capsys, damage, reason

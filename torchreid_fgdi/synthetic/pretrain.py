@@ -85,13 +85,16 @@ def _record(path: str) -> dict:
 def untrusted(path: str) -> str:
     """Why the cached checkpoint at `path` is not the one its pretraining wrote ('' if it is, or if there
     is none): it is checked against the record written after it, so weights replaced, truncated or
-    emptied since, or kept before records were (or whose record a kill cut off), are never used."""
+    emptied since, or kept before records were (or whose record a kill cut off, or that no longer
+    holds a probe `torchreid-fgdi-pretrain` can show), are never used."""
     if not osp.isfile(path):
         return ""
     try:
-        size, digest = (_record(path)[k] for k in ("bytes", "sha256"))
+        record = _record(path)
+        size, digest = record["bytes"], record["sha256"]
+        format_accuracy(record["zero_shot"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"no {RECORD} beside it records what was written (made before such records, or cut short)"
+        return f"no {RECORD} beside it records what was written (made before such records, cut short or edited)"
     now = osp.getsize(path)
     if now != size:
         since = "emptied" if now == 0 else "truncated" if now < size else "replaced or written to"
