@@ -12,11 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchreid
+import torchvision
 from PIL import Image
 
 from torchreid_fgdi.cli import export as export_cli
 from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.config import load_config
+from torchreid_fgdi.integration.registry import transform_registry
 from torchreid_fgdi.tools import features as inference
 from torchreid_fgdi.tools.export import TORCHSCRIPT_METADATA, export
 from torchreid_fgdi.tools.features import FeatureExtractor, preprocessing
@@ -160,6 +162,17 @@ def test_an_export_carries_what_a_deployment_needs_in_its_metadata(baseline, tmp
     extra = {TORCHSCRIPT_METADATA: ""}
     torch.jit.load(written["torchscript"], _extra_files=extra)
     assert json.loads(extra[TORCHSCRIPT_METADATA]) == meta
+
+
+def test_the_extractor_builds_the_test_transform_where_torchreids_data_managers_do(monkeypatch):
+    """One owner of what ``data.transforms`` means: a pipeline registered under a name is the one a
+    FeatureExtractor applies, as torchreid's data managers do (it picked the authors' pipeline itself)."""
+    test = torchvision.transforms.Compose([torchvision.transforms.ToTensor()])
+    monkeypatch.setitem(transform_registry(), "clip_fgdi", lambda height, width: (test, test))
+    assert inference.test_transform(load_config([], ["data.transforms", "clip_fgdi"])) is test
+    assert torchreid.data.transforms.build_transforms(64, 32, transforms=["clip_fgdi"])[1] is test
+    default = inference.test_transform(load_config([], ["data.transforms", "['random_flip', 'color_jitter']"]))
+    assert [type(t).__name__ for t in default.transforms] == ["Resize", "ToTensor", "Normalize"]
 
 
 def test_the_per_image_preprocessing_metadata_reproduces_the_authors_test_transform():

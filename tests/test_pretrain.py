@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import json
 import logging
 import re
 import subprocess
@@ -161,8 +162,17 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-1000])
 
 
+def _grown(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + bytes(1000))
+
+
 def _from_before_records(path: Path) -> None:
     (path.parent / pretrain.RECORD).unlink()
+
+
+def _record_without_probe(path: Path) -> None:
+    record = path.parent / pretrain.RECORD
+    record.write_text(json.dumps({**json.loads(record.read_text()), "zero_shot": {"shirt": "95%"}}))
 
 
 @pytest.mark.parametrize(
@@ -172,11 +182,13 @@ def _from_before_records(path: Path) -> None:
             _random_weights,
             r"its sha256 differs from the one recorded when it was written \(replaced or changed since\)",
         ),
-        (_empty, r"it has 0 bytes where \d+ were written \(emptied or truncated since\)"),
-        (_truncated, r"it has \d+ bytes where \d+ were written \(emptied or truncated since\)"),
+        (_empty, r"it has 0 bytes where \d+ were written \(emptied since\)"),
+        (_truncated, r"it has \d+ bytes where \d+ were written \(truncated since\)"),
+        (_grown, r"it has \d+ bytes where \d+ were written \(replaced or written to since\)"),
         (_from_before_records, r"no open_clip_tiny.json beside it records what was written"),
+        (_record_without_probe, r"no open_clip_tiny.json beside it records what was written .*edited\)"),
     ],
-    ids=["random weights", "empty", "truncated", "from before records"],
+    ids=["random weights", "empty", "truncated", "grown", "from before records", "record without a probe"],
 )
 def test_a_cached_clip_not_as_its_pretraining_wrote_it_is_made_again_saying_why(
     tmp_path, monkeypatch, capsys, damage, reason
@@ -228,6 +240,9 @@ def test_a_killed_pretrainings_temporary_file_goes_and_a_running_writers_stays(t
     _stand_in(monkeypatch)
     path = Path(pretrain.pretrained_checkpoint(TINY, str(tmp_path)))
     killed = killed_write(path)
+    work = path.parent.with_name(path.parent.name + ".work")  # a pretraining killed while it trained left it
+    (work / "corpus" / "images").mkdir(parents=True)
+    (work / "corpus" / "images" / "000001_1.jpg").write_bytes(b"a drawn person")
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
         running = path.parent / f"{path.name}.tmp{writer.pid}"
         running.write_bytes(b"being written")
@@ -236,5 +251,7 @@ def test_a_killed_pretrainings_temporary_file_goes_and_a_running_writers_stays(t
             pretrain.pretrained_checkpoint(TINY, str(tmp_path))
         finally:
             writer.kill()
-    assert not killed.exists() and running.exists()
-    assert f"=> Removed 1 temporary file(s) left by a killed write: {killed}\n" in capsys.readouterr().out
+    assert not killed.exists() and running.exists() and not work.exists()
+    out = capsys.readouterr().out
+    assert f"=> Removed 1 temporary file(s) left by a killed write: {killed}\n" in out
+    assert f"=> Removed {work}, left by a killed pretraining\n" in out

@@ -153,6 +153,7 @@ def test_a_checkpoint_model_keeps_the_activation_of_the_clip_it_was_trained_from
 
     assert kwargs("model.pretrained", "True")["quick_gelu"] is True  # OpenAI's CLIP: QuickGELU
     assert kwargs("fgdi.clip_weights", "laion2b_s34b_b88k")["quick_gelu"] is False  # a GELU tag
+    assert kwargs("fgdi.clip_weights", "/the/training/machine/clip.pt")["quick_gelu"] is True  # a file not here
     assert kwargs("fgdi.clip_weights", "laion2b_s34b_b88k")["pretrained"] is False  # weights: the checkpoint's
 
 

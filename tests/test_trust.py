@@ -215,6 +215,38 @@ def test_search_and_export_given_a_config_of_another_recipe_are_refused_unless_i
     assert "is used under another recipe than it was trained with" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    "recorded,given,change",
+    [
+        ([], ["fgdi.quick_gelu", "True"], None),  # the tiny CLIP (a config dict) runs QuickGELU
+        (["fgdi.quick_gelu", "False"], [], (False, True)),
+        (["model.name", "fgdi_vit_b16"], ["model.name", "fgdi_vit_b16", "fgdi.quick_gelu", "True"], None),  # OpenAI's
+        (  # trained from a file on another machine: assumed OpenAI's, QuickGELU, as it was built there
+            ["model.name", "fgdi_vit_b16", "fgdi.clip_weights", "/the/training/machine/ViT-B-16.pt"],
+            ["model.name", "fgdi_vit_b16", "fgdi.quick_gelu", "True"],
+            None,
+        ),
+        (  # a GELU tag: None under OpenAI's weights is another activation
+            ["model.name", "fgdi_vit_b16", "fgdi.clip_weights", "laion2b_s34b_b88k"],
+            ["model.name", "fgdi_vit_b16"],
+            (False, True),
+        ),
+    ],
+    ids=["tiny None = True", "tiny False -> None", "openai None = True", "missing file None = True", "GELU tag"],
+)
+def test_the_recipe_compares_the_activation_the_weights_resolve_to_not_the_value_written(recorded, given, change):
+    """fgdi.quick_gelu None follows the CLIP weights: True and None are one model under OpenAI's weights,
+    and None is another activation under weights trained with GELU."""
+    state = {"config": load_config(CONFIG, recorded).dump()}
+    if change is None:
+        assert check_recipe(load_config(CONFIG, given), "ckpt.pth", state) == {}
+        return
+    with pytest.raises(ConfigError, match=r"another recipe than this config's \(fgdi.quick_gelu: False -> True\)"):
+        check_recipe(load_config(CONFIG, given), "ckpt.pth", state)
+    allowed = load_config(CONFIG, [*given, "test.allow_recipe_change", "True"])
+    assert check_recipe(allowed, "ckpt.pth", state) == {"fgdi.quick_gelu": change}
+
+
 def test_a_checkpoint_that_records_no_config_is_evaluated_and_the_log_says_it_was_not_checked(tmp_path, capsys):
     """torchreid's own checkpoints record no config (older torch versions saved them in the legacy format)."""
     path = str(tmp_path / "model.pth.tar-60")

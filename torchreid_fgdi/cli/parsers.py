@@ -38,5 +38,9 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     """--weights and --config-file, as every command that loads a trained model reads them."""
     parser.add_argument("--weights", required=True, help="a trained checkpoint, e.g. log/.../checkpoints/stage3.pth")
     parser.add_argument(
-        "--config-file", default="", help="the training config, for a checkpoint that records none (torchreid's)"
+        "--config-file",
+        default="",
+        help="the training config, for a checkpoint that records none (torchreid's); one given for a checkpoint "
+        "that records its own must agree with it on the keys that decide features, unless it sets "
+        "test.allow_recipe_change True",
     )

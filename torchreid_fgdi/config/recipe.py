@@ -19,9 +19,11 @@ from yacs.config import CfgNode as CN
 from ..data.transforms import CLIP_FGDI
 from ..errors import ConfigError
 from ..models import VARIANTS
+from ..models.variants import variant_quick_gelu
 from ..utils.checkpoint import read_checkpoint
 from .checks import get
 from .loading import load_config_text
+from .settings import clip_weights
 
 ALLOW_KEY = "test.allow_recipe_change"
 
@@ -48,21 +50,29 @@ FEATURE_KEYS: dict[str, Callable[[CN], bool]] = {
     "data.norm_std": _mean_std,
     "fgdi.neck_feat": _fgdi,  # the eval feature: before or after the BNNecks
     "fgdi.stride": _fgdi,  # the ViT's patch stride
-    "fgdi.quick_gelu": _fgdi,  # the activation the weights were trained with
+    "fgdi.quick_gelu": _fgdi,  # the activation the weights were trained with, as resolved (None follows the CLIP)
     "fgdi.test_precision": _fgdi,  # the engine's extraction (FeatureExtractor and export run in fp32)
 }
 
 
-def _compared(cfg: CN, key: str) -> object:
+def _meant(cfg: CN, key: str) -> object:
+    """The value of `key` as the model and data take it: ``fgdi.quick_gelu`` None is the activation the
+    CLIP weights resolve to (True and None mean one model under OpenAI's weights)."""
     value = get(cfg, key)
-    return CLIP_FGDI in value if key == "data.transforms" else value
+    if key == "fgdi.quick_gelu":
+        return variant_quick_gelu(cfg.model.name, clip_weights(cfg), value)
+    return value
+
+
+def _compared(cfg: CN, key: str) -> object:
+    return CLIP_FGDI in get(cfg, key) if key == "data.transforms" else _meant(cfg, key)
 
 
 def recipe_changes(recorded: CN, cfg: CN, ignore: Collection[str] = ()) -> dict[str, tuple]:
     """{key: (recorded value, value in `cfg`)} for each key of `FEATURE_KEYS` (`ignore` aside) that
-    decides the features under both configs and makes other ones under `cfg`."""
+    decides the features under both configs and makes other ones under `cfg`; values as `_meant`."""
     return {
-        key: (get(recorded, key), get(cfg, key))
+        key: (_meant(recorded, key), _meant(cfg, key))
         for key, applies in FEATURE_KEYS.items()
         if key not in ignore and applies(recorded) and applies(cfg) and _compared(recorded, key) != _compared(cfg, key)
     }

@@ -194,9 +194,14 @@ def _torchreid_model(cfg: CN) -> dict:
     return {"loss": cfg.loss.name, "pretrained": cfg.model.pretrained, "use_gpu": cfg.use_gpu}
 
 
+def clip_weights(cfg: CN) -> bool | str:
+    """The CLIP weights an FGDI model of `cfg` starts from: ``fgdi.clip_weights``, else ``model.pretrained``."""
+    return cfg.fgdi.clip_weights or cfg.model.pretrained
+
+
 def _fgdi_model(cfg: CN) -> dict:
     return {
-        "pretrained": cfg.fgdi.clip_weights or cfg.model.pretrained,
+        "pretrained": clip_weights(cfg),
         "use_gpu": cfg.use_gpu,
         "image_size": (cfg.data.height, cfg.data.width),
         "stride": cfg.fgdi.stride or None,

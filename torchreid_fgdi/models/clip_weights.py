@@ -101,12 +101,15 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
     return open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
 
 
-def tag_uses_quick_gelu(arch: str, weights: str | None) -> bool:
+def tag_uses_quick_gelu(arch: str | dict, weights: str | None) -> bool:
     """QuickGELU unless `weights` is an open_clip tag trained with GELU (OpenAI's weights and the
-    authors' code use QuickGELU; a local file or a registered one is assumed to be OpenAI's)."""
-    if not weights or os.path.isfile(weights) or weights in REGISTRY:
+    authors' code use QuickGELU; a file or a registered name is assumed to be OpenAI's, and so is a
+    config-dict CLIP's). A name that is no tag of `arch` is a file, even one not on this machine (a
+    checkpoint's recorded config names the file it was trained from): it gives no GELU."""
+    if isinstance(arch, dict) or not weights or os.path.isfile(weights) or weights in REGISTRY:
         return True
-    return bool(open_clip.get_pretrained_cfg(arch, weights).get("quick_gelu", False))
+    tag = open_clip.get_pretrained_cfg(arch, weights)
+    return bool(tag.get("quick_gelu", False)) if tag else True
 
 
 def _is_torchscript(path: str) -> bool:
@@ -168,7 +171,7 @@ def create_clip(
             raise ValueError(f"unknown open_clip model {arch!r}; known: {', '.join(open_clip.list_models())}")
     path = resolve_weights(arch, weights, cache_dir) if weights and isinstance(arch, str) else weights
     if quick_gelu is None:
-        quick_gelu = tag_uses_quick_gelu(arch, weights) if isinstance(arch, str) else True
+        quick_gelu = tag_uses_quick_gelu(arch, weights)
     model_cfg.pop("custom_text", None)
     clip = open_clip.CLIP(**model_cfg, quick_gelu=quick_gelu)
     if path:

@@ -10,7 +10,7 @@ import functools
 
 from torch import nn
 
-from .clip_weights import create_clip
+from .clip_weights import create_clip, tag_uses_quick_gelu
 from .fgdi import FGDI
 
 # A random CLIP small enough to train on a CPU: for tests and the synthetic demo.
@@ -34,6 +34,15 @@ VARIANTS: dict[str, dict] = {
 def variant_weights(variant: str, pretrained: bool | str | None) -> str | None:
     """The CLIP weights `pretrained` means for `variant` (``True``: its default; falsy: none)."""
     return VARIANTS[variant]["weights"] if pretrained is True else (pretrained or None)
+
+
+def variant_quick_gelu(variant: str, pretrained: bool | str | None, quick_gelu: bool | None = None) -> bool:
+    """Whether `variant` built from `pretrained` with `quick_gelu` (as `build_fgdi` takes them) runs
+    QuickGELU: ``None`` follows the weights (`tag_uses_quick_gelu`). Weights that came from a
+    checkpoint need the activation they were trained with, which these decided."""
+    if quick_gelu is not None:
+        return quick_gelu
+    return tag_uses_quick_gelu(VARIANTS[variant]["clip"], variant_weights(variant, pretrained))
 
 
 def build_fgdi(

@@ -85,15 +85,20 @@ def _record(path: str) -> dict:
 def untrusted(path: str) -> str:
     """Why the cached checkpoint at `path` is not the one its pretraining wrote ('' if it is, or if there
     is none): it is checked against the record written after it, so weights replaced, truncated or
-    emptied since, or kept before records were (or whose record a kill cut off), are never used."""
+    emptied since, or kept before records were (or whose record a kill cut off, or that no longer
+    holds a probe `torchreid-fgdi-pretrain` can show), are never used."""
     if not osp.isfile(path):
         return ""
     try:
-        size, digest = (_record(path)[k] for k in ("bytes", "sha256"))
+        record = _record(path)
+        size, digest = record["bytes"], record["sha256"]
+        format_accuracy(record["zero_shot"])
     except (OSError, ValueError, KeyError, TypeError):
-        return f"no {RECORD} beside it records what was written (made before such records, or cut short)"
-    if osp.getsize(path) != size:
-        return f"it has {osp.getsize(path)} bytes where {size} were written (emptied or truncated since)"
+        return f"no {RECORD} beside it records what was written (made before such records, cut short or edited)"
+    now = osp.getsize(path)
+    if now != size:
+        since = "emptied" if now == 0 else "truncated" if now < size else "replaced or written to"
+        return f"it has {now} bytes where {size} were written ({since} since)"
     if sha256sum(path) != digest:
         return "its sha256 differs from the one recorded when it was written (replaced or changed since)"
     return ""
@@ -122,13 +127,15 @@ def recorded_probe(path: str) -> dict:
 
 def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str:
     """The checkpoint for `settings`, made first if it is not cached or not as it was written (one
-    process makes it, others wait); temporary files of killed pretrainings are removed."""
+    process makes it, others wait); what killed pretrainings left (temporary files, a work folder)
+    is removed."""
     path = checkpoint_path(settings, root)
     folder = osp.dirname(path)
     os.makedirs(osp.dirname(folder), exist_ok=True)
     with open(folder + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         atomic.remove_temporaries(folder)
+        _remove_work(folder)
         problem = untrusted(path)
         if problem:
             print(f"=> Pretraining the tiny CLIP again: the cached {path} cannot be trusted: {problem}")
@@ -137,9 +144,19 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
     return path
 
 
+def _remove_work(folder: str) -> None:
+    """Removes the work folder (corpus, open_clip_train's checkpoints) of a pretraining into `folder`
+    that was killed: none runs while the caller holds the folder's lock."""
+    work = folder + ".work"
+    if osp.isdir(work):
+        shutil.rmtree(work, ignore_errors=True)
+        print(f"=> Removed {work}, left by a killed pretraining")
+
+
 def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> dict:
     """Writes the corpus, trains with open_clip_train, keeps the final weights (`keep`); returns the
-    probe. `replacing`: why the cached checkpoint there cannot be used (part of a refusal)."""
+    probe. Call it holding the folder's lock, its work folder removed (`pretrained_checkpoint`).
+    `replacing`: why the cached checkpoint there cannot be used (part of a refusal)."""
     what = f"pretraining the synthetic benchmark's tiny CLIP (fgdi.clip_weights {TAG}, made once and cached)"
     if replacing:
         what += f" again, as the cached {osp.join(folder, CHECKPOINT)} cannot be trusted ({replacing}),"
@@ -147,7 +164,6 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     from open_clip_train.main import main as train_main  # imports pandas, transformers: only when training
 
     work = folder + ".work"
-    shutil.rmtree(work, ignore_errors=True)
     print(f"=> Pretraining the tiny CLIP on captioned synthetic people into {folder} (once; minutes on a CPU)")
     corpus = write_corpus(osp.join(work, "corpus"), settings.corpus, settings.seed)
     heldout = write_corpus(osp.join(work, "heldout"), settings.heldout, settings.seed + 1)

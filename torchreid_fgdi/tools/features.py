@@ -27,13 +27,13 @@ from .. import __version__
 from ..config import RunSettings, load_config, load_config_text
 from ..config.recipe import check_recipe
 from ..data.images import read_image
-from ..data.transforms import CLIP_FGDI, PerImageNorm, clip_fgdi_transforms
+from ..data.transforms import CLIP_FGDI, PerImageNorm
 from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
 from ..evaluation import check_finite_features
+from ..integration.compat import build_transforms
 from ..models import VARIANTS, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
-from ..models.clip_weights import tag_uses_quick_gelu
-from ..models.variants import variant_weights
+from ..models.variants import variant_quick_gelu
 from ..utils.checkpoint import read_checkpoint, recorded_config_text
 
 UNIT_TOLERANCE = 1e-3  # how far from 1 the L2 norm of a normalised feature may be
@@ -68,9 +68,7 @@ def checkpoint_model_kwargs(cfg: CN, state: dict | None = None) -> dict:
     kwargs = RunSettings.from_config(cfg).model_kwargs(num_domains)
     if "cv_embed" in state:
         kwargs["num_cameras"] = state["cv_embed"].shape[0]
-    arch = VARIANTS[cfg.model.name]["clip"]
-    if kwargs["quick_gelu"] is None and isinstance(arch, str):
-        kwargs["quick_gelu"] = tag_uses_quick_gelu(arch, variant_weights(cfg.model.name, kwargs["pretrained"]))
+    kwargs["quick_gelu"] = variant_quick_gelu(cfg.model.name, kwargs["pretrained"], kwargs["quick_gelu"])
     return {**kwargs, "pretrained": False}
 
 
@@ -130,16 +128,19 @@ def _trained_grid(model: torch.nn.Module, cfg: CN, state: dict, model_path: str)
 
 
 def test_transform(cfg: CN):
-    """The transform the run tested with: the authors' pipeline or torchreid's resize + mean/std.
+    """The transform the run tested with (the authors' pipeline or torchreid's resize + mean/std),
+    built by the one builder torchreid's data managers call (`compat.build_transforms`, which
+    knows the pipelines registered by name): what a config's ``data.transforms`` means is decided there.
 
-    torchreid's builder prints both of its pipelines step by step; at inference that is noise, so
-    its print-out is swallowed."""
-    height, width = cfg.data.height, cfg.data.width
-    if CLIP_FGDI in cfg.data.transforms:
-        return clip_fgdi_transforms(height, width)[1]
+    The builder prints both of its pipelines step by step; at inference that is noise, so its
+    print-out is swallowed."""
     with contextlib.redirect_stdout(io.StringIO()):
-        return torchreid.data.transforms.build_transforms(
-            height, width, transforms=None, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std
+        return build_transforms(
+            cfg.data.height,
+            cfg.data.width,
+            transforms=list(cfg.data.transforms),
+            norm_mean=cfg.data.norm_mean,
+            norm_std=cfg.data.norm_std,
         )[1]
 
 

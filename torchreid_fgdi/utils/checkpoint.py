@@ -13,6 +13,7 @@ from __future__ import annotations
 import os.path as osp
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from ..errors import CheckpointError
 from . import atomic
 
 _CODE = re.compile(r"GLOBAL ([\w.]+)")  # what the safe loader's refusal says a pickle would have called
+_SAFE_LOADER_REFUSAL = "Weights only load failed"  # how torch.load(weights_only=True)'s refusal opens
 
 
 def _a_folder(path: str) -> CheckpointError:
@@ -30,6 +32,18 @@ def _a_folder(path: str) -> CheckpointError:
         f"checkpoint {path} is a folder, not a file: name the checkpoint file itself, or move the folder "
         "away if it stands where a run saves its checkpoints"
     )
+
+
+def _loader_said(err: Exception) -> str:
+    """What `torch.load` found wrong, in one line. The safe loader's refusal opens with advice to load
+    the file with ``weights_only=False``, which runs any code it holds: its reason alone is given."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if lines and lines[0].startswith(_SAFE_LOADER_REFUSAL):
+        reasons = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the doc"))]
+        return "PyTorch's safe loader: " + (
+            reasons[0].removeprefix("WeightsUnpickler error:").strip() if reasons else "refused"
+        )
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def read_checkpoint(path: str, mmap: bool = False) -> dict:
@@ -43,19 +57,20 @@ def read_checkpoint(path: str, mmap: bool = False) -> dict:
     if osp.getsize(path) == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): its save was cut short; use an earlier one")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it may not read: the error says it
+            warnings.filterwarnings("ignore", "Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as err:  # a damaged legacy-format file can fail anywhere inside the unpickler
         code = _CODE.search(str(err))
         if isinstance(err, pickle.UnpicklingError) and (code or zipfile.is_zipfile(path)):
-            named = f"it names {code.group(1)}" if code else str(err).strip().splitlines()[0]
+            named = f"it names {code.group(1)}" if code else _loader_said(err)
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects beyond tensors and plain data ({named}), which the safe "
                 "loader refuses: loading them could run code; re-save its state_dict on the machine that made it"
             ) from err
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise CheckpointError(
             f"checkpoint {path} is not a readable PyTorch file (truncated, damaged or not a checkpoint: "
-            f"{type(err).__name__}: {detail}); use an earlier one"
+            f"{_loader_said(err)}); use an earlier one"
         ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of weights")
