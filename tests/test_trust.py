@@ -512,8 +512,12 @@ def test_a_damaged_run_yaml_or_recorded_config_names_where_it_is(tmp_path):
     owner = tmp_path / "run" / "run.yaml"
     owner.parent.mkdir()
     owner.write_text(BAD_YAML["recursive.yaml"][0])
-    with RunFolder(str(owner.parent)) as folder, pytest.raises(ConfigError, match=f"{owner}, line 1: anchors and"):
+    with (
+        RunFolder(str(owner.parent)) as folder,
+        pytest.raises(ConfigError, match=f"{owner}, line 1: anchors and") as bad,
+    ):
         folder.claim(load_config(CONFIG), resuming=False)
+    assert str(bad.value).endswith("written by that run: restore it, or use another data.save_dir")
     assert owner.read_text() == BAD_YAML["recursive.yaml"][0]  # kept for the user to look at
     with pytest.raises(ConfigError, match="the config recorded in x.pth, line 2: the key 1 is not a name"):
         load_config_text("data:\n  1: 2\n", "the config recorded in x.pth")
