@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from torchreid_fgdi.cli import benchmark, export, pretrain, refusals, search, synthetic, train, weights
 from torchreid_fgdi.cli.parsers import EXAMPLES_HEADING, HelpFormatter
@@ -200,6 +201,32 @@ def test_an_out_that_is_a_file_or_unwritable_is_refused_before_any_work(command,
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
     assert a_file.read_text() == "kept"
+
+
+def test_an_index_that_cannot_be_written_or_is_not_an_index_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """Before, a folder or an unwritable place failed after the gallery's extraction, and a checkpoint
+    or an image given as --index was written over with the index."""
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    a_file, folder, checkpoint = tmp_path / "photo.jpg", tmp_path / "indexes", tmp_path / "stage3.pth"
+    a_file.write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    folder.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "epoch": 3}, checkpoint)
+    kept = {path: path.read_bytes() for path in (a_file, checkpoint)}
+    weights = str(tmp_path / "missing.pth")  # read only after the check: a refusal naming it means too late
+    argv = ["--weights", weights, "--query", weights, "--gallery", str(tmp_path), "--out", str(tmp_path / "out")]
+    foreign = "is not a gallery index ({}); a search would write its index over it: pass another --index path"
+    refused = {
+        str(folder): f"--index {folder} is a folder: pass a file path (e.g. {folder / 'index.pt'})",
+        str(a_file / "i.pt"): f"--index {a_file / 'i.pt'} cannot be written: its folder is a file; pass a path",
+        "/sys/fgdi.pt": "--index /sys/fgdi.pt cannot be written: its folder cannot be written (/sys: ",
+        str(a_file): f"--index {a_file} " + foreign.format("not a file torch wrote"),
+        str(checkpoint): f"--index {checkpoint} " + foreign.format("it holds a dict of state_dict, epoch"),
+    }
+    for index, message in refused.items():
+        assert search.main([*argv, "--index", index]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
+    assert {path: path.read_bytes() for path in kept} == kept and not (tmp_path / "out").exists()
 
 
 def test_missing_datasets_are_reported_once_without_a_traceback(tmp_path, capsys, monkeypatch):

@@ -111,8 +111,9 @@ def test_a_baseline_checkpoint_with_another_models_config_is_refused(baseline, t
     path, _ = baseline
     other = tmp_path / "osnet_x0_25.yaml"
     other.write_text(f"_BASE_: {BASELINE}\nmodel:\n  name: osnet_x0_25\n")
-    with pytest.raises(CheckpointError, match="does not fit OSNet .*another model's checkpoint"):
+    with pytest.raises(CheckpointError, match="does not fit OSNet .*another model's checkpoint") as refused:
         FeatureExtractor(path, config_file=str(other), device="cpu")
+    assert str(refused.value).startswith(f"{path} does not fit")  # before: every weight printed in place of the name
 
 
 def test_the_extractor_prints_nothing_and_its_fingerprint_follows_the_weights_and_input_size(

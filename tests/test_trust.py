@@ -465,7 +465,8 @@ def test_a_kill_before_latest_is_linked_leaves_the_stage_file_and_stray_temporar
         ("fgdi:\n  quick_gelu: banana\n", "fgdi.quick_gelu must be one of"),
         ("data:\n  sources: []\n", "data.sources must not be empty"),
         ("train:\n  seed: -1\n", "train.seed must be between 0 and"),
-        ("data:\n  height: 4\n", "data.height must be >= 16, got 4"),
+        ("data:\n  height: 4\n", "data.height must be between 16 and 4096, got 4"),
+        ("data:\n  width: 100000\n", "data.width must be between 16 and 4096, got 100000"),
         ("data:\n  save_dir: ''\n", "data.save_dir must not be empty"),
         ("_BASE_: bad.yaml\n", "_BASE_ cycle"),
         ("_BASE_: 5\n", "_BASE_ in .* must be a file name or a list of file names, got 5"),
@@ -543,8 +544,12 @@ def test_a_damaged_run_yaml_or_recorded_config_names_where_it_is(tmp_path):
     owner = tmp_path / "run" / "run.yaml"
     owner.parent.mkdir()
     owner.write_text(BAD_YAML["recursive.yaml"][0])
-    with RunFolder(str(owner.parent)) as folder, pytest.raises(ConfigError, match=f"{owner}, line 1: anchors and"):
+    with (
+        RunFolder(str(owner.parent)) as folder,
+        pytest.raises(ConfigError, match=f"{owner}, line 1: anchors and") as bad,
+    ):
         folder.claim(load_config(CONFIG), resuming=False)
+    assert str(bad.value).endswith("written by that run: restore it, or use another data.save_dir")
     assert owner.read_text() == BAD_YAML["recursive.yaml"][0]  # kept for the user to look at
     with pytest.raises(ConfigError, match="the config recorded in x.pth, line 2: the key 1 is not a name"):
         load_config_text("data:\n  1: 2\n", "the config recorded in x.pth")

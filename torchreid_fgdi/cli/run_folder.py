@@ -23,7 +23,7 @@ from ..config import load_config_text
 from ..config.checks import flat_items
 from ..engine.checkpointing import Progress
 from ..engine.stages import EPOCH_KEYS
-from ..errors import RunFolderError
+from ..errors import ConfigError, RunFolderError
 from ..utils import atomic, config_yaml
 from ..utils.checkpoint import recorded_config_text
 
@@ -143,7 +143,13 @@ class RunFolder:
         where it may differ from its checkpoint); records this run as the owner."""
         path = osp.join(self.save_dir, OWNER_FILE)
         if osp.isfile(path):
-            owner = load_config_text(config_yaml.read_text(path), path)
+            try:
+                owner = load_config_text(config_yaml.read_text(path), path)
+            except ConfigError as err:  # its advice is for a config the user wrote; the run wrote this one
+                raise ConfigError(
+                    f"{err}. {path} is this folder's record of the run that owns it, written by that run: "
+                    "restore it, or use another data.save_dir"
+                ) from err
             changes = differences(owner, cfg, LOGISTICS + RESUMABLE if resuming else LOGISTICS)
             if changes:
                 raise RunFolderError(

@@ -75,11 +75,10 @@ def _unreadable_images(parser: argparse.ArgumentParser, advice: str) -> Iterator
 
 
 def _features(
-    parser: argparse.ArgumentParser, args: argparse.Namespace, queries: list[str], gallery: list[str]
+    parser: argparse.ArgumentParser, args: argparse.Namespace, queries: list[str], gallery: list[str], index_path: str
 ) -> tuple[torch.Tensor, gallery_index.GalleryFeatures]:
     """The queries' features and the gallery's (from its index where it can), said in a line or two."""
     extractor = FeatureExtractor(args.weights, args.config_file, device=args.device)
-    index_path = args.index or gallery_index.default_path(args.gallery)
     query_advice = "it is a --query image: --skip-unreadable leaves out unreadable gallery images only"
     with _unreadable_images(parser, query_advice):
         query_features = extractor(queries)  # first: a bad query costs no gallery features
@@ -107,8 +106,10 @@ def search(argv: list[str] | None = None) -> list[dict]:
     if args.topk < 1:
         parser.error("--topk must be >= 1")
     atomic.check_output_folder(args.out, "--out")
+    index_path = args.index or gallery_index.default_path(args.gallery)
+    gallery_index.check_writable(index_path, "--index")
     queries = searching.query_images(args.query)
-    query_features, found = _features(parser, args, queries, searching.list_images(args.gallery))
+    query_features, found = _features(parser, args, queries, searching.list_images(args.gallery), index_path)
     ranking = searching.rank(queries, query_features, found.paths, found.features, args.topk, args.exclude_self)
     page, picture = searching.write_results(ranking, args.out)
     print(f"=> Ranked {len(ranking)} query(ies) against {args.gallery}: {page}, {picture}")

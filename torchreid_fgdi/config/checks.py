@@ -83,14 +83,16 @@ FRACTION = Range(0.0, 1.0)  # probabilities, mixing weights
 DECAY = Range(0.0, 1.0, open_high=True)  # momentum, running-average factors: 1 would never update
 FACTOR = Range(0.0, 1.0, open_low=True)  # a rate's multiplier (gamma, warm-up start): 0 would stop training
 WEIGHT_DECAY = Range(0.0, 1.0)
+# pixels: re-ID crops are a few hundred; data.width 100000 ran for minutes without a line of log
+IMAGE_SIDE = Range(16, 4096)
 # Every numeric key and the values it may take (a list: each of its elements); tests check that no
 # numeric default is missing. The paper's and the shipped configs' values all lie inside.
 RANGES = {
     "data.workers": AT_LEAST_0,
     "data.split_id": AT_LEAST_0,
     "data.test_splits": Range(MIN_TEST_SPLITS),
-    "data.height": Range(16),
-    "data.width": Range(16),
+    "data.height": IMAGE_SIDE,
+    "data.width": IMAGE_SIDE,
     "data.k_tfm": COUNT,
     "data.norm_mean": FRACTION,  # of pixel values in [0, 1]
     "data.norm_std": Range(0.01, 1.0),  # dividing by a smaller one would blow the inputs up

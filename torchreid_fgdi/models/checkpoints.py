@@ -144,16 +144,20 @@ def load_fgdi_checkpoint(
     return kept
 
 
-def load_torchreid_checkpoint(model: nn.Module, source: str | Mapping, skip_classifier: bool = False) -> list[str]:
+def load_torchreid_checkpoint(
+    model: nn.Module, source: str | Mapping, skip_classifier: bool = False, where: str = ""
+) -> list[str]:
     """Loads a torchreid model's checkpoint into `model`, every weight or nothing.
 
     torchreid's `load_pretrained_weights` skips whatever does not fit with a warning on stderr,
     so another model's file gives a random network and a normal-looking table. Here a missing,
     unexpected or differently shaped weight is an error; only the ID classifier may differ when
     `skip_classifier` (weights trained on other identities: unused at test time, re-initialised
-    for training, as torchreid does). Returns the skipped keys.
+    for training, as torchreid does). Returns the skipped keys. `where` names a state dict passed
+    as a mapping in messages (the file it came from).
     """
-    state = read_state_dict(source)
+    where = where or (source if isinstance(source, str) else "the state dict")
+    state = read_state_dict(source, where)
     own = model.state_dict()
     problems = {k: "missing" for k in own if k not in state}
     problems.update({k: "unexpected" for k in state if k not in own})
@@ -168,8 +172,6 @@ def load_torchreid_checkpoint(model: nn.Module, source: str | Mapping, skip_clas
     shown = [f"{k}: {why}" for k, why in problems.items() if k not in skipped]
     if shown:
         listed = "\n  ".join(shown[:10]) + (f"\n  ... {len(shown) - 10} more" if len(shown) > 10 else "")
-        raise CheckpointError(
-            f"{source} does not fit {type(model).__name__} (another model's checkpoint?):\n  {listed}"
-        )
+        raise CheckpointError(f"{where} does not fit {type(model).__name__} (another model's checkpoint?):\n  {listed}")
     model.load_state_dict({k: v for k, v in state.items() if k not in problems}, strict=False)
     return skipped

@@ -102,7 +102,7 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
         load_fgdi_checkpoint(model, state, ckpt_grid=_trained_grid(model, cfg, state, model_path))
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
-        load_torchreid_checkpoint(model, state)
+        load_torchreid_checkpoint(model, state, where=model_path)
     return model.eval(), cfg
 
 

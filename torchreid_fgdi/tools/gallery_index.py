@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.images import unreadable_images
+from ..errors import ConfigError
 from ..utils import atomic
 from ..utils.cache import cache_root
 from .features import FeatureExtractor, not_unit_rows
@@ -31,6 +32,7 @@ from .features import FeatureExtractor, not_unit_rows
 FORMAT = 2  # 1: no change times, no checksum
 SAVE_EVERY = 8192  # images embedded between two writes of the index during a build
 STAT_FIELDS = ("st_size", "st_mtime_ns", "st_ctime_ns")  # a file whose any of these differ is embedded again
+_ZIP_START = b"PK\x03\x04"  # how torch.save's files (zip archives) begin
 _KEYS = ("format", "fingerprint", "folder", "paths", "stats", "features", "checksum")
 
 
@@ -95,6 +97,34 @@ def _content_problem(saved: dict) -> str | None:
     return None
 
 
+def check_writable(index_path: str, flag: str) -> None:
+    """Refuses, before any work, an index path the search could not write, or whose file is not a
+    gallery index: a rebuild would write over it (a checkpoint or an image given as ``--index`` by
+    mistake). Only the file's first bytes and its record of what it holds (memory-mapped) are read,
+    not its features. An empty file, or one that starts as torch's archives do but does not load (a
+    damaged or truncated index), is rebuilt."""
+    atomic.check_output_file(index_path, flag)
+    if not osp.isfile(index_path) or not osp.getsize(index_path):
+        return
+    with open(index_path, "rb") as handle:
+        archive = handle.read(len(_ZIP_START)) == _ZIP_START
+    if not archive:
+        held = "not a file torch wrote"
+    else:
+        try:
+            saved = torch.load(index_path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # a damaged index fails in pickle, zip or torch, each its own way
+            return
+        if isinstance(saved, dict) and {"format", "fingerprint"} <= set(saved):
+            return
+        keys = f" of {', '.join(map(str, list(saved)[:4]))}" if isinstance(saved, dict) else ""
+        held = f"it holds a {type(saved).__name__}{keys}"
+    raise ConfigError(
+        f"{flag} {index_path} is not a gallery index ({held}); a search would write its index over it: "
+        f"pass another {flag} path, or remove the file"
+    )
+
+
 def _read(index_path: str, folder: str, fingerprint: str) -> dict[str, tuple[tuple[int, ...], torch.Tensor]]:
     """{relative path: (file stats, feature)} of a usable index; empty, with a message, otherwise."""
     if not osp.exists(index_path):
@@ -103,7 +133,8 @@ def _read(index_path: str, folder: str, fingerprint: str) -> dict[str, tuple[tup
         saved = torch.load(index_path, map_location="cpu", weights_only=True)
         problem = _problem(saved, folder, fingerprint)
     except Exception as err:  # a truncated or foreign file fails in pickle, zip or torch, each its own way
-        problem = f"it cannot be read ({type(err).__name__}: {err})"
+        first_line = str(err).strip().partition("\n")[0][:200]  # torch's unpickling errors run to many lines
+        problem = f"it cannot be read ({type(err).__name__}: {first_line})"
     if problem:
         print(f"=> Gallery index {index_path}: {problem}; rebuilding it")
         return {}

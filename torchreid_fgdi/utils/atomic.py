@@ -49,23 +49,44 @@ def incomplete_log(path: str, err: OSError, missing: str) -> WriteError:
     )
 
 
-def check_output_folder(folder: str, flag: str) -> None:
-    """Refuses, before any work, a folder files cannot be written into (`flag` names the option that
-    gave it): a file where it would be, or no permission to write where it is or would be made."""
+def _folder_problem(folder: str) -> tuple[str, str] | None:
+    """Why files cannot be written into `folder` (made if missing), if they cannot: the problem, and
+    whether it is a file in the way (else no permission or a file system that takes no files)."""
     existing = os.path.abspath(folder)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        where = "is a file" if existing == os.path.abspath(folder) else f"is under {existing}, which is a file"
-        raise ConfigError(f"{flag} {folder} {where}: pass a folder (it is made if missing)")
+        return ("is a file" if existing == os.path.abspath(folder) else f"is under {existing}, which is a file"), True
     try:
         handle, probe = tempfile.mkstemp(dir=existing, prefix=".write-check")
     except OSError as err:
-        raise ConfigError(
-            f"{flag} {folder} cannot be written ({existing}: {err.strerror}): pass a folder you can write to"
-        ) from err
+        return f"cannot be written ({existing}: {err.strerror})", False
     os.close(handle)
     os.remove(probe)
+    return None
+
+
+def check_output_folder(folder: str, flag: str) -> None:
+    """Refuses, before any work, a folder files cannot be written into (`flag` names the option that
+    gave it): a file where it would be, or no permission to write where it is or would be made."""
+    found = _folder_problem(folder)
+    if found:
+        problem, file_in_the_way = found
+        fix = "pass a folder (it is made if missing)" if file_in_the_way else "pass a folder you can write to"
+        raise ConfigError(f"{flag} {folder} {problem}: {fix}")
+
+
+def check_output_file(path: str, flag: str) -> None:
+    """Refuses, before any work, a file `path` cannot be written to (`flag` names the option that gave
+    it): a folder or a non-regular file (a pipe, a device) of that name, or a folder for it that
+    `check_output_folder` refuses. An output written at the end would otherwise fail after the work."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a folder: pass a file path (e.g. {os.path.join(path, 'index.pt')})")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ConfigError(f"{flag} {path} is not a regular file (a pipe or a device?): pass a file path")
+    found = _folder_problem(os.path.dirname(os.path.abspath(path)))
+    if found:
+        raise ConfigError(f"{flag} {path} cannot be written: its folder {found[0]}; pass a path you can write to")
 
 
 def write_atomically(path: str, write: Callable[[str], None]) -> str:
