@@ -2,11 +2,19 @@
 offline message and the weights command. The network is a local server or a stubbed reachability
 probe, so these give the same result on a machine with or without internet."""
 
+import dataclasses
+import re
+from pathlib import Path
+
 import open_clip
 import pytest
+import torch
+import torchreid
 
+from tests.test_fgdi_variants import TINY_RN
 from torchreid_fgdi.cli import weights
-from torchreid_fgdi.models import VARIANTS, hub
+from torchreid_fgdi.models import VARIANTS, clip_weights, create_clip, hub
+from torchreid_fgdi.models.variants import TINY_CLIP
 
 pytestmark = pytest.mark.timeout(300)  # a download that stalls fails here instead of holding the suite
 
@@ -77,3 +85,48 @@ def test_weights_command_lists_the_registry_with_cache_state_and_downloads_by_na
     assert f"{name:<22} cached" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         weights.weights(["--no-such-option"])
+
+
+def offline(monkeypatch) -> None:
+    """Every download host unreachable: nothing is fetched, and a missing file is refused at once."""
+    for module in (hub, clip_weights):
+        monkeypatch.setattr(module, "host_reachable", lambda *args, **kwargs: False)
+
+
+def stand_in_backbone(arch: str, monkeypatch) -> dict:
+    """open_clip's config of `arch` swapped for a tiny one of the same family, so a file of its
+    weights is a few hundred kilobytes and builds in a moment: the lookup is by name, as for the real one."""
+    tiny = TINY_RN if arch.startswith("RN") else TINY_CLIP
+    monkeypatch.setitem(open_clip.factory._MODEL_CONFIGS, arch, tiny)
+    return tiny
+
+
+def accept_as_published(name: str, path: Path, monkeypatch) -> None:
+    """The registry entry `name` given the sha256 of the test's file at `path`, which stands in for
+    OpenAI's (whose sha256 the registry holds: a test cannot make a file with that one)."""
+    monkeypatch.setitem(hub.REGISTRY, name, dataclasses.replace(hub.REGISTRY[name], sha256=hub.sha256sum(str(path))))
+
+
+PRETRAINED = [variant for variant, spec in VARIANTS.items() if spec["weights"] == "openai"]
+
+
+@pytest.mark.parametrize("variant", PRETRAINED)
+def test_the_file_the_offline_error_names_is_the_one_pretrained_true_reads(variant, torch_cache, monkeypatch):
+    arch = VARIANTS[variant]["clip"]
+    name = hub.registered_name(open_clip.get_pretrained_cfg(arch, "openai")["url"])
+    offline(monkeypatch)
+    with pytest.raises(hub.WeightsUnavailableError) as missing:
+        torchreid.models.build_model(variant, 3, pretrained=True)
+    named = Path(re.search(r"put it at (\S+) \(sha256", str(missing.value)).group(1))
+    assert named == Path(hub.weights_path(name)) == torch_cache / hub.REGISTRY[name].filename
+    assert "pretrained=True and torchreid's model.pretrained True" in str(missing.value)
+    source, _ = create_clip(stand_in_backbone(arch, monkeypatch))
+    named.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), named)
+    with pytest.raises(hub.ChecksumError, match=f"{re.escape(str(named))} has sha256 .* a different or damaged file"):
+        torchreid.models.build_model(variant, 3, pretrained=True)  # read from there, and checked
+    accept_as_published(name, named, monkeypatch)
+    model = torchreid.models.build_model(variant, 3, pretrained=True)
+    assert torch.equal(model.text_encoder.text_projection, source.text_projection)
+    loaded, saved = model.text_encoder.transformer.state_dict(), source.transformer.state_dict()
+    assert all(torch.equal(loaded[key], saved[key]) for key in saved)
