@@ -21,11 +21,12 @@ from ..utils.digest import sha256sum
 from .hub import (
     REGISTRY,
     WeightsUnavailableError,
-    by_hand,
+    check_weights,
+    fetch_by_hand,
     get_weights,
     host_reachable,
+    local_weights,
     registered_name,
-    weights_path,
 )
 
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -59,24 +60,34 @@ def _cached_copy(tag_cfg: dict, cache_dir: str | None) -> str | None:
     return None
 
 
-def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
-    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.models.hub.REGISTRY`
-    (downloaded and checked once), or an open_clip tag for `arch`."""
-    if os.path.isfile(weights):
-        return weights
-    if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
-        raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
-    if weights in REGISTRY:
-        return get_weights(weights, cache_dir)
+def _tag_cfg(arch: str, weights: str) -> dict:
     tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(arch)
         raise ConfigError(
             f"{weights!r} is neither a file nor an open_clip tag for {arch} (tags: {', '.join(tags) or 'none'})"
         )
-    cached = _cached_copy(tag_cfg, cache_dir)
-    if cached:
-        return cached
+    return tag_cfg
+
+
+def find_weights(arch: str, weights: str, cache_dir: str | None = None) -> str | None:
+    """The local file behind `weights` for `arch` (see `resolve_weights`), or None when it is not on
+    this machine but its host answers (downloaded on first use); nothing is downloaded here.
+
+    A tag for a file of `hub.REGISTRY` (OpenAI's weights: the ``pretrained=True`` of every fgdi
+    variant but ``fgdi_tiny``) is read from the registry's path first, the one its offline error
+    names, then from open_clip's caches."""
+    if os.path.isfile(weights):
+        return weights
+    if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
+        raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
+    if weights in REGISTRY:
+        return check_weights(weights, cache_dir)
+    tag_cfg = _tag_cfg(arch, weights)
+    registered = registered_name(tag_cfg.get("url", ""))
+    found = (registered and local_weights(registered, cache_dir)) or _cached_copy(tag_cfg, cache_dir)
+    if found:
+        return found
     hf = _hf_location(tag_cfg)
     if hf:
         from huggingface_hub import constants
@@ -84,21 +95,30 @@ def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> st
         source, probe = f"{constants.ENDPOINT}/{hf[0]}", constants.ENDPOINT
     else:
         source = probe = tag_cfg["url"]
-    if not host_reachable(probe):
-        registered = registered_name(tag_cfg.get("url", ""))
-        if registered:  # the advice the registry name's own offline error gives, then how to name the file
-            entry = REGISTRY[registered]
-            fetch = f"{by_hand(entry.url, weights_path(registered, cache_dir), entry.sha256)} and name it "
-            fetch += f"`fgdi.clip_weights: {registered}` (pretrained='{registered}'), the same weights"
-        else:
-            fetch = f"download one where there is internet ({source})"
-        raise WeightsUnavailableError(
-            f"cannot fetch CLIP weights {weights!r} for {arch}: {probe} is unreachable (offline?) and they are "
-            f"not in the local cache: {fetch}. Pass a local file instead, e.g. build_model(..., pretrained="
-            f"'/path/to/{arch}.pt') or `fgdi.clip_weights: /path/to/{arch}.pt` in a config. Accepted files: "
-            "OpenAI's JIT archive, an open_clip checkpoint (.bin/.pt/.safetensors) or a CLIP state dict."
-        )
-    return open_clip.download_pretrained(tag_cfg, cache_dir=cache_dir)
+    if host_reachable(probe):
+        return None
+    if registered:  # the registry's advice: the file, and the path this lookup reads first
+        also = " (as pretrained=True and torchreid's model.pretrained True mean)" if weights == "openai" else ""
+        fetch = f"{fetch_by_hand(registered, cache_dir)}; the tag {weights!r}{also} reads it from there"
+    else:
+        fetch = f"download one where there is internet ({source})"
+    raise WeightsUnavailableError(
+        f"cannot fetch CLIP weights {weights!r} for {arch}: {probe} is unreachable (offline?) and they are "
+        f"not in the local cache: {fetch}. Pass a local file instead, e.g. build_model(..., pretrained="
+        f"'/path/to/{arch}.pt') or `fgdi.clip_weights: /path/to/{arch}.pt` in a config. Accepted files: "
+        "OpenAI's JIT archive, an open_clip checkpoint (.bin/.pt/.safetensors) or a CLIP state dict."
+    )
+
+
+def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
+    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.models.hub.REGISTRY`
+    (downloaded and checked once), or an open_clip tag for `arch`."""
+    found = find_weights(arch, weights, cache_dir)
+    if found:
+        return found
+    if weights in REGISTRY:
+        return get_weights(weights, cache_dir)
+    return open_clip.download_pretrained(_tag_cfg(arch, weights), cache_dir=cache_dir)
 
 
 def tag_uses_quick_gelu(arch: str | dict, weights: str | None) -> bool:

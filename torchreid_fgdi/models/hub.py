@@ -4,8 +4,10 @@ A leaf module, as timm's ``_hub`` and open_clip's ``pretrained`` are: everything
 (`models.clip_weights`, the ``torchreid-fgdi-weights`` command) imports it, and it imports none
 of them.
 
-`REGISTRY` names the files this package knows how to fetch (URL, size, sha256); `get_weights(name)`
-puts one into torch's cache (``$TORCH_HOME/hub/checkpoints``) and returns its path. A download is
+`REGISTRY` names the files this package knows how to fetch (URL, size, sha256). `weights_path(name)`
+is the one place a registered file lives (torch's cache, ``$TORCH_HOME/hub/checkpoints``, under
+the registry's file name): `get_weights(name)` reads it from there or downloads it there, and
+every offline message names that path, so a file put there by hand is the one that is read. A download is
 fetched with gdown (Google Drive links and plain URLs) into a temporary file beside its
 destination, and renamed into place only when its size and sha256 match; a wrong or truncated
 file is deleted and named in the error, and an existing file is never overwritten. Offline, the
@@ -64,17 +66,28 @@ def by_hand(url: str, path: str, sha256: str) -> str:
     return f"download {url} by hand and put it at {osp.abspath(path)} (sha256 {sha256})"
 
 
+def _existing(path: str, sha256: str, size: int | None) -> str | None:
+    """`path` if a file is there, checked against `sha256`; None if there is none."""
+    if not osp.isfile(path):
+        return None
+    try:
+        _verify(path, sha256, size, path)
+    except ChecksumError as err:
+        raise ChecksumError(f"{err}: a different or damaged file; move it away to download again") from err
+    return path
+
+
+def _check_reachable(url: str, path: str, sha256: str) -> None:
+    if not host_reachable(url):
+        raise WeightsUnavailableError(f"cannot reach {url} from here (offline?): {by_hand(url, path, sha256)}")
+
+
 def download(url: str, path: str, sha256: str, size: int | None = None, quiet: bool = False) -> str:
     """`path`, downloaded from `url` unless already there; both checked against `sha256`."""
-    if osp.isfile(path):
-        try:
-            _verify(path, sha256, size, path)
-        except ChecksumError as err:
-            raise ChecksumError(f"{err}: a different or damaged file; move it away to download again") from err
+    if _existing(path, sha256, size):
         return path
+    _check_reachable(url, path, sha256)
     manual = by_hand(url, path, sha256)
-    if not host_reachable(url):
-        raise WeightsUnavailableError(f"cannot reach {url} from here (offline?): {manual}")
 
     def fetch(tmp: str) -> None:
         import gdown  # slow to import; only a real download needs it
@@ -155,6 +168,30 @@ def weights_path(name: str, folder: str | None = None) -> str:
 def registered_name(url: str) -> str | None:
     """The registry's name for the file at `url`, if it holds that file."""
     return next((name for name, entry in REGISTRY.items() if entry.url == url), None)
+
+
+def local_weights(name: str, folder: str | None = None) -> str | None:
+    """The copy of registered weights `name` at `weights_path`, checked against its sha256; None if
+    there is none."""
+    path = weights_path(name, folder)
+    return _existing(path, REGISTRY[name].sha256, REGISTRY[name].size)
+
+
+def fetch_by_hand(name: str, folder: str | None = None) -> str:
+    """What to do when registered weights `name` cannot be downloaded from here: `by_hand`, naming
+    the path `local_weights` reads."""
+    entry = REGISTRY[name]
+    return by_hand(entry.url, weights_path(name, folder), entry.sha256)
+
+
+def check_weights(name: str, folder: str | None = None) -> str | None:
+    """Registered weights `name` are to be had without downloading anything yet: their checked local
+    copy, or None when it is missing but its host answers (downloaded on first use); refused with
+    `fetch_by_hand`'s advice when neither."""
+    local = local_weights(name, folder)
+    if local is None:
+        _check_reachable(REGISTRY[name].url, weights_path(name, folder), REGISTRY[name].sha256)
+    return local
 
 
 def get_weights(name: str, folder: str | None = None, quiet: bool = False) -> str:
