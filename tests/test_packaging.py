@@ -133,7 +133,7 @@ def test_the_top_level_configs_are_the_packaged_ones():
 def test_a_protocol_runs_from_any_folder_up_to_the_readiness_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no configs/ here: the installed ones are read
     with pytest.raises(DatasetsNotReadyError, match="market1501"):
-        benchmark.benchmark(["--protocol", "p1", "--root", str(tmp_path / "empty")])
+        benchmark.benchmark(["--protocol", "p1", "--root", str(tmp_path / "empty"), "model.pretrained", "False"])
 
 
 # (extra, a module it brings, the command that needs it and the words it refuses)

@@ -1,12 +1,16 @@
 """The dataset readiness check: what is found, what is missing, and a run that does not start."""
 
 import pytest
+import torch
 
+from tests.test_hub import accept_as_published, offline, stand_in_backbone
 from torchreid_fgdi.cli import refusals
+from torchreid_fgdi.cli.benchmark import benchmark
 from torchreid_fgdi.cli import train as train_command
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
+from torchreid_fgdi.models import create_clip, hub
 from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS
 
 
@@ -72,3 +76,25 @@ def test_a_data_root_or_dataset_folder_that_is_a_symlink_loop_is_named_in_one_li
     assert sorted(p.name for p in root.iterdir()) == ["market1501", "synth_a"]  # no temporary folder left
     with pytest.raises(DatasetsNotReadyError, match=f"dataset folder {root / 'market1501'} is a symlink loop"):
         ensure_datasets(str(root), ["market1501"])
+
+
+def test_a_protocols_readiness_report_checks_the_clip_weights_before_any_dataset(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.chdir(tmp_path)
+    offline(monkeypatch)
+    path = tmp_path / "torch" / "hub" / "checkpoints" / "openai-clip-ViT-B-16.pt"
+    run = ["--protocol", "p1", "--models", "fgdi", "osnet_x1_0", "--root", str(tmp_path / "data")]
+    with pytest.raises(hub.WeightsUnavailableError) as missing:
+        benchmark(run)
+    assert str(missing.value).startswith("CLIP weights of fgdi not ready, nothing was started: ")
+    assert f"by hand and put it at {path} (sha256 " in str(missing.value)
+    assert "=> Datasets" not in capsys.readouterr().out  # refused before the datasets are looked at
+
+    source, _ = create_clip(stand_in_backbone("ViT-B-16", monkeypatch))
+    path.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), path)
+    accept_as_published("clip-vit-b16-openai", path, monkeypatch)
+    with pytest.raises(DatasetsNotReadyError, match="market1501"):
+        benchmark(run)
+    out = capsys.readouterr().out
+    assert f"=> CLIP weights\n  fgdi  {path}\n=> Datasets under " in out

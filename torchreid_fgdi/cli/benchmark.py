@@ -30,10 +30,11 @@ from typing import NamedTuple
 
 from yacs.config import CfgNode as CN
 
-from ..config import load_config
+from ..config import RunSettings, load_config
 from ..data.readiness import ensure_datasets
-from ..errors import ConfigError
+from ..errors import ConfigError, WeightsUnavailableError
 from ..evaluation import compare_tables, results_from_json
+from ..models.variants import check_variant_weights
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
 from . import train as training
@@ -184,9 +185,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_backbones(runs: list[Run]) -> None:
+    """Prints where each CLIP-FGDI model reads its CLIP weights from; refuses, naming the file and
+    what to do, weights that are neither here nor downloadable from here (before any dataset is read:
+    the runs would stop only after loading them). The synthetic benchmark's CLIP is made, not fetched."""
+    checked: dict[tuple, str] = {}
+    for run in runs:
+        settings = RunSettings.from_config(run.cfg)
+        if not settings.fgdi_model or settings.model["pretrained"] == pretrain.TAG:
+            continue
+        key = (run.label, settings.model_name, settings.model["pretrained"], settings.model["cache_dir"])
+        if key not in checked:
+            try:
+                checked[key] = check_variant_weights(*key[1:])
+            except WeightsUnavailableError as err:
+                raise WeightsUnavailableError(
+                    f"CLIP weights of {run.label} not ready, nothing was started: {err}"
+                ) from err
+    if checked:
+        width = max(len(key[0]) for key in checked)
+        print("=> CLIP weights")
+        for (label, *_), where in checked.items():
+            print(f"  {label:<{width}}  {where}")
+
+
 def _check_runs(runs: list[Run], same_data: bool, collect: bool) -> None:
     """Each run writes its own folder (and, for `same_data`, all train and test on the same datasets);
-    unless `collect`, every dataset is there before anything trains."""
+    unless `collect`, every model's CLIP weights and every dataset are there before anything trains."""
     cfgs = [run.cfg for run in runs]
     shared = sorted({c.data.save_dir for c in cfgs if [d.data.save_dir for d in cfgs].count(c.data.save_dir) > 1})
     if shared:
@@ -197,6 +222,7 @@ def _check_runs(runs: list[Run], same_data: bool, collect: bool) -> None:
     if same_data and len({(tuple(c.data.sources), tuple(c.data.targets)) for c in cfgs}) > 1:
         raise ConfigError("the --configs must train and test on the same data (sources and targets)")
     if not collect:
+        check_backbones(runs)
         for root in {c.data.root for c in cfgs}:
             names = [n for c in cfgs if c.data.root == root for n in (*c.data.sources, *c.data.targets)]
             ensure_datasets(root, names, generated=SYNTHETIC_DATASETS)

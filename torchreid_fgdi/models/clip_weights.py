@@ -70,7 +70,7 @@ def _tag_cfg(arch: str, weights: str) -> dict:
     return tag_cfg
 
 
-def find_weights(arch: str, weights: str, cache_dir: str | None = None) -> str | None:
+def find_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -> str | None:
     """The local file behind `weights` for `arch` (see `resolve_weights`), or None when it is not on
     this machine but its host answers (downloaded on first use); nothing is downloaded here.
 
@@ -79,6 +79,8 @@ def find_weights(arch: str, weights: str, cache_dir: str | None = None) -> str |
     names, then from open_clip's caches."""
     if os.path.isfile(weights):
         return weights
+    if isinstance(arch, dict):
+        raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
     if weights in REGISTRY:
@@ -110,9 +112,9 @@ def find_weights(arch: str, weights: str, cache_dir: str | None = None) -> str |
     )
 
 
-def resolve_weights(arch: str, weights: str, cache_dir: str | None = None) -> str:
+def resolve_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -> str:
     """The local file behind `weights`: a file path, a name in `torchreid_fgdi.models.hub.REGISTRY`
-    (downloaded and checked once), or an open_clip tag for `arch`."""
+    (downloaded and checked once), or an open_clip tag for `arch` (a config-dict `arch` takes a file only)."""
     found = find_weights(arch, weights, cache_dir)
     if found:
         return found
@@ -182,14 +184,12 @@ def create_clip(
         cache_dir: where tags are downloaded (open_clip's default when ``None``).
     """
     if isinstance(arch, dict):
-        if weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
         name, model_cfg = "custom CLIP config", copy.deepcopy(arch)
     else:
         name, model_cfg = arch, open_clip.get_model_config(arch)
         if model_cfg is None:
             raise ValueError(f"unknown open_clip model {arch!r}; known: {', '.join(open_clip.list_models())}")
-    path = resolve_weights(arch, weights, cache_dir) if weights and isinstance(arch, str) else weights
+    path = resolve_weights(arch, weights, cache_dir) if weights else None
     if quick_gelu is None:
         quick_gelu = tag_uses_quick_gelu(arch, weights)
     model_cfg.pop("custom_text", None)

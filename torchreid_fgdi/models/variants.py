@@ -10,7 +10,7 @@ import functools
 
 from torch import nn
 
-from .clip_weights import create_clip, tag_uses_quick_gelu
+from .clip_weights import create_clip, find_weights, tag_uses_quick_gelu
 from .fgdi import FGDI
 
 # A random CLIP small enough to train on a CPU: for tests and the synthetic demo.
@@ -34,6 +34,17 @@ VARIANTS: dict[str, dict] = {
 def variant_weights(variant: str, pretrained: bool | str | None) -> str | None:
     """The CLIP weights `pretrained` means for `variant` (``True``: its default; falsy: none)."""
     return VARIANTS[variant]["weights"] if pretrained is True else (pretrained or None)
+
+
+def check_variant_weights(variant: str, pretrained: bool | str | None, cache_dir: str | None = None) -> str:
+    """Where `variant` built from `pretrained` (as `build_fgdi` takes them) reads its CLIP weights,
+    checked before any work and without downloading: a local file, the weights' name and
+    "downloaded on first use", or "none (random init)"; refused, with what to do, when they cannot
+    be had from here."""
+    weights = variant_weights(variant, pretrained)
+    if not weights:
+        return "none (random init)"
+    return find_weights(VARIANTS[variant]["clip"], weights, cache_dir) or f"{weights!r}, downloaded on first use"
 
 
 def variant_quick_gelu(variant: str, pretrained: bool | str | None, quick_gelu: bool | None = None) -> bool:
