@@ -40,14 +40,15 @@ LAUNCHER = (
 )
 
 
-def _upstream(root, save_dir, *opts):
-    """torchreid's unchanged scripts/main.py, in a process of its own (its Logger takes over stdout)."""
+def _upstream(root, save_dir, *opts, preamble=""):
+    """torchreid's unchanged scripts/main.py, in a process of its own (its Logger takes over stdout),
+    after the Python lines `preamble`."""
     args = ["--root", root, "data.sources", "['synth_a', 'synth_b']", "data.targets", "['synth_d']"]
     args += ["model.name", "fgdi_tiny", *SIZE, "data.transforms", "['clip_fgdi']"]  # as configs/models/fgdi.yaml
     args += ["data.save_dir", str(save_dir), "data.workers", "0", "train.max_epoch", "1", "train.print_freq", "1000"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(UPSTREAM), str(Path(__file__).parents[1])])}
     done = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, *args, *opts], capture_output=True, text=True, env=env, timeout=1500
+        [sys.executable, "-c", preamble + LAUNCHER, *args, *opts], capture_output=True, text=True, env=env, timeout=1500
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
