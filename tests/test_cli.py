@@ -285,9 +285,8 @@ def test_offline_tag_and_registry_name_of_one_backbone_give_the_same_advice(tmp_
     with pytest.raises(hub.WeightsUnavailableError) as by_tag:
         clip_weights.resolve_weights("RN50", "openai", cache_dir=str(tmp_path))
     assert advice in str(by_name.value) and advice in str(by_tag.value)
-    assert "the tag 'openai' (as pretrained=True and torchreid's model.pretrained True mean) reads it from there" in str(
-        by_tag.value
-    )  # no other name needed: the default reads the file from there
+    reads = "the tag 'openai' (as pretrained=True and torchreid's model.pretrained True mean) reads it from there"
+    assert reads in str(by_tag.value)  # no other name needed: the default reads the file from there
 
 
 def _images(domain: Path) -> list[str]:

@@ -5,8 +5,8 @@ import torch
 
 from tests.test_hub import accept_as_published, offline, stand_in_backbone
 from torchreid_fgdi.cli import refusals
-from torchreid_fgdi.cli.benchmark import benchmark
 from torchreid_fgdi.cli import train as train_command
+from torchreid_fgdi.cli.benchmark import benchmark
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets

@@ -8,8 +8,9 @@
   average over the unseen targets, and the paper's reported numbers for fgdi beside them.
   ``configs/`` is the copy installed with the package unless ``--configs-dir`` names another.
 
-Every fgdi model's CLIP weights, then every dataset, are checked before anything trains. ``--collect`` reads the ``results.json`` that
-finished runs left in their ``data.save_dir`` instead of training. ``benchmark.md`` and
+Every fgdi model's CLIP weights, then every dataset, are checked before anything trains.
+``--collect`` reads the ``results.json`` that finished runs left in their ``data.save_dir``
+instead of training. ``benchmark.md`` and
 ``benchmark.csv`` go to ``--out``. KEY VALUE pairs and ``--root`` apply to every run.
 
 ``--seeds 1 2 3`` runs every job once per seed (``train.seed S``, ``data.save_dir <save_dir>/seed<S>``)
@@ -137,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = command_parser(
         "torchreid-fgdi-benchmark",
         "Trains (or collects) several models on the same data and writes their results side by side to\n"
-        "benchmark.md and benchmark.csv; the CLIP weights and every dataset are checked before anything trains.",
+        "benchmark.md and benchmark.csv; the CLIP weights and every dataset are checked before anything\n"
+        "trains.",
         [
             "torchreid-fgdi-benchmark --configs configs/synthetic/fgdi_tiny.yaml "
             "configs/synthetic/osnet_ain_x0_25.yaml --seeds 1 2 3 --jobs 2",
