@@ -78,6 +78,7 @@ def test_weights_command_lists_the_registry_with_cache_state_and_downloads_by_na
     for registered in hub.REGISTRY:
         assert registered in listing
     assert f"{name:<22} not cached" in listing
+    assert f"-> {torch_cache / 'w.pth'}\n" in listing  # where to put it by hand: the path it is read from
     weights.weights(["--download", name])
     assert capsys.readouterr().out.strip() == str(torch_cache / "w.pth")
     assert (torch_cache / "w.pth").read_bytes() == payload

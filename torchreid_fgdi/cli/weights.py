@@ -26,8 +26,13 @@ def listing() -> str:
     rows = []
     for name, entry in hub.REGISTRY.items():
         cached = "cached" if osp.isfile(hub.weights_path(name)) else "not cached"
-        rows.append(f"{name:<22} {cached:<11} {entry.description}\n{'':<34} {entry.url}")
-    tail = f"cache: {hub.cache_dir()}; --download NAME fetches one, fgdi.clip_weights NAME in a config uses one"
+        rows.append(
+            f"{name:<22} {cached:<11} {entry.description}\n{'':<34} {entry.url}\n{'':<31} -> {hub.weights_path(name)}"
+        )
+    tail = (
+        "--download NAME fetches one from its URL to its path (->), or put the file there by hand; "
+        "model.pretrained True of the fgdi variants reads it from there"
+    )
     return "\n".join([head, *rows, tail])
 
 
