@@ -11,7 +11,7 @@ from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import TORCHREID_KEYS, ConfigError, RunSettings, load_config, unread_keys, unread_warnings
-from torchreid_fgdi.config.checks import ALIASES, READ, REFUSE, WARN, flat_items
+from torchreid_fgdi.config.checks import ALIASES, READ, READ_WITH, REFUSE, WARN, flat_items
 from torchreid_fgdi.config.defaults import get_default_config
 
 OSNET = str(Path(CONFIG).with_name("osnet_ain_x0_25.yaml"))
@@ -42,7 +42,8 @@ def test_every_torchreid_key_is_classified_for_both_engines():
     for key, uses in TORCHREID_KEYS.items():
         assert key in ours
         for use in uses:
-            assert use.action in (READ, WARN, REFUSE) and bool(use.says) == (use.action != READ), key
+            assert use.action in (READ, READ_WITH, WARN, REFUSE) and bool(use.says) == (use.action != READ), key
+            assert (use.when is not None) == (use.action == READ_WITH), key
 
 
 def test_the_issues_three_keys_are_refused_or_warned_about():
@@ -76,6 +77,19 @@ def test_warnings_name_only_changed_keys_and_differ_by_engine():
     assert list(unread_keys(load_config(OSNET, opts))) == ["video.seq_len"]
 
 
+def test_a_key_read_only_with_another_is_warned_about_without_it():
+    norm = ["data.norm_mean", "[0.5, 0.5, 0.5]"]
+    assert unread_keys(load_config(CONFIG, norm)) == {}
+    (said,) = unread_keys(load_config(CONFIG, [*norm, "data.transforms", "['clip_fgdi']"])).values()
+    assert said.startswith("it is read only with data.transforms without clip_fgdi")
+    momentum = ["sgd.momentum", "0.5"]  # the osnet config trains with adam
+    assert unread_keys(load_config(OSNET, momentum)) == {
+        "sgd.momentum": "it is read only with train.optim sgd or rmsprop"
+    }
+    assert unread_keys(load_config(OSNET, [*momentum, "train.optim", "sgd"])) == {}
+    assert list(unread_keys(load_config(CONFIG, momentum))) == ["sgd.momentum"]  # fgdi: Adam whatever train.optim
+
+
 def test_the_warnings_follow_the_config_dump_in_the_runs_log_once(tiny_root, tmp_path):
     opts = ["data.save_dir", str(tmp_path), "data.targets", "['synth_d']", "train.staged_lr", "True"]
     opts += ["train.max_epoch", "3", "test.evaluate", "True", "test.allow_untrained", "True"]  # untrained: a quick run
@@ -89,7 +103,12 @@ def test_the_warnings_follow_the_config_dump_in_the_runs_log_once(tiny_root, tmp
 
 
 def _cell(use) -> str:
-    return {READ: "read", WARN: f"warned: {use.says}", REFUSE: f"refused: {use.says}"}[use.action]
+    return {
+        READ: "read",
+        READ_WITH: f"read with {use.says}, else warned",
+        WARN: f"warned: {use.says}",
+        REFUSE: f"refused: {use.says}",
+    }[use.action]
 
 
 def key_table() -> str:
@@ -110,6 +129,11 @@ def test_the_docs_table_of_torchreids_keys_is_the_codes():
     assert text[start:end] == key_table(), f"docs/training.md's table is stale; replace it with:\n{key_table()}"
 
 
-def test_no_shipped_config_sets_a_refused_key():
-    for config in sorted(Path(CONFIG).parents[1].rglob("*.yaml")):
-        load_config(str(config))
+def test_no_shipped_config_or_model_and_protocol_pair_sets_a_key_its_run_warns_about_or_refuses():
+    configs = Path(CONFIG).parents[1]
+    protocols = sorted((configs / "protocols").rglob("*.yaml"))
+    for model in sorted((configs / "models").glob("*.yaml")):
+        for protocol in protocols:
+            assert unread_keys(load_config([str(model), str(protocol)])) == {}, (model, protocol)
+    for config in sorted((configs / "synthetic").glob("*.yaml")):
+        assert unread_keys(load_config(str(config))) == {}, config

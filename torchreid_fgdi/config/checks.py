@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -21,7 +21,7 @@ from yacs.config import CfgNode as CN
 
 from ..data.random_splits import MIN_TEST_SPLITS
 from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
-from ..data.transforms import TRANSFORMS
+from ..data.transforms import CLIP_FGDI, TRANSFORMS
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
 from ..engine.stages import EPOCH_KEYS
@@ -334,14 +334,19 @@ def check_config(cfg: CN) -> None:
 
 
 class Use(NamedTuple):
-    """What a run does with a key: reads it; or, once a config sets it away from its default, warns
-    (`says`: what governs the same thing in that run) or refuses (`says`: why, and what to do)."""
+    """What a run does with a key: reads it (READ_WITH: only where `when` holds, `says` in words);
+    or, once a config sets it away from its default, warns (`says`: what governs the same thing in
+    that run; READ_WITH elsewhere: when it is read) or refuses (`says`: why, and what to do)."""
 
-    action: str  # READ, WARN or REFUSE
+    action: str  # READ, READ_WITH, WARN or REFUSE
     says: str = ""
+    when: Callable[[CN], bool] | None = None
 
 
-READ, WARN, REFUSE = "read", "warn", "refuse"
+READ, READ_WITH, WARN, REFUSE = "read", "read with", "warn", "refuse"
+
+
+_READ_USE = Use(READ)
 
 
 class KeyUse(NamedTuple):
@@ -352,18 +357,47 @@ class KeyUse(NamedTuple):
     baseline: Use
 
 
-def _both(action: str, says: str = "") -> KeyUse:
-    return KeyUse(Use(action, says), Use(action, says))
+def _both(action: str, says: str = "", when: Callable[[CN], bool] | None = None) -> KeyUse:
+    return KeyUse(Use(action, says, when), Use(action, says, when))
 
 
-def _baselines_only(governs: str) -> KeyUse:
+def _baselines_only(governs: str, baseline: Use = _READ_USE) -> KeyUse:
     """A key torchreid's engines read and the three-stage engine does not: `governs` says what does there."""
-    return KeyUse(Use(WARN, governs), Use(READ))
+    return KeyUse(Use(WARN, governs), baseline)
+
+
+def normalised_by_mean_std(cfg: CN) -> bool:
+    """torchreid's transforms normalise by ``data.norm_mean`` / ``norm_std``; the authors' (clip_fgdi)
+    normalise each image by its own mean and std."""
+    return CLIP_FGDI not in cfg.data.transforms
+
+
+def _optim(*names: str) -> Use:
+    return Use(READ_WITH, f"train.optim {' or '.join(names)}", lambda cfg: cfg.train.optim in names)
+
+
+def _both_with_sampler(name: str) -> KeyUse:
+    return _both(READ_WITH, f"sampler.train_sampler {name}", lambda cfg: cfg.sampler.train_sampler == name)
+
+
+def _both_with_dataset(name: str, lists: tuple[str, ...] = ("sources", "targets")) -> KeyUse:
+    return _both(
+        READ_WITH,
+        f"{name} in {' or '.join(f'data.{part}' for part in lists)}",
+        lambda cfg: any(name in cfg.data[part] for part in lists),
+    )
 
 
 _READ = _both(READ)
 _ADAM = "Adam with torch's betas (0.9, 0.999), as the authors; fgdi.image.* and fgdi.prompt.* set its rates and decay"
 _IMAGES_ONLY = "video re-ID is not supported here (data.type image only)"
+_STAGED = Use(READ_WITH, "train.staged_lr True", lambda cfg: cfg.train.staged_lr)
+_STEPS = Use(
+    READ_WITH,
+    "train.lr_scheduler single_step or multi_step",
+    lambda cfg: cfg.train.lr_scheduler in ("single_step", "multi_step"),
+)
+_TRIPLET = Use(READ_WITH, "loss.name triplet", lambda cfg: cfg.loss.name == "triplet")
 _NO_TARGET_TRAINING = (
     "loads the targets' training images for domain adaptation, and no engine here trains on them (domain "
     "generalisation: the targets stay unseen until the test); set data.load_train_targets False"
@@ -393,21 +427,25 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
         "torchreid's softmax and triplet engines; with several sources torchreid drops it unsaid); set "
         "data.k_tfm 1, and data.transforms for the augmentation",
     ),
-    "data.norm_mean": _READ,
-    "data.norm_std": _READ,
+    "data.norm_mean": _both(
+        READ_WITH, "data.transforms without clip_fgdi (it normalises each image by its own)", normalised_by_mean_std
+    ),
+    "data.norm_std": _both(
+        READ_WITH, "data.transforms without clip_fgdi (it normalises each image by its own)", normalised_by_mean_std
+    ),
     "data.save_dir": _READ,
     "data.load_train_targets": _both(REFUSE, _NO_TARGET_TRAINING),
-    "market1501.use_500k_distractors": _READ,
-    "cuhk03.labeled": _READ,
-    "cuhk03.classic_split": _READ,
-    "cuhk03.use_metric_cuhk03": _READ,
+    "market1501.use_500k_distractors": _both_with_dataset("market1501", ("targets",)),  # gallery distractors
+    "cuhk03.labeled": _both_with_dataset("cuhk03"),
+    "cuhk03.classic_split": _both_with_dataset("cuhk03"),
+    "cuhk03.use_metric_cuhk03": _both_with_dataset("cuhk03", ("targets",)),
     "sampler.train_sampler": _READ,
     "sampler.train_sampler_t": _both(
         WARN, "it samples the targets' training images (data.load_train_targets), which no engine here trains on"
     ),
     "sampler.num_instances": _READ,
-    "sampler.num_cams": _READ,
-    "sampler.num_datasets": _READ,
+    "sampler.num_cams": _both_with_sampler("RandomDomainSampler"),
+    "sampler.num_datasets": _both_with_sampler("RandomDatasetSampler"),
     "video.seq_len": _both(WARN, _IMAGES_ONLY),
     "video.sample_method": _both(WARN, _IMAGES_ONLY),
     "video.pooling_method": _both(WARN, _IMAGES_ONLY),
@@ -418,43 +456,46 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
     "train.start_epoch": _baselines_only("model.resume continues a run where it stopped"),
     "train.batch_size": _READ,  # fgdi: stages 1 and 3 (stage 2: fgdi.prompt.batch_size)
     "train.fixbase_epoch": _baselines_only("the stage table decides what each stage trains"),
-    "train.open_layers": _baselines_only("the stage table decides what each stage trains"),
+    "train.open_layers": _baselines_only(
+        "the stage table decides what each stage trains",
+        Use(READ_WITH, "train.fixbase_epoch > 0", lambda cfg: cfg.train.fixbase_epoch > 0),
+    ),
     "train.staged_lr": _baselines_only(
         "fgdi.image.lr (biases: x fgdi.image.bias_lr_factor) and fgdi.prompt.lr / classifier_lr set each stage's rates"
     ),
-    "train.new_layers": _baselines_only("the stage table decides what each stage trains, at fgdi.image.lr"),
-    "train.base_lr_mult": _baselines_only("fgdi.image.lr and fgdi.image.bias_lr_factor set the rates"),
+    "train.new_layers": _baselines_only("the stage table decides what each stage trains, at fgdi.image.lr", _STAGED),
+    "train.base_lr_mult": _baselines_only("fgdi.image.lr and fgdi.image.bias_lr_factor set the rates", _STAGED),
     "train.lr_scheduler": _baselines_only(
         "fgdi.image.milestones / gamma / warmup_* and stage 2's cosine (fgdi.prompt.*) set the schedules"
     ),
-    "train.stepsize": _baselines_only("fgdi.image.milestones sets the steps"),
-    "train.gamma": _baselines_only("fgdi.image.gamma sets the decay"),
+    "train.stepsize": _baselines_only("fgdi.image.milestones sets the steps", _STEPS),
+    "train.gamma": _baselines_only("fgdi.image.gamma sets the decay", _STEPS),
     "train.print_freq": _READ,
     "train.seed": _READ,
-    "sgd.momentum": _baselines_only(_ADAM),
-    "sgd.dampening": _baselines_only(_ADAM),
-    "sgd.nesterov": _baselines_only(_ADAM),
-    "rmsprop.alpha": _baselines_only(_ADAM),
-    "adam.beta1": _baselines_only(_ADAM),
-    "adam.beta2": _baselines_only(_ADAM),
+    "sgd.momentum": _baselines_only(_ADAM, _optim("sgd", "rmsprop")),
+    "sgd.dampening": _baselines_only(_ADAM, _optim("sgd")),
+    "sgd.nesterov": _baselines_only(_ADAM, _optim("sgd")),
+    "rmsprop.alpha": _baselines_only(_ADAM, _optim("rmsprop")),
+    "adam.beta1": _baselines_only(_ADAM, _optim("adam", "amsgrad", "radam")),
+    "adam.beta2": _baselines_only(_ADAM, _optim("adam", "amsgrad", "radam")),
     "loss.name": _baselines_only(
         "the engine's losses (ID + triplet, then the text terms) are weighed by fgdi.id_weight, "
         "fgdi.triplet_weight, fgdi.beta"
     ),
     "loss.softmax.label_smooth": _baselines_only("fgdi.label_smooth sets the smoothing"),
-    "loss.triplet.margin": _baselines_only("the triplet is soft-margin (no margin)"),
-    "loss.triplet.weight_t": _baselines_only("fgdi.triplet_weight weighs the triplet"),
-    "loss.triplet.weight_x": _baselines_only("fgdi.id_weight weighs the ID loss"),
+    "loss.triplet.margin": _baselines_only("the triplet is soft-margin (no margin)", _TRIPLET),
+    "loss.triplet.weight_t": _baselines_only("fgdi.triplet_weight weighs the triplet", _TRIPLET),
+    "loss.triplet.weight_x": _baselines_only("fgdi.id_weight weighs the ID loss", _TRIPLET),
     "test.batch_size": _READ,
     "test.dist_metric": _READ,
     "test.normalize_feature": _READ,
     "test.ranks": _READ,
     "test.evaluate": _READ,
     "test.eval_freq": _READ,  # fgdi: every that many epochs of the last stage
-    "test.start_eval": _READ,
+    "test.start_eval": _both(READ_WITH, "test.eval_freq > 0", lambda cfg: cfg.test.eval_freq > 0),
     "test.rerank": _READ,
     "test.visrank": _READ,
-    "test.visrank_topk": _READ,
+    "test.visrank_topk": _both(READ_WITH, "test.visrank True", lambda cfg: cfg.test.visrank),
     "use_gpu": _READ,
 }
 
@@ -465,26 +506,30 @@ def _engine(cfg: CN) -> str:
     return f"torchreid's {cfg.loss.name} engine of {cfg.model.name}"
 
 
-def _engine_uses(cfg: CN, action: str) -> dict[str, str]:
-    """{key: what the table says} for the torchreid keys `cfg` changes that its engine meets with `action`."""
+def _changed_uses(cfg: CN) -> dict[str, Use]:
+    """{key: its `Use` by the engine of `cfg`} for the torchreid keys `cfg` sets away from their defaults."""
     fgdi = cfg.model.name in VARIANTS
     defaults = get_default_config()
     return {
-        key: use.says
+        key: uses.fgdi if fgdi else uses.baseline
         for key, uses in TORCHREID_KEYS.items()
-        for use in [uses.fgdi if fgdi else uses.baseline]
-        if use.action == action and get(cfg, key) != get(defaults, key)
+        if get(cfg, key) != get(defaults, key)
     }
 
 
 def unread_keys(cfg: CN) -> dict[str, str]:
-    """{key: what governs it instead} for the torchreid keys `cfg` changes that its run does not read."""
-    return _engine_uses(cfg, WARN)
+    """{key: what governs it instead, or when it is read} for the torchreid keys `cfg` changes that its run
+    does not read."""
+    return {
+        key: use.says if use.action == WARN else f"it is read only with {use.says}"
+        for key, use in _changed_uses(cfg).items()
+        if use.action == WARN or (use.action == READ_WITH and not use.when(cfg))
+    }
 
 
 def refused_keys(cfg: CN) -> dict[str, str]:
     """{key: why, and what to do} for the torchreid keys `cfg` changes that its run refuses."""
-    return _engine_uses(cfg, REFUSE)
+    return {key: use.says for key, use in _changed_uses(cfg).items() if use.action == REFUSE}
 
 
 def unread_warnings(cfg: CN) -> list[str]:
