@@ -344,8 +344,6 @@ class Use(NamedTuple):
 
 
 READ, READ_WITH, WARN, REFUSE = "read", "read with", "warn", "refuse"
-
-
 _READ_USE = Use(READ)
 
 
@@ -495,7 +493,9 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
     "test.start_eval": _both(READ_WITH, "test.eval_freq > 0", lambda cfg: cfg.test.eval_freq > 0),
     "test.rerank": _READ,
     "test.visrank": _READ,
-    "test.visrank_topk": _both(READ_WITH, "test.visrank True", lambda cfg: cfg.test.visrank),
+    "test.visrank_topk": _both(  # the ranked-results pictures of test.visrank, and of test.plots
+        READ_WITH, "test.visrank True or test.plots True", lambda cfg: cfg.test.visrank or cfg.test.plots
+    ),
     "use_gpu": _READ,
 }
 
