@@ -441,7 +441,11 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
     "sampler.train_sampler_t": _both(
         WARN, "it samples the targets' training images (data.load_train_targets), which no engine here trains on"
     ),
-    "sampler.num_instances": _READ,
+    "sampler.num_instances": _both(
+        READ_WITH,
+        f"sampler.train_sampler {' or '.join(IDENTITY_SAMPLERS)}",
+        lambda cfg: cfg.sampler.train_sampler in IDENTITY_SAMPLERS,
+    ),
     "sampler.num_cams": _both_with_sampler("RandomDomainSampler"),
     "sampler.num_datasets": _both_with_sampler("RandomDatasetSampler"),
     "video.seq_len": _both(WARN, _IMAGES_ONLY),
