@@ -14,7 +14,7 @@ from torchvision.transforms import InterpolationMode
 from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
-from torchreid_fgdi.config import RunSettings, ignored_by_fgdi, load_config
+from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.tools.export import export
@@ -202,14 +202,6 @@ def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):
         with pytest.raises(SystemExit):
             build_config(["--config-file", CONFIG, flag])
         assert f"{flag} is fast-reid's flag; here: {equivalent}" in capsys.readouterr().err
-
-
-def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
-    cfg = load_config(CONFIG, ["train.max_epoch", "1", "train.lr", "0.1", "loss.name", "triplet"])
-    ignored = ignored_by_fgdi(cfg)
-    assert set(ignored) == {"train.max_epoch", "train.lr", "loss.name"}
-    assert "fgdi.stage1_epochs" in ignored["train.max_epoch"] and "fgdi.image.lr" in ignored["train.lr"]
-    assert ignored_by_fgdi(load_config(CONFIG)) == {}
 
 
 def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):

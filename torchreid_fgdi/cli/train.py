@@ -20,8 +20,7 @@ import torch
 import torchreid
 from yacs.config import CfgNode as CN
 
-from ..config import RunSettings, ignored_by_fgdi, load_config
-from ..config.checks import get
+from ..config import RunSettings, load_config, unread_warnings
 from ..config.recipe import check_recipe
 from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
@@ -186,6 +185,8 @@ def run(cfg: CN) -> dict:
 def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     torchreid.utils.set_random_seed(settings.seed)
     print(f"Show configuration\n{cfg}\n")
+    for line in unread_warnings(cfg):
+        print(line)
 
     data = settings.data
     ensure_datasets(data["root"], [*data["sources"], *data["targets"]], generated=SYNTHETIC_DATASETS)
@@ -193,8 +194,6 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     datamanager = DomainImageDataManager(**data, rank=rank, world_size=world, seed=settings.seed)
     model = build_model(settings, datamanager)
     if isinstance(model, FGDI):
-        for key, governed_by in ignored_by_fgdi(cfg).items():
-            print(f"=> Warning: {key} {get(cfg, key)!r} does not apply to {settings.model_name}: {governed_by}")
         return run_fgdi(cfg, settings, datamanager, model, folder)
     return run_torchreid(cfg, settings, datamanager, model, folder)
 

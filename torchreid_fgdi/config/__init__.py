@@ -8,20 +8,21 @@ engine never reads a config.
 """
 
 from ..errors import ConfigError
-from .checks import FGDI_GOVERNS, ignored_by_fgdi
+from .checks import TORCHREID_KEYS, unread_keys, unread_warnings
 from .defaults import get_default_config
 from .loading import load_config, load_config_text, read_config_file
 from .settings import EVALUATION_DIR, RunSettings, output_dir
 
 __all__ = [
     "EVALUATION_DIR",
-    "FGDI_GOVERNS",
     "ConfigError",
     "RunSettings",
+    "TORCHREID_KEYS",
     "get_default_config",
-    "ignored_by_fgdi",
     "load_config",
     "load_config_text",
     "output_dir",
     "read_config_file",
+    "unread_keys",
+    "unread_warnings",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -21,13 +21,14 @@ from yacs.config import CfgNode as CN
 
 from ..data.random_splits import MIN_TEST_SPLITS
 from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
-from ..data.transforms import TRANSFORMS
+from ..data.transforms import CLIP_FGDI, TRANSFORMS
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
 from ..engine.stages import EPOCH_KEYS
 from ..errors import ConfigError
 from ..evaluation.ranking import EVALUATORS
 from ..integration import registry
+from ..models import VARIANTS
 from ..models.fgdi import LOSSES, NECK_FEATS
 from .defaults import get_default_config
 
@@ -313,13 +314,9 @@ def check_config(cfg: CN) -> None:
                 f"{key} names {', '.join(repeated)} more than once: each source is one domain, so a repeated "
                 "source would train every person in it as two identities of two domains; list each dataset once"
             )
-    overlap = [name for name in cfg.data.targets if name in cfg.data.sources]
-    if cfg.data.load_train_targets and overlap:
-        raise ConfigError(
-            f"data.load_train_targets True with {', '.join(overlap)} in both data.sources and data.targets: "
-            "their images would be both training and test data; remove them from data.targets (or from "
-            "data.sources), or set data.load_train_targets False"
-        )
+    refused = refused_keys(cfg)
+    if refused:
+        raise ConfigError("; ".join(f"{key} {get(cfg, key)!r} {fix}" for key, fix in refused.items()))
     unknown = [t for t in cfg.data.transforms if t not in TRANSFORMS]
     if unknown:
         raise ConfigError(_name_error("transform", unknown[0], TRANSFORMS, "data.transforms").args[0])
@@ -336,27 +333,212 @@ def check_config(cfg: CN) -> None:
         check_pk_batch(cfg.train.batch_size, cfg.sampler.num_instances)
 
 
-# torchreid settings the three-stage engine does not read, and what governs the same thing there.
-FGDI_GOVERNS = {
-    "train.max_epoch": ", ".join(EPOCH_KEYS),
-    "train.open_layers": "the stage table: each stage trains its own parameters",
-    "train.lr": "fgdi.image.lr (stages 1 and 3), fgdi.prompt.lr (stage 2)",
-    "train.optim": "Adam, as the authors (fgdi.image.*, fgdi.prompt.*)",
-    "train.weight_decay": "fgdi.image.weight_decay, fgdi.prompt.weight_decay",
-    "train.lr_scheduler": "fgdi.image.milestones / gamma / warmup_* and the stage-2 cosine (fgdi.prompt.*)",
-    "train.stepsize": "fgdi.image.milestones",
-    "train.gamma": "fgdi.image.gamma",
-    "train.fixbase_epoch": "the stages decide what trains",
-    "train.start_epoch": "model.resume",
-    "loss.name": "the engine's losses (ID + triplet, then the text terms): fgdi.id_weight, triplet_weight, beta",
-    "loss.softmax.label_smooth": "fgdi.label_smooth",
-    "loss.triplet.margin": "the soft-margin triplet (no margin)",
-    "loss.triplet.weight_t": "fgdi.triplet_weight",
-    "loss.triplet.weight_x": "fgdi.id_weight",
+class Use(NamedTuple):
+    """What a run does with a key: reads it (READ_WITH: only where `when` holds, `says` in words);
+    or, once a config sets it away from its default, warns (`says`: what governs the same thing in
+    that run; READ_WITH elsewhere: when it is read) or refuses (`says`: why, and what to do)."""
+
+    action: str  # READ, READ_WITH, WARN or REFUSE
+    says: str = ""
+    when: Callable[[CN], bool] | None = None
+
+
+READ, READ_WITH, WARN, REFUSE = "read", "read with", "warn", "refuse"
+_READ_USE = Use(READ)
+
+
+class KeyUse(NamedTuple):
+    """A key's `Use` by each engine: the three-stage engine of an FGDI model, and torchreid's
+    softmax / triplet engine of any other model (a baseline)."""
+
+    fgdi: Use
+    baseline: Use
+
+
+def _both(action: str, says: str = "", when: Callable[[CN], bool] | None = None) -> KeyUse:
+    return KeyUse(Use(action, says, when), Use(action, says, when))
+
+
+def _baselines_only(governs: str, baseline: Use = _READ_USE) -> KeyUse:
+    """A key torchreid's engines read and the three-stage engine does not: `governs` says what does there."""
+    return KeyUse(Use(WARN, governs), baseline)
+
+
+def normalised_by_mean_std(cfg: CN) -> bool:
+    """torchreid's transforms normalise by ``data.norm_mean`` / ``norm_std``; the authors' (clip_fgdi)
+    normalise each image by its own mean and std."""
+    return CLIP_FGDI not in cfg.data.transforms
+
+
+def _optim(*names: str) -> Use:
+    return Use(READ_WITH, f"train.optim {' or '.join(names)}", lambda cfg: cfg.train.optim in names)
+
+
+def _both_with_sampler(name: str) -> KeyUse:
+    return _both(READ_WITH, f"sampler.train_sampler {name}", lambda cfg: cfg.sampler.train_sampler == name)
+
+
+def _both_with_dataset(name: str, lists: tuple[str, ...] = ("sources", "targets")) -> KeyUse:
+    return _both(
+        READ_WITH,
+        f"{name} in {' or '.join(f'data.{part}' for part in lists)}",
+        lambda cfg: any(name in cfg.data[part] for part in lists),
+    )
+
+
+_READ = _both(READ)
+_ADAM = "Adam with torch's betas (0.9, 0.999), as the authors; fgdi.image.* and fgdi.prompt.* set its rates and decay"
+_IMAGES_ONLY = "video re-ID is not supported here (data.type image only)"
+_STAGED = Use(READ_WITH, "train.staged_lr True", lambda cfg: cfg.train.staged_lr)
+_STEPS = Use(
+    READ_WITH,
+    "train.lr_scheduler single_step or multi_step",
+    lambda cfg: cfg.train.lr_scheduler in ("single_step", "multi_step"),
+)
+_TRIPLET = Use(READ_WITH, "loss.name triplet", lambda cfg: cfg.loss.name == "triplet")
+_NO_TARGET_TRAINING = (
+    "loads the targets' training images for domain adaptation, and no engine here trains on them (domain "
+    "generalisation: the targets stay unseen until the test); set data.load_train_targets False"
+)
+# Every key of torchreid's default_config (scripts/default_config.py, and use_gpu, which its main.py sets),
+# under this config's name for it (ALIASES), and what each engine does with it. A warning or refusal comes
+# only when a config changes the key's default; tests fail on a torchreid key missing here, and
+# docs/training.md shows this table.
+TORCHREID_KEYS: dict[str, KeyUse] = {
+    "model.name": _READ,
+    "model.pretrained": _READ,  # fgdi: the CLIP weights, unless fgdi.clip_weights names them
+    "model.load_weights": _READ,
+    "model.resume": _READ,
+    "data.type": _READ,  # image only (CHOICES)
+    "data.root": _READ,
+    "data.sources": _READ,
+    "data.targets": _READ,
+    "data.workers": _READ,
+    "data.split_id": _READ,
+    "data.height": _READ,
+    "data.width": _READ,
+    "data.combineall": _READ,
+    "data.transforms": _READ,
+    "data.k_tfm": _both(
+        REFUSE,
+        "asks for several augmented views of each training image, which no engine here trains on (nor do "
+        "torchreid's softmax and triplet engines; with several sources torchreid drops it unsaid); set "
+        "data.k_tfm 1, and data.transforms for the augmentation",
+    ),
+    "data.norm_mean": _both(
+        READ_WITH, "data.transforms without clip_fgdi (it normalises each image by its own)", normalised_by_mean_std
+    ),
+    "data.norm_std": _both(
+        READ_WITH, "data.transforms without clip_fgdi (it normalises each image by its own)", normalised_by_mean_std
+    ),
+    "data.save_dir": _READ,
+    "data.load_train_targets": _both(REFUSE, _NO_TARGET_TRAINING),
+    "market1501.use_500k_distractors": _both_with_dataset("market1501", ("targets",)),  # gallery distractors
+    "cuhk03.labeled": _both_with_dataset("cuhk03"),
+    "cuhk03.classic_split": _both_with_dataset("cuhk03"),
+    "cuhk03.use_metric_cuhk03": _both_with_dataset("cuhk03", ("targets",)),
+    "sampler.train_sampler": _READ,
+    "sampler.train_sampler_t": _both(
+        WARN, "it samples the targets' training images (data.load_train_targets), which no engine here trains on"
+    ),
+    "sampler.num_instances": _both(
+        READ_WITH,
+        f"sampler.train_sampler {' or '.join(IDENTITY_SAMPLERS)}",
+        lambda cfg: cfg.sampler.train_sampler in IDENTITY_SAMPLERS,
+    ),
+    "sampler.num_cams": _both_with_sampler("RandomDomainSampler"),
+    "sampler.num_datasets": _both_with_sampler("RandomDatasetSampler"),
+    "video.seq_len": _both(WARN, _IMAGES_ONLY),
+    "video.sample_method": _both(WARN, _IMAGES_ONLY),
+    "video.pooling_method": _both(WARN, _IMAGES_ONLY),
+    "train.optim": _baselines_only(_ADAM),
+    "train.lr": _baselines_only("fgdi.image.lr (stages 1 and 3) and fgdi.prompt.lr (stage 2) set the rates"),
+    "train.weight_decay": _baselines_only("fgdi.image.weight_decay and fgdi.prompt.weight_decay set it"),
+    "train.max_epoch": _baselines_only(f"{', '.join(EPOCH_KEYS)} set the epochs"),
+    "train.start_epoch": _baselines_only("model.resume continues a run where it stopped"),
+    "train.batch_size": _READ,  # fgdi: stages 1 and 3 (stage 2: fgdi.prompt.batch_size)
+    "train.fixbase_epoch": _baselines_only("the stage table decides what each stage trains"),
+    "train.open_layers": _baselines_only(
+        "the stage table decides what each stage trains",
+        Use(READ_WITH, "train.fixbase_epoch > 0", lambda cfg: cfg.train.fixbase_epoch > 0),
+    ),
+    "train.staged_lr": _baselines_only(
+        "fgdi.image.lr (biases: x fgdi.image.bias_lr_factor) and fgdi.prompt.lr / classifier_lr set each stage's rates"
+    ),
+    "train.new_layers": _baselines_only("the stage table decides what each stage trains, at fgdi.image.lr", _STAGED),
+    "train.base_lr_mult": _baselines_only("fgdi.image.lr and fgdi.image.bias_lr_factor set the rates", _STAGED),
+    "train.lr_scheduler": _baselines_only(
+        "fgdi.image.milestones / gamma / warmup_* and stage 2's cosine (fgdi.prompt.*) set the schedules"
+    ),
+    "train.stepsize": _baselines_only("fgdi.image.milestones sets the steps", _STEPS),
+    "train.gamma": _baselines_only("fgdi.image.gamma sets the decay", _STEPS),
+    "train.print_freq": _READ,
+    "train.seed": _READ,
+    "sgd.momentum": _baselines_only(_ADAM, _optim("sgd", "rmsprop")),
+    "sgd.dampening": _baselines_only(_ADAM, _optim("sgd")),
+    "sgd.nesterov": _baselines_only(_ADAM, _optim("sgd")),
+    "rmsprop.alpha": _baselines_only(_ADAM, _optim("rmsprop")),
+    "adam.beta1": _baselines_only(_ADAM, _optim("adam", "amsgrad", "radam")),
+    "adam.beta2": _baselines_only(_ADAM, _optim("adam", "amsgrad", "radam")),
+    "loss.name": _baselines_only(
+        "the engine's losses (ID + triplet, then the text terms) are weighed by fgdi.id_weight, "
+        "fgdi.triplet_weight, fgdi.beta"
+    ),
+    "loss.softmax.label_smooth": _baselines_only("fgdi.label_smooth sets the smoothing"),
+    "loss.triplet.margin": _baselines_only("the triplet is soft-margin (no margin)", _TRIPLET),
+    "loss.triplet.weight_t": _baselines_only("fgdi.triplet_weight weighs the triplet", _TRIPLET),
+    "loss.triplet.weight_x": _baselines_only("fgdi.id_weight weighs the ID loss", _TRIPLET),
+    "test.batch_size": _READ,
+    "test.dist_metric": _READ,
+    "test.normalize_feature": _READ,
+    "test.ranks": _READ,
+    "test.evaluate": _READ,
+    "test.eval_freq": _READ,  # fgdi: every that many epochs of the last stage
+    "test.start_eval": _both(READ_WITH, "test.eval_freq > 0", lambda cfg: cfg.test.eval_freq > 0),
+    "test.rerank": _READ,
+    "test.visrank": _READ,
+    "test.visrank_topk": _both(  # the ranked-results pictures of test.visrank, and of test.plots
+        READ_WITH, "test.visrank True or test.plots True", lambda cfg: cfg.test.visrank or cfg.test.plots
+    ),
+    "use_gpu": _READ,
 }
 
 
-def ignored_by_fgdi(cfg: CN) -> dict[str, str]:
-    """{key: what governs it instead} for the torchreid settings `cfg` changes that an FGDI run ignores."""
+def _engine(cfg: CN) -> str:
+    if cfg.model.name in VARIANTS:
+        return f"{cfg.model.name}'s three-stage engine"
+    return f"torchreid's {cfg.loss.name} engine of {cfg.model.name}"
+
+
+def _changed_uses(cfg: CN) -> dict[str, Use]:
+    """{key: its `Use` by the engine of `cfg`} for the torchreid keys `cfg` sets away from their defaults."""
+    fgdi = cfg.model.name in VARIANTS
     defaults = get_default_config()
-    return {key: what for key, what in FGDI_GOVERNS.items() if get(cfg, key) != get(defaults, key)}
+    return {
+        key: uses.fgdi if fgdi else uses.baseline
+        for key, uses in TORCHREID_KEYS.items()
+        if get(cfg, key) != get(defaults, key)
+    }
+
+
+def unread_keys(cfg: CN) -> dict[str, str]:
+    """{key: what governs it instead, or when it is read} for the torchreid keys `cfg` changes that its run
+    does not read."""
+    return {
+        key: use.says if use.action == WARN else f"it is read only with {use.says}"
+        for key, use in _changed_uses(cfg).items()
+        if use.action == WARN or (use.action == READ_WITH and not use.when(cfg))
+    }
+
+
+def refused_keys(cfg: CN) -> dict[str, str]:
+    """{key: why, and what to do} for the torchreid keys `cfg` changes that its run refuses."""
+    return {key: use.says for key, use in _changed_uses(cfg).items() if use.action == REFUSE}
+
+
+def unread_warnings(cfg: CN) -> list[str]:
+    """The run log's warning line for each key of `unread_keys`."""
+    return [
+        f"=> Warning: {key} {get(cfg, key)!r} is not read by {_engine(cfg)}: {governs}"
+        for key, governs in unread_keys(cfg).items()
+    ]

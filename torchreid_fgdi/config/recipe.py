@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..models import VARIANTS
 from ..models.variants import variant_quick_gelu
 from ..utils.checkpoint import read_checkpoint
-from .checks import get
+from .checks import get, normalised_by_mean_std
 from .loading import load_config_text
 from .settings import clip_weights
 
@@ -30,11 +30,6 @@ ALLOW_KEY = "test.allow_recipe_change"
 
 def _always(cfg: CN) -> bool:
     return True
-
-
-def _mean_std(cfg: CN) -> bool:
-    """torchreid's test transform normalises by ``data.norm_mean`` / ``norm_std``; the authors' per image."""
-    return CLIP_FGDI not in cfg.data.transforms
 
 
 def _fgdi(cfg: CN) -> bool:
@@ -46,8 +41,8 @@ FEATURE_KEYS: dict[str, Callable[[CN], bool]] = {
     "data.height": _always,  # the test resize, and a ViT's position-embedding grid
     "data.width": _always,
     "data.transforms": _always,  # as the test transform it selects (clip_fgdi or torchreid's); the rest train only
-    "data.norm_mean": _mean_std,
-    "data.norm_std": _mean_std,
+    "data.norm_mean": normalised_by_mean_std,
+    "data.norm_std": normalised_by_mean_std,
     "fgdi.neck_feat": _fgdi,  # the eval feature: before or after the BNNecks
     "fgdi.stride": _fgdi,  # the ViT's patch stride
     "fgdi.quick_gelu": _fgdi,  # the activation the weights were trained with, as resolved (None follows the CLIP)

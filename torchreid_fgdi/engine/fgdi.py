@@ -297,7 +297,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
 
         torchreid's `Engine.run` signature, so ``engine.run(**settings.run)`` (a `RunSettings`) works; the
         stage table sets the epochs and what trains, so `max_epoch`, `start_epoch`, `fixbase_epoch`
-        and `open_layers` are not used (`config.ignored_by_fgdi` names them when a config sets
+        and `open_layers` are not used (`config.unread_keys` names them when a config sets
         them). `eval_freq` > 0 also tests every that many epochs of the last stage, from `start_eval`.
         What happens around the steps is done by `default_hooks` (see `hooks.py`).
         """
