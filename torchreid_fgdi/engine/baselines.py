@@ -72,10 +72,15 @@ class EpochMeansMixin:
 
 
 class DistributedMixin:
-    """Under torchrun: a fresh shuffle every epoch, and rank 0 alone tests and saves (the others wait).
+    """Under torchrun: a fresh shuffle every epoch, each step's loss terms and accuracy averaged over
+    the ranks (so torchreid's batch lines, its TensorBoard curves and the epoch means describe the
+    whole batch), and rank 0 alone tests and saves (the others wait).
 
     Single-process runs are unchanged. Put it before the torchreid engine in the bases.
     """
+
+    def forward_backward(self, data: dict) -> dict:
+        return distributed.mean_over_ranks(super().forward_backward(data), len(data["pid"]))
 
     def train(self, *args, **kwargs):
         if hasattr(self.train_loader.sampler, "set_epoch"):
