@@ -48,6 +48,11 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
+def speaks() -> bool:
+    """Whether this process prints the run's lines: rank 0 (and any single process); see `one_voice`."""
+    return launched_rank() == 0
+
+
 class _Prefixed:
     """A text stream whose every line starts with `prefix` ('[rank 1] ')."""
 
@@ -73,8 +78,7 @@ def one_voice() -> Iterator[None]:
     stderr, their own errors, has every line prefixed with '[rankN]: ' (torch's own prefix of a
     rank's traceback). Single processes are unchanged.
     """
-    here = launched_rank()
-    if here == 0:
+    if speaks():
         relined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(sys.stdout, "line_buffering", True)
         if relined:
             sys.stdout.reconfigure(line_buffering=True)
@@ -88,7 +92,7 @@ def one_voice() -> Iterator[None]:
     with (
         open(os.devnull, "w") as nowhere,
         contextlib.redirect_stdout(nowhere),
-        contextlib.redirect_stderr(_Prefixed(sys.stderr, f"[rank{here}]: ")),
+        contextlib.redirect_stderr(_Prefixed(sys.stderr, f"[rank{launched_rank()}]: ")),
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore")
