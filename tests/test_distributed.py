@@ -125,6 +125,7 @@ def test_two_processes_train_a_torchreid_baseline(tiny_root, tmp_path):
     assert (tmp_path / "results.md").read_text().count("| synth_d | unseen |") == 1
     for line in ("=> Start training", "=> epoch 1/2 ", "=> epoch 2/2 ", "##### synth_d:"):  # torchreid's and ours
         assert done.stdout.count(line) == 1, line
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard alone
     state = _weights(tmp_path / "model" / "model.pth.tar-2")
     assert state and not any(k.startswith("module.") for k in state)  # loads into a plain model
 
