@@ -113,7 +113,7 @@ def _run_command(main: Callable[[list[str] | None], object], argv: list[str] | N
         if debugging() or not distributed.lost_peer(err):
             raise
         sys.stdout.flush()
-        if distributed.is_main():  # the failed rank has said why; the others end without a word
+        if distributed.speaks():  # the failed rank has said why; the others end without a word
             print(f"error: {LOST_PEER}", file=sys.stderr)
         return FAILURE_STATUS
     return 0
