@@ -23,8 +23,7 @@ PEER_GONE = ("Connection closed by peer", "Connection reset by peer")
 
 def init_from_env() -> tuple[int, int]:
     """(rank, world size), joining the process group torchrun describes: NCCL on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if _launched_world() > 1 and not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -43,9 +42,13 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def _launched_world() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched_rank() -> int:
     """This process's rank as torchrun numbers it, known before the process group forms (0 outside torchrun)."""
-    return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    return int(os.environ.get("RANK", "0")) if _launched_world() > 1 else 0
 
 
 def speaks() -> bool:
@@ -54,7 +57,7 @@ def speaks() -> bool:
 
 
 class _Prefixed:
-    """A text stream whose every line starts with `prefix` ('[rank 1] ')."""
+    """A text stream whose every line starts with `prefix` ('[rank1]: ')."""
 
     def __init__(self, stream, prefix: str):
         self.stream, self.prefix, self.at_line_start = stream, prefix, True
@@ -79,7 +82,7 @@ def one_voice() -> Iterator[None]:
     rank's traceback). Single processes are unchanged.
     """
     if speaks():
-        relined = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not getattr(sys.stdout, "line_buffering", True)
+        relined = _launched_world() > 1 and not getattr(sys.stdout, "line_buffering", True)
         if relined:
             sys.stdout.reconfigure(line_buffering=True)
         try:
