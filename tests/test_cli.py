@@ -4,6 +4,7 @@ only on request), the weights listing, one offline advice for one file, and the 
 says it kept a domain and replaces one safely."""
 
 import argparse
+import logging
 import runpy
 import shlex
 import subprocess
@@ -255,6 +256,41 @@ def test_bugs_keep_their_traceback_and_missing_paths_do_not(capsys, monkeypatch)
 
     assert refusals.run_command(missing) == 1
     assert capsys.readouterr().err.startswith("error: gallery folder 'photos' does not exist (")
+
+
+def test_another_rank_of_a_torchrun_job_prints_only_its_own_error_marked_with_its_rank(capsys, caplog, monkeypatch):
+    """One process standing in for rank 1 (torchrun's variables, no process group): its lines,
+    warnings and log records go nowhere, its refusal shows with its rank on every line."""
+    monkeypatch.delenv(refusals.DEBUG_VARIABLE, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    shown = []
+
+    def refused(argv):
+        print("=> Start training")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn("a warning rank 0 shows", UserWarning, stacklevel=1)
+        shown.extend(caught)
+        logging.getLogger("torchreid_fgdi.test").warning("a record rank 0 shows")
+        raise ConfigError("a refusal\nof two lines")
+
+    assert refusals.run_command(refused) == 2
+    out, err = capsys.readouterr()
+    assert not shown and not caplog.records
+    assert out == "" and err.splitlines() == [
+        "[rank1]: error: a refusal",
+        "[rank1]: of two lines",
+        f"[rank1]: ({refusals.DEBUG_HINT})",
+    ]
+
+    def waited_for_a_lost_rank(argv):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:11177")
+
+    assert refusals.run_command(waited_for_a_lost_rank) == 1
+    assert capsys.readouterr().err == ""  # rank 1 did not fail: the one that did says why
+    monkeypatch.setenv("RANK", "0")
+    assert refusals.run_command(waited_for_a_lost_rank) == 1
+    assert capsys.readouterr().err == f"error: {refusals.LOST_PEER}\n"
 
 
 def test_weights_download_of_an_unknown_name_lists_the_known_ones(capsys):

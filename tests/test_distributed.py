@@ -1,8 +1,10 @@
 """torchrun with 2 CPU processes (gloo): all FGDI stages and a torchreid baseline train through
 DistributedDataParallel, rank 0 writes checkpoints and evaluates, a distributed run resumes to the
-same weights."""
+same weights. Rank 0 alone speaks, with the numbers of the whole batch; another rank only of its own errors."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,11 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from torchreid_fgdi.cli.refusals import LOST_PEER
+
 # Each test runs torchrun's child processes (each torchrun is given at most 180 s).
 # Each test starts torchrun runs of minutes, several times that on a machine other jobs share.
 pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.timeout(1800)]
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
+PROBE = str(Path(__file__).with_name("rank_probe.py"))  # torchreid-fgdi, recording what each rank measures
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "2"]
 SHORT += ["fgdi.checkpoint_every", "1", "train.batch_size", "24", "fgdi.prompt.batch_size", "32"]
 
@@ -27,11 +32,13 @@ def _free_port() -> int:
 
 
 def _torchrun(
-    root: str, save_dir: Path, *opts: str, config: str = CONFIG, succeeds: bool = True
+    root: str, save_dir: Path, *opts: str, config: str = CONFIG, succeeds: bool = True, probe: dict | None = None
 ) -> subprocess.CompletedProcess:
+    """torchreid-fgdi in 2 processes; with `probe` (``RANK_PROBE_*`` variables), through `rank_probe.py`."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port())]
-    cmd += ["-m", "torchreid_fgdi", "--config-file", config, "data.root", root, "data.save_dir", str(save_dir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd += [PROBE] if probe is not None else ["-m", "torchreid_fgdi"]
+    cmd += ["--config-file", config, "data.root", root, "data.save_dir", str(save_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(probe or {})}
     done = subprocess.run(cmd + list(opts), capture_output=True, text=True, env=env, timeout=900)
     assert (done.returncode == 0) == succeeds, done.stderr[-3000:]
     return done
@@ -41,11 +48,60 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def _epoch_lines(stdout: str) -> dict[str, dict[str, float]]:
+    """{'stage1 1': {'loss': ..., 'acc': ...}}: the numbers of every epoch line."""
+    found = re.findall(r"^=> (\w+) epoch (\d+)/\d+ .* epoch means: (.*?) \|", stdout, re.M)
+    lines = {}
+    for stage, epoch, terms in found:
+        words = terms.split()
+        lines[f"{stage} {epoch}"] = {name: float(value) for name, value in zip(words[::2], words[1::2])}
+    return lines
+
+
+def _recorded_epochs(probe_dir: Path, rank: int) -> dict[str, list[tuple[dict, float]]]:
+    """{'stage1 1': [(values, weight) per step]}: what `rank` measured on its own share of each batch."""
+    epochs, steps = {}, []
+    for line in (probe_dir / f"rank{rank}.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if "epoch" in entry:
+            epochs[entry["epoch"]], steps = steps, []
+        else:
+            steps.append((entry["values"], entry["weight"]))
+    return epochs
+
+
+def _check_one_voice(done: subprocess.CompletedProcess, save_dir: Path, probe_dir: Path) -> None:
+    """Each line once and whole, from rank 0, with every epoch's numbers those of both ranks' shares:
+    per step the mean weighted by each rank's share of the batch, then the mean over the epoch's steps."""
+    out = done.stdout
+    for line in ("Show configuration", "=> Trained all stages", "##### synth_d:", "| synth_d | unseen |"):
+        assert out.count(line) == 1, line
+    for marker in ("Show configuration", "=> stage", "#####", "=> Trained"):
+        assert all(line.count(marker) <= 1 for line in out.splitlines()), f"lines run together at {marker!r}"
+    assert "[rank1]" not in done.stderr  # rank 1 had no error of its own
+    logs = [p for p in save_dir.iterdir() if p.name.startswith("train.log")]
+    assert len(logs) == 1 and logs[0].read_text().count("=> Trained all stages") == 1  # rank 0's alone
+
+    printed, ranks = _epoch_lines(out), [_recorded_epochs(probe_dir, r) for r in (0, 1)]
+    assert set(printed) == set(ranks[0]) == set(ranks[1]) and len(printed) == 7, printed.keys()
+    rank0_alone_differs = False
+    for epoch, line in printed.items():
+        steps = list(zip(ranks[0][epoch], ranks[1][epoch]))
+        assert steps and set(line) == set(steps[0][0][0]), (epoch, line)
+        for name, value in line.items():
+            per_step = [sum(v[name] * w for v, w in shares) / sum(w for _, w in shares) for shares in steps]
+            assert value == pytest.approx(sum(per_step) / len(per_step), abs=6e-5), (epoch, name)
+            rank0 = sum(v[name] for (v, _), _ in steps) / len(steps)
+            rank0_alone_differs |= abs(rank0 - value) > 1e-3
+    assert rank0_alone_differs  # the ranks measured different numbers: the line is not rank 0's own
+
+
 @pytest.mark.slow
 def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
-    first = tmp_path / "run"
-    done = _torchrun(tiny_root, first, *SHORT)
-    assert done.stdout.count("Trained all stages") == 2  # both ranks finished, with equal replicas
+    first, probe_dir = tmp_path / "run", tmp_path / "probe"
+    probe_dir.mkdir()
+    done = _torchrun(tiny_root, first, *SHORT, probe={"RANK_PROBE_DIR": str(probe_dir)})
+    _check_one_voice(done, first, probe_dir)
     assert (first / "results.md").read_text().count("| synth_d | unseen |") == 1
     assert {p.name for p in (first / "checkpoints").iterdir()} == {
         "latest.pth",
@@ -54,7 +110,6 @@ def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
         "stage2b.pth",
         "stage3.pth",
     }
-    assert any(p.name.endswith("-rank1") for p in first.iterdir())  # each rank logs to its own file
 
     resumed = tmp_path / "resumed"
     _torchrun(tiny_root, resumed, *SHORT, "model.resume", str(first / "checkpoints" / "stage2a.pth"))
@@ -66,8 +121,11 @@ def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
 @pytest.mark.slow
 def test_two_processes_train_a_torchreid_baseline(tiny_root, tmp_path):
     baseline = str(Path(CONFIG).with_name("osnet_ain_x0_25.yaml"))
-    _torchrun(tiny_root, tmp_path, "train.max_epoch", "2", "train.batch_size", "24", config=baseline)
+    done = _torchrun(tiny_root, tmp_path, "train.max_epoch", "2", "train.batch_size", "24", config=baseline)
     assert (tmp_path / "results.md").read_text().count("| synth_d | unseen |") == 1
+    for line in ("=> Start training", "=> epoch 1/2 ", "=> epoch 2/2 ", "##### synth_d:"):  # torchreid's and ours
+        assert done.stdout.count(line) == 1, line
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard alone
     state = _weights(tmp_path / "model" / "model.pth.tar-2")
     assert state and not any(k.startswith("module.") for k in state)  # loads into a plain model
 
@@ -99,6 +157,20 @@ def test_sync_bn_is_refused_on_cpu_processes_before_any_training(tiny_root, tmp_
     """PyTorch's SyncBatchNorm synchronises only CUDA tensors: two CPU processes would silently train
     with per-process statistics."""
     done = _torchrun(tiny_root, tmp_path, *SHORT, "fgdi.sync_bn", "True", succeeds=False)
-    assert "fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes" in done.stderr
+    refusal = "error: fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes"
+    lines = done.stderr.splitlines()
+    assert sum(line.startswith(refusal) for line in lines) == 1  # rank 0's
+    assert sum(line.startswith("[rank1]: " + refusal) for line in lines) == 1  # rank 1's own, marked
     assert "Trained all stages" not in done.stdout
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_an_error_of_rank_1_alone_is_its_line_and_rank_0_says_it_stopped_with_it(tiny_root, tmp_path):
+    """Rank 1 refuses in the middle of stage 1, while rank 0 waits for it in a collective."""
+    done = _torchrun(tiny_root, tmp_path, *SHORT, succeeds=False, probe={"RANK_PROBE_FAIL": "stage1:2"})
+    lines = done.stderr.splitlines()
+    own = "[rank1]: error: rank 1's own failure at stage1 batch 2 (TORCHREID_FGDI_DEBUG=1 shows the traceback)"
+    assert [line for line in lines if line.startswith("[rank1]:")] == [own]
+    rank0 = [line for line in lines if line.startswith(("error: ", "[rank0]:"))]
+    assert rank0 == ["error: " + LOST_PEER]  # not the traceback of the collective it was waiting in
+    assert done.stdout.count("Show configuration") == 1 and "=> Trained all stages" not in done.stdout

@@ -9,6 +9,10 @@ A stop signal (SIGINT, SIGTERM, SIGHUP) is not a bug either: while a command run
 `Stopped` where the command stands, so the command unwinds (its run folder's lock is released,
 and writes are atomic, so nothing is half-written). The command ends with one ``error: stopped
 by SIGTERM...`` line and the shell's status for a signal, 128 + its number (130, 143, 129).
+
+Under torchrun a rank other than 0 prints its own refusal as ``[rankN]: error: ...``; when a rank
+fails, rank 0 says in one line that another process ended first, instead of the traceback of
+the collective it was waiting in.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
+from ..engine import distributed
 from ..errors import ConfigError, FGDIError
 
 DEBUG_VARIABLE = "TORCHREID_FGDI_DEBUG"
@@ -30,6 +35,11 @@ REFUSALS = (FGDIError, FileNotFoundError, NotADirectoryError)
 USAGE_STATUS = 2  # argparse's, for a bad command line; a bad config is one too
 FAILURE_STATUS = 1
 
+
+LOST_PEER = (
+    "another process of this torchrun job ended first, so rank 0 stopped too: that process's error is "
+    "the line marked [rankN]: (torchrun's summary names its exit status)"
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SIGNAL_STATUS_BASE = 128  # a shell reports a process ended by signal N as 128 + N
@@ -80,7 +90,14 @@ def refusal_text(err: BaseException) -> str:
 
 
 def run_command(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """`main(argv)`'s exit status: 0, or a refusal or a stop printed to stderr and its status."""
+    """`main(argv)`'s exit status: 0, or a refusal or a stop printed to stderr and its status.
+    Under torchrun, rank 0 alone prints the command's lines (`distributed.one_voice`); another
+    rank prints only its own refusal or traceback, each line prefixed with its rank."""
+    with distributed.one_voice():
+        return _run_command(main, argv)
+
+
+def _run_command(main: Callable[[list[str] | None], object], argv: list[str] | None) -> int:
     try:
         with stop_on_signals():
             main(argv)
@@ -92,6 +109,13 @@ def run_command(main: Callable[[list[str] | None], object], argv: list[str] | No
         if isinstance(err, Stopped):
             return SIGNAL_STATUS_BASE + err.signum
         return USAGE_STATUS if isinstance(err, ConfigError) else FAILURE_STATUS
+    except RuntimeError as err:
+        if debugging() or not distributed.lost_peer(err):
+            raise
+        sys.stdout.flush()
+        if distributed.speaks():  # the failed rank has said why; the others end without a word
+            print(f"error: {LOST_PEER}", file=sys.stderr)
+        return FAILURE_STATUS
     return 0
 
 

@@ -163,9 +163,10 @@ def log_to_file(path: str) -> Iterator[None]:
 def train(argv: list[str] | None = None) -> dict:
     """Trains and tests as the config says; returns the per-target results."""
     cfg = build_config(argv)
-    rank, _ = distributed.init_from_env()
+    distributed.init_from_env()
+    if not distributed.is_main():  # under torchrun rank 0 alone speaks, and keeps the log
+        return run(cfg)
     log_name = ("test.log" if cfg.test.evaluate else "train.log") + time.strftime("-%Y-%m-%d-%H-%M-%S")
-    log_name += f"-rank{rank}" if rank else ""
     with log_to_file(osp.join(cfg.data.save_dir, log_name)):
         return run(cfg)
 

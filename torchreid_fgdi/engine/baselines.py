@@ -71,11 +71,32 @@ class EpochMeansMixin:
         return result
 
 
+class _NoTensorBoard:
+    """What torchreid's engine writes its curves to on ranks other than 0: nothing (its `run` opens
+    a TensorBoard writer in `save_dir` unless the engine has one)."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class DistributedMixin:
-    """Under torchrun: a fresh shuffle every epoch, and rank 0 alone tests and saves (the others wait).
+    """Under torchrun: a fresh shuffle every epoch, each step's loss terms and accuracy averaged over
+    the ranks (so torchreid's batch lines, its TensorBoard curves and the epoch means describe the
+    whole batch), and rank 0 alone tests, saves and writes TensorBoard (the others wait).
 
     Single-process runs are unchanged. Put it before the torchreid engine in the bases.
     """
+
+    def run(self, *args, **kwargs):
+        if not distributed.is_main() and self.writer is None:
+            self.writer = _NoTensorBoard()
+        return super().run(*args, **kwargs)
+
+    def forward_backward(self, data: dict) -> dict:
+        return distributed.mean_over_ranks(super().forward_backward(data), len(data["pid"]))
 
     def train(self, *args, **kwargs):
         if hasattr(self.train_loader.sampler, "set_epoch"):

@@ -52,7 +52,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     Under ``torchrun`` each stage trains through DistributedDataParallel: every rank takes its
     share of each batch, prompt-stage features are extracted in shards and gathered, the prompt
     features a text-guided stage reads are encoded on rank 0 and broadcast, and rank 0 alone
-    writes checkpoints and evaluates.
+    writes checkpoints and evaluates. Each step's loss terms and accuracies are averaged over the
+    ranks (`distributed.mean_over_ranks`), so the console lines and logs describe the whole batch.
 
     Args:
         datamanager: `torchreid_fgdi.data.DomainImageDataManager` (training items carry ``dsetid``).
@@ -198,7 +199,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     # ---- the steps -----------------------------------------------------------------------
     def forward_backward(self, data: dict) -> dict:
         """One batch of an image stage: ID + triplet loss, and in a text-guided stage
-        (1 - beta) x i2t cross-entropy against every identity's text feature + beta x domain guidance."""
+        (1 - beta) x i2t cross-entropy against every identity's text feature + beta x domain guidance.
+        Returns the loss terms and accuracy of the whole batch (under torchrun, over every rank's share)."""
         s, stage = self.settings, self.stage_row()
         imgs, pids = data["img"].to(self.device), data["pid"].to(self.device)
         with autocast(self.precision, self.device):
@@ -215,7 +217,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self._step(self.optimizers[stage.optimizer], loss, terms)
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
-        return summary
+        return distributed.mean_over_ranks(summary, len(pids))
 
     def train_prompts(self, name: str) -> dict:
         """One epoch of prompt stage `name` over the cached image features: SupCon both ways plus
@@ -246,8 +248,9 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             }
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
             self._step(self.optimizers[stage.optimizer], loss, terms)
-            meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
-            meters.update({"domain_acc": (logits.argmax(1) == dsetid).float().mean().item()})
+            summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+            summary["domain_acc"] = (logits.argmax(1) == dsetid).float().mean().item()
+            meters.update(distributed.mean_over_ranks(summary, len(pid)))
         return {name: meter.avg for name, meter in meters.meters.items()}
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, terms: dict) -> None:
