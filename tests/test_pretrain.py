@@ -18,6 +18,7 @@ import torch
 from tests.conftest import killed_write
 from tests.test_trust import ONE
 from torchreid_fgdi.cli import pretrain as pretrain_command
+from torchreid_fgdi.cli import run_pool
 from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.models import build_fgdi, create_clip
@@ -134,6 +135,14 @@ def test_the_pretrain_console_shows_progress_and_probe_and_keeps_open_clips_log_
     assert "| INFO |   batch_size: 128" in text and "| INFO | Train Epoch: 0 [" in text
     assert text.count("Model initialized randomly.") == 2  # the trained model's start, then the probe's
     assert pretrain.is_cached(TINY, str(Path(path).parents[2]))  # the log beside it changes nothing in the record
+
+
+def test_a_benchmarks_quiet_pretraining_says_where_its_log_is(capsys):
+    run_pool._report(run_pool.CLIP, "/cache/key/open_clip_tiny.pt", None, 1, 1, {})
+    assert capsys.readouterr().out == (
+        "=> pretrained CLIP ready: /cache/key/open_clip_tiny.pt "
+        "(open_clip's log of the pretraining: /cache/key/open_clip_tiny.log)\n"
+    )
 
 
 def test_the_progress_bar_shows_the_epochs_loss_and_eta(monkeypatch):
