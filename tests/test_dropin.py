@@ -13,7 +13,7 @@ from torchvision.transforms import InterpolationMode
 
 from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
-from torchreid_fgdi.cli.train import build_config
+from torchreid_fgdi.cli.train import command_line
 from torchreid_fgdi.config import RunSettings, load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
@@ -186,7 +186,9 @@ def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):
     upstream_style = tmp_path / "upstream.yaml"
     upstream_style.write_text("cuhk03:\n  labeled_images: true\nvideo:\n  seq_len: 8\n")
     assert load_config(str(upstream_style)).cuhk03.labeled is True
-    assert build_config(["--config-file", CONFIG, "--transforms", "random_flip", "color_jitter"]).data.transforms == [
+    assert load_config(
+        *command_line(["--config-file", CONFIG, "--transforms", "random_flip", "color_jitter"])
+    ).data.transforms == [
         "random_flip",
         "color_jitter",
     ]
@@ -200,7 +202,7 @@ def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):
         ("--num-gpus", "torchrun"),
     ):
         with pytest.raises(SystemExit):
-            build_config(["--config-file", CONFIG, flag])
+            load_config(*command_line(["--config-file", CONFIG, flag]))
         assert f"{flag} is fast-reid's flag; here: {equivalent}" in capsys.readouterr().err
 
 

@@ -17,6 +17,7 @@ import torch
 
 import torchreid_fgdi
 from torchreid_fgdi.cli import benchmark, export, pretrain, refusals
+from torchreid_fgdi.config import load_config, loading
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError
 from torchreid_fgdi.errors import MissingExtraError
 from torchreid_fgdi.tools import nearest
@@ -111,13 +112,17 @@ def test_the_wheel_ships_configs_py_typed_licence_and_entry_points(tmp_path):
     installed = target / "torchreid_fgdi" / "configs"
     assert {p.relative_to(target).as_posix() for p in installed.rglob("*.yaml")} == configs
     show = (
-        "import sys; "
-        "sys.path.insert(0, sys.argv[1]); import torchreid_fgdi.cli.benchmark as b; print(b.PACKAGED_CONFIGS)"
+        "import sys; sys.path.insert(0, sys.argv[1]); from torchreid_fgdi.config import loading; "
+        "print(loading.PACKAGED_CONFIGS); print(loading.load_config('synthetic/fgdi_tiny').dump())"
     )
     done = subprocess.run(
         [sys.executable, "-c", show, str(target)], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=True
     )
-    assert Path(done.stdout.strip()) == installed
+    where, note, dump = done.stdout.split("\n", 2)
+    assert Path(where) == installed  # by name, from a folder without configs/: the installed copy
+    packaged = installed / "synthetic" / "fgdi_tiny.yaml"
+    assert note == f"=> Config synthetic/fgdi_tiny: the one installed with the package, {packaged}"
+    assert dump.strip() == load_config(str(PACKAGE / "configs" / "synthetic" / "fgdi_tiny.yaml")).dump().strip()
 
 
 def test_the_version_is_the_packages_and_the_licence_is_mit():
@@ -127,7 +132,7 @@ def test_the_version_is_the_packages_and_the_licence_is_mit():
 
 def test_the_top_level_configs_are_the_packaged_ones():
     assert (REPO / "configs").resolve() == (PACKAGE / "configs").resolve()
-    assert Path(benchmark.PACKAGED_CONFIGS).resolve() == (PACKAGE / "configs").resolve()
+    assert Path(loading.PACKAGED_CONFIGS).resolve() == (PACKAGE / "configs").resolve()
 
 
 def test_a_protocol_runs_from_any_folder_up_to_the_readiness_report(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """The captioned corpus, open_clip_train on it, and the checkpoint through fgdi's pretrained=<file> path."""
 
+import contextlib
 import csv
 import dataclasses
+import io
 import json
 import logging
 import re
@@ -16,6 +18,7 @@ import torch
 from tests.conftest import killed_write
 from tests.test_trust import ONE
 from torchreid_fgdi.cli import pretrain as pretrain_command
+from torchreid_fgdi.cli import run_pool
 from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.models import build_fgdi, create_clip
@@ -85,20 +88,77 @@ def test_the_cache_key_follows_every_setting():
     assert pretrain.resolve("openai") == "openai" and pretrain.resolve("") == ""
 
 
+@dataclasses.dataclass(frozen=True)
+class _TinyCorpus(CorpusSize):
+    styles: int = TINY.corpus.styles
+
+
+@dataclasses.dataclass(frozen=True)
+class _TinySettings(pretrain.PretrainSettings):
+    """`TINY`, as the command makes it from ``--people 120 --epochs 1`` with these classes in place."""
+
+    heldout: CorpusSize = TINY.heldout
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
-    """A pretraining of the tiny settings: (cache root, checkpoint path)."""
+    """``torchreid-fgdi-pretrain`` of the tiny settings: (cache root, checkpoint path, its console output)."""
     root = tmp_path_factory.mktemp("cache")
     dynamo = logging.getLogger("torch._dynamo")
     levels = logging.getLogger().level, dynamo.level
-    path = pretrain.pretrained_checkpoint(TINY, str(root))
+    argv = ["--cache", str(root), "--people", str(TINY.corpus.people), "--epochs", str(TINY.epochs)]
+    console = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(console):
+        patch.setattr(pretrain_command, "CorpusSize", _TinyCorpus)
+        patch.setattr(pretrain, "PretrainSettings", _TinySettings)
+        patch.delenv("TORCHREID_FGDI_PROGRESS", raising=False)  # not a terminal: a line per epoch
+        with contextlib.redirect_stderr(console):
+            path = pretrain_command.pretrain(argv)
+    assert path == pretrain.checkpoint_path(TINY, str(root))
     assert (logging.getLogger().level, dynamo.level) == levels  # open_clip_train set every logger to INFO
-    return root, path
+    return root, path, console.getvalue()
+
+
+@pytest.mark.slow
+def test_the_pretrain_console_shows_progress_and_probe_and_keeps_open_clips_log_beside_the_weights(pretrained):
+    _, path, console = pretrained
+    assert "| INFO |" not in console and "initialized randomly" not in console and "Train Epoch" not in console
+    log = Path(path).parent / pretrain.LOG
+    lines = console.splitlines()
+    assert re.fullmatch(r"=> tiny CLIP epoch 1/1: loss \d+\.\d{4}, eta 00:00", lines[1])  # after "=> Pretraining ..."
+    assert lines[2:] == [
+        f"=> open_clip's log of the pretraining: {log}",
+        *format_accuracy(pretrain.recorded_probe(path)).splitlines(),
+        f"=> {path}",
+    ]
+    text = log.read_text()  # open_clip's whole log: its settings, steps and the probe model's random start
+    assert "| INFO |   batch_size: 128" in text and "| INFO | Train Epoch: 0 [" in text
+    assert text.count("Model initialized randomly.") == 2  # the trained model's start, then the probe's
+    assert pretrain.is_cached(TINY, str(Path(path).parents[2]))  # the log beside it changes nothing in the record
+
+
+def test_a_benchmarks_quiet_pretraining_says_where_its_log_is(capsys):
+    run_pool._report(run_pool.CLIP, "/cache/key/open_clip_tiny.pt", None, 1, 1, {})
+    assert capsys.readouterr().out == (
+        "=> pretrained CLIP ready: /cache/key/open_clip_tiny.pt "
+        "(open_clip's log of the pretraining: /cache/key/open_clip_tiny.log)\n"
+    )
+
+
+def test_the_progress_bar_shows_the_epochs_loss_and_eta(monkeypatch):
+    monkeypatch.setenv("TORCHREID_FGDI_PROGRESS", "1")
+    shown = io.StringIO()
+    with contextlib.redirect_stderr(shown):
+        bar = pretrain._Progress(epochs=4)
+    step = "Train Epoch: 1 [ 256/512 (50%)] Data (t): 0.3 LR: 0.0001 Contrastive_loss: 5.0 (5.1) Loss: 5.0 (5.1234)"
+    bar.handle(logging.LogRecord("root", logging.INFO, __file__, 1, step, None, None))
+    bar.close()
+    assert re.search(r"tiny CLIP:  38%\|.*\| epoch 1\.5/4 \[00:00<00:0\d, loss 5\.1234\]", shown.getvalue())
 
 
 @pytest.mark.slow
 def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrained(pretrained):
-    tmp_path, path = pretrained
+    tmp_path, path, _ = pretrained
     assert pretrain.is_cached(TINY, str(tmp_path))  # the weights on disk are those its record describes
     probe = pretrain.recorded_probe(path)
     assert set(probe) == {"shirt", "pattern", "bottom", "accessory"}
@@ -116,7 +176,7 @@ def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrain
 
 @pytest.mark.slow
 def test_a_config_naming_the_synthetic_clip_trains_from_it(pretrained, tiny_root, tmp_path, monkeypatch):
-    _, path = pretrained
+    _, path, _ = pretrained
     monkeypatch.setattr(pretrain, "pretrained_checkpoint", lambda: path)  # the tiny one stands in for the default
     train(["--config-file", CLIP_CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *ONE])
     trained = torch.load(tmp_path / "checkpoints" / "stage3.pth", weights_only=True)["state_dict"]
@@ -130,7 +190,8 @@ def test_a_diverged_pretraining_is_not_cached(tmp_path):
     diverging = dataclasses.replace(TINY, lr=float("inf"))
     with pytest.raises(CheckpointError, match="non-finite"):
         pretrain.pretrained_checkpoint(diverging, str(tmp_path))
-    assert not Path(pretrain.checkpoint_path(diverging, str(tmp_path))).exists()
+    path = Path(pretrain.checkpoint_path(diverging, str(tmp_path)))
+    assert not path.exists() and "| INFO | Train Epoch: 0 [" in (path.parent / pretrain.LOG).read_text()
 
 
 # ---- the cache is checked against what was written --------------------------------------

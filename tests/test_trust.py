@@ -28,7 +28,7 @@ from torchreid_fgdi.cli.resume import resume_path
 from torchreid_fgdi.cli.run_folder import RunFolder, RunFolderError
 from torchreid_fgdi.cli.search import main as search_main
 from torchreid_fgdi.cli.search import search
-from torchreid_fgdi.cli.train import build_config, log_to_file, train
+from torchreid_fgdi.cli.train import command_line, log_to_file, train
 from torchreid_fgdi.cli.train import main as train_main
 from torchreid_fgdi.config import load_config, load_config_text
 from torchreid_fgdi.config.checks import RANGES, ConfigError, Range
@@ -566,8 +566,10 @@ def test_quick_gelu_takes_true_false_and_none_from_the_command_line():
 
 
 def test_sources_after_key_value_pairs_are_read_as_sources():
-    cfg = build_config(
-        ["--config-file", CONFIG, "train.print_freq", "3", "-s", "synth_a", "synth_b", "data.workers", "1"]
+    cfg = load_config(
+        *command_line(
+            ["--config-file", CONFIG, "train.print_freq", "3", "-s", "synth_a", "synth_b", "data.workers", "1"]
+        )
     )
     assert (cfg.data.sources, cfg.train.print_freq, cfg.data.workers) == (["synth_a", "synth_b"], 3, 1)
 

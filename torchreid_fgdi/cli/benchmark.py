@@ -32,6 +32,7 @@ from typing import NamedTuple
 from yacs.config import CfgNode as CN
 
 from ..config import RunSettings, load_config
+from ..config.loading import PACKAGED_CONFIGS, packaged_note, resolve_config_file
 from ..data.readiness import ensure_datasets
 from ..errors import ConfigError, WeightsUnavailableError
 from ..evaluation import compare_tables, results_from_json
@@ -42,8 +43,6 @@ from . import train as training
 from .parsers import command_parser
 from .refusals import console_script
 
-# package data; ./configs links to it
-PACKAGED_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), "configs")
 MODELS = ("fgdi", "osnet_ain_x1_0", "osnet_x1_0", "resnet50")
 # CLIP-FGDI ViT-B/16 as its authors report it (mAP, Rank-1): README averages, Protocol-1 log per target.
 PAPER = {
@@ -277,8 +276,11 @@ def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
     """
     args = build_parser().parse_intermixed_args(argv)
     if args.configs:
-        args.configs, more = training.split_config_files(args.configs)
+        names, more = training.split_config_files(args.configs)
+        args.configs = [resolve_config_file(name) for name in names]  # the runs read the files themselves
         args.opts = more + args.opts
+        for note in filter(None, map(packaged_note, names, args.configs)):
+            print(note)
     opts = list(args.opts) + (["data.root", args.root] if args.root else [])
     _check_seeds(args.seeds, opts)
     run_pool.check_jobs(args.jobs)

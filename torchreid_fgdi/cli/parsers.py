@@ -40,7 +40,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config-file",
         default="",
-        help="the training config, for a checkpoint that records none (torchreid's); one given for a checkpoint "
+        help="the training config (a file, or an installed config by name: synthetic/fgdi_tiny), for a checkpoint "
+        "that records none (torchreid's); one given for a checkpoint "
         "that records its own must agree with it on the keys that decide features, unless it sets "
         "test.allow_recipe_change True",
     )

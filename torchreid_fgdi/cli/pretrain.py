@@ -1,11 +1,15 @@
 """``torchreid-fgdi-pretrain``: the command line of `synthetic.pretrain` (the tiny CLIP, made once and cached).
 
+The console shows the pretraining's progress and its probe; open_clip's own log is kept beside
+the checkpoint, and its path is printed.
+
 Pretraining needs the ``pretrain`` extra; without it the command refuses in one line naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os.path as osp
 import sys
 
 from ..synthetic import pretrain as tiny_clip
@@ -38,6 +42,9 @@ def pretrain(argv: list[str] | None = None) -> str:
     path = tiny_clip.pretrained_checkpoint(settings, args.cache)
     if cached:  # the probe recorded with the weights on disk; a new checkpoint's was printed as it was measured
         print(format_accuracy(tiny_clip.recorded_probe(path)))
+        log = osp.join(osp.dirname(path), tiny_clip.LOG)
+        if osp.isfile(log):
+            print(f"=> open_clip's log of the pretraining: {log}")
     print(f"=> {path}")
     return path
 

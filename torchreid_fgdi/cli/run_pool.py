@@ -283,7 +283,8 @@ def run_all(
 def _report(index: int, value: object, runs: _Runs, count: int, total: int, results: dict[int, dict]) -> None:
     """Prints how a finished job went and keeps a run's results."""
     if index == CLIP:
-        print(f"=> pretrained CLIP ready: {value}")
+        log = os.path.join(os.path.dirname(value), pretrain.LOG)  # its console went nowhere: say where its log is
+        print(f"=> pretrained CLIP ready: {value} (open_clip's log of the pretraining: {log})")
         return
     outcome, seconds = value
     results[index] = outcome

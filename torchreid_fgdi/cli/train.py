@@ -21,6 +21,7 @@ import torchreid
 from yacs.config import CfgNode as CN
 
 from ..config import RunSettings, load_config, unread_warnings
+from ..config.loading import packaged_config_names, packaged_note, resolve_config_file
 from ..config.recipe import check_recipe
 from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
@@ -44,8 +45,9 @@ def _split_words(words: list[str], belongs) -> tuple[list[str], list[str]]:
 
 
 def split_config_files(words: list[str]) -> tuple[list[str], list[str]]:
-    """--config-file's words: (YAML files, KEY VALUE words after them)."""
-    return _split_words(words, lambda word: word.endswith((".yaml", ".yml")))
+    """--config-file's words: (YAML files or packaged configs' names, KEY VALUE words after them).
+    A config key has a dot, a packaged config's name (``synthetic/fgdi_tiny``) none."""
+    return _split_words(words, lambda word: word.endswith((".yaml", ".yml")) or "." not in word)
 
 
 # fast-reid's command-line flags, answered with what does the same here.
@@ -56,15 +58,16 @@ FASTREID_FLAGS = {
 }
 
 
-def build_config(argv: list[str] | None = None) -> CN:
-    """The config the command line asks for, merged and checked; with neither a config file nor an
-    override the user asked for no run, so the usage is printed instead (exit 2)."""
+def command_line(argv: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """(config files, KEY VALUE words) the command line gives; with neither the user asked for no
+    run, so the usage is printed instead (exit 2). ``--list-configs`` prints the packaged configs'
+    names and exits."""
     parser = command_parser(
         "torchreid-fgdi",
         "Trains and tests a model as yacs configs say (torchreid's scripts/main.py, plus the three-stage\n"
         "CLIP-FGDI engine for fgdi models), then writes a per-target table to data.save_dir.",
         [
-            "torchreid-fgdi --config-file configs/synthetic/fgdi_tiny.yaml  # CLIP-FGDI on the synthetic domains",
+            "torchreid-fgdi --config-file synthetic/fgdi_tiny  # CLIP-FGDI on the synthetic domains (a config by name)",
             "torchreid-fgdi --config-file configs/synthetic/osnet_ain_x0_25.yaml train.max_epoch 5 "
             "data.save_dir log/quick",
             "torchreid-fgdi --config-file configs/synthetic/fgdi_tiny.yaml test.evaluate True "
@@ -76,8 +79,10 @@ def build_config(argv: list[str] | None = None) -> CN:
         nargs="+",
         default=[],
         metavar="CFG",
-        help="yacs YAML config(s), merged in order (e.g. model, protocol); later files override earlier ones",
+        help="yacs YAML config(s), merged in order (e.g. model, protocol); later files override earlier ones; "
+        "a config installed with the package by its name, e.g. synthetic/fgdi_tiny",
     )
+    parser.add_argument("--list-configs", action="store_true", help="print the installed configs' names and exit")
     parser.add_argument("-s", "--sources", nargs="+", default=[], help="source datasets (overrides data.sources)")
     parser.add_argument("-t", "--targets", nargs="+", default=[], help="target datasets (overrides data.targets)")
     parser.add_argument("--root", type=str, default="", help="root folder of the datasets (overrides data.root)")
@@ -105,9 +110,12 @@ def build_config(argv: list[str] | None = None) -> CN:
     for key, value in (("data.root", args.root), *named.items()):
         if value:
             opts += [key, str(value)]
+    if args.list_configs:
+        print("\n".join(packaged_config_names()))
+        parser.exit()
     if not files and not opts:
         parser.error("nothing to run: give --config-file CFG (and KEY VALUE overrides); the examples are in --help")
-    return load_config(files, opts)
+    return files, opts
 
 
 class _Tee:
@@ -162,12 +170,16 @@ def log_to_file(path: str) -> Iterator[None]:
 
 def train(argv: list[str] | None = None) -> dict:
     """Trains and tests as the config says; returns the per-target results."""
-    cfg = build_config(argv)
+    files, opts = command_line(argv)
+    paths = [resolve_config_file(name) for name in files]
+    cfg = load_config(paths, opts)
     distributed.init_from_env()
     if not distributed.is_main():  # under torchrun rank 0 alone speaks, and keeps the log
         return run(cfg)
     log_name = ("test.log" if cfg.test.evaluate else "train.log") + time.strftime("-%Y-%m-%d-%H-%M-%S")
     with log_to_file(osp.join(cfg.data.save_dir, log_name)):
+        for note in filter(None, map(packaged_note, files, paths)):
+            print(note)
         return run(cfg)
 
 

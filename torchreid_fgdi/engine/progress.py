@@ -2,32 +2,29 @@
 lines' one epoch numbering and whole-run ETA (`RunClock`).
 
 A bar shows when stderr is a terminal, on the main process only; ``TORCHREID_FGDI_PROGRESS=1``
-forces bars on (``0`` off), e.g. under a job scheduler that keeps a terminal-like log.
+forces bars on (``0`` off), e.g. under a job scheduler that keeps a terminal-like log
+(`utils.progress`, the rule every bar follows).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from tqdm import tqdm
 
+from ..utils import progress as bars
 from . import distributed
 from .stages import IMAGE, PROMPT, Stage
 
 
 def enabled() -> bool:
-    forced = os.environ.get("TORCHREID_FGDI_PROGRESS", "")
-    if forced in ("0", "1"):
-        return forced == "1" and distributed.is_main()
-    return sys.stderr.isatty() and distributed.is_main()
+    return bars.shown(distributed.is_main())
 
 
 def bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(), dynamic_ncols=True, leave=True)
+    return bars.bar(desc, total, unit, distributed.is_main())
 
 
 def track(iterable: Iterable, desc: str, unit: str = "batch") -> Iterator:

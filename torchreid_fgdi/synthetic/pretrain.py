@@ -11,10 +11,16 @@ the zero-shot attribute probe (evaluation.zero_shot) says whether it linked word
 In a config, ``fgdi.clip_weights: synthetic-captions`` names it; ``torchreid-fgdi-pretrain``
 (`cli.pretrain`) makes it ahead of time. Pretraining needs the ``pretrain`` extra
 (``open_clip_torch[training]``); a cached checkpoint does not.
+
+The console shows where the pretraining stands (a bar over the epochs with the loss and ETA on
+a terminal, a line per epoch elsewhere) and the probe; open_clip's own log (its settings, every
+logged step, the warning that the model it builds for the probe starts random) goes whole to
+``open_clip_tiny.log`` beside the checkpoint, moved there when the pretraining ends or fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -22,7 +28,11 @@ import json
 import logging
 import os
 import os.path as osp
+import re
 import shutil
+import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import open_clip
@@ -30,7 +40,7 @@ import torch
 
 from ..models.hub import sha256sum
 from ..models.variants import TINY_CLIP
-from ..utils import atomic, extras
+from ..utils import atomic, extras, progress
 from ..utils.cache import cache_root
 from ..utils.checkpoint import check_finite, read_checkpoint, write_checkpoint
 from .captions import CorpusSize, write_corpus
@@ -40,6 +50,8 @@ TAG = "synthetic-captions"  # the fgdi.clip_weights value that means this checkp
 MODEL_NAME = "fgdi-tiny-clip"  # its open_clip config name
 CHECKPOINT = "open_clip_tiny.pt"
 RECORD = "open_clip_tiny.json"  # the checkpoint's size, sha256 and zero-shot probe, written after it
+LOG = "open_clip_tiny.log"  # open_clip's log of the pretraining
+LOG_EVERY = 5  # steps between open_clip_train's log lines, each a step of the progress shown
 # open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
 TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
 
@@ -178,33 +190,85 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
         *("--beta1", "0.9", "--beta2", "0.98", "--eps", "1e-6"),  # CLIP's Adam, whatever the name
         *("--workers", "0", "--precision", "fp32", "--device", "cpu", "--seed", str(settings.seed)),
         *("--save-frequency", str(settings.epochs), "--logs", work, "--name", "train", "--report-to", ""),
+        *("--log-every-n-steps", str(LOG_EVERY)),
     ]
     if torch.cuda.is_available():
         argv[argv.index("--device") + 1] = "cuda"
-    root_log = logging.getLogger()
-    handlers = list(root_log.handlers)
-    levels = {name: logging.getLogger(name).level for name in ["", *logging.root.manager.loggerDict]}
+    log = osp.join(work, LOG)
+    shown = _Progress(settings.epochs)
     try:
-        train_main(argv)
-    finally:  # open_clip_train sets every logger (torch's compiler's too) to INFO and adds handlers
-        for handler in [h for h in root_log.handlers if h not in handlers]:
-            root_log.removeHandler(handler)
-        for name in logging.root.manager.loggerDict:
-            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
-        root_log.setLevel(levels[""])
-    trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
-    if not osp.isfile(trained):
-        raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(work, 'train', 'out.log')}")
-    state = read_checkpoint(trained)["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
-    model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)
-    model.load_state_dict(state)
-    probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
+        with open(log, "w", buffering=1) as stream, _logging_to(stream, shown):
+            train_main(argv)
+            trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
+            if not osp.isfile(trained):
+                raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(folder, LOG)}")
+            state = read_checkpoint(trained)["state_dict"]
+            state = {k.removeprefix("module."): v for k, v in state.items()}
+            check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
+            model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)  # random, until:
+            model.load_state_dict(state)
+            probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
+    finally:  # the bar ended with the block; the log goes beside the checkpoint, however it ended
+        if osp.isfile(log):
+            os.makedirs(folder, exist_ok=True)
+            os.replace(log, osp.join(folder, LOG))
+            print(f"=> open_clip's log of the pretraining: {osp.join(folder, LOG)}")
     print(format_accuracy(probe))
     keep(folder, state, probe)
     shutil.rmtree(work, ignore_errors=True)
     return probe
+
+
+@contextlib.contextmanager
+def _logging_to(stream, shown: logging.Handler) -> Iterator[None]:
+    """open_clip's log (every logger's records, Python's warnings) into `stream` rather than the
+    console, and its steps to `shown`, while the block runs. open_clip_train prints its log to
+    stderr (a handler it adds to the root logger) and sets every logger, torch's compiler's too, to
+    INFO: all of that is undone afterwards. The bar keeps the console's stderr."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    levels = {name: logging.getLogger(name).level for name in ["", *logging.root.manager.loggerDict]}
+    root.addHandler(shown)
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        for name in logging.root.manager.loggerDict:
+            logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+        root.setLevel(levels[""])
+
+
+class _Progress(logging.Handler):
+    """open_clip_train's step lines as the console's progress: a bar over the epochs with the loss
+    (the epoch's mean so far) and the ETA where bars show (`utils.progress`), else a line per epoch."""
+
+    STEP = re.compile(r"Train Epoch: (\d+) \[ *\d+/\d+ \((\d+)%\)\].* Loss: \S+ \((\S+)\)")
+
+    def __init__(self, epochs: int):
+        super().__init__(logging.INFO)
+        self.epochs, self.start = epochs, time.monotonic()
+        form = "{desc}: {percentage:3.0f}%|{bar}| epoch {n:.1f}/{total:.0f} [{elapsed}<{remaining}{postfix}]"
+        self.bar = progress.bar("tiny CLIP", epochs, "epoch", file=sys.stderr, bar_format=form)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        step = self.STEP.search(record.getMessage())
+        if step is None:
+            return
+        epoch, percent, loss = int(step[1]), int(step[2]), float(step[3])
+        done = epoch + percent / 100
+        if not self.bar.disable:
+            self.bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+            self.bar.update(done - self.bar.n)
+        elif percent == 100:
+            left = self.bar.format_interval((time.monotonic() - self.start) / done * (self.epochs - done))
+            print(f"=> tiny CLIP epoch {epoch + 1}/{self.epochs}: loss {loss:.4f}, eta {left}")
+
+    def close(self) -> None:
+        self.bar.close()
+        super().close()
 
 
 def keep(folder: str, state: dict, probe: dict) -> str:
