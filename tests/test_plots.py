@@ -34,6 +34,36 @@ def test_short_cmc_curves_get_a_tick_per_rank():
     assert list(fig.axes[0].get_xticks()) == [1, 2, 3, 4]
 
 
+def _epochs(n: int, **terms) -> list[dict]:
+    """A stage's metric rows: each term falls linearly from its given start to a tenth of it."""
+    rows = [{"group": "stage", "step": e, "lr": 1e-3, "acc": 0.5} for e in range(1, n + 1)]
+    for term, start in terms.items():
+        for row, value in zip(rows, np.linspace(start, start / 10, n)):
+            row[term] = value
+    return rows
+
+
+def test_loss_epochs_are_whole_numbers_and_one_legend_sits_beside_the_panels():
+    stages = {
+        "stage1": _epochs(15, loss=12.0, id=7.0, triplet=5.0),
+        "stage2a": _epochs(4, loss=12.0, i2t=9.0, t2i=3.0),
+        "stage2b": _epochs(1, loss=11.0, i2t=8.0, t2i=3.0),
+        "stage3": _epochs(7, loss=15.0, id=7.0, triplet=3.0, i2t=5.0, guide=0.6),
+    }
+    fig = plots.losses_figure(stages)
+    fig.draw_without_rendering()
+    assert [ax.get_title() for ax in fig.axes] == list(stages)
+    ticks = [[label.get_text() for label in ax.get_xticklabels()] for ax in fig.axes]
+    assert ticks == [["1", "5", "10", "15"], ["1", "2", "3", "4"], ["1"], [str(e) for e in range(1, 8)]]
+    assert all(ax.get_xlim() == (0.5, len(rows) + 0.5) for ax, rows in zip(fig.axes, stages.values()))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["loss", "id", "triplet", "i2t", "t2i", "guide"]
+    assert not any(ax.get_legend() for ax in fig.axes)
+    assert not any(legend.get_window_extent().overlaps(ax.get_window_extent()) for ax in fig.axes)
+    colours = [{line.get_label(): line.get_color() for line in ax.get_lines()} for ax in fig.axes]
+    assert colours[0]["id"] == colours[3]["id"] and colours[1]["i2t"] == colours[3]["i2t"]  # a term, one colour
+
+
 def _cluster(centre: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return centre + 0.01 * torch.randn(n, len(centre), generator=torch.Generator().manual_seed(seed))
 
