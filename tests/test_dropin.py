@@ -215,7 +215,9 @@ def test_torchreid_settings_fgdi_ignores_are_named_with_what_governs_them():
 def _readme_recipe() -> str:
     """The README's three-stage recipe: its Python block that builds an `ImageFGDIEngine`."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    (recipe,) = [code for code in re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S) if "ImageFGDIEngine(" in code]
+    (recipe,) = [
+        code for code in re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S) if "ImageFGDIEngine(" in code
+    ]
     return recipe
 
 
@@ -230,7 +232,9 @@ def test_the_readme_python_recipe_gives_the_clis_numbers_and_records_its_config(
     monkeypatch.setattr(
         torchreid_fgdi.config,
         "load_config",
-        lambda path: read(CONFIG, [*opts, "data.save_dir", str(tmp_path / "recipe")]) if path == readme_config else None,
+        lambda path: (
+            read(CONFIG, [*opts, "data.save_dir", str(tmp_path / "recipe")]) if path == readme_config else None
+        ),
     )
     torch.manual_seed(12345)  # whatever state the generators were left in: the recipe seeds them as the CLI does
     recipe = {}

@@ -1,5 +1,8 @@
 """The run's figures and ranked-results pictures, checked for what a reader sees in them."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +137,12 @@ def test_ranked_pictures_are_upscaled_numbered_framed_and_skip_the_querys_own_ca
     assert not np.array_equal(above[1], above[2]) and not np.array_equal(below[1], below[2])
     fourth = rank_pictures.column_x(3, column) + column // 2
     assert fourth >= picture.shape[1] or tuple(picture[top + height // 2, fourth]) == (255, 255, 255)  # topk 2
+    near = np.array([[0.0, 0.50004, 0.50001, 0.9]])  # a weak model's distances: 0.500 each at 3 decimals
+    (path,) = rank_pictures.save_ranked_queries(near, [query], gallery, str(tmp_path / "near"), 2, 64, 32, "d")
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    under = top + height + rank_pictures.FRAME  # below the frames, whose colours differ
+    numbers = [picture[under : under + rank_pictures.LINE_HEIGHT + 4, x : x + width] for x in lefts]
+    assert len(_ink_rows(numbers[1])) >= 9 and not np.array_equal(numbers[1], numbers[2])
     with pytest.raises(ValueError, match="does not match 1 queries x 4 gallery"):
         rank_pictures.save_ranked_queries(distmat[:, :3], [query], gallery, str(tmp_path / "out"), 2, 64, 32, "d")
 
@@ -153,6 +162,40 @@ def test_search_picture_puts_rank_above_and_similarity_below_in_a_readable_size(
     assert len(above) >= 9 and len(below) >= 9  # "#1" above the image, "0.958" under it, each 9+ px tall
     query_left = rank_pictures.column_x(0, column) + column // 2 - width // 2
     assert tuple(picture[top + height // 2, query_left - 1]) == rank_pictures.QUERY
+
+
+def test_scores_get_the_decimals_that_tell_neighbours_apart():
+    weak, good = [0.99912, 0.99907, 0.99899, 0.99899], [0.958, 0.5]
+    assert rank_pictures.score_texts([good]) == [["0.958", "0.500"]]
+    assert rank_pictures.score_texts([weak, good]) == [
+        ["0.99912", "0.99907", "0.99899", "0.99899"],  # equal values stay equal
+        ["0.95800", "0.50000"],  # one number of decimals for the page
+    ]
+    assert rank_pictures.score_texts([[153.21, 153.24, 160.0]]) == [["153.21", "153.24", "160.00"]]
+    assert rank_pictures.score_texts([[0.1234561, 0.1234564]]) == [["0.123", "0.123"]]  # equal at 6 decimals
+    assert rank_pictures.score_texts([[0.5000001, 0.5000004, 0.5]]) == [["0.500", "0.500", "0.500"]]
+    assert rank_pictures.score_texts([[]]) == [[]]
+
+
+def test_a_weak_models_near_identical_similarities_read_apart_on_the_page_and_the_picture(tmp_path):
+    query = _image(tmp_path / "q.png", (250, 250, 0))
+    similarities = [0.99912, 0.99907, 0.99899]
+    matches = [
+        {"path": _image(tmp_path / f"g{i}.png", (0, 200, 200)), "similarity": v} for i, v in enumerate(similarities)
+    ]
+    ranking = [{"query": query, "matches": matches}]
+    page = Path(search.write_html(ranking, str(tmp_path / "index.html"))).read_text()
+    assert re.findall(r"<br>(#\d+ [^<]*)<br>", page) == ["#1 0.99912", "#2 0.99907", "#3 0.99899"]
+    picture = np.asarray(Image.open(search.write_png(ranking, str(tmp_path / "ranking.png"))).convert("RGB"))
+    column = rank_pictures.column_width([[rank_pictures.Tile(Image.new("RGB", (1, 1)), "#1", "0.99912")]], search.THUMB)
+    width, height = search.THUMB
+    top = rank_pictures.GAP + 2 * rank_pictures.LINE_HEIGHT + 2 * rank_pictures.FRAME + height  # under any frame
+    below = [
+        picture[top : top + rank_pictures.LINE_HEIGHT + 4, x - column // 2 : x + column // 2]
+        for x in (rank_pictures.column_x(col, column) + column // 2 for col in (1, 2, 3))
+    ]  # the same image over each: only the numbers under them can differ
+    assert all(len(_ink_rows(band)) >= 9 for band in below)
+    assert not np.array_equal(below[0], below[1]) and not np.array_equal(below[1], below[2])
 
 
 def test_a_crop_of_another_shape_keeps_its_proportions_on_white():
