@@ -15,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import build_config
-from torchreid_fgdi.config import RunSettings, ignored_by_fgdi, load_config
+from torchreid_fgdi.config import ignored_by_fgdi, load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.tools.export import export
@@ -222,20 +222,20 @@ def _readme_recipe() -> str:
 
 
 def test_the_readme_python_recipe_gives_the_clis_numbers_and_records_its_config(tiny_root, tmp_path, monkeypatch):
+    """The README's block, run as written (only its config shortened): seeded as `torchreid-fgdi` is,
+    it gives the command's numbers for the same config, whatever state the generators were in."""
     import torchreid_fgdi.config
     from torchreid_fgdi.cli.train import train
 
     opts = ["data.root", tiny_root, "data.targets", "['synth_d']", *ONE_EPOCH_EACH, "train.print_freq", "1000"]
     cli = train(["--config-file", CONFIG, *opts, "data.save_dir", str(tmp_path / "cli")])
-    readme_config = str(Path(CONFIG).relative_to(Path(CONFIG).parents[2]))  # configs/synthetic/fgdi_tiny.yaml
     read = load_config
-    monkeypatch.setattr(
-        torchreid_fgdi.config,
-        "load_config",
-        lambda path: (
-            read(CONFIG, [*opts, "data.save_dir", str(tmp_path / "recipe")]) if path == readme_config else None
-        ),
-    )
+
+    def readme_config(path: str):
+        assert path == "configs/synthetic/fgdi_tiny.yaml"  # the README's config, as the CLI ran it
+        return read(CONFIG, [*opts, "data.save_dir", str(tmp_path / "recipe")])
+
+    monkeypatch.setattr(torchreid_fgdi.config, "load_config", readme_config)
     torch.manual_seed(12345)  # whatever state the generators were left in: the recipe seeds them as the CLI does
     recipe = {}
     exec(compile(_readme_recipe(), "README.md", "exec"), recipe)
