@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from torchvision.transforms import InterpolationMode
 from tests.conftest import FIXTURES, parity
 from tests.test_fgdi_engine import CONFIG
 from torchreid_fgdi.cli.train import command_line
-from torchreid_fgdi.config import RunSettings, load_config
+from torchreid_fgdi.config import load_config
 from torchreid_fgdi.config.checks import ConfigError
 from torchreid_fgdi.data import DomainBalancedIdentitySampler
 from torchreid_fgdi.tools.export import export
@@ -206,24 +207,38 @@ def test_torchreid_and_fastreid_names_are_answered(tmp_path, capsys):
         assert f"{flag} is fast-reid's flag; here: {equivalent}" in capsys.readouterr().err
 
 
-def test_the_readme_python_recipe_records_its_config_and_honours_test_plots(tiny_root, tmp_path):
-    from torchreid_fgdi.data import DomainImageDataManager
-    from torchreid_fgdi.engine import ImageFGDIEngine
+def _readme_recipe() -> str:
+    """The README's three-stage recipe: its Python block that builds an `ImageFGDIEngine`."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    (recipe,) = [
+        code for code in re.findall(r"^```python\n(.*?)^```", readme, re.M | re.S) if "ImageFGDIEngine(" in code
+    ]
+    return recipe
 
-    opts = ["data.root", tiny_root, "data.targets", "['synth_d']", "data.save_dir", str(tmp_path), *ONE_EPOCH_EACH]
-    # The README's recipe, line for line.
-    cfg = load_config(CONFIG, [*opts, "train.print_freq", "1000"])
-    settings = RunSettings.from_config(cfg)  # everything the run reads, typed and frozen, read once
-    datamanager = DomainImageDataManager(**settings.data)
-    model = torchreid.models.build_model(
-        cfg.model.name,
-        settings.num_classes(datamanager.num_train_pids),
-        **settings.model_kwargs(datamanager.num_train_domains),
-    )
-    engine = ImageFGDIEngine(datamanager, model, settings.fgdi, settings.test, config_text=settings.config_text)
-    engine.run(**settings.run)  # torchreid's Engine.run arguments (save_dir, eval_freq, ...)
-    assert not (tmp_path / "plots").exists()
-    features = FeatureExtractor(str(tmp_path / "checkpoints" / "stage3.pth"), device="cpu")(torch.randn(2, 3, 64, 32))
+
+def test_the_readme_python_recipe_gives_the_clis_numbers_and_records_its_config(tiny_root, tmp_path, monkeypatch):
+    """The README's block, run as written (only its config shortened): seeded as `torchreid-fgdi` is,
+    it gives the command's numbers for the same config, whatever state the generators were in."""
+    import torchreid_fgdi.config
+    from torchreid_fgdi.cli.train import train
+
+    opts = ["data.root", tiny_root, "data.targets", "['synth_d']", *ONE_EPOCH_EACH, "train.print_freq", "1000"]
+    cli = train(["--config-file", CONFIG, *opts, "data.save_dir", str(tmp_path / "cli")])
+    read = load_config
+
+    def readme_config(path: str):
+        assert path == "configs/synthetic/fgdi_tiny.yaml"  # the README's config, as the CLI ran it
+        return read(CONFIG, [*opts, "data.save_dir", str(tmp_path / "recipe")])
+
+    monkeypatch.setattr(torchreid_fgdi.config, "load_config", readme_config)
+    torch.manual_seed(12345)  # whatever state the generators were left in: the recipe seeds them as the CLI does
+    recipe = {}
+    exec(compile(_readme_recipe(), "README.md", "exec"), recipe)
+    numbers = {name: (res["mAP"], list(res["cmc"])) for name, res in recipe["engine"].test_results.items()}
+    assert numbers == {name: (res["mAP"], list(res["cmc"])) for name, res in cli.items()}
+    assert not (tmp_path / "recipe" / "plots").exists()  # test.plots false
+    checkpoint = tmp_path / "recipe" / "checkpoints" / "stage3.pth"
+    features = FeatureExtractor(str(checkpoint), device="cpu")(torch.randn(2, 3, 64, 32))  # its config recorded
     assert features.shape == (2, 128)
 
 

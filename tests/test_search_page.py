@@ -17,6 +17,7 @@ import torchreid
 from PIL import Image
 
 from torchreid_fgdi.cli import search as search_cli
+from torchreid_fgdi.evaluation import rank_pictures
 from torchreid_fgdi.tools import search
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install playwright")
@@ -104,12 +105,13 @@ def test_the_page_shows_every_query_with_its_ranked_thumbnails_scores_and_no_err
         })))""",
     )
     assert len(rows) == len(ranking) == 3
-    for row, entry in zip(rows, ranking):
+    shown = rank_pictures.score_texts([[match["similarity"] for match in entry["matches"]] for entry in ranking])
+    for row, entry, similarities in zip(rows, ranking, shown):
         assert len(row) == 1 + TOPK
         assert [cell["images"] for cell in row] == [[[True, *search.THUMB]]] * (1 + TOPK)  # decoded, full size
         assert row[0]["text"].split("\n") == ["", "query", os.path.basename(entry["query"])]
-        for n, (cell, match) in enumerate(zip(row[1:], entry["matches"]), 1):
-            assert cell["text"].split("\n") == ["", f"#{n} {match['similarity']:.3f}", os.path.basename(match["path"])]
+        for n, (cell, match, similarity) in enumerate(zip(row[1:], entry["matches"], similarities), 1):
+            assert cell["text"].split("\n") == ["", f"#{n} {similarity}", os.path.basename(match["path"])]
         scores = [match["similarity"] for match in entry["matches"]]
         assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
     assert seen == {"console errors": [], "script errors": [], "dialogs": [], "requests": [path.as_uri()]}

@@ -204,7 +204,7 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     data = settings.data
     ensure_datasets(data["root"], [*data["sources"], *data["targets"]], generated=SYNTHETIC_DATASETS)
     rank, world = distributed.rank(), distributed.world_size()
-    datamanager = DomainImageDataManager(**data, rank=rank, world_size=world, seed=settings.seed)
+    datamanager = DomainImageDataManager(**data, rank=rank, world_size=world)
     model = build_model(settings, datamanager)
     if isinstance(model, FGDI):
         return run_fgdi(cfg, settings, datamanager, model, folder)

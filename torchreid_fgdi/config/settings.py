@@ -53,6 +53,7 @@ DATA = {  # DomainImageDataManager argument: config key
     "cuhk03_classic_split": "cuhk03.classic_split",
     "market1501_500k": "market1501.use_500k_distractors",
     "market1501_distractors": "market1501.train_distractors",
+    "seed": "train.seed",  # the sampler's draws; the run's generators: torchreid.utils.set_random_seed(seed)
 }
 
 OPTIMIZER = {  # torchreid.optim.build_optimizer argument: config key

@@ -74,6 +74,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
 
         cfg = load_config("configs/synthetic/fgdi_tiny.yaml")
         settings = RunSettings.from_config(cfg)
+        torchreid.utils.set_random_seed(settings.seed)
         datamanager = DomainImageDataManager(**settings.data)
         model = torchreid.models.build_model(
             cfg.model.name,

@@ -32,19 +32,42 @@ def _save(fig, path: str) -> str:
     return atomic.write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def plot_losses(stages: dict[str, list[dict]], path: str) -> str | None:
-    """One panel per stage: every loss term's epoch average against the stage's epochs."""
-    stages = {name: rows for name, rows in stages.items() if rows}
-    if not stages:
-        return None
-    fig = _figure(4 * len(stages), 3.2)
-    for ax, (stage, rows) in zip(fig.subplots(1, len(stages), squeeze=False)[0], stages.items()):
+def _whole_number_axis(ax, last: int) -> None:
+    """x ticks on whole numbers (epochs, ranks) from 1 to `last`: every one up to 9, then 1, 5, 10, ...;
+    half a step of margin, so the first and last points are not drawn on the frame."""
+    ax.set_xticks([1, *range(5, last + 1, 5)] if last >= 10 else range(1, last + 1))
+    ax.set_xlim(0.5, last + 0.5)
+
+
+def _legend_outside(fig: Figure, axes: Sequence, **kwargs) -> None:
+    """One legend for every panel, right of them: curves can fill any corner of an axes, so a legend
+    inside one covers some run's data."""
+    entries = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
+    fig.legend(entries.values(), entries.keys(), loc="outside right upper", fontsize=8, **kwargs)
+
+
+def losses_figure(stages: dict[str, list[dict]]) -> Figure:
+    """One panel per stage: every loss term's epoch average against the stage's epochs. A term keeps
+    its colour in every panel, so the one legend serves all of them."""
+    fig = _figure(4 * len(stages) + 1.6, 3.2)
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    terms = [t for rows in stages.values() for t in rows[0] if t not in ("group", "step", *_NOT_LOSSES)]
+    colours = {term: f"C{i}" for i, term in enumerate(dict.fromkeys(terms))}
+    for ax, (stage, rows) in zip(axes, stages.items()):
         steps = [row["step"] for row in rows]
-        for term in [k for k in rows[0] if k not in ("group", "step", *_NOT_LOSSES)]:
-            ax.plot(steps, [row.get(term, np.nan) for row in rows], marker=".", label=term)
-        ax.set(title=stage, xlabel="epoch of the stage", ylabel="loss")
-        ax.legend(fontsize=7)
-    return _save(fig, path)
+        for term in [k for k in rows[0] if k in colours]:
+            values = [row.get(term, np.nan) for row in rows]
+            ax.plot(steps, values, marker=".", label=term, color=colours[term], clip_on=False)
+        _whole_number_axis(ax, max(steps))
+        ax.set(title=stage, xlabel="epoch of the stage", ylabel="loss" if ax is axes[0] else None)
+        ax.grid(alpha=0.3)
+    _legend_outside(fig, axes)
+    return fig
+
+
+def plot_losses(stages: dict[str, list[dict]], path: str) -> str | None:
+    stages = {name: rows for name, rows in stages.items() if rows}
+    return _save(losses_figure(stages), path) if stages else None
 
 
 def cmc_figure(results: dict[str, dict], sources: Sequence[str], max_rank: int = 20) -> Figure:
@@ -61,10 +84,10 @@ def cmc_figure(results: dict[str, dict], sources: Sequence[str], max_rank: int =
         unseen = name not in sources
         label = f"{name}{' (unseen)' if unseen else ''}, mAP {res['mAP']:.1%}"
         ax.plot(np.arange(1, len(cmc) + 1), cmc, "--" if unseen else "-", marker=".", label=label, clip_on=False)
-    ax.set_xticks([1, *range(5, length + 1, 5)] if length >= 10 else range(1, length + 1))
-    ax.set(xlabel="rank", ylabel="matching rate (%)", xlim=(0.5, length + 0.5), ylim=(0, 100), title="CMC")
+    _whole_number_axis(ax, length)
+    ax.set(xlabel="rank", ylabel="matching rate (%)", ylim=(0, 100), title="CMC")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=8)
+    _legend_outside(fig, [ax])
     return fig
 
 
@@ -100,8 +123,7 @@ def domains_figure(panels: dict[str, tuple[torch.Tensor, list[str]]], unseen: Se
                 kwargs = {"s": 14 if domain in unseen else 8, "alpha": 0.7, "c": colours[domain]}
                 ax.scatter(points[mask, 0], points[mask, 1], marker=marker, label=label, **kwargs)
         ax.set(title=title, xlabel="PC 1", ylabel="PC 2" if ax is axes[0] else None)
-    legend = {label: handle for ax in axes for handle, label in zip(*ax.get_legend_handles_labels())}
-    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, markerscale=1.5)
+    _legend_outside(fig, axes, markerscale=1.5)
     return fig
 
 

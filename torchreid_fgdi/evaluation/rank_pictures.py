@@ -30,6 +30,7 @@ FRAME = 3  # frame width, drawn around the image, never over it
 GAP = 8  # between columns and around the picture
 QUERY_GAP = 24  # after the query column, to set it apart from the ranks
 LINE_HEIGHT = FONT_SIZE + 6
+MAX_DECIMALS = 6  # a score's most decimals (search's ranking.json keeps similarities to 6)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,25 @@ def save_png(image: Image.Image, path: str) -> str:
     return atomic.write_atomically(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
-def score_text(value: float) -> str:
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+def score_texts(rows: Sequence[Sequence[float]]) -> list[list[str]]:
+    """Every score of `rows` (each a query's, in rank order) as text, with one number of decimals for
+    all: the fewest, from 3 (from 1 at 10 and above), that tell apart each two neighbours of a row
+    whose values differ at `MAX_DECIMALS`. A weak model ranks by similarities such as 0.99912 and
+    0.99907, which three decimals would show as 0.999 for every match."""
+    values = [[float(v) for v in row] for row in rows]
+    first = 1 if any(abs(v) >= 10 for row in values for v in row) else 3
+    decimals = next((d for d in range(first, MAX_DECIMALS) if _neighbours_apart(values, d)), MAX_DECIMALS)
+    return [[f"{v:.{decimals}f}" for v in row] for row in values]
+
+
+def _neighbours_apart(rows: list[list[float]], decimals: int) -> bool:
+    """Each two neighbours of a row that differ at `MAX_DECIMALS` also differ at `decimals`."""
+    return all(
+        f"{a:.{decimals}f}" != f"{b:.{decimals}f}"
+        for row in rows
+        for a, b in zip(row, row[1:])
+        if round(a, MAX_DECIMALS) != round(b, MAX_DECIMALS)
+    )
 
 
 def save_ranked_queries(
@@ -131,15 +149,13 @@ def save_ranked_queries(
     caption = f"{distance} under each image (lower: nearer); frame green: same identity, red: another"
     written = []
     for (q_path, q_pid, q_cam, *_), row in zip(query_items, distmat):
+        ranked = np.argsort(row, kind="stable")
+        shown = [g for g in ranked if not (gallery_items[g][1] == q_pid and gallery_items[g][2] == q_cam)][:topk]
+        (scores,) = score_texts([row[shown]])
         tiles = [Tile(read_image(q_path), "query", f"id {q_pid}", QUERY)]
-        for g in np.argsort(row, kind="stable"):
-            g_path, g_pid, g_cam = gallery_items[g][:3]
-            if g_pid == q_pid and g_cam == q_cam:
-                continue
-            frame = TRUE_MATCH if g_pid == q_pid else WRONG_MATCH
-            tiles.append(Tile(read_image(g_path), f"#{len(tiles)}", score_text(float(row[g])), frame))
-            if len(tiles) > topk:
-                break
+        for n, (g, score) in enumerate(zip(shown, scores), 1):
+            g_path, g_pid = gallery_items[g][:2]
+            tiles.append(Tile(read_image(g_path), f"#{n}", score, TRUE_MATCH if g_pid == q_pid else WRONG_MATCH))
         path = osp.join(save_dir, osp.splitext(osp.basename(q_path))[0] + ".png")
         written.append(save_png(draw_rows([tiles], size, caption), path))
     return written

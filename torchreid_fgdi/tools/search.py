@@ -108,16 +108,21 @@ def _data_uri(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _similarities(ranking: list[dict]) -> list[list[str]]:
+    """Each query's match similarities as the page and the picture show them (`rank_pictures.score_texts`)."""
+    return rank_pictures.score_texts([[match["similarity"] for match in entry["matches"]] for entry in ranking])
+
+
 def write_html(ranking: list[dict], path: str) -> str:
     rows = []
-    for entry in ranking:
+    for entry, similarities in zip(ranking, _similarities(ranking)):
         cells = [
             f'<td class="q"><img src="{_data_uri(_thumbnail(entry["query"]))}"><br>query<br>'
             f"{html.escape(osp.basename(entry['query']))}</td>"
         ]
-        for n, match in enumerate(entry["matches"], 1):
+        for n, (match, similarity) in enumerate(zip(entry["matches"], similarities), 1):
             cells.append(
-                f'<td><img src="{_data_uri(_thumbnail(match["path"]))}"><br>#{n} {match["similarity"]:.3f}<br>'
+                f'<td><img src="{_data_uri(_thumbnail(match["path"]))}"><br>#{n} {similarity}<br>'
                 f'<span title="{html.escape(match["path"])}">{html.escape(osp.basename(match["path"]))}</span></td>'
             )
         rows.append("<tr>" + "".join(cells) + "</tr>")
@@ -134,10 +139,10 @@ def write_png(ranking: list[dict], path: str) -> str:
     rows = [
         [rank_pictures.Tile(_thumbnail(entry["query"]), "query", frame=rank_pictures.QUERY)]
         + [
-            rank_pictures.Tile(_thumbnail(match["path"]), f"#{n}", f"{match['similarity']:.3f}")
-            for n, match in enumerate(entry["matches"], 1)
+            rank_pictures.Tile(_thumbnail(match["path"]), f"#{n}", similarity)
+            for n, (match, similarity) in enumerate(zip(entry["matches"], similarities), 1)
         ]
-        for entry in ranking
+        for entry, similarities in zip(ranking, _similarities(ranking))
     ]
     picture = rank_pictures.draw_rows(rows, THUMB, "cosine similarity under each image (higher: nearer)")
     return rank_pictures.save_png(picture, path)
