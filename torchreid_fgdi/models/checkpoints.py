@@ -2,11 +2,14 @@
 
 The three layouts differ only in names and in the position embedding's grid (it follows each
 run's input size), so loading is: detect the layout, rename, resample the grid, load strictly.
+Our state dicts also record their model (``_extra_state``, `FGDI.get_extra_state`): its variant,
+which is checked, and its grid, which is then known.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from torch import nn
@@ -17,6 +20,8 @@ from .image_encoder import resize_pos_embed
 _AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
 _CLIPREID_PROMPTS = {"prompt_learner.cls_ctx": "promptlearner.clsctx"}
 _POS_EMBEDS = ("image_encoder.visual.positional_embedding", "image_encoder.visual.attnpool.positional_embedding")
+RECORD_KEY = "_extra_state"  # where an FGDI state dict records its model (torch's name for a module's extra state)
+_VIT_BLOCK = re.compile(r"image_encoder\.visual\.transformer\.resblocks\.(\d+)\.")
 # FGDI parts a CLIP-ReID model does not have: they keep their initial values.
 _NOT_IN_CLIPREID = (
     "promptlearner.dmctx",
@@ -70,6 +75,49 @@ def detect_layout(state: Mapping) -> str:
     raise CheckpointError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
 
 
+def another_variant(theirs: str, ours: str, how: str, fix: str = "") -> CheckpointError:
+    """The refusal of `theirs` weights by a model of variant `ours`; `how` says where `theirs` was read,
+    `fix` what to do (by default: build `theirs`, as torchreid does)."""
+    torchreid = f"FeatureExtractor(model_name='{theirs}', ...), build_model('{theirs}', ...)"
+    fix = fix or f"build {theirs} instead (torchreid: {torchreid})"
+    return CheckpointError(
+        f"the checkpoint holds {theirs} weights ({how}), but the model being loaded is {ours}: {fix}"
+    )
+
+
+def check_variant(model: nn.Module, theirs: str | None, how: str) -> None:
+    """Refuses weights of variant `theirs` (read as `how` says) for a model built as another variant."""
+    ours = getattr(model, "variant", None)
+    if theirs and ours and theirs != ours:
+        raise another_variant(theirs, ours, how)
+
+
+def _tower(weights: Mapping) -> str | None:
+    """The image tower of FGDI weights (this model's layout) in words: what tells the variants apart."""
+    vit = "image_encoder.visual."
+    if vit + "class_embedding" in weights:
+        blocks = {m.group(1) for k in weights if (m := _VIT_BLOCK.match(k))}
+        width, patch = weights[vit + "class_embedding"].shape[0], weights[vit + "conv1.weight"].shape[-1]
+        return f"a ViT of width {width} with {len(blocks)} blocks and {patch}-pixel patches"
+    if vit + "attnpool.k_proj.weight" in weights:
+        stages = [len({k.split(".")[3] for k in weights if k.startswith(f"{vit}layer{i}.")}) for i in range(1, 5)]
+        width = weights[vit + "attnpool.k_proj.weight"].shape[1]
+        return f"a ResNet with {stages} blocks per stage and an attention pool of width {width}"
+    return None
+
+
+def check_tower(model: nn.Module, state: Mapping) -> None:
+    """Refuses another variant's weights by the image towers' shapes, naming both: what a state dict
+    that records nothing (saved before the record existed, or without a config) still tells."""
+    theirs, ours = _tower(state), _tower(dict(model.named_parameters()))
+    if theirs and ours and theirs != ours:
+        name = getattr(model, "variant", None) or type(model).__name__
+        raise CheckpointError(
+            f"the checkpoint's image tower is {theirs}, this {name} model's is {ours}: the weights are another "
+            "variant's; build the variant they were saved from (torchreid: FeatureExtractor(model_name=...))"
+        )
+
+
 _CONVERTERS = {"fgdi": dict, "authors": from_authors_state_dict, "clipreid": from_clipreid_state_dict}
 
 
@@ -114,18 +162,25 @@ def load_fgdi_checkpoint(
 ) -> list[str]:
     """Loads an FGDI, authors' or CLIP-ReID checkpoint (file or state dict) into `model`.
 
-    Position embeddings are resampled from the checkpoint's grid to the model's; everything else
-    must match exactly. Returns the keys the checkpoint lacks by design and that keep their
-    initial values (CLIP-ReID has no domain prompts or domain classifiers).
+    Position embeddings are resampled from the checkpoint's grid (`ckpt_grid`, else the one its state
+    dict records, else square) to the model's; everything else must match exactly. The model keeps
+    its own stride, activation and eval feature (the recipe it was built with: weights to train
+    from). Returns the keys the checkpoint lacks by design and that keep their initial values
+    (CLIP-ReID has no domain prompts or domain classifiers).
 
     Raises:
         ValueError: naming every mismatched key and what to change.
     """
     state = read_state_dict(source)
+    record = state.pop(RECORD_KEY, None)
+    if isinstance(record, Mapping):
+        check_variant(model, record.get("variant"), "as its state dict records")
+        ckpt_grid = ckpt_grid or tuple(record["grid"])
     layout = detect_layout(state)
     state = _CONVERTERS[layout](state)
+    check_tower(model, state)
     state = fit_position_embeddings(model, state, ckpt_grid)
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k != RECORD_KEY}
     kept = [k for k in own if k not in state and layout == "clipreid" and k.startswith(_NOT_IN_CLIPREID)]
     problems = [f"missing: {k}" for k in own if k not in state and k not in kept]
     problems += [f"unexpected: {k}" for k in state if k not in own]
