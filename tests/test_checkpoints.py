@@ -6,6 +6,7 @@ import torch
 import torchreid
 
 from torchreid_fgdi.models import build_fgdi, load_fgdi_checkpoint, resize_pos_embed, to_authors_state_dict
+from torchreid_fgdi.models.checkpoints import RECORD_KEY
 from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 SIZE = (64, 32)
@@ -21,6 +22,11 @@ def _trained_like(model):
     with torch.no_grad():
         model.train()(torch.randn(8, 3, *model.image_encoder.image_size))
     return model.eval()
+
+
+def _without_record(state: dict) -> dict:
+    """`state` as torchreid-fgdi wrote it before state dicts recorded their model."""
+    return {k: v for k, v in state.items() if k != RECORD_KEY}
 
 
 def _features(model, images, camids=None):
@@ -74,13 +80,19 @@ def test_clipreid_checkpoint_with_camera_embedding_gives_the_same_features(tmp_p
 
 def test_position_embedding_is_resampled_from_the_checkpoints_grid():
     source = build_fgdi("fgdi_tiny", 3, pretrained=False)  # 64x32 -> 8x4 grid
-    model = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))  # 6x6 grid
-    with pytest.raises(CheckpointError, match=r"non-square grid of 32 positions.*ckpt_grid"):
-        load_fgdi_checkpoint(model, source.state_dict())
-    load_fgdi_checkpoint(model, source.state_dict(), ckpt_grid=(8, 4))
     key = "image_encoder.visual.positional_embedding"
     expected = resize_pos_embed(source.state_dict()[key], (8, 4), (6, 6))
+    model = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))  # 6x6 grid
+    old_style = _without_record(source.state_dict())
+    with pytest.raises(CheckpointError, match=r"non-square grid of 32 positions.*ckpt_grid"):
+        load_fgdi_checkpoint(model, old_style)
+    load_fgdi_checkpoint(model, old_style, ckpt_grid=(8, 4))
     torch.testing.assert_close(model.state_dict()[key], expected, atol=0, rtol=0)
+
+    recorded = build_fgdi("fgdi_tiny", 3, pretrained=False, image_size=(48, 48))
+    load_fgdi_checkpoint(recorded, source.state_dict())  # the state dict records its 8x4 grid
+    torch.testing.assert_close(recorded.state_dict()[key], expected, atol=0, rtol=0)
+    assert recorded.record["grid"] == [6, 6]  # the model keeps its own grid, stride and size
 
 
 def test_our_checkpoints_round_trip_through_torchreid(tmp_path):

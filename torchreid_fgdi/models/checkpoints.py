@@ -8,10 +8,12 @@ which is checked, and its grid, which is then known.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
@@ -21,6 +23,7 @@ _AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
 _CLIPREID_PROMPTS = {"prompt_learner.cls_ctx": "promptlearner.clsctx"}
 _POS_EMBEDS = ("image_encoder.visual.positional_embedding", "image_encoder.visual.attnpool.positional_embedding")
 RECORD_KEY = "_extra_state"  # where an FGDI state dict records its model (torch's name for a module's extra state)
+RECORD_FORMAT = 1  # the layout of the record (`FGDI.get_extra_state`); a newer one is refused
 _VIT_BLOCK = re.compile(r"image_encoder\.visual\.transformer\.resblocks\.(\d+)\.")
 # FGDI parts a CLIP-ReID model does not have: they keep their initial values.
 _NOT_IN_CLIPREID = (
@@ -47,8 +50,9 @@ def from_authors_state_dict(state: Mapping) -> dict:
 
 
 def to_authors_state_dict(state: Mapping) -> dict:
-    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`)."""
-    return _swap_prefix(state, _OURS_IMAGE, _AUTHORS_IMAGE)
+    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`),
+    without its record, which the authors' code would refuse as an unexpected key."""
+    return _swap_prefix({k: v for k, v in state.items() if k != RECORD_KEY}, _OURS_IMAGE, _AUTHORS_IMAGE)
 
 
 def from_clipreid_state_dict(state: Mapping) -> dict:
@@ -73,6 +77,32 @@ def detect_layout(state: Mapping) -> str:
     if any(k.startswith(_AUTHORS_IMAGE) for k in state):
         return "authors"
     raise CheckpointError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
+
+
+def record_tensor(record: Mapping) -> torch.Tensor:
+    """An FGDI model's record as its state dict keeps it: the bytes of its JSON text, a tensor like every
+    other entry (so ``torch.equal``, ``.to()``, safetensors and torchreid's shape checks take it)."""
+    return torch.tensor(list(json.dumps(dict(record)).encode()), dtype=torch.uint8)
+
+
+def decode_record(value: torch.Tensor) -> dict:
+    """The record `record_tensor` made; `CheckpointError` for anything else, or a newer format."""
+    try:
+        record = json.loads(bytes(value.tolist()).decode())
+        newer = record["format"] > RECORD_FORMAT
+    except (AttributeError, TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"the state dict's {RECORD_KEY} is not an FGDI model's record ({err})") from err
+    if newer:
+        raise CheckpointError(
+            f"the state dict's record has format {record['format']}, newer than this torchreid-fgdi's "
+            f"({RECORD_FORMAT}): upgrade torchreid-fgdi to read it"
+        )
+    return record
+
+
+def read_record(state: Mapping) -> dict | None:
+    """The model an FGDI state dict records (`FGDI.get_extra_state`), or None: saved before records existed."""
+    return decode_record(state[RECORD_KEY]) if RECORD_KEY in state else None
 
 
 def another_variant(theirs: str, ours: str, how: str, fix: str = "") -> CheckpointError:
@@ -172,9 +202,10 @@ def load_fgdi_checkpoint(
         ValueError: naming every mismatched key and what to change.
     """
     state = read_state_dict(source)
-    record = state.pop(RECORD_KEY, None)
-    if isinstance(record, Mapping):
-        check_variant(model, record.get("variant"), "as its state dict records")
+    record = read_record(state)
+    state.pop(RECORD_KEY, None)
+    if record:
+        check_variant(model, record["variant"], "as its state dict records")
         ckpt_grid = ckpt_grid or tuple(record["grid"])
     layout = detect_layout(state)
     state = _CONVERTERS[layout](state)

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from open_clip.transformer import QuickGELU
 from torch import nn
 
 from ..errors import CheckpointError
 from ..utils import config_yaml
-from .checkpoints import RECORD_KEY, check_tower, check_variant
+from .checkpoints import (
+    RECORD_FORMAT,
+    RECORD_KEY,
+    check_tower,
+    check_variant,
+    decode_record,
+    read_record,
+    record_tensor,
+)
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
 from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
@@ -19,7 +25,6 @@ from .text import PromptLearner, TextEncoder
 # features); lists stand for deep supervision (two classifiers, three features).
 LOSSES = ("softmax", "triplet")
 NECK_FEATS = ("before", "after")  # the eval feature: before (authors) or after the BNNecks
-RECORD_FORMAT = 1  # the layout of `FGDI.get_extra_state`'s record; a newer one is refused
 _ACTIVATIONS = (nn.GELU, QuickGELU)
 
 
@@ -115,14 +120,20 @@ class FGDI(nn.Module):
         scores = [self.classifier(feat), self.classifier_proj(feat_proj)]
         return scores if self.loss == "softmax" else (scores, [x11, x12, xproj])
 
-    def get_extra_state(self) -> dict:
+    def get_extra_state(self) -> torch.Tensor:
         """What reading these weights takes beyond their tensors, saved by ``state_dict()`` under
-        ``_extra_state``: a model built at other defaults (torchreid's `FeatureExtractor` builds at the
-        variant's size) adopts it on loading. Plain data, which PyTorch's safe loader reads.
+        ``_extra_state`` (as the bytes of its JSON text: `checkpoints.record_tensor`; `record` reads
+        it): a model built at other defaults (torchreid's `FeatureExtractor` builds at the variant's
+        size) adopts it on loading.
 
         ``image_size`` is the input size the position grid was made for, ``trained_size`` that of the
         last training step (torchreid's ``scripts/main.py`` builds at the variant's size and trains
         at the data's), ``None`` if the model was not trained since it was built or loaded."""
+        return record_tensor(self.record)
+
+    @property
+    def record(self) -> dict:
+        """This model's record (`get_extra_state`), as a dict."""
         encoder = self.image_encoder
         return {
             "format": RECORD_FORMAT,
@@ -135,17 +146,11 @@ class FGDI(nn.Module):
             "neck_feat": self.neck_feat,
         }
 
-    def set_extra_state(self, record: Mapping) -> None:
-        """Becomes the model `record` (`get_extra_state`'s) describes: patch stride and grid (the
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        """Becomes the model the record (`get_extra_state`'s) describes: patch stride and grid (the
         position embedding loaded next then fits as it is), input sizes, activation and eval feature.
         Another variant's record is refused, naming both."""
-        if not isinstance(record, Mapping) or not isinstance(record.get("format"), int):
-            raise CheckpointError(f"the state dict's {RECORD_KEY} is not an FGDI model's record: {record!r:.200}")
-        if record["format"] > RECORD_FORMAT:
-            raise CheckpointError(
-                f"the state dict's record has format {record['format']}, newer than this torchreid-fgdi's "
-                f"({RECORD_FORMAT}): upgrade torchreid-fgdi to read it"
-            )
+        record = decode_record(state)
         check_variant(self, record["variant"], "as its state dict records")
         encoder = self.image_encoder
         if record["stride"] and isinstance(encoder, ViTImageEncoder):
@@ -181,16 +186,17 @@ class FGDI(nn.Module):
         naming both (from the record, the recorded config, or the image towers' shapes).
         """
         state = {k.removeprefix("module."): v for k, v in state.items()}
-        record = state.pop(RECORD_KEY, None)
+        record = read_record(state)
+        saved = state.pop(RECORD_KEY, None)
         recorded = config_yaml.parse_mapping(config_text, "the checkpoint's recorded config") if config_text else {}
-        if isinstance(record, Mapping):
-            theirs, how = record.get("variant"), "as its state dict records"
+        if record:
+            theirs, how = record["variant"], "as its state dict records"
         else:
             theirs, how = recorded.get("model", {}).get("name"), "as its recorded config says"
         check_variant(self, theirs, how)
         check_tower(self, state)
-        if record is not None:
-            self.set_extra_state(record)
+        if record:
+            self.set_extra_state(saved)
             return state
         encoder = self.image_encoder
         key = "image_encoder." + encoder.position_key

@@ -34,7 +34,7 @@ from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
 from ..evaluation import check_finite_features
 from ..integration.compat import build_transforms
 from ..models import VARIANTS, load_fgdi_checkpoint
-from ..models.checkpoints import RECORD_KEY, another_variant, load_torchreid_checkpoint, read_state_dict
+from ..models.checkpoints import another_variant, load_torchreid_checkpoint, read_record, read_state_dict
 from ..models.variants import variant_quick_gelu
 from ..utils.checkpoint import NO_CONFIG_FIX, read_checkpoint, recorded_config_text
 
@@ -105,17 +105,18 @@ def _recorded_model_config(record: Mapping, model_path: str) -> CN:
     return cfg
 
 
-def _check_record(model: torch.nn.Module, record: Mapping, model_path: str) -> None:
-    """Refuses a config that builds the model another way than its weights record: the features would
-    not be the saved model's (a config given for a state dict saved without one)."""
-    ours = model.get_extra_state()
-    keys = {"stride": "fgdi.stride", "quick_gelu": "fgdi.quick_gelu", "neck_feat": "fgdi.neck_feat"}
-    changes = [f"{key}: {record[name]!r} -> {ours[name]!r}" for name, key in keys.items() if record[name] != ours[name]]
+def _check_record(model: torch.nn.Module, cfg: CN, record: Mapping, model_path: str) -> None:
+    """Refuses a config given for a state dict saved without one that builds or feeds the model
+    otherwise than its weights record: the features would not be the saved model's."""
+    built = {**model.record, "size": f"{cfg.data.height}x{cfg.data.width}"}
+    saved = {**record, "size": "x".join(map(str, record["trained_size"] or record["image_size"]))}
+    keys = {"size": "data.height x data.width", "stride": "fgdi.stride", "quick_gelu": "fgdi.quick_gelu"}
+    keys["neck_feat"] = "fgdi.neck_feat"
+    changes = [f"{key} {saved[name]} -> {built[name]}" for name, key in keys.items() if saved[name] != built[name]]
     if changes:
         raise CheckpointError(
-            f"{model_path}: its weights record another model than the config builds ({', '.join(changes)}): "
-            "set these keys as the weights record them, or leave out the config file (the weights' own "
-            "record is used then)"
+            f"{model_path}: its weights record another model than the config gives ({', '.join(changes)}): set "
+            "these keys as the weights record them, or leave out the config file (the weights' record is used then)"
         )
 
 
@@ -129,8 +130,8 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
     checkpoint is loaded from disk once, for both its config and its weights."""
     checkpoint = read_checkpoint(model_path)
     state = read_state_dict(checkpoint, model_path)
-    record = state.get(RECORD_KEY)
-    record = record if isinstance(record, Mapping) and record.get("variant") in VARIANTS else None
+    record = read_record(state)
+    record = record if record and record["variant"] in VARIANTS else None
     if config_file:
         cfg = _given_config(config_file, checkpoint, model_path)
     elif record and not checkpoint.get("config"):
@@ -146,8 +147,8 @@ def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Modul
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg, state))
         grid = None if record else _trained_grid(model, cfg, state, model_path)
         load_fgdi_checkpoint(model, state, ckpt_grid=grid)
-        if record:
-            _check_record(model, record, model_path)
+        if record and config_file and not checkpoint.get("config"):
+            _check_record(model, cfg, record, model_path)
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
         load_torchreid_checkpoint(model, state, where=model_path)
@@ -246,9 +247,6 @@ class FeatureExtractor:
         input size, transform) and every weight and buffer. Equal fingerprints, equal features."""
         digest = hashlib.sha256(f"{__version__}\n{self.cfg.dump()}".encode())
         for name, value in sorted(self.model.state_dict().items()):
-            if not torch.is_tensor(value):  # the model's record (FGDI.get_extra_state)
-                digest.update(f"{name} {value!r}".encode())
-                continue
             value = value.detach().cpu().contiguous()
             digest.update(f"{name} {value.dtype} {tuple(value.shape)}".encode())
             digest.update(value.reshape(-1).view(torch.uint8).numpy())
