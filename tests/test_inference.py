@@ -19,6 +19,7 @@ from torchreid_fgdi.cli import export as export_cli
 from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.integration.registry import transform_registry
+from torchreid_fgdi.models.checkpoints import RECORD_KEY
 from torchreid_fgdi.tools import features as inference
 from torchreid_fgdi.tools.export import TORCHSCRIPT_METADATA, export
 from torchreid_fgdi.tools.features import FeatureExtractor, preprocessing
@@ -96,7 +97,8 @@ def test_a_checkpoint_of_another_input_size_than_its_config_says_which_config_to
     grid alike badly: the config is not the training one (the fix is not the Python-only ckpt_grid=)."""
     monkeypatch.delenv("TORCHREID_FGDI_DEBUG", raising=False)
     model = torchreid.models.build_model("fgdi_tiny", 7, num_domains=3, pretrained=False, image_size=(128, 64))
-    torchreid.utils.save_checkpoint({"state_dict": model.state_dict(), "epoch": 1, "rank1": 0.5}, str(tmp_path))
+    state = {k: v for k, v in model.state_dict().items() if k != RECORD_KEY}  # as saved before records existed
+    torchreid.utils.save_checkpoint({"state_dict": state, "epoch": 1, "rank1": 0.5}, str(tmp_path))
     path, config = str(tmp_path / "model.pth.tar-1"), str(Path(BASELINE).with_name("fgdi_tiny.yaml"))
     err = _refusal(export_cli.main, ["--weights", path, "--config-file", config, "--out", str(tmp_path / "x")], capsys)
     assert err.startswith(
@@ -105,6 +107,14 @@ def test_a_checkpoint_of_another_input_size_than_its_config_says_which_config_to
         "config; pass --config-file <the training config> (its model.name, data.height and data.width)"
     )
     assert "ckpt_grid" not in err and not (tmp_path / "x").exists()
+
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, path)  # a state dict that records its model
+    err = _refusal(export_cli.main, ["--weights", path, "--config-file", config, "--out", str(tmp_path / "x")], capsys)
+    assert err.startswith(
+        f"error: {path}: its weights record another model than the config gives (data.height x data.width "
+        "128x64 -> 64x32): set these keys as the weights record them, or leave out the config file"
+    )
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_baseline_checkpoint_with_another_models_config_is_refused(baseline, tmp_path):

@@ -2,13 +2,18 @@
 
 The three layouts differ only in names and in the position embedding's grid (it follows each
 run's input size), so loading is: detect the layout, rename, resample the grid, load strictly.
+Our state dicts also record their model (``_extra_state``, `FGDI.get_extra_state`): its variant,
+which is checked, and its grid, which is then known.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping
 
+import torch
 from torch import nn
 
 from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint
@@ -17,6 +22,9 @@ from .image_encoder import resize_pos_embed
 _AUTHORS_IMAGE, _OURS_IMAGE = "image_encoder.", "image_encoder.visual."
 _CLIPREID_PROMPTS = {"prompt_learner.cls_ctx": "promptlearner.clsctx"}
 _POS_EMBEDS = ("image_encoder.visual.positional_embedding", "image_encoder.visual.attnpool.positional_embedding")
+RECORD_KEY = "_extra_state"  # where an FGDI state dict records its model (torch's name for a module's extra state)
+RECORD_FORMAT = 1  # the layout of the record (`FGDI.get_extra_state`); a newer one is refused
+_VIT_BLOCK = re.compile(r"image_encoder\.visual\.transformer\.resblocks\.(\d+)\.")
 # FGDI parts a CLIP-ReID model does not have: they keep their initial values.
 _NOT_IN_CLIPREID = (
     "promptlearner.dmctx",
@@ -42,8 +50,9 @@ def from_authors_state_dict(state: Mapping) -> dict:
 
 
 def to_authors_state_dict(state: Mapping) -> dict:
-    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`)."""
-    return _swap_prefix(state, _OURS_IMAGE, _AUTHORS_IMAGE)
+    """This model's state dict in the authors' key layout (the inverse of `from_authors_state_dict`),
+    without its record, which the authors' code would refuse as an unexpected key."""
+    return _swap_prefix({k: v for k, v in state.items() if k != RECORD_KEY}, _OURS_IMAGE, _AUTHORS_IMAGE)
 
 
 def from_clipreid_state_dict(state: Mapping) -> dict:
@@ -68,6 +77,75 @@ def detect_layout(state: Mapping) -> str:
     if any(k.startswith(_AUTHORS_IMAGE) for k in state):
         return "authors"
     raise CheckpointError("not an FGDI, CLIP-FGDI or CLIP-ReID checkpoint: no image_encoder.* keys")
+
+
+def record_tensor(record: Mapping) -> torch.Tensor:
+    """An FGDI model's record as its state dict keeps it: the bytes of its JSON text, a tensor like every
+    other entry (so ``torch.equal``, ``.to()``, safetensors and torchreid's shape checks take it)."""
+    return torch.tensor(list(json.dumps(dict(record)).encode()), dtype=torch.uint8)
+
+
+def decode_record(value: torch.Tensor) -> dict:
+    """The record `record_tensor` made; `CheckpointError` for anything else, or a newer format."""
+    try:
+        record = json.loads(bytes(value.tolist()).decode())
+        newer = record["format"] > RECORD_FORMAT
+    except (AttributeError, TypeError, ValueError, KeyError) as err:
+        raise CheckpointError(f"the state dict's {RECORD_KEY} is not an FGDI model's record ({err})") from err
+    if newer:
+        raise CheckpointError(
+            f"the state dict's record has format {record['format']}, newer than this torchreid-fgdi's "
+            f"({RECORD_FORMAT}): upgrade torchreid-fgdi to read it"
+        )
+    return record
+
+
+def read_record(state: Mapping) -> dict | None:
+    """The model an FGDI state dict records (`FGDI.get_extra_state`), or None: saved before records existed."""
+    return decode_record(state[RECORD_KEY]) if RECORD_KEY in state else None
+
+
+def another_variant(theirs: str, ours: str, how: str, fix: str = "") -> CheckpointError:
+    """The refusal of `theirs` weights by a model of variant `ours`; `how` says where `theirs` was read,
+    `fix` what to do (by default: build `theirs`, as torchreid does)."""
+    torchreid = f"FeatureExtractor(model_name='{theirs}', ...), build_model('{theirs}', ...)"
+    fix = fix or f"build {theirs} instead (torchreid: {torchreid})"
+    return CheckpointError(
+        f"the checkpoint holds {theirs} weights ({how}), but the model being loaded is {ours}: {fix}"
+    )
+
+
+def check_variant(model: nn.Module, theirs: str | None, how: str) -> None:
+    """Refuses weights of variant `theirs` (read as `how` says) for a model built as another variant."""
+    ours = getattr(model, "variant", None)
+    if theirs and ours and theirs != ours:
+        raise another_variant(theirs, ours, how)
+
+
+def _tower(weights: Mapping) -> str | None:
+    """The image tower of FGDI weights (this model's layout) in words: what tells the variants apart."""
+    vit = "image_encoder.visual."
+    if vit + "class_embedding" in weights:
+        blocks = {m.group(1) for k in weights if (m := _VIT_BLOCK.match(k))}
+        width, patch = weights[vit + "class_embedding"].shape[0], weights[vit + "conv1.weight"].shape[-1]
+        return f"a ViT of width {width} with {len(blocks)} blocks and {patch}-pixel patches"
+    if vit + "attnpool.k_proj.weight" in weights:
+        stages = [len({k.split(".")[3] for k in weights if k.startswith(f"{vit}layer{i}.")}) for i in range(1, 5)]
+        width = weights[vit + "attnpool.k_proj.weight"].shape[1]
+        return f"a ResNet with {stages} blocks per stage and an attention pool of width {width}"
+    return None
+
+
+def check_tower(model: nn.Module, state: Mapping) -> None:
+    """Refuses another variant's weights by the image towers' shapes, naming both: what a state dict
+    that records nothing (saved before the record existed, or without a config) still tells."""
+    theirs, ours = _tower(state), _tower(dict(model.named_parameters()))
+    if theirs and ours and theirs != ours:
+        name = getattr(model, "variant", None) or type(model).__name__
+        raise CheckpointError(
+            f"the checkpoint's image tower is {theirs}, this {name} model's is {ours}: the weights are another "
+            "variant's; build the variant they were saved from (torchreid: FeatureExtractor(model_name=...))"
+        )
 
 
 _CONVERTERS = {"fgdi": dict, "authors": from_authors_state_dict, "clipreid": from_clipreid_state_dict}
@@ -114,18 +192,26 @@ def load_fgdi_checkpoint(
 ) -> list[str]:
     """Loads an FGDI, authors' or CLIP-ReID checkpoint (file or state dict) into `model`.
 
-    Position embeddings are resampled from the checkpoint's grid to the model's; everything else
-    must match exactly. Returns the keys the checkpoint lacks by design and that keep their
-    initial values (CLIP-ReID has no domain prompts or domain classifiers).
+    Position embeddings are resampled from the checkpoint's grid (`ckpt_grid`, else the one its state
+    dict records, else square) to the model's; everything else must match exactly. The model keeps
+    its own stride, activation and eval feature (the recipe it was built with: weights to train
+    from). Returns the keys the checkpoint lacks by design and that keep their initial values
+    (CLIP-ReID has no domain prompts or domain classifiers).
 
     Raises:
         ValueError: naming every mismatched key and what to change.
     """
     state = read_state_dict(source)
+    record = read_record(state)
+    state.pop(RECORD_KEY, None)
+    if record:
+        check_variant(model, record["variant"], "as its state dict records")
+        ckpt_grid = ckpt_grid or tuple(record["grid"])
     layout = detect_layout(state)
     state = _CONVERTERS[layout](state)
+    check_tower(model, state)
     state = fit_position_embeddings(model, state, ckpt_grid)
-    own = model.state_dict()
+    own = {k: v for k, v in model.state_dict().items() if k != RECORD_KEY}
     kept = [k for k in own if k not in state and layout == "clipreid" and k.startswith(_NOT_IN_CLIPREID)]
     problems = [f"missing: {k}" for k in own if k not in state and k not in kept]
     problems += [f"unexpected: {k}" for k in state if k not in own]

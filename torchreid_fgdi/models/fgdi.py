@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import torch
+from open_clip.transformer import QuickGELU
 from torch import nn
 
+from ..errors import CheckpointError
 from ..utils import config_yaml
+from .checkpoints import (
+    RECORD_FORMAT,
+    RECORD_KEY,
+    check_tower,
+    check_variant,
+    decode_record,
+    read_record,
+    record_tensor,
+)
 from .heads import DomainClassifier, GradientReversal, bnneck, id_classifier
 from .image_encoder import ViTImageEncoder, build_image_encoder
 from .text import PromptLearner, TextEncoder
@@ -14,6 +25,7 @@ from .text import PromptLearner, TextEncoder
 # features); lists stand for deep supervision (two classifiers, three features).
 LOSSES = ("softmax", "triplet")
 NECK_FEATS = ("before", "after")  # the eval feature: before (authors) or after the BNNecks
+_ACTIVATIONS = (nn.GELU, QuickGELU)
 
 
 class FGDI(nn.Module):
@@ -41,6 +53,12 @@ class FGDI(nn.Module):
             ``forward`` is given ``camids``; only for loading CLIP-ReID models trained with it.
         sie_coe: CLIP-ReID's scale on the camera embedding.
         loss: ``'softmax'`` or ``'triplet'``, as torchreid's ``build_model(..., loss=...)``.
+        variant: the registered name it was built as (`build_fgdi` passes it), recorded with the weights.
+
+    The state dict records what reading the weights takes beyond their tensors (``_extra_state``,
+    `get_extra_state`): variant, patch grid and stride, input sizes, activation, eval feature.
+    Loading a state dict makes the model the one that was saved (`set_extra_state`); one without the
+    record (saved before it existed) loads as before.
     """
 
     def __init__(
@@ -56,6 +74,7 @@ class FGDI(nn.Module):
         num_cameras: int = 0,
         sie_coe: float = 3.0,
         loss: str = "triplet",
+        variant: str | None = None,
     ):
         super().__init__()
         if neck_feat not in NECK_FEATS:
@@ -64,6 +83,8 @@ class FGDI(nn.Module):
             raise ValueError(f"loss must be one of {', '.join(LOSSES)} (torchreid's model contract), got {loss!r}")
         self.loss = loss
         self.neck_feat = neck_feat
+        self.variant = variant
+        self.trained_size: tuple[int, int] | None = None  # the input size of the last training step
         self.image_encoder = build_image_encoder(clip.visual, image_size, stride)
         self.text_encoder = TextEncoder(clip)
         self.promptlearner = PromptLearner(num_classes, num_domains, clip.token_embedding, tokenizer)
@@ -82,8 +103,11 @@ class FGDI(nn.Module):
                 raise ValueError("num_cameras (CLIP-ReID's camera embedding) exists for ViT backbones only")
             self.cv_embed = nn.Parameter(torch.empty(num_cameras, width))
             nn.init.trunc_normal_(self.cv_embed, std=0.02)
+        self.register_load_state_dict_pre_hook(_own_record_if_none)
 
     def forward(self, x: torch.Tensor, camids: torch.Tensor | None = None):
+        if self.training:
+            self.trained_size = tuple(x.shape[-2:])
         if camids is not None and hasattr(self, "cv_embed"):
             x11, x12, xproj = self.image_encoder(x, self.sie_coe * self.cv_embed[camids])
         else:
@@ -96,21 +120,88 @@ class FGDI(nn.Module):
         scores = [self.classifier(feat), self.classifier_proj(feat_proj)]
         return scores if self.loss == "softmax" else (scores, [x11, x12, xproj])
 
-    def fit_checkpoint(self, state: dict, config_text: str | None = None) -> dict:
-        """Makes this model take a state dict trained at another input size or patch stride: the image
-        encoder adopts the checkpoint's stride (from its recorded `config_text`) and position-embedding
-        grid (that of the recorded input size, else its own if the sizes agree, else a square one) and
-        resamples on the fly at forward.
+    def get_extra_state(self) -> torch.Tensor:
+        """What reading these weights takes beyond their tensors, saved by ``state_dict()`` under
+        ``_extra_state`` (as the bytes of its JSON text: `checkpoints.record_tensor`; `record` reads
+        it): a model built at other defaults (torchreid's `FeatureExtractor` builds at the variant's
+        size) adopts it on loading.
 
-        torchreid's ``load_pretrained_weights`` would drop the embedding as a shape mismatch and keep
-        this model's, silently giving other features (`compat` routes FGDI models through here).
+        ``image_size`` is the input size the position grid was made for, ``trained_size`` that of the
+        last training step (torchreid's ``scripts/main.py`` builds at the variant's size and trains
+        at the data's), ``None`` if the model was not trained since it was built or loaded."""
+        return record_tensor(self.record)
+
+    @property
+    def record(self) -> dict:
+        """This model's record (`get_extra_state`), as a dict."""
+        encoder = self.image_encoder
+        return {
+            "format": RECORD_FORMAT,
+            "variant": self.variant,
+            "grid": list(encoder.grid_size),
+            "stride": encoder.stride,
+            "image_size": list(encoder.image_size),
+            "trained_size": list(self.trained_size) if self.trained_size else None,
+            "quick_gelu": self.quick_gelu,
+            "neck_feat": self.neck_feat,
+        }
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        """Becomes the model the record (`get_extra_state`'s) describes: patch stride and grid (the
+        position embedding loaded next then fits as it is), input sizes, activation and eval feature.
+        Another variant's record is refused, naming both."""
+        record = decode_record(state)
+        check_variant(self, record["variant"], "as its state dict records")
+        encoder = self.image_encoder
+        if record["stride"] and isinstance(encoder, ViTImageEncoder):
+            encoder.use_stride(record["stride"])
+        encoder.use_grid(tuple(record["grid"]))
+        encoder.image_size = tuple(record["image_size"])
+        self.trained_size = tuple(record["trained_size"]) if record["trained_size"] else None
+        self.quick_gelu = record["quick_gelu"]
+        self.neck_feat = record["neck_feat"]
+
+    @property
+    def quick_gelu(self) -> bool:
+        """Whether the CLIP towers run QuickGELU (OpenAI's CLIP) rather than GELU."""
+        return any(isinstance(m, QuickGELU) for m in self.modules())
+
+    @quick_gelu.setter
+    def quick_gelu(self, quick: bool) -> None:
+        for parent in list(self.modules()):
+            for name, child in parent.named_children():
+                if isinstance(child, _ACTIVATIONS) and isinstance(child, QuickGELU) != quick:
+                    setattr(parent, name, QuickGELU() if quick else nn.GELU())
+
+    def fit_checkpoint(self, state: dict, config_text: str | None = None) -> dict:
+        """Makes this model take a state dict saved at another input size or patch stride, or with
+        another activation or eval feature (`compat` routes torchreid's ``load_pretrained_weights`` of
+        FGDI models here: it would drop the position embedding as a shape mismatch and keep this
+        model's, silently giving other features). Returns the state dict to load.
+
+        A state dict that records its model (`get_extra_state`) is adopted as recorded. One saved
+        before the record existed: the image encoder adopts the stride of the recorded `config_text`
+        and the position-embedding grid of its recorded input size, else its own if the sizes agree,
+        else a square one, and resamples on the fly at forward. Another variant's weights are refused,
+        naming both (from the record, the recorded config, or the image towers' shapes).
         """
         state = {k.removeprefix("module."): v for k, v in state.items()}
+        record = read_record(state)
+        saved = state.pop(RECORD_KEY, None)
+        recorded = config_yaml.parse_mapping(config_text, "the checkpoint's recorded config") if config_text else {}
+        if record:
+            theirs, how = record["variant"], "as its state dict records"
+        else:
+            theirs, how = recorded.get("model", {}).get("name"), "as its recorded config says"
+        check_variant(self, theirs, how)
+        check_tower(self, state)
+        if record:
+            self.set_extra_state(saved)
+            return state
         encoder = self.image_encoder
         key = "image_encoder." + encoder.position_key
         if key not in state:
             return state
-        recorded = config_yaml.parse_mapping(config_text, "the checkpoint's recorded config") if config_text else {}
         data = recorded.get("data", {})
         if isinstance(encoder, ViTImageEncoder) and "stride" in recorded.get("fgdi", {}):
             encoder.use_stride(recorded["fgdi"]["stride"] or encoder.visual.conv1.kernel_size[0])
@@ -120,9 +211,11 @@ class FGDI(nn.Module):
         candidates += [encoder.grid_size, (side, side)]
         grid = next((g for g in candidates if g[0] * g[1] == rows), None)
         if grid is None:
-            raise ValueError(
+            raise CheckpointError(
                 f"the checkpoint's position embedding has {rows} grid cells, which fit neither its recorded input "
-                "size nor a square grid: load it with torchreid_fgdi.models.load_fgdi_checkpoint(..., ckpt_grid=)"
+                "size nor a square grid, and its state dict records no grid (saved by an older torchreid-fgdi): "
+                "load it with torchreid_fgdi.models.load_fgdi_checkpoint(..., ckpt_grid=(rows, cols)) and save "
+                "the model's state_dict() again: it records its grid then"
             )
         encoder.use_grid(grid)
         return state
@@ -134,3 +227,9 @@ class FGDI(nn.Module):
     def domain_logits(self, text: torch.Tensor, adversarial: bool) -> torch.Tensor:
         """``dcgrl`` behind the gradient reversal (identity prompts), or ``dc`` on detached features."""
         return self.dcgrl(self.grl(text)) if adversarial else self.dc(text.detach())
+
+
+def _own_record_if_none(module: FGDI, state: dict, prefix: str, *_) -> None:
+    """A state dict saved before FGDI models recorded themselves loads as before, strictly too: the
+    model keeps its own record."""
+    state.setdefault(prefix + RECORD_KEY, module.get_extra_state())

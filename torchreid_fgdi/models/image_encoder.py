@@ -96,6 +96,11 @@ class ViTImageEncoder(_PositionGrid, nn.Module):
         honoured by `forward`, which runs the blocks itself): less memory, one more forward per step."""
         self.visual.set_grad_checkpointing(enable)
 
+    @property
+    def stride(self) -> int:
+        """The patch stride."""
+        return self.visual.conv1.stride[0]
+
     def use_stride(self, stride: int) -> None:
         """Patches at `stride` from now on (a checkpoint trained with overlapping patches)."""
         self.visual.conv1.stride = (stride, stride)
@@ -162,6 +167,7 @@ class ResNetImageEncoder(_PositionGrid, nn.Module):
         self.output_dim = visual.output_dim
 
     position_key = "visual.attnpool.positional_embedding"
+    stride = None  # no patches: the grid follows the input size alone
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         raise ValueError(

@@ -105,6 +105,7 @@ def build_fgdi(
         neck_feat=neck_feat,
         num_cameras=num_cameras,
         loss=loss,
+        variant=variant,
     )
 
 

@@ -3,8 +3,9 @@
 torchreid's extractor needs the model name and input size typed again, normalises with ImageNet
 statistics whatever the model was trained with, and returns unnormalised features. This one
 rebuilds the model, input size and test transform from the config that our checkpoints carry
-(or a config file for other checkpoints) and returns L2-normalised features, ready for cosine
-ranking.
+(or a config file for other checkpoints; or, for an FGDI state dict saved without a config, the
+model its weights record and torchreid's test transform) and returns L2-normalised features, ready
+for cosine ranking.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Mapping
 from functools import cached_property
 
 import numpy as np
@@ -24,7 +26,7 @@ from PIL import Image
 from yacs.config import CfgNode as CN
 
 from .. import __version__
-from ..config import RunSettings, load_config, load_config_text
+from ..config import RunSettings, get_default_config, load_config, load_config_text
 from ..config.recipe import check_recipe
 from ..data.images import read_image
 from ..data.transforms import CLIP_FGDI, PerImageNorm
@@ -32,9 +34,9 @@ from ..errors import CheckpointError, ConfigError, NonFiniteFeaturesError
 from ..evaluation import check_finite_features
 from ..integration.compat import build_transforms
 from ..models import VARIANTS, load_fgdi_checkpoint
-from ..models.checkpoints import load_torchreid_checkpoint, read_state_dict
+from ..models.checkpoints import another_variant, load_torchreid_checkpoint, read_record, read_state_dict
 from ..models.variants import variant_quick_gelu
-from ..utils.checkpoint import read_checkpoint, recorded_config_text
+from ..utils.checkpoint import NO_CONFIG_FIX, read_checkpoint, recorded_config_text
 
 UNIT_TOLERANCE = 1e-3  # how far from 1 the L2 norm of a normalised feature may be
 
@@ -83,23 +85,70 @@ def _given_config(config_file: str, checkpoint: dict, model_path: str) -> CN:
     return cfg
 
 
+def _recorded_model_config(record: Mapping, model_path: str) -> CN:
+    """The config of an FGDI state dict saved without one (torchreid's way): the model its weights
+    record (`FGDI.get_extra_state`) at the input size it was trained at, and torchreid's test
+    transform (resize, ImageNet mean and std), which the log says."""
+    cfg = get_default_config()
+    height, width = record["trained_size"] or record["image_size"]
+    cfg.model.name = record["variant"]
+    cfg.data.height, cfg.data.width = height, width
+    cfg.fgdi.stride = record["stride"] or 0
+    cfg.fgdi.quick_gelu = record["quick_gelu"]
+    cfg.fgdi.neck_feat = record["neck_feat"]
+    cfg.freeze()
+    print(
+        f"=> {model_path} records no config: its model as its weights record it ({cfg.model.name} at "
+        f"{height}x{width}) with torchreid's test transform (resize, ImageNet mean and std); if it was trained "
+        f"with another, {NO_CONFIG_FIX}"
+    )
+    return cfg
+
+
+def _check_record(model: torch.nn.Module, cfg: CN, record: Mapping, model_path: str) -> None:
+    """Refuses a config given for a state dict saved without one that builds or feeds the model
+    otherwise than its weights record: the features would not be the saved model's."""
+    built = {**model.record, "size": f"{cfg.data.height}x{cfg.data.width}"}
+    saved = {**record, "size": "x".join(map(str, record["trained_size"] or record["image_size"]))}
+    keys = {"size": "data.height x data.width", "stride": "fgdi.stride", "quick_gelu": "fgdi.quick_gelu"}
+    keys["neck_feat"] = "fgdi.neck_feat"
+    changes = [f"{key} {saved[name]} -> {built[name]}" for name, key in keys.items() if saved[name] != built[name]]
+    if changes:
+        raise CheckpointError(
+            f"{model_path}: its weights record another model than the config gives ({', '.join(changes)}): set "
+            "these keys as the weights record them, or leave out the config file (the weights' record is used then)"
+        )
+
+
 def load_trained(model_path: str, config_file: str = "") -> tuple[torch.nn.Module, CN]:
     """The trained model (eval mode) and its config: `config_file` if given (refused where it gives the
-    checkpoint another recipe than it records: `_given_config`), else the one the checkpoint records.
+    checkpoint another recipe than it records: `_given_config`, `_check_record`), else the one the
+    checkpoint records, else the model its FGDI weights record (`_recorded_model_config`).
     Classes, domains, cameras and the position-embedding grid are read off the weights (a model
     trained through torchreid's own `scripts/main.py` keeps the grid of the size it was built at,
-    whatever its data size). The checkpoint is loaded from disk once, for both its
-    config and its weights."""
+    whatever its data size; state dicts saved since FGDI models record themselves say it). The
+    checkpoint is loaded from disk once, for both its config and its weights."""
     checkpoint = read_checkpoint(model_path)
+    state = read_state_dict(checkpoint, model_path)
+    record = read_record(state)
+    record = record if record and record["variant"] in VARIANTS else None
     if config_file:
         cfg = _given_config(config_file, checkpoint, model_path)
+    elif record and not checkpoint.get("config"):
+        cfg = _recorded_model_config(record, model_path)
     else:
         cfg = load_config_text(recorded_config_text(checkpoint, model_path))
-    state = read_state_dict(checkpoint, model_path)
     classes = next((v.shape[0] for k, v in state.items() if k.endswith("classifier.weight")), 1)
+    if record and record["variant"] != cfg.model.name:
+        theirs, ours = record["variant"], f"{cfg.model.name} (the config's model.name)"
+        fix = f"set model.name {theirs}, or leave out the config file (the weights' own record is used then)"
+        raise another_variant(theirs, ours, "as its state dict records", fix)
     if cfg.model.name in VARIANTS:
         model = torchreid.models.build_model(cfg.model.name, classes, **checkpoint_model_kwargs(cfg, state))
-        load_fgdi_checkpoint(model, state, ckpt_grid=_trained_grid(model, cfg, state, model_path))
+        grid = None if record else _trained_grid(model, cfg, state, model_path)
+        load_fgdi_checkpoint(model, state, ckpt_grid=grid)
+        if record and config_file and not checkpoint.get("config"):
+            _check_record(model, cfg, record, model_path)
     else:
         model = torchreid.models.build_model(cfg.model.name, classes, loss=cfg.loss.name, pretrained=False)
         load_torchreid_checkpoint(model, state, where=model_path)
