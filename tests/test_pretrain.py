@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchreid
 
 from tests.conftest import killed_write
 from tests.test_trust import ONE
@@ -21,7 +22,7 @@ from torchreid_fgdi.cli import pretrain as pretrain_command
 from torchreid_fgdi.cli import run_pool
 from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.cli.train import train
-from torchreid_fgdi.models import build_fgdi, create_clip
+from torchreid_fgdi.models import build_fgdi, clip_weights, create_clip
 from torchreid_fgdi.models.variants import TINY_CLIP
 from torchreid_fgdi.synthetic import pretrain
 from torchreid_fgdi.synthetic.captions import (
@@ -85,7 +86,17 @@ def test_the_corpus_is_deterministic_and_labelled(tmp_path):
 def test_the_cache_key_follows_every_setting():
     assert pretrain.cache_key(TINY) == pretrain.cache_key(pretrain.PretrainSettings(**vars(TINY)))
     assert pretrain.cache_key(TINY) != pretrain.cache_key(pretrain.PretrainSettings(**{**vars(TINY), "lr": 2e-3}))
-    assert pretrain.resolve("openai") == "openai" and pretrain.resolve("") == ""
+
+
+def test_torchreids_build_model_reads_the_tiny_clips_name_as_the_command_does(tmp_path, monkeypatch):
+    """`pretrained="synthetic-captions"` means the cached tiny CLIP on every path that builds a model
+    (the README's recipe, torchreid's `build_model`), not only in `torchreid-fgdi`."""
+    assert clip_weights._MADE_WEIGHTS[pretrain.TAG] is pretrain.pretrained_checkpoint  # registered on import
+    source, _ = create_clip(TINY_CLIP)
+    torch.save(source.state_dict(), tmp_path / "open_clip_tiny.pt")
+    monkeypatch.setitem(clip_weights._MADE_WEIGHTS, pretrain.TAG, lambda: str(tmp_path / "open_clip_tiny.pt"))
+    model = torchreid.models.build_model("fgdi_tiny", 4, num_domains=2, pretrained=pretrain.TAG)
+    assert torch.equal(model.text_encoder.text_projection, source.text_projection)
 
 
 @dataclasses.dataclass(frozen=True)

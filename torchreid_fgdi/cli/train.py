@@ -29,7 +29,7 @@ from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
 from ..engine.checkpointing import continue_from
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
-from ..synthetic import SYNTHETIC_DATASETS, pretrain
+from ..synthetic import SYNTHETIC_DATASETS
 from ..utils import atomic
 from .parsers import command_parser
 from .refusals import console_script
@@ -214,10 +214,9 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
 def build_model(settings: RunSettings, datamanager: DomainImageDataManager) -> torch.nn.Module:
     """torchreid's `build_model` as `settings` say, sized by the training data."""
     classes = settings.num_classes(datamanager.num_train_pids)
-    kwargs = settings.model_kwargs(datamanager.num_train_domains)
-    if isinstance(kwargs["pretrained"], str):  # the synthetic benchmark's CLIP is made on first use
-        kwargs["pretrained"] = pretrain.resolve(kwargs["pretrained"])
-    return torchreid.models.build_model(settings.model_name, classes, **kwargs)
+    return torchreid.models.build_model(
+        settings.model_name, classes, **settings.model_kwargs(datamanager.num_train_domains)
+    )
 
 
 def run_torchreid(

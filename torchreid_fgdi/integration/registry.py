@@ -12,7 +12,8 @@ from torchreid.reid.data import datasets
 from ..data import PUBLIC_DATASETS, SAMPLERS
 from ..data.transforms import PIPELINES
 from ..models import MODEL_FACTORIES
-from ..synthetic import SYNTHETIC_DATASETS
+from ..models.clip_weights import register_made_weights
+from ..synthetic import SYNTHETIC_DATASETS, pretrain
 
 IMAGE_DATASETS = {**SYNTHETIC_DATASETS, **PUBLIC_DATASETS}  # every dataset the plugin registers, by name
 
@@ -79,3 +80,4 @@ def register_all() -> None:
         register_sampler(name, sampler)
     for name, builder in PIPELINES.items():
         register_transforms(name, builder)
+    register_made_weights(pretrain.TAG, pretrain.pretrained_checkpoint)

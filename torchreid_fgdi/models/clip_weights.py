@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import os
 import zipfile
+from collections.abc import Callable
 
 import open_clip
 import torch
@@ -28,6 +29,16 @@ from .hub import (
     local_weights,
     registered_name,
 )
+
+# name -> maker of weights this package makes rather than fetches (the synthetic benchmark's tiny CLIP,
+# registered by `integration.registry`), so every path that builds a model reads the name alike.
+_MADE_WEIGHTS: dict[str, Callable[[], str]] = {}
+
+
+def register_made_weights(name: str, make: Callable[[], str]) -> None:
+    """`pretrained=name` then means the file `make()` returns (made, or found cached, on first use)."""
+    _MADE_WEIGHTS[name] = make
+
 
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
@@ -79,6 +90,8 @@ def find_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -
     names, then from open_clip's caches."""
     if os.path.isfile(weights):
         return weights
+    if weights in _MADE_WEIGHTS:
+        return _MADE_WEIGHTS[weights]()
     if isinstance(arch, dict):
         raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
@@ -113,7 +126,8 @@ def find_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -
 
 
 def resolve_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -> str:
-    """The local file behind `weights`: a file path, a name in `torchreid_fgdi.models.hub.REGISTRY`
+    """The local file behind `weights`: a file path, a name of weights this package makes
+    (`register_made_weights`), a name in `torchreid_fgdi.models.hub.REGISTRY`
     (downloaded and checked once), or an open_clip tag for `arch` (a config-dict `arch` takes a file only)."""
     found = find_weights(arch, weights, cache_dir)
     if found:

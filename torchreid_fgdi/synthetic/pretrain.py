@@ -278,8 +278,3 @@ def keep(folder: str, state: dict, probe: dict) -> str:
     record = {"bytes": osp.getsize(path), "sha256": sha256sum(path), "zero_shot": probe}
     atomic.write_text(osp.join(folder, RECORD), json.dumps(record, indent=1))
     return path
-
-
-def resolve(clip_weights: str) -> str:
-    """`clip_weights` with `TAG` replaced by the cached (or newly made) checkpoint's path."""
-    return pretrained_checkpoint() if clip_weights == TAG else clip_weights
