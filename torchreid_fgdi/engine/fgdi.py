@@ -214,7 +214,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
         self._step(self.optimizers[stage.optimizer], loss, terms)
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-        summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
+        summary["acc"] = torchreid.metrics.accuracy(scores[0], pids)[0].item()  # percent, as the baselines
         return summary
 
     def train_prompts(self, name: str) -> dict:
@@ -247,7 +247,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
             self._step(self.optimizers[stage.optimizer], loss, terms)
             meters.update({"loss": loss.item(), **{k: v.item() for k, v in terms.items()}})
-            meters.update({"domain_acc": (logits.argmax(1) == dsetid).float().mean().item()})
+            meters.update({"domain_acc": torchreid.metrics.accuracy(logits, dsetid)[0].item()})
         return {name: meter.avg for name, meter in meters.meters.items()}
 
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor, terms: dict) -> None:

@@ -40,8 +40,11 @@ def track(iterable: Iterable, desc: str, unit: str = "batch") -> Iterator:
 
 
 def terms(values: Mapping[str, float]) -> str:
-    """'loss 1.2345 id 0.6789 ...': loss terms and accuracies as the console lines show them."""
-    return " ".join(f"{name} {value:.4f}" for name, value in values.items())
+    """'loss 1.2345 id 0.6789 ... acc 12.50%': loss terms, and accuracies (a name ending in 'acc', in
+    percent as torchreid's `metrics.accuracy` gives them in every engine), as the console lines show them."""
+    return " ".join(
+        f"{name} {value:.2f}%" if name.endswith("acc") else f"{name} {value:.4f}" for name, value in values.items()
+    )
 
 
 def duration(seconds: float) -> str:
