@@ -67,6 +67,12 @@ def test_a_runs_log_lists_the_transforms_it_applies_once(tiny_root, tmp_path):
     assert "Building train transforms (clip_fgdi) ...\n+ Resize(size=(64, 32), interpolation=bicubic" in text
     assert "+ AuthorsAugMix(prob=0.6" in text and "+ ToTensor()\n+ PerImageNorm(each channel of each image" in text
     assert "normalization (mean=" not in text  # torchreid's list, which did not run, is not printed
+    assert "##### synth_d: mAP " in text and "recorded in checkpoints" not in text  # an evaluation writes none
+
+
+def test_a_training_run_says_which_targets_the_rank1_of_its_checkpoints_averages(run):
+    _, lines = run
+    assert "=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over synth_d" in lines
 
 
 def _epoch_lines(lines: list[str]) -> dict[str, str]:

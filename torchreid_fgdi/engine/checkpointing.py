@@ -82,6 +82,17 @@ class KnownGood:
         )
 
 
+def finished_run(path: str, done: str) -> str:
+    """What resuming the checkpoint of a finished run does, and how to evaluate it otherwise; `done`:
+    what the run trained ('every stage: 45 epochs')."""
+    where = path or "its checkpoint"
+    return (
+        f"=> {where} is the checkpoint of a finished run ({done}): nothing left to train, so its final test "
+        f"is repeated (same weights and settings, same results). To evaluate it with other test settings: "
+        f"test.evaluate True model.load_weights {where}"
+    )
+
+
 def continue_from(state: dict, path: str, save_dir: str) -> str:
     """Makes ``save_dir/checkpoints/latest.pth`` a copy of the checkpoint `state` read from `path`,
     stamped as written now, so that ``model.resume auto`` after a kill continues this run, not a

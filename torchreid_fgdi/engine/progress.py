@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from tqdm import tqdm
 
 from . import distributed
-from .stages import IMAGE, PROMPT, Stage
+from .stages import IMAGE, PROMPT, Stage, run_epoch
 
 
 def enabled() -> bool:
@@ -88,9 +88,8 @@ class RunClock:
 
     def epoch(self, name: str, epoch: int) -> str:
         """'stage3 epoch 1/15 (run epoch 31/45)' for epoch `epoch` (from 1) of stage `name`."""
-        at = [stage.name for stage in self.stages].index(name)
-        before = sum(stage.epochs for stage in self.stages[:at])
-        return f"{name} epoch {epoch}/{self.stages[at].epochs} (run epoch {before + epoch}/{self.total})"
+        (stage,) = [stage for stage in self.stages if stage.name == name]
+        return f"{name} epoch {epoch}/{stage.epochs} (run epoch {run_epoch(self.stages, name, epoch)}/{self.total})"
 
     def eta(self, name: str, epoch: int, done: int | None = None) -> str:
         """'eta 0:12:34' for the rest of the run after `done` steps (None: all) of epoch `epoch` of
