@@ -83,13 +83,13 @@ class KnownGood:
 
 
 def finished_run(path: str, done: str) -> str:
-    """What resuming the checkpoint of a finished run does, and how to evaluate it otherwise; `done`:
-    what the run trained ('every stage: 45 epochs')."""
-    where = path or "its checkpoint"
+    """What resuming the checkpoint `path` ('' if unknown) of a finished run does, and how to evaluate
+    it otherwise; `done`: what the run trained ('every stage trained, 45 epochs')."""
+    what = f"{path} is the checkpoint of a finished run" if path else "The resumed run is finished"
     return (
-        f"=> {where} is the checkpoint of a finished run ({done}): nothing left to train, so its final test "
-        f"is repeated (same weights and settings, same results). To evaluate it with other test settings: "
-        f"test.evaluate True model.load_weights {where}"
+        f"=> {what} ({done}): nothing left to train, so its final test is repeated (same weights and settings, "
+        f"same results). To evaluate it with other test settings: test.evaluate True model.load_weights "
+        f"{path or '<its checkpoint>'}"
     )
 
 
