@@ -74,8 +74,9 @@ class EpochMeansMixin:
         means = {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
         self._epoch_meter = None
         print(
-            f"=> epoch {self.epoch + 1}/{self.max_epoch} in {time.time() - started:.0f} s, epoch means: "
-            f"{progress.terms(means)} | lr {lr:.2e}"
+            progress.epoch_line(
+                f"epoch {self.epoch + 1}/{self.max_epoch}", time.time() - started, means, f"lr {lr:.2e}"
+            )
         )
         return result
 

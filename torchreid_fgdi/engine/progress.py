@@ -47,6 +47,11 @@ def terms(values: Mapping[str, float]) -> str:
     )
 
 
+def epoch_line(epoch: str, seconds: float, means: Mapping[str, float], rates: str, eta: str = "") -> str:
+    """The line that ends an epoch in every engine: '=> <epoch> in 12 s, epoch means: <terms> | <rates> | <eta>'."""
+    return f"=> {epoch} in {seconds:.0f} s, epoch means: {terms(means)} | {rates}" + (f" | {eta}" if eta else "")
+
+
 def duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
