@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -437,8 +438,10 @@ def _ended(process: subprocess.Popen, runs: list[int]) -> tuple[int, list[str]]:
 
 
 def _resumed(folder) -> bool:
-    line = f"=> Resumed from {RUNS[folder.name]}/checkpoints/latest.pth: stage1, epoch "
-    return any(line in open(log).read() for log in glob.glob(str(folder / "train.log-*")))
+    line = re.compile(
+        rf"=> Resumed from {re.escape(RUNS[folder.name])}/checkpoints/latest.pth: .* continuing with stage1 "
+    )
+    return any(line.search(open(log).read()) for log in glob.glob(str(folder / "train.log-*")))
 
 
 @pytest.mark.subprocess

@@ -8,9 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.test_fgdi_engine import CONFIG
+from tests.test_fgdi_engine import CONFIG, _engine
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.engine import progress
@@ -66,6 +67,12 @@ def test_a_runs_log_lists_the_transforms_it_applies_once(tiny_root, tmp_path):
     assert "Building train transforms (clip_fgdi) ...\n+ Resize(size=(64, 32), interpolation=bicubic" in text
     assert "+ AuthorsAugMix(prob=0.6" in text and "+ ToTensor()\n+ PerImageNorm(each channel of each image" in text
     assert "normalization (mean=" not in text  # torchreid's list, which did not run, is not printed
+    assert "##### synth_d: mAP " in text and "recorded in checkpoints" not in text  # an evaluation writes none
+
+
+def test_a_training_run_says_which_targets_the_rank1_of_its_checkpoints_averages(run):
+    _, lines = run
+    assert "=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over synth_d" in lines
 
 
 def _epoch_lines(lines: list[str]) -> dict[str, str]:
@@ -79,7 +86,7 @@ def test_every_stage_ends_each_epoch_with_the_means_of_all_its_terms_and_its_rat
     rows = read_metrics(str(save_dir))
     for stage, names in TERMS.items():
         (row,) = latest(rows, stage)
-        means = " ".join(f"{name} {row[name]:.4f}" for name in names)  # the epoch's, as metrics.jsonl has them
+        means = progress.terms({name: row[name] for name in names})  # the epoch's, as metrics.jsonl has them
         assert f" epoch means: {means} | lr {row['lr']:.2e} (" in ends[stage], stage
     assert f"(bias {2 * latest(rows, 'stage3')[0]['lr']:.2e})" in ends["stage3"]  # fgdi.image.bias_lr_factor 2
     assert re.search(r"\| lr \S+ \(classifier \d\.\d\de-\d\d\) \|", ends["stage2b"])
@@ -187,7 +194,20 @@ def test_baselines_end_each_epoch_with_its_means(capsys):
 
     Baseline().train()
     printed = capsys.readouterr().out.strip()
-    assert re.fullmatch(r"=> epoch 1/30 in \d+ s, epoch means: loss 3\.0000 acc 50\.0000 \| lr 3\.00e-03", printed)
+    assert re.fullmatch(r"=> epoch 1/30 in \d+ s, epoch means: loss 3\.0000 acc 50\.00% \| lr 3\.00e-03", printed)
+
+
+def test_the_fgdi_engine_gives_accuracy_in_percent_as_the_baselines(tiny_root, capsys):
+    """torchreid's engines report ``acc`` in percent (its `metrics.accuracy`); the FGDI engine's
+    console, TensorBoard and metrics.jsonl once had a fraction under the same name."""
+    engine = _engine(tiny_root)
+    batch = next(iter(engine.train_loader))
+    right = torch.nn.functional.one_hot(batch["pid"], engine.model.classifier.out_features).float()
+    right[: len(right) // 4] = right[: len(right) // 4].roll(1, dims=1)  # a quarter of the batch wrong
+    engine.model.classifier.register_forward_hook(lambda module, args, out: out * 0 + 10 * right)
+    engine.enter("stage1")
+    assert engine.forward_backward(batch)["acc"] == pytest.approx(75.0)
+    assert progress.terms({"loss": 1.5, "acc": 75.0, "domain_acc": 12.5}) == "loss 1.5000 acc 75.00% domain_acc 12.50%"
 
 
 def test_fgdi_tiny_config_comments_say_what_its_schedule_does():

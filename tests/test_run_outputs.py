@@ -70,7 +70,7 @@ def test_metrics_file_and_plain_text_log(run):
     for stage, terms in STAGE_TERMS.items():
         stage_rows = [r for r in rows if r["group"] == stage]
         assert [r["step"] for r in stage_rows] == [1, 2] and terms <= set(stage_rows[0])
-    assert all(0 <= r["acc"] <= 1 for r in rows if "acc" in r)
+    assert all(0 <= r[k] <= 100 for r in rows for k in ("acc", "domain_acc") if k in r)  # percent, as torchreid's
     (log,) = save_dir.glob("train.log-*")
     text = log.read_text()
     for line in ("=> stage1 epoch 2/2 (run epoch 2/8)", "=> stage2a epoch 2/2 (run epoch 4/8)", "##### synth_d: mAP"):

@@ -82,3 +82,21 @@ def test_random_identity_sampler_shares_each_global_pk_batch_without_domain_bala
 def test_a_sampler_without_a_distributed_form_is_refused(tiny_root):
     with pytest.raises(ValueError, match="distributed training supports RandomSampler, RandomIdentitySampler"):
         _ranks(tiny_root, "SequentialSampler")
+
+
+@pytest.mark.parametrize("seed", [1, None])
+def test_a_loaders_length_is_the_number_of_batches_its_epoch_really_has(tiny_root, seed):
+    """Identities run out unevenly, so a draw can make fewer batches than an estimate promises (with
+    seed 1, epoch 0 has 6 batches of 24 where the estimate said 7): the length is the draw's own."""
+    kwargs = dict(root=tiny_root, sources=["synth_a", "synth_b", "synth_c"], targets="synth_d", height=32, width=16)
+    kwargs.update(workers=0, use_gpu=False, train_sampler="DomainBalancedIdentitySampler", batch_size_train=24)
+    loader = DomainImageDataManager(**kwargs, num_instances=K, seed=1).train_loader
+    loader.sampler.seed = seed  # None: torchreid's way (`build_train_sampler`), the global generator draws
+    counted = []
+    for epoch in range(4):
+        loader.sampler.set_epoch(epoch)
+        promised = len(loader)
+        counted.append((promised, sum(1 for _ in loader.batch_sampler)))
+    assert all(promised == real for promised, real in counted), counted
+    if seed == 1:
+        assert counted[0] == (6, 6)  # the draw that ends early

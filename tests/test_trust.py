@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchreid
 from PIL import Image
 
 from tests.conftest import killed_write
@@ -135,7 +136,51 @@ def test_a_resume_applies_more_epochs_and_says_so(tiny_root, run_copy, capsys):
     _cli(tiny_root, run_copy, "model.resume", stage2b, "fgdi.stage3_epochs", "2")
     out = capsys.readouterr().out
     assert "with changed settings, applied to the rest of the run:\n  fgdi.stage3_epochs: 1 -> 2" in out
-    assert read_checkpoint(str(run_copy / "checkpoints" / "stage3.pth"))["epoch"] == 3  # 1 + 2 image epochs
+    said = f"=> Resumed from {stage2b}: 3 of the run's 5 epochs done, continuing with stage3 epoch 1/2 (run epoch 4/5)"
+    assert said in out
+    state = read_checkpoint(str(run_copy / "checkpoints" / "stage3.pth"))
+    assert (state["epoch"], state["image_epoch"]) == (5, 3)  # every stage's epochs (torchreid's), image epochs 1 + 2
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_resuming_a_finished_run_says_so_and_only_tests_it_again(tiny_root, run_copy, capsys):
+    """The benchmark's ``model.resume auto`` after a stop tests finished runs again; nothing is trained
+    or written to checkpoints, and the log says how to evaluate the run otherwise."""
+    checkpoints, before = run_copy / "checkpoints", _results(run_copy)
+    files = _files(checkpoints)
+    capsys.readouterr()
+    _cli(tiny_root, run_copy, "model.resume", "auto")
+    out = capsys.readouterr().out
+    stage3 = checkpoints / "stage3.pth"
+    assert (
+        f"=> {stage3} is the checkpoint of a finished run (every stage trained, 4 epochs): nothing left to train, "
+        f"so its final test is repeated (same weights and settings, same results). To evaluate it with other test "
+        f"settings: test.evaluate True model.load_weights {stage3}"
+    ) in out
+    assert "##### synth_d: mAP " in out and _results(run_copy) == before
+    assert "Trained all stages" not in out and "Resumed from" not in out and "recorded in checkpoints" not in out
+    assert _files(checkpoints) == files
+
+
+def test_torchreids_resume_of_an_fgdi_checkpoint_counts_the_epochs_the_log_counts(finished, capsys):
+    """torchreid's `resume_from_checkpoint` starts again from the checkpoint's ``epoch``: the run's epochs
+    done, every stage's (the log's 'run epoch 4/4'), not its image epochs (2)."""
+    model = torchreid.models.build_model("fgdi_tiny", 36, num_domains=3, pretrained=False)
+    assert torchreid.utils.resume_from_checkpoint(str(finished / "checkpoints" / "stage3.pth"), model) == 4
+    assert "Last epoch = 4" in capsys.readouterr().out
+
+
+def test_a_checkpoint_from_before_image_epoch_was_recorded_resumes_at_its_image_epoch(tiny_root, run_copy, tmp_path):
+    state = read_checkpoint(str(run_copy / "checkpoints" / "stage2b.pth"))
+    assert (state["epoch"], state["image_epoch"]) == (3, 1)
+    old = {**{k: v for k, v in state.items() if k != "image_epoch"}, "epoch": 1}  # its "epoch" counted image epochs
+    torch.save(old, tmp_path / "old.pth")
+    engine = _engine(tiny_root)
+    engine.resume(str(tmp_path / "old.pth"))
+    assert (engine.stage, engine.image_epoch, engine.epoch) == ("stage3", 1, 1)
 
 
 # ---- 2: the NaN recovery path: a lower learning rate really applies ----------------------
@@ -775,10 +820,17 @@ def test_a_finished_baseline_resumed_again_keeps_its_epoch_and_fine_tuning_skips
     tiny_root, tmp_path, capsys
 ):
     first = _osnet(tiny_root, tmp_path / "base")
+    files = _files(tmp_path / "base" / "model")
+    capsys.readouterr()
     again = _osnet(tiny_root, tmp_path / "base", "model.resume", "auto")
     assert sorted(p.name for p in (tmp_path / "base" / "model").iterdir()) == ["model.pth.tar-2"]
     assert again["synth_d"]["mAP"] == pytest.approx(first["synth_d"]["mAP"])
     weights = str(tmp_path / "base" / "model" / "model.pth.tar-2")
+    out = capsys.readouterr().out
+    assert "Last epoch = 2\n" in out  # torchreid's resume_from_checkpoint
+    assert f"=> {weights} is the checkpoint of a finished run (2 of 2 epochs): nothing left to train" in out
+    assert "Start training" not in out and "Checkpoint saved" not in out and "recorded in checkpoints" not in out
+    assert _files(tmp_path / "base" / "model") == files  # the test repeated, nothing written over
     _osnet(
         tiny_root,
         tmp_path / "tuned",

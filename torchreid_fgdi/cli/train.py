@@ -27,6 +27,7 @@ from ..data import DomainImageDataManager
 from ..data.readiness import ensure_datasets
 from ..engine import ImageFGDIEngine, build_engine, distributed, schedules
 from ..engine.checkpointing import continue_from
+from ..engine.stages import DONE
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
 from ..synthetic import SYNTHETIC_DATASETS
@@ -252,6 +253,7 @@ def run_torchreid(
         datamanager, trained, optimizer, scheduler, settings.loss, settings.test, settings.config_text
     )
     engine.register_model("model", model, optimizer, scheduler)  # checkpoints without DDP's "module." prefix
+    engine.resumed_from = resume
     engine.run(**run_kwargs)
     return getattr(engine, "test_results", {})
 
@@ -274,7 +276,7 @@ def run_fgdi(
     resume, _ = checked_resume(cfg, engine.data_fingerprint, folder, fgdi=True)
     if resume:
         state = engine.resume(resume)
-        if distributed.is_main():
+        if distributed.is_main() and state["stage"] != DONE:  # a finished run only tests again: nothing to continue
             continue_from(state, resume, settings.run["save_dir"])
     engine.run(**settings.run)
     return getattr(engine, "test_results", {})

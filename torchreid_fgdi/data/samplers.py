@@ -97,7 +97,7 @@ class DomainBalancedIdentitySampler(Sampler):
                 )
         self.batch_size = batch_size
         self.num_instances = num_instances
-        self.length = self._count_batches() * batch_size // world_size
+        self._drawn: tuple[int | None, list] | None = None  # (epoch, its batches) until `__iter__` takes them
 
     def set_epoch(self, epoch: int) -> None:
         """Distributed: a new draw for every epoch, the same on every rank."""
@@ -110,14 +110,6 @@ class DomainBalancedIdentitySampler(Sampler):
         rng.shuffle(idxs)
         usable = len(idxs) - len(idxs) % self.num_instances
         return [idxs[i : i + self.num_instances] for i in range(0, usable, self.num_instances)]
-
-    def _count_batches(self) -> int:
-        """Upper bound on batches per epoch (the last ones depend on the draw), as torchreid estimates."""
-        return min(
-            sum(max(len(self.index_dic[p]), self.num_instances) // self.num_instances for p in pids)
-            // self.pids_per_domain
-            for pids in self.pids_of_dsetid.values()
-        )
 
     def global_batches(self) -> list[list[list[int]]]:
         """This epoch's batches over all ranks, each a list of P chunks of K indices."""
@@ -135,12 +127,23 @@ class DomainBalancedIdentitySampler(Sampler):
             batches.append(batch)
         return batches
 
+    def _epoch_batches(self) -> list[list[list[int]]]:
+        """This epoch's draw, made once for `__len__` and `__iter__` alike: how many batches an epoch
+        has depends on the draw (identities run out unevenly), so a count made before it, as torchreid's
+        samplers estimate theirs, can promise batches the epoch never has ('batch 6/7' at its end)."""
+        key = None if self.seed is None else self.epoch  # unseeded: the next draw of the global generator
+        if self._drawn is None or self._drawn[0] != key:
+            self._drawn = (key, self.global_batches())
+        return self._drawn[1]
+
     def __iter__(self):
-        own = [batch[self.rank :: self.world_size] for batch in self.global_batches()]
+        batches, self._drawn = self._epoch_batches(), None
+        own = [batch[self.rank :: self.world_size] for batch in batches]
         return iter([index for batch in own for chunk in batch for index in chunk])
 
     def __len__(self) -> int:
-        return self.length
+        """The indices of this epoch's draw on this rank: a DataLoader's length is then its real batch count."""
+        return len(self._epoch_batches()) * self.batch_size // self.world_size
 
 
 SAMPLERS = {"DomainBalancedIdentitySampler": DomainBalancedIdentitySampler}  # the plugin's, by name

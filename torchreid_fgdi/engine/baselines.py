@@ -7,21 +7,30 @@ import torchreid
 
 from ..utils.checkpoint import save_torchreid_checkpoint
 from . import distributed, progress
+from .checkpointing import finished_run
 from .settings import DEFAULT_TEST, TestSettings
 from .testing import MultiTargetTestMixin
 
 
 class FinishedRunMixin:
-    """A resumed run that is already finished (start_epoch == max_epoch) keeps its epoch number.
+    """A resumed run that is already finished (start_epoch == max_epoch) says so and only tests again.
 
-    torchreid's `Engine.run` trains no epoch then, so ``self.epoch`` keeps its initial 0 and the
-    final `save_model` writes the finished weights as ``model.pth.tar-1``, a checkpoint that
-    claims one epoch and that ``model.resume auto`` could later continue from.
+    torchreid's `Engine.run` prints '=> Start training', trains no epoch and saves the weights again,
+    as ``model.pth.tar-1`` (``self.epoch`` kept its initial 0): a checkpoint that claims one epoch
+    and that ``model.resume auto`` could later continue from. Here the final test is repeated as an
+    evaluation (no checkpoint written) at the run's last epoch; `resumed_from` names the checkpoint.
     """
 
-    def run(self, *args, start_epoch: int = 0, **kwargs):
+    resumed_from = ""
+
+    def run(self, *args, start_epoch: int = 0, max_epoch: int = 0, test_only: bool = False, **kwargs):
+        finished = not test_only and 0 < max_epoch <= start_epoch
+        if finished:
+            print(finished_run(self.resumed_from, f"{start_epoch} of {max_epoch} epochs"))
         self.epoch = max(self.epoch, start_epoch - 1)
-        return super().run(*args, start_epoch=start_epoch, **kwargs)
+        return super().run(
+            *args, start_epoch=start_epoch, max_epoch=max_epoch, test_only=test_only or finished, **kwargs
+        )
 
 
 class RunTestOptionsMixin:
@@ -65,8 +74,9 @@ class EpochMeansMixin:
         means = {name: meter.avg for name, meter in self._epoch_meter.meters.items()}
         self._epoch_meter = None
         print(
-            f"=> epoch {self.epoch + 1}/{self.max_epoch} in {time.time() - started:.0f} s, epoch means: "
-            f"{progress.terms(means)} | lr {lr:.2e}"
+            progress.epoch_line(
+                f"epoch {self.epoch + 1}/{self.max_epoch}", time.time() - started, means, f"lr {lr:.2e}"
+            )
         )
         return result
 

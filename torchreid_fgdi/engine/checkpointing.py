@@ -82,6 +82,17 @@ class KnownGood:
         )
 
 
+def finished_run(path: str, done: str) -> str:
+    """What resuming the checkpoint `path` ('' if unknown) of a finished run does, and how to evaluate
+    it otherwise; `done`: what the run trained ('every stage trained, 45 epochs')."""
+    what = f"{path} is the checkpoint of a finished run" if path else "The resumed run is finished"
+    return (
+        f"=> {what} ({done}): nothing left to train, so its final test is repeated (same weights and settings, "
+        f"same results). To evaluate it with other test settings: test.evaluate True model.load_weights "
+        f"{path or '<its checkpoint>'}"
+    )
+
+
 def continue_from(state: dict, path: str, save_dir: str) -> str:
     """Makes ``save_dir/checkpoints/latest.pth`` a copy of the checkpoint `state` read from `path`,
     stamped as written now, so that ``model.resume auto`` after a kill continues this run, not a

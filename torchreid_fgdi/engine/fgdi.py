@@ -13,14 +13,25 @@ import torchreid
 from ..errors import ConfigError, NonFiniteLossError
 from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, write_checkpoint
 from . import caches, distributed, progress, schedules
-from .checkpointing import KnownGood, check_data
+from .checkpointing import KnownGood, check_data, finished_run
 from .hooks import DomainFeatures, Hook, PeriodicCheckpoint, PeriodicTest, Plots, StepLog
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
 from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
 from .settings import DEFAULT_TEST, FGDISettings, TestSettings
-from .stages import DONE, FGDI_STAGES, IMAGE, LR_GROUPS, PROMPT, Stage, build_optimizers, trained_by, with_epochs
+from .stages import (
+    DONE,
+    FGDI_STAGES,
+    IMAGE,
+    LR_GROUPS,
+    PROMPT,
+    Stage,
+    build_optimizers,
+    run_epoch,
+    trained_by,
+    with_epochs,
+)
 from .testing import MultiTargetTestMixin
 
 
@@ -217,7 +228,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
         self._step(self.optimizers[stage.optimizer], loss, terms)
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-        summary["acc"] = (scores[0].argmax(1) == pids).float().mean().item()
+        summary["acc"] = torchreid.metrics.accuracy(scores[0], pids)[0].item()  # percent, as the baselines
         return distributed.mean_over_ranks(summary, len(pids))
 
     def train_prompts(self, name: str) -> dict:
@@ -250,7 +261,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
             self._step(self.optimizers[stage.optimizer], loss, terms)
             summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-            summary["domain_acc"] = (logits.argmax(1) == dsetid).float().mean().item()
+            summary["domain_acc"] = torchreid.metrics.accuracy(logits, dsetid)[0].item()
             meters.update(distributed.mean_over_ranks(summary, len(pid)))
         return {name: meter.avg for name, meter in meters.meters.items()}
 
@@ -303,7 +314,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         stage table sets the epochs and what trains, so `max_epoch`, `start_epoch`, `fixbase_epoch`
         and `open_layers` are not used (`config.unread_keys` names them when a config sets
         them). `eval_freq` > 0 also tests every that many epochs of the last stage, from `start_eval`.
-        What happens around the steps is done by `default_hooks` (see `hooks.py`).
+        What happens around the steps is done by `default_hooks` (see `hooks.py`). A finished run
+        (resumed at its end) trains nothing and writes no checkpoint: it only tests again.
         """
         test_kwargs = {
             "dist_metric": dist_metric,
@@ -315,10 +327,20 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "ranks": list(ranks),
             "rerank": rerank,
         }
-        if test_only:
+        if test_only or self.stage == DONE:
             self.run_test(test_kwargs)
             self.run_log.check_complete()
             return
+        self.records_rank1 = True
+        try:
+            self._train_and_test(save_dir, test_kwargs, print_freq, eval_freq, start_eval)
+        finally:
+            self.records_rank1 = False
+
+    def _train_and_test(
+        self, save_dir: str, test_kwargs: dict, print_freq: int, eval_freq: int, start_eval: int
+    ) -> None:
+        """The stages left, then the final test (`run` without ``test_only``)."""
         self._open_logs(save_dir)
         self.hooks = self.default_hooks(save_dir, test_kwargs, print_freq, eval_freq, start_eval)
         started = time.time()
@@ -409,7 +431,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         """Everything `resume` needs; `writing`: the files this state is about to replace."""
         return {
             "state_dict": self.model.state_dict(),
-            "epoch": self.image_epoch,
+            "epoch": run_epoch(self.stages, self.stage, self.stage_epoch),  # torchreid's: the epochs done, all stages'
+            "image_epoch": self.image_epoch,
             "rank1": float(self.last_rank1),
             "stage": self.stage,
             "stage_epoch": self.stage_epoch,
@@ -473,12 +496,22 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             schedules.load_keeping_base_lrs(self.schedulers[key], state["schedulers"][key])
         if state["scaler"] and self.scaler.is_enabled():  # empty unless the checkpoint trained in fp16
             self.scaler.load_state_dict(state["scaler"])
-        self.stage, self.stage_epoch, self.image_epoch = state["stage"], state["stage_epoch"], state["epoch"]
+        self.stage, self.stage_epoch = state["stage"], state["stage_epoch"]
+        self.image_epoch = self.epoch = state.get("image_epoch", state["epoch"])  # older files: "epoch" was it
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
         self._prompt_order = state.get("prompt_order")
         self.known_good.restore(path, state.get("confirmed", []))
-        print(f"=> Resumed from {path}: {self.stage}, epoch {self.stage_epoch} of the stage")
+        total = run_epoch(self.stages, DONE, 0)
+        if self.stage == DONE:
+            print(finished_run(path, f"every stage trained, {total} epochs"))
+        else:
+            at = self.stage_row()
+            done = run_epoch(self.stages, self.stage, self.stage_epoch)
+            print(
+                f"=> Resumed from {path}: {done} of the run's {total} epochs done, continuing with {self.stage} "
+                f"epoch {self.stage_epoch + 1}/{at.epochs} (run epoch {done + 1}/{total})"
+            )
         return state
 
 

@@ -115,10 +115,8 @@ class StepLog(Hook):
 
     def after_epoch(self, engine, stage):
         done, means = engine.stage_epoch, self.epoch_means()
-        print(
-            f"=> {self.clock.epoch(stage.name, done)} in {time.time() - self.started:.0f} s, epoch means: "
-            f"{progress.terms(means)} | {self.rates} | {self.clock.eta(stage.name, done)}"
-        )
+        seconds, eta = time.time() - self.started, self.clock.eta(stage.name, done)
+        print(progress.epoch_line(self.clock.epoch(stage.name, done), seconds, means, self.rates, eta))
         engine.run_log.log(stage.name, {**means, "lr": self.lr}, done)
 
 

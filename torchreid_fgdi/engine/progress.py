@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ..utils import progress as bars
 from . import distributed
-from .stages import IMAGE, PROMPT, Stage
+from .stages import IMAGE, PROMPT, Stage, run_epoch
 
 
 def enabled() -> bool:
@@ -37,8 +37,16 @@ def track(iterable: Iterable, desc: str, unit: str = "batch") -> Iterator:
 
 
 def terms(values: Mapping[str, float]) -> str:
-    """'loss 1.2345 id 0.6789 ...': loss terms and accuracies as the console lines show them."""
-    return " ".join(f"{name} {value:.4f}" for name, value in values.items())
+    """'loss 1.2345 id 0.6789 ... acc 12.50%': loss terms, and accuracies (a name ending in 'acc', in
+    percent as torchreid's `metrics.accuracy` gives them in every engine), as the console lines show them."""
+    return " ".join(
+        f"{name} {value:.2f}%" if name.endswith("acc") else f"{name} {value:.4f}" for name, value in values.items()
+    )
+
+
+def epoch_line(epoch: str, seconds: float, means: Mapping[str, float], rates: str, eta: str = "") -> str:
+    """The line that ends an epoch in every engine: '=> <epoch> in 12 s, epoch means: <terms> | <rates> | <eta>'."""
+    return f"=> {epoch} in {seconds:.0f} s, epoch means: {terms(means)} | {rates}" + (f" | {eta}" if eta else "")
 
 
 def duration(seconds: float) -> str:
@@ -82,9 +90,8 @@ class RunClock:
 
     def epoch(self, name: str, epoch: int) -> str:
         """'stage3 epoch 1/15 (run epoch 31/45)' for epoch `epoch` (from 1) of stage `name`."""
-        at = [stage.name for stage in self.stages].index(name)
-        before = sum(stage.epochs for stage in self.stages[:at])
-        return f"{name} epoch {epoch}/{self.stages[at].epochs} (run epoch {before + epoch}/{self.total})"
+        (stage,) = [stage for stage in self.stages if stage.name == name]
+        return f"{name} epoch {epoch}/{stage.epochs} (run epoch {run_epoch(self.stages, name, epoch)}/{self.total})"
 
     def eta(self, name: str, epoch: int, done: int | None = None) -> str:
         """'eta 0:12:34' for the rest of the run after `done` steps (None: all) of epoch `epoch` of

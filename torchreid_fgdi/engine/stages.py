@@ -53,6 +53,15 @@ def with_epochs(table: Iterable[Stage], epochs: Mapping[str, int]) -> tuple[Stag
     return tuple(dataclasses.replace(stage, epochs=int(epochs[stage.name])) for stage in table)
 
 
+def run_epoch(stages: Iterable[Stage], name: str, epoch: int) -> int:
+    """Epoch `epoch` of stage `name` (DONE: the end) counted over the run, every stage's epochs in
+    table order, prompt stages included: the logs' 'run epoch'."""
+    stages = tuple(stages)
+    names = [stage.name for stage in stages]
+    at = names.index(name) if name != DONE else len(names)
+    return sum(stage.epochs for stage in stages[:at]) + epoch
+
+
 def trained_by(
     model: torch.nn.Module, prefixes: Iterable[str], frozen: Collection[str] = frozenset()
 ) -> dict[str, torch.nn.Parameter]:

@@ -40,6 +40,7 @@ class MultiTargetTestMixin:
     test_results: dict
     run_log: RunLog | None = None  # the log of the tests' folder (`_run_log`); the FGDI engine's holds its epochs too
     test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
+    records_rank1 = False  # a training `run` is under way: its checkpoints record what `test` returns
 
     def test(
         self,
@@ -88,9 +89,13 @@ class MultiTargetTestMixin:
             run_log.log(f"test/{name}", {"mAP": res["mAP"], **cmc}, self.epoch)
         return self._report(save_dir, ranks)
 
-    def run(self, *args, **kwargs) -> None:
+    def run(self, *args, test_only: bool = False, **kwargs) -> None:
         """torchreid's `run`; test results its run log could not take end it in one line, after the results."""
-        super().run(*args, **kwargs)
+        self.records_rank1 = not test_only
+        try:
+            super().run(*args, test_only=test_only, **kwargs)
+        finally:
+            self.records_rank1 = False
         if self.run_log is not None:
             self.run_log.check_complete()
 
@@ -140,7 +145,8 @@ class MultiTargetTestMixin:
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
         kind = domains(self.test_results, self.datamanager.sources)
         unseen = [n for n in self.test_results if kind[n] == UNSEEN] or list(self.test_results)
-        print(f"=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over {', '.join(unseen)}")
+        if self.records_rank1:  # an evaluation writes no checkpoint
+            print(f"=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over {', '.join(unseen)}")
         return float(average_results(self.test_results, unseen)["cmc"][0])
 
     def _evaluate_target(self, loaders: dict, device, desc: str, **kwargs) -> tuple:
