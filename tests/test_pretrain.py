@@ -188,7 +188,9 @@ def test_open_clip_train_pretrains_a_checkpoint_fgdi_tiny_loads_through_pretrain
 @pytest.mark.slow
 def test_a_config_naming_the_synthetic_clip_trains_from_it(pretrained, tiny_root, tmp_path, monkeypatch):
     _, path, _ = pretrained
-    monkeypatch.setattr(pretrain, "pretrained_checkpoint", lambda: path)  # the tiny one stands in for the default
+    monkeypatch.setitem(
+        clip_weights._MADE_WEIGHTS, pretrain.TAG, lambda: path
+    )  # the tiny one stands in for the default
     train(["--config-file", CLIP_CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), *ONE])
     trained = torch.load(tmp_path / "checkpoints" / "stage3.pth", weights_only=True)["state_dict"]
     clip = torch.load(path, weights_only=True)
