@@ -117,14 +117,19 @@ def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_pa
     assert "2 runs, 2 at a time with 1 torch thread(s) each" in printed
     assert "=> [2/2] " in printed and "Show configuration" not in printed  # each run's output is in its log
     (tmp_path / "again").mkdir()
-    monkeypatch.chdir(tmp_path / "again")  # fresh save_dirs: only the missing CLIP file can fail
+    monkeypatch.chdir(tmp_path / "again")  # fresh save_dirs: only the CLIP file can fail
     missing = ["fgdi.clip_weights", str(tmp_path / "no-such-clip.pt")]
-    status = main(
-        ["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *missing]
-    )
+    status = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), *SHORT, *missing])
+    refused = capsys.readouterr().err.splitlines()  # a missing file: refused before any run starts
+    assert status == 1 and len(refused) == 1, refused
+    assert re.match(r"error: CLIP weights of fgdi_tiny not ready, nothing was started: .*no-such-clip\.pt", refused[0])
+    assert not (tmp_path / "again" / "log").exists()
+    (tmp_path / "broken-clip.pt").write_bytes(b"not a checkpoint")  # there, but only a run reading it can tell
+    broken = ["fgdi.clip_weights", str(tmp_path / "broken-clip.pt")]
+    status = main(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--jobs", "2", *SHORT, *broken])
     refused = capsys.readouterr().err.splitlines()  # one line: the run, its refusal, what became of the other
     assert status == 1 and len(refused) == 1, refused
     assert re.match(
-        r"error: fgdi_tiny(_stage1_only)? \(in log/synthetic/fgdi_tiny\S*\) refused: .*no-such-clip\.pt", refused[0]
+        r"error: fgdi_tiny(_stage1_only)? \(in log/synthetic/fgdi_tiny\S*\) refused: .*broken-clip\.pt", refused[0]
     )
     assert "0 run(s) finished, 0 not started" in refused[0]

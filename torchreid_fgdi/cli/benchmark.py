@@ -199,10 +199,8 @@ def check_backbones(runs: list[Run]) -> None:
         if key not in checked:
             try:
                 checked[key] = check_variant_weights(*key[1:])
-            except WeightsUnavailableError as err:
-                raise WeightsUnavailableError(
-                    f"CLIP weights of {run.label} not ready, nothing was started: {err}"
-                ) from err
+            except (WeightsUnavailableError, FileNotFoundError) as err:
+                raise type(err)(f"CLIP weights of {run.label} not ready, nothing was started: {err}") from err
     if checked:
         width = max(len(key[0]) for key in checked)
         print("=> CLIP weights")

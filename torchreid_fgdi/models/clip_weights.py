@@ -92,10 +92,10 @@ def find_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -
         return weights
     if weights in _MADE_WEIGHTS:
         return _MADE_WEIGHTS[weights]()
-    if isinstance(arch, dict):
-        raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
+    if isinstance(arch, dict):
+        raise FileNotFoundError(f"a config-dict CLIP takes weights from a local file only, got {weights!r}")
     if weights in REGISTRY:
         return check_weights(weights, cache_dir)
     tag_cfg = _tag_cfg(arch, weights)
