@@ -79,6 +79,7 @@ def _check_one_voice(done: subprocess.CompletedProcess, save_dir: Path, probe_di
     for marker in ("Show configuration", "=> stage", "#####", "=> Trained"):
         assert all(line.count(marker) <= 1 for line in out.splitlines()), f"lines run together at {marker!r}"
     assert "[rank1]" not in done.stderr  # rank 1 had no error of its own
+    assert "Warning" not in done.stderr, done.stderr  # nor rank 0 a warning (torch's deprecated all_gather was one)
     logs = [p for p in save_dir.iterdir() if p.name.startswith("train.log")]
     assert len(logs) == 1 and logs[0].read_text().count("=> Trained all stages") == 1  # rank 0's alone
 
@@ -162,7 +163,9 @@ def test_sync_bn_is_refused_on_cpu_processes_before_any_training(tiny_root, tmp_
     refusal = "error: fgdi.sync_bn needs CUDA devices: PyTorch's SyncBatchNorm does not run on CPU processes"
     lines = done.stderr.splitlines()
     assert sum(line.startswith(refusal) for line in lines) == 1  # rank 0's
-    assert sum(line.startswith("[rank1]: " + refusal) for line in lines) == 1  # rank 1's own, marked
+    # rank 1's own, marked; torchrun may stop it first when rank 0 refuses sooner (a busy machine)
+    assert sum(line.startswith("[rank1]: " + refusal) for line in lines) <= 1
+    assert all(line.startswith(("[rank1]: ", refusal)) for line in lines if "fgdi.sync_bn" in line)
     assert "Trained all stages" not in done.stdout
     assert not (tmp_path / "checkpoints").exists()
 

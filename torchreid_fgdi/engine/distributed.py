@@ -176,6 +176,21 @@ def gather_batch(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """
     if world_size() == 1:
         return tensors
-    from torch.distributed.nn.functional import all_gather
+    return tuple(_GatherWithGrad.apply(t.contiguous()) for t in tensors)
 
-    return tuple(torch.cat(all_gather(t.contiguous())) for t in tensors)
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather with a backward: each rank's share gets the sum of the gradients every rank's loss
+    gave it. (torch's own, ``torch.distributed.nn.functional.all_gather``, is deprecated.)"""
+
+    @staticmethod
+    def forward(ctx, share: torch.Tensor) -> torch.Tensor:
+        shares = [torch.empty_like(share) for _ in range(world_size())]
+        dist.all_gather(shares, share)
+        return torch.cat(shares)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad.chunk(world_size())[rank()]
