@@ -48,6 +48,15 @@ def _engine(root, *opts, table=FGDI_STAGES, epochs=None):
     return ImageFGDIEngine(dm, model, settings=settings, use_gpu=False, table=table)
 
 
+def test_the_engine_uses_the_device_its_data_manager_was_built_for(tiny_root, monkeypatch):
+    """The README's recipe passes no use_gpu: a config's ``use_gpu False`` (the data manager's) holds
+    on a machine with a GPU, as in the command."""
+    built = _engine(tiny_root)  # its data manager built with use_gpu False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, as torchreid asks
+    engine = ImageFGDIEngine(built.datamanager, built.model, built.settings)
+    assert not engine.use_gpu and engine.device == torch.device("cpu")
+
+
 def _run(engine, save_dir):
     engine.run(save_dir=str(save_dir), print_freq=1000)
 

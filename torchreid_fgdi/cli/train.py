@@ -270,7 +270,6 @@ def run_fgdi(
         model,
         settings.fgdi,
         settings.test,
-        use_gpu=settings.data["use_gpu"],
         config_text=settings.config_text,
     )
     resume, _ = checked_resume(cfg, engine.data_fingerprint, folder, fgdi=True)

@@ -102,11 +102,12 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         model: torch.nn.Module,
         settings: FGDISettings,
         test: TestSettings = DEFAULT_TEST,
-        use_gpu: bool = True,
+        use_gpu: bool | None = None,
         config_text: str = "",
         table: tuple[Stage, ...] = FGDI_STAGES,
     ):
-        super().__init__(datamanager, use_gpu)
+        # None: as the data manager was built (its use_gpu), so a config's use_gpu False holds in a recipe too
+        super().__init__(datamanager, datamanager.use_gpu if use_gpu is None else use_gpu)
         self.settings = settings
         self.stages = with_epochs(table, settings.epochs)
         self.test_settings = test
