@@ -155,6 +155,22 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_root, t
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5, msg=key)
 
 
+@pytest.mark.slow
+def test_the_tiny_clip_made_on_first_use_is_pretrained_once_by_rank_0_which_shows_it(tiny_root, tmp_path):
+    """open_clip_train would start a second process group inside torchrun's (torch refuses); and
+    whichever rank took the cache's lock first pretrained, silently if it was not rank 0."""
+    config = str(Path(CONFIG).with_name("fgdi_tiny_clip.yaml"))
+    opts = ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "1", "fgdi.stage2b_epochs", "0"]
+    opts += ["fgdi.stage3_epochs", "1", "train.batch_size", "24", "fgdi.prompt.batch_size", "32"]
+    probe = {"RANK_PROBE_PRETRAIN": str(tmp_path / "cache")}  # rank 0 asks for the weights a second late
+    done = _torchrun(tiny_root, tmp_path / "run", *opts, config=config, probe=probe)
+    shown = ("=> Pretraining the tiny CLIP", "=> tiny CLIP epoch 1/1: loss", "| attribute |", "=> Trained all stages")
+    for line in shown:
+        assert done.stdout.count(line) == 1, line
+    assert "[rank1]" not in done.stderr
+    assert len(list((tmp_path / "cache").glob("synthetic-clip/*/open_clip_tiny.pt"))) == 1
+
+
 def test_sync_bn_is_refused_on_cpu_processes_before_any_training(tiny_root, tmp_path):
     """PyTorch's SyncBatchNorm synchronises only CUDA tensors: two CPU processes would silently train
     with per-process statistics."""

@@ -52,6 +52,8 @@ CHECKPOINT = "open_clip_tiny.pt"
 RECORD = "open_clip_tiny.json"  # the checkpoint's size, sha256 and zero-shot probe, written after it
 LOG = "open_clip_tiny.log"  # open_clip's log of the pretraining
 LOG_EVERY = 5  # steps between open_clip_train's log lines, each a step of the progress shown
+# What makes open_clip_train train distributed (open_clip_train.distributed.is_using_distributed).
+LAUNCHER_SIZES = ("WORLD_SIZE", "SLURM_NTASKS")
 # open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
 TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
 
@@ -197,7 +199,7 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     log = osp.join(work, LOG)
     shown = _Progress(settings.epochs)
     try:
-        with open(log, "w", buffering=1) as stream, _logging_to(stream, shown):
+        with open(log, "w", buffering=1) as stream, _logging_to(stream, shown), _one_process():
             train_main(argv)
             trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
             if not osp.isfile(trained):
@@ -217,6 +219,18 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     keep(folder, state, probe)
     shutil.rmtree(work, ignore_errors=True)
     return probe
+
+
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """open_clip_train as a single process even inside a torchrun (or SLURM) job: seeing the job's
+    size it would start a second process group (torch refuses) and train with ranks that are not
+    pretraining. One rank pretrains; the others wait for the cached file."""
+    hidden = {name: os.environ.pop(name) for name in LAUNCHER_SIZES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 @contextlib.contextmanager
