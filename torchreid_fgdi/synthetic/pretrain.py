@@ -40,7 +40,7 @@ import torch
 
 from ..models.hub import sha256sum
 from ..models.variants import TINY_CLIP
-from ..utils import atomic, extras, progress
+from ..utils import atomic, extras, progress, rng
 from ..utils.cache import cache_root
 from ..utils.checkpoint import check_finite, read_checkpoint, write_checkpoint
 from .captions import CorpusSize, write_corpus
@@ -154,7 +154,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
         if problem:
             print(f"=> Pretraining the tiny CLIP again: the cached {path} cannot be trusted: {problem}")
         if problem or not osp.isfile(path):
-            pretrain(folder, settings, problem)
+            with rng.rng_preserved():  # open_clip_train seeds torch: the run that asked draws as if it were cached
+                pretrain(folder, settings, problem)
     return path
 
 
