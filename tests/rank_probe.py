@@ -4,17 +4,23 @@ Run as torchrun's script instead of ``-m torchreid_fgdi``, with the same argumen
 ``RANK_PROBE_DIR`` set, each rank appends to ``<dir>/rank<N>.jsonl`` the values and weight it hands
 to `distributed.mean_over_ranks` at every step (its own share of the batch), and a marker after
 every epoch, so a test can compute the whole batch's numbers itself. With ``RANK_PROBE_FAIL`` set to
-``STAGE:BATCH``, rank 1 alone refuses at that image batch, as a rank's own error would.
+``STAGE:BATCH``, rank 1 alone refuses at that image batch, as a rank's own error would. With
+``RANK_PROBE_PRETRAIN`` set to a cache folder, ``fgdi.clip_weights synthetic-captions`` is a
+one-epoch tiny CLIP pretrained there on first use, which rank 0 asks for a second after rank 1.
 """
 
 import json
 import os
 import sys
+import time
 
 from torchreid_fgdi.cli.train import main
 from torchreid_fgdi.engine import ImageFGDIEngine, distributed
 from torchreid_fgdi.engine.hooks import StepLog
 from torchreid_fgdi.errors import FGDIError
+from torchreid_fgdi.models import clip_weights
+from torchreid_fgdi.synthetic import pretrain
+from torchreid_fgdi.synthetic.captions import CorpusSize
 
 RANK = int(os.environ.get("RANK", "0"))
 
@@ -50,7 +56,24 @@ def _fail_on_rank1(stage: str, batch: int) -> None:
     ImageFGDIEngine.forward_backward = failing
 
 
+def _tiny_pretraining(root: str) -> None:
+    """The made weights as a quick pretraining into `root`; rank 0 comes late, so a rank that asks
+    first does not decide who pretrains."""
+    settings = pretrain.PretrainSettings(
+        corpus=CorpusSize(people=120, styles=4), heldout=CorpusSize(people=20, styles=2, images_per_person=1), epochs=1
+    )
+
+    def made() -> str:
+        if RANK == 0:
+            time.sleep(1)
+        return pretrain.pretrained_checkpoint(settings, root)
+
+    clip_weights._MADE_WEIGHTS[pretrain.TAG] = made
+
+
 if __name__ == "__main__":
+    if os.environ.get("RANK_PROBE_PRETRAIN"):
+        _tiny_pretraining(os.environ["RANK_PROBE_PRETRAIN"])
     if os.environ.get("RANK_PROBE_DIR"):
         _probe_values()
     if os.environ.get("RANK_PROBE_FAIL") and RANK == 1:

@@ -20,6 +20,7 @@ from torchreid_fgdi.cli.refusals import LOST_PEER
 pytestmark = [pytest.mark.distributed, pytest.mark.subprocess, pytest.mark.timeout(1800)]
 
 CONFIG = str(Path(__file__).parents[1] / "configs" / "synthetic" / "fgdi_tiny.yaml")
+TINY_CLIP_CONFIG = str(Path(CONFIG).with_name("fgdi_tiny_clip.yaml"))  # fgdi_tiny from the tiny CLIP made on first use
 PROBE = str(Path(__file__).with_name("rank_probe.py"))  # torchreid-fgdi, recording what each rank measures
 SHORT = ["fgdi.stage1_epochs", "2", "fgdi.stage2a_epochs", "2", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "2"]
 SHORT += ["fgdi.checkpoint_every", "1", "train.batch_size", "24", "fgdi.prompt.batch_size", "32"]
@@ -101,10 +102,16 @@ def _check_one_voice(done: subprocess.CompletedProcess, save_dir: Path, probe_di
 
 @pytest.mark.slow
 def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
-    first, probe_dir = tmp_path / "run", tmp_path / "probe"
+    """From the tiny CLIP made on first use: rank 0 pretrains it, alone (open_clip_train would start
+    a second process group inside torchrun's), and shows it, though rank 1 asks for it first."""
+    first, probe_dir, cache = tmp_path / "run", tmp_path / "probe", tmp_path / "cache"
     probe_dir.mkdir()
-    done = _torchrun(tiny_root, first, *SHORT, probe={"RANK_PROBE_DIR": str(probe_dir)})
+    probe = {"RANK_PROBE_DIR": str(probe_dir), "RANK_PROBE_PRETRAIN": str(cache)}
+    done = _torchrun(tiny_root, first, *SHORT, config=TINY_CLIP_CONFIG, probe=probe)
     _check_one_voice(done, first, probe_dir)
+    for line in ("=> Pretraining the tiny CLIP", "=> tiny CLIP epoch 1/1: loss", "| attribute |"):
+        assert done.stdout.count(line) == 1, line
+    assert len(list(cache.glob("synthetic-clip/*/open_clip_tiny.pt"))) == 1
     assert (first / "results.md").read_text().count("| synth_d | unseen |") == 1
     assert {p.name for p in (first / "checkpoints").iterdir()} == {
         "latest.pth",
@@ -115,7 +122,11 @@ def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
     }
 
     resumed = tmp_path / "resumed"
-    _torchrun(tiny_root, resumed, *SHORT, "model.resume", str(first / "checkpoints" / "stage2a.pth"))
+    resume = ["model.resume", str(first / "checkpoints" / "stage2a.pth")]
+    done = _torchrun(
+        tiny_root, resumed, *SHORT, *resume, config=TINY_CLIP_CONFIG, probe={"RANK_PROBE_PRETRAIN": str(cache)}
+    )
+    assert "Pretraining" not in done.stdout  # the cached one
     want, got = _weights(first / "checkpoints" / "stage3.pth"), _weights(resumed / "checkpoints" / "stage3.pth")
     for key, value in want.items():
         torch.testing.assert_close(got[key], value, atol=1e-6, rtol=1e-6, msg=key)

@@ -329,3 +329,20 @@ def test_a_killed_pretrainings_temporary_file_goes_and_a_running_writers_stays(t
     out = capsys.readouterr().out
     assert f"=> Removed 1 temporary file(s) left by a killed write: {killed}\n" in out
     assert f"=> Removed {work}, left by a killed pretraining\n" in out
+
+
+def test_a_model_whose_clip_is_made_on_first_use_draws_afterwards_as_with_the_clip_cached(tmp_path, monkeypatch):
+    """open_clip_train seeds torch's generator: the run that pretrained would otherwise draw other
+    batches, augmentations and dropout than the same run once the CLIP is cached."""
+    made = _stand_in(monkeypatch)
+    settings = pretrain.PretrainSettings(epochs=1)
+    monkeypatch.setitem(
+        clip_weights._MADE_WEIGHTS, pretrain.TAG, lambda: pretrain.pretrained_checkpoint(settings, str(tmp_path))
+    )
+    draws = []
+    for _ in range(2):  # made, then cached
+        torch.manual_seed(1)
+        torchreid.models.build_model("fgdi_tiny", 4, num_domains=2, pretrained=pretrain.TAG)
+        draws.append(torch.rand(4))
+    assert len(made) == 1
+    assert torch.equal(draws[0], draws[1])

@@ -41,7 +41,8 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
         "--config-file",
         default="",
         help="the training config (a file, or an installed config by name: synthetic/fgdi_tiny), for a checkpoint "
-        "that records none (torchreid's); one given for a checkpoint "
+        "that records none (torchreid's models', the authors', fgdi state dicts older than the record of their model; "
+        "an fgdi state dict saved since is read by that record); one given for a checkpoint "
         "that records its own must agree with it on the keys that decide features, unless it sets "
         "test.allow_recipe_change True",
     )

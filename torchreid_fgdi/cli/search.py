@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exclude-self",
         action="store_true",
         help="leave each query's own file (under any path) out of its matches; off by default, so the "
-        "gallery is shown as it is and a query taken from it comes first at 1.000",
+        "gallery is shown as it is and a query taken from it comes first, with similarity 1",
     )
     parser.add_argument(
         "--index",

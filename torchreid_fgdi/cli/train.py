@@ -213,11 +213,13 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
 
 
 def build_model(settings: RunSettings, datamanager: DomainImageDataManager) -> torch.nn.Module:
-    """torchreid's `build_model` as `settings` say, sized by the training data."""
+    """torchreid's `build_model` as `settings` say, sized by the training data; under torchrun, rank 0's
+    first (weights made on first use, such as the pretrained tiny CLIP, are made by the rank that speaks)."""
     classes = settings.num_classes(datamanager.num_train_pids)
-    return torchreid.models.build_model(
-        settings.model_name, classes, **settings.model_kwargs(datamanager.num_train_domains)
-    )
+    with distributed.main_first():
+        return torchreid.models.build_model(
+            settings.model_name, classes, **settings.model_kwargs(datamanager.num_train_domains)
+        )
 
 
 def run_torchreid(

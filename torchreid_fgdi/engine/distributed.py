@@ -117,6 +117,17 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block before the other ranks do: what it makes once and caches (the tiny
+    CLIP's pretraining, a download) the others find made, and its lines are the ones shown."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
 def all_true(flag: bool, device: torch.device) -> bool:
     """True if `flag` holds on every rank (one tiny all-reduce; free with one process)."""
     if world_size() == 1:

@@ -12,12 +12,12 @@ import torchreid
 
 from ..errors import ConfigError, NonFiniteLossError
 from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, write_checkpoint
+from ..utils.rng import get_rng_state, rng_preserved, set_rng_state
 from . import caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data, finished_run
 from .hooks import DomainFeatures, Hook, PeriodicCheckpoint, PeriodicTest, Plots, StepLog
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
-from .rng import get_rng_state, rng_preserved, set_rng_state
 from .run_log import RunLog
 from .settings import DEFAULT_TEST, FGDISettings, TestSettings
 from .stages import (

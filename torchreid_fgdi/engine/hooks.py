@@ -22,8 +22,8 @@ import time
 
 import torchreid
 
+from ..utils.rng import rng_preserved
 from . import artifacts, distributed, progress
-from .rng import rng_preserved
 from .stages import IMAGE, Stage
 
 # The stage-table engine (`fgdi.ImageFGDIEngine`, which imports this module): a torchreid Engine.

@@ -40,7 +40,7 @@ import torch
 
 from ..models.hub import sha256sum
 from ..models.variants import TINY_CLIP
-from ..utils import atomic, extras, progress
+from ..utils import atomic, extras, progress, rng
 from ..utils.cache import cache_root
 from ..utils.checkpoint import check_finite, read_checkpoint, write_checkpoint
 from .captions import CorpusSize, write_corpus
@@ -52,6 +52,8 @@ CHECKPOINT = "open_clip_tiny.pt"
 RECORD = "open_clip_tiny.json"  # the checkpoint's size, sha256 and zero-shot probe, written after it
 LOG = "open_clip_tiny.log"  # open_clip's log of the pretraining
 LOG_EVERY = 5  # steps between open_clip_train's log lines, each a step of the progress shown
+# What makes open_clip_train train distributed (open_clip_train.distributed.is_using_distributed).
+LAUNCHER_SIZES = ("WORLD_SIZE", "SLURM_NTASKS")
 # open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
 TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
 
@@ -152,7 +154,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
         if problem:
             print(f"=> Pretraining the tiny CLIP again: the cached {path} cannot be trusted: {problem}")
         if problem or not osp.isfile(path):
-            pretrain(folder, settings, problem)
+            with rng.rng_preserved():  # open_clip_train seeds torch: the run that asked draws as if it were cached
+                pretrain(folder, settings, problem)
     return path
 
 
@@ -197,7 +200,7 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     log = osp.join(work, LOG)
     shown = _Progress(settings.epochs)
     try:
-        with open(log, "w", buffering=1) as stream, _logging_to(stream, shown):
+        with open(log, "w", buffering=1) as stream, _logging_to(stream, shown), _one_process():
             train_main(argv)
             trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
             if not osp.isfile(trained):
@@ -217,6 +220,18 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     keep(folder, state, probe)
     shutil.rmtree(work, ignore_errors=True)
     return probe
+
+
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """open_clip_train as a single process even inside a torchrun (or SLURM) job: seeing the job's
+    size it would start a second process group (torch refuses) and train with ranks that are not
+    pretraining. One rank pretrains; the others wait for the cached file."""
+    hidden = {name: os.environ.pop(name) for name in LAUNCHER_SIZES if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 @contextlib.contextmanager

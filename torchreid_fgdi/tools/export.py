@@ -124,8 +124,7 @@ def _write_checked(
 
 def _largest_weight(model: torch.nn.Module) -> tuple[float, str]:
     """The largest absolute weight and its name: what made the features overflow."""
-    weights = [(k, v) for k, v in model.state_dict().items() if torch.is_tensor(v)]  # not the model's record
-    return max((float(v.abs().max()), k) for k, v in weights if v.is_floating_point() and v.numel())
+    return max((float(v.abs().max()), k) for k, v in model.state_dict().items() if v.is_floating_point() and v.numel())
 
 
 def _check_outputs(module: NormalizedFeatures, batch: torch.Tensor, model_path: str) -> None:
