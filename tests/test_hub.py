@@ -84,6 +84,9 @@ def test_weights_command_lists_the_registry_with_cache_state_and_downloads_by_na
     assert (torch_cache / "w.pth").read_bytes() == payload
     weights.weights([])
     assert f"{name:<22} cached" in capsys.readouterr().out
+    (torch_cache / "w.pth").write_bytes(b"another file")  # put there by hand: read, it would be refused
+    weights.weights([])
+    assert f"{name:<22} wrong file" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         weights.weights(["--no-such-option"])
 

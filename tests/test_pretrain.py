@@ -148,11 +148,13 @@ def test_the_pretrain_console_shows_progress_and_probe_and_keeps_open_clips_log_
     assert pretrain.is_cached(TINY, str(Path(path).parents[2]))  # the log beside it changes nothing in the record
 
 
-def test_a_benchmarks_quiet_pretraining_says_where_its_log_is(capsys):
-    run_pool._report(run_pool.CLIP, "/cache/key/open_clip_tiny.pt", None, 1, 1, {})
+def test_a_benchmarks_quiet_pretraining_says_where_its_log_is_and_shows_its_probe(tmp_path, capsys):
+    probe = {"shirt": {"values": 9, "accuracy": 0.5, "majority": 0.24}}
+    path = pretrain.keep(str(tmp_path), {"weight": torch.zeros(1)}, probe)
+    run_pool._report(run_pool.CLIP, path, None, 1, 1, {})
     assert capsys.readouterr().out == (
-        "=> pretrained CLIP ready: /cache/key/open_clip_tiny.pt "
-        "(open_clip's log of the pretraining: /cache/key/open_clip_tiny.log)\n"
+        f"=> pretrained CLIP ready: {path} (open_clip's log of the pretraining: {tmp_path / pretrain.LOG})\n"
+        f"{format_accuracy(probe)}\n"
     )
 
 

@@ -98,3 +98,23 @@ def test_a_protocols_readiness_report_checks_the_clip_weights_before_any_dataset
         benchmark(run)
     out = capsys.readouterr().out
     assert f"=> CLIP weights\n  fgdi  {path}\n=> Datasets under " in out
+
+
+def test_torchreid_fgdi_refuses_missing_clip_weights_before_any_dataset(tmp_path, monkeypatch, capsys):
+    """The benchmark's check of the backbone's weights, in a single run too: not after loading every dataset."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    offline(monkeypatch)
+    path = tmp_path / "torch" / "hub" / "checkpoints" / "openai-clip-ViT-B-16.pt"
+    run = ["--config-file", "models/fgdi", "-s", "market1501", "-t", "market1501", "--root", str(tmp_path / "data")]
+    run += ["data.save_dir", str(tmp_path / "run")]
+    with pytest.raises(hub.WeightsUnavailableError, match=f"by hand and put it at {path} \\(sha256 "):
+        train(run)
+    assert "=> Datasets" not in capsys.readouterr().out
+
+    source, _ = create_clip(stand_in_backbone("ViT-B-16", monkeypatch))
+    path.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), path)
+    accept_as_published("clip-vit-b16-openai", path, monkeypatch)
+    with pytest.raises(DatasetsNotReadyError, match="market1501"):
+        train(run)
+    assert f"=> CLIP weights: {path}\n=> Datasets under " in capsys.readouterr().out

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import ConfigError, RunFailedError
 from ..synthetic import pretrain
+from ..synthetic.probe import format_accuracy
 from . import train as training
 from .refusals import REFUSALS, STOP_SIGNALS, Stopped
 
@@ -285,6 +286,7 @@ def _report(index: int, value: object, runs: _Runs, count: int, total: int, resu
     if index == CLIP:
         log = os.path.join(os.path.dirname(value), pretrain.LOG)  # its console went nowhere: say where its log is
         print(f"=> pretrained CLIP ready: {value} (open_clip's log of the pretraining: {log})")
+        print(format_accuracy(pretrain.recorded_probe(value)))  # the probe its quiet console did not show
         return
     outcome, seconds = value
     results[index] = outcome

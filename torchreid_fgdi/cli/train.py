@@ -30,6 +30,7 @@ from ..engine.checkpointing import continue_from
 from ..engine.stages import DONE
 from ..models import FGDI, load_fgdi_checkpoint
 from ..models.checkpoints import load_torchreid_checkpoint
+from ..models.variants import check_variant_weights
 from ..synthetic import SYNTHETIC_DATASETS
 from ..utils import atomic
 from .parsers import command_parser
@@ -202,6 +203,9 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     for line in unread_warnings(cfg):
         print(line)
 
+    if settings.fgdi_model:  # weights that cannot be had refused before the datasets are read, as benchmark does
+        spec = settings.model
+        print(f"=> CLIP weights: {check_variant_weights(settings.model_name, spec['pretrained'], spec['cache_dir'])}")
     data = settings.data
     ensure_datasets(data["root"], [*data["sources"], *data["targets"]], generated=SYNTHETIC_DATASETS)
     rank, world = distributed.rank(), distributed.world_size()

@@ -5,12 +5,21 @@ A name also works as ``fgdi.clip_weights`` (or ``pretrained=`` of the model buil
 
 from __future__ import annotations
 
-import os.path as osp
 import sys
 
+from ..errors import ChecksumError
 from ..models import hub
 from .parsers import command_parser
 from .refusals import console_script
+
+
+def _cache_state(name: str) -> str:
+    """'cached', 'not cached', or 'wrong file' for a file at the path whose sha256 is not the published
+    one (a file put there by hand that every read of it would refuse)."""
+    try:
+        return "cached" if hub.local_weights(name) else "not cached"
+    except ChecksumError:
+        return "wrong file"
 
 
 def listing() -> str:
@@ -25,13 +34,14 @@ def listing() -> str:
         )
     rows = []
     for name, entry in hub.REGISTRY.items():
-        cached = "cached" if osp.isfile(hub.weights_path(name)) else "not cached"
+        cached = _cache_state(name)
         rows.append(
             f"{name:<22} {cached:<11} {entry.description}\n{'':<34} {entry.url}\n{'':<31} -> {hub.weights_path(name)}"
         )
     tail = (
         "--download NAME fetches one from its URL to its path (->), or put the file there by hand; "
-        "model.pretrained True of the fgdi variants reads it from there"
+        "model.pretrained True of the fgdi variants reads it from there (a wrong file, not the published one, "
+        "is refused: move it away)"
     )
     return "\n".join([head, *rows, tail])
 
