@@ -227,7 +227,9 @@ def _stand_in(monkeypatch) -> list[str]:
 
 
 def _random_weights(path: Path) -> None:
-    write_checkpoint(create_clip(TINY_CLIP)[0].state_dict(), str(path))  # the same shapes and size: it would load
+    with torch.random.fork_rng():  # other draws than the stand-in's (a pretraining leaves the random state as it was)
+        torch.manual_seed(99)
+        write_checkpoint(create_clip(TINY_CLIP)[0].state_dict(), str(path))  # the same shapes and size: it would load
 
 
 def _empty(path: Path) -> None:
