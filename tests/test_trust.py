@@ -38,6 +38,7 @@ from torchreid_fgdi.data.folders import glob_with_literal_folders
 from torchreid_fgdi.data.images import read_image
 from torchreid_fgdi.engine import ImageFGDIEngine
 from torchreid_fgdi.engine.fgdi import NonFiniteLossError
+from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.errors import UnreadableImageError
 from torchreid_fgdi.evaluation import NonFiniteFeaturesError, evaluate_features, extract_features
 from torchreid_fgdi.tools.export import _write_checked, export
@@ -150,7 +151,7 @@ def test_resuming_a_finished_run_says_so_and_only_tests_it_again(tiny_root, run_
     """The benchmark's ``model.resume auto`` after a stop tests finished runs again; nothing is trained
     or written to checkpoints, and the log says how to evaluate the run otherwise."""
     checkpoints, before = run_copy / "checkpoints", _results(run_copy)
-    files = _files(checkpoints)
+    files, tests = _files(checkpoints), _test_points(run_copy)
     capsys.readouterr()
     _cli(tiny_root, run_copy, "model.resume", "auto")
     out = capsys.readouterr().out
@@ -163,6 +164,18 @@ def test_resuming_a_finished_run_says_so_and_only_tests_it_again(tiny_root, run_
     assert "##### synth_d: mAP " in out and _results(run_copy) == before
     assert "Trained all stages" not in out and "Resumed from" not in out and "recorded in checkpoints" not in out
     assert _files(checkpoints) == files
+    assert (
+        _test_points(run_copy) == tests
+    )  # TensorBoard and metrics.jsonl: the same points again, at the run's last epoch
+
+
+def _test_points(save_dir: Path) -> set:
+    """(group, step, mAP) of every test a run logged in metrics.jsonl."""
+    return {
+        (row["group"], row["step"], row["mAP"])
+        for row in read_metrics(str(save_dir))
+        if row["group"].startswith("test/")
+    }
 
 
 def test_torchreids_resume_of_an_fgdi_checkpoint_counts_the_epochs_the_log_counts(finished, capsys):
@@ -180,7 +193,8 @@ def test_a_checkpoint_from_before_image_epoch_was_recorded_resumes_at_its_image_
     torch.save(old, tmp_path / "old.pth")
     engine = _engine(tiny_root)
     engine.resume(str(tmp_path / "old.pth"))
-    assert (engine.stage, engine.image_epoch, engine.epoch) == ("stage3", 1, 1)
+    assert (engine.stage, engine.image_epoch) == ("stage3", 1)
+    assert engine.epoch == 0  # torchreid's index of the last epoch trained, where the run that wrote it stood
 
 
 # ---- 2: the NaN recovery path: a lower learning rate really applies ----------------------

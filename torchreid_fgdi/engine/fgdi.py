@@ -498,7 +498,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         if state["scaler"] and self.scaler.is_enabled():  # empty unless the checkpoint trained in fp16
             self.scaler.load_state_dict(state["scaler"])
         self.stage, self.stage_epoch = state["stage"], state["stage_epoch"]
-        self.image_epoch = self.epoch = state.get("image_epoch", state["epoch"])  # older files: "epoch" was it
+        self.image_epoch = state.get("image_epoch", state["epoch"])  # older files: "epoch" was it
+        self.epoch = max(self.image_epoch - 1, 0)  # torchreid's: the last image epoch's index, as `train` left it
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
         self._prompt_order = state.get("prompt_order")
