@@ -70,6 +70,18 @@ def test_a_runs_log_lists_the_transforms_it_applies_once(tiny_root, tmp_path):
     assert "##### synth_d: mAP " in text and "recorded in checkpoints" not in text  # an evaluation writes none
 
 
+def test_a_refused_runs_log_ends_with_its_refusal(tiny_root, tmp_path):
+    """The error goes to stderr; the run's log must not just stop without it."""
+    missing = str(tmp_path / "no-such-clip.pt")
+    with pytest.raises(FileNotFoundError):
+        train(
+            ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(tmp_path), "fgdi.clip_weights", missing]
+        )
+    (log,) = tmp_path.glob("train.log-*")
+    last = log.read_text().splitlines()[-1]
+    assert last.startswith(f"error: CLIP weights file {missing!r} does not exist"), last
+
+
 def test_a_training_run_says_which_targets_the_rank1_of_its_checkpoints_averages(run):
     _, lines = run
     assert "=> Rank-1 recorded in checkpoints (torchreid's 'rank1'): the mean over synth_d" in lines

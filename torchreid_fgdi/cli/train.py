@@ -14,6 +14,7 @@ import os
 import os.path as osp
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 
 import torch
@@ -34,7 +35,7 @@ from ..models.variants import check_variant_weights
 from ..synthetic import SYNTHETIC_DATASETS
 from ..utils import atomic
 from .parsers import command_parser
-from .refusals import console_script
+from .refusals import REFUSALS, Stopped, console_script, refusal_text
 from .resume import checked_resume
 from .run_folder import RunFolder
 
@@ -135,6 +136,10 @@ class _Tee:
         self.console.flush()
         self._to_log(self.log.flush)
 
+    def log_only(self, text: str) -> None:
+        """What the console gets from elsewhere (stderr), so the log does not just stop."""
+        self._to_log(self.log.write, text)
+
     def close_log(self) -> None:
         try:
             self.log.close()  # flushes what is buffered: where a full disk shows at the end of a run
@@ -151,7 +156,8 @@ class _Tee:
 
 @contextlib.contextmanager
 def log_to_file(path: str) -> Iterator[None]:
-    """Copies stdout into `path` while the block runs, like torchreid's `Logger`.
+    """Copies stdout into `path` while the block runs, like torchreid's `Logger`, and ends it with the
+    refusal or traceback that stops the block.
 
     torchreid's `Logger` replaces `sys.stdout` for good and closes the console when collected,
     which breaks anything that runs after `train` in the same process (tests, notebooks). A log
@@ -163,6 +169,12 @@ def log_to_file(path: str) -> Iterator[None]:
     try:
         with contextlib.redirect_stdout(tee):
             yield
+    except (*REFUSALS, Stopped) as err:  # the log ends saying why, as the console will
+        tee.log_only(refusal_text(err) + "\n")
+        raise
+    except Exception:
+        tee.log_only(traceback.format_exc())
+        raise
     finally:
         tee.close_log()
     if tee.failed is not None:
