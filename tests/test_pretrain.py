@@ -23,7 +23,7 @@ from torchreid_fgdi.cli import run_pool
 from torchreid_fgdi.cli.refusals import DEBUG_VARIABLE
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.models import build_fgdi, clip_weights, create_clip
-from torchreid_fgdi.models.variants import TINY_CLIP
+from torchreid_fgdi.models.variants import TINY_CLIP, check_variant_weights
 from torchreid_fgdi.synthetic import pretrain
 from torchreid_fgdi.synthetic.captions import (
     ATTRIBUTES,
@@ -94,8 +94,13 @@ def test_torchreids_build_model_reads_the_tiny_clips_name_as_the_command_does(tm
     assert clip_weights._MADE_WEIGHTS[pretrain.TAG] is pretrain.pretrained_checkpoint  # registered on import
     source, _ = create_clip(TINY_CLIP)
     torch.save(source.state_dict(), tmp_path / "open_clip_tiny.pt")
-    monkeypatch.setitem(clip_weights._MADE_WEIGHTS, pretrain.TAG, lambda: str(tmp_path / "open_clip_tiny.pt"))
+    made = []
+    monkeypatch.setitem(clip_weights._MADE_WEIGHTS, pretrain.TAG, lambda: made.append(1) or str(source_file))
+    source_file = tmp_path / "open_clip_tiny.pt"
+    # the check before any dataset is read says so, and makes nothing (under torchrun, rank 0 makes it later)
+    assert check_variant_weights("fgdi_tiny", pretrain.TAG) == "'synthetic-captions', made on first use" and not made
     model = torchreid.models.build_model("fgdi_tiny", 4, num_domains=2, pretrained=pretrain.TAG)
+    assert made == [1]
     assert torch.equal(model.text_encoder.text_projection, source.text_projection)
 
 

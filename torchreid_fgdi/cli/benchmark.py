@@ -189,11 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 def check_backbones(runs: list[Run]) -> None:
     """Prints where each CLIP-FGDI model reads its CLIP weights from; refuses, naming the file and
     what to do, weights that are neither here nor downloadable from here (before any dataset is read:
-    the runs would stop only after loading them). The synthetic benchmark's CLIP is made, not fetched."""
+    the runs would stop only after loading them)."""
     checked: dict[tuple, str] = {}
     for run in runs:
         settings = RunSettings.from_config(run.cfg)
-        if not settings.fgdi_model or settings.model["pretrained"] == pretrain.TAG:
+        if not settings.fgdi_model:
             continue
         key = (run.label, settings.model_name, settings.model["pretrained"], settings.model["cache_dir"])
         if key not in checked:

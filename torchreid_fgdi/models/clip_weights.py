@@ -40,6 +40,11 @@ def register_made_weights(name: str, make: Callable[[], str]) -> None:
     _MADE_WEIGHTS[name] = make
 
 
+def made_weights(weights: object) -> bool:
+    """Whether `weights` names weights this package makes on first use (`register_made_weights`)."""
+    return isinstance(weights, str) and weights in _MADE_WEIGHTS
+
+
 _JIT_META_KEYS = ("input_resolution", "context_length", "vocab_size")
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".tar")
 _NOT_PICKLES = (".safetensors", ".npz", ".npy")  # the files open_clip reads without torch.load
@@ -83,15 +88,16 @@ def _tag_cfg(arch: str, weights: str) -> dict:
 
 def find_weights(arch: str | dict, weights: str, cache_dir: str | None = None) -> str | None:
     """The local file behind `weights` for `arch` (see `resolve_weights`), or None when it is not on
-    this machine but its host answers (downloaded on first use); nothing is downloaded here.
+    this machine but can be had: its host answers (downloaded on first use), or this package makes it
+    (`made_weights`); nothing is downloaded or made here.
 
     A tag for a file of `hub.REGISTRY` (OpenAI's weights: the ``pretrained=True`` of every fgdi
     variant but ``fgdi_tiny``) is read from the registry's path first, the one its offline error
     names, then from open_clip's caches."""
     if os.path.isfile(weights):
         return weights
-    if weights in _MADE_WEIGHTS:
-        return _MADE_WEIGHTS[weights]()
+    if made_weights(weights):
+        return None  # made on first use, by `resolve_weights`
     if os.sep in weights or weights.endswith(_FILE_SUFFIXES):
         raise FileNotFoundError(f"CLIP weights file {weights!r} does not exist")
     if isinstance(arch, dict):
@@ -132,6 +138,8 @@ def resolve_weights(arch: str | dict, weights: str, cache_dir: str | None = None
     found = find_weights(arch, weights, cache_dir)
     if found:
         return found
+    if made_weights(weights):
+        return _MADE_WEIGHTS[weights]()
     if weights in REGISTRY:
         return get_weights(weights, cache_dir)
     return open_clip.download_pretrained(_tag_cfg(arch, weights), cache_dir=cache_dir)

@@ -10,7 +10,7 @@ import functools
 
 from torch import nn
 
-from .clip_weights import create_clip, find_weights, tag_uses_quick_gelu
+from .clip_weights import create_clip, find_weights, made_weights, tag_uses_quick_gelu
 from .fgdi import FGDI
 
 # A random CLIP small enough to train on a CPU: for tests and the synthetic demo.
@@ -44,7 +44,8 @@ def check_variant_weights(variant: str, pretrained: bool | str | None, cache_dir
     weights = variant_weights(variant, pretrained)
     if not weights:
         return "none (random init)"
-    return find_weights(VARIANTS[variant]["clip"], weights, cache_dir) or f"{weights!r}, downloaded on first use"
+    how = "made" if made_weights(weights) else "downloaded"
+    return find_weights(VARIANTS[variant]["clip"], weights, cache_dir) or f"{weights!r}, {how} on first use"
 
 
 def variant_quick_gelu(variant: str, pretrained: bool | str | None, quick_gelu: bool | None = None) -> bool:
