@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from torchreid_fgdi.cli.benchmark import benchmark, main
+from torchreid_fgdi.cli.benchmark import benchmark, main, write_tables
 from torchreid_fgdi.config import load_config
 from torchreid_fgdi.errors import ConfigError
 from torchreid_fgdi.evaluation import results_from_json
+from torchreid_fgdi.evaluation.report import rerank_note
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "synthetic"
 FGDI, ABLATION = str(CONFIGS / "fgdi_tiny.yaml"), str(CONFIGS / "fgdi_tiny_stage1_only.yaml")
@@ -133,3 +134,16 @@ def test_runs_side_by_side_give_the_table_of_their_own_results(tiny_root, tmp_pa
         r"error: fgdi_tiny(_stage1_only)? \(in log/synthetic/fgdi_tiny\S*\) refused: .*broken-clip\.pt", refused[0]
     )
     assert "0 run(s) finished, 0 not started" in refused[0]
+
+
+def test_the_side_by_side_table_names_the_models_tested_with_re_ranked_distances(tmp_path, capsys):
+    results = {
+        "synth_a": {"mAP": 0.5, "cmc": [0.5, 0.6, 0.7, 0.8]},
+        "synth_d": {"mAP": 0.2, "cmc": [0.2, 0.3, 0.4, 0.5]},
+    }
+    per_seed = {"plain": {None: results}, "reranked": {None: results}}
+    write_tables(per_seed, {"synth_a"}, None, str(tmp_path), reranked=["reranked"])
+    table = (tmp_path / "benchmark.md").read_text()
+    assert table.rstrip().endswith(rerank_note(["reranked"])) and "distances of reranked (" in table
+    write_tables(per_seed, {"synth_a"}, None, str(tmp_path))
+    assert "Re-ranked" not in (tmp_path / "benchmark.md").read_text()

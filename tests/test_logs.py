@@ -26,6 +26,7 @@ from torchreid_fgdi.evaluation import (
     results_from_json,
     results_to_json,
 )
+from torchreid_fgdi.evaluation.report import RERANKED, rerank_note
 
 ONE_EACH = [
     "fgdi.stage1_epochs",
@@ -158,6 +159,21 @@ def test_results_files_have_every_configured_rank_the_domains_and_the_averages(r
     collected = results_from_json(saved)
     assert list(collected) == [*SOURCES, "synth_d"]
     assert format_table(collected, SOURCES, ranks=(1, 5, 10, 20)) == table  # --collect's table is the run's
+
+
+def test_re_ranked_numbers_say_so_in_the_table_and_in_results_json(tiny_root, tmp_path, capsys):
+    """A re-ranked mAP is not comparable with a plain one: the table a reader copies says which it is."""
+    engine = _engine(tiny_root)
+    engine.test(save_dir=str(tmp_path), rerank=True)
+    table = (tmp_path / "results.md").read_text()
+    assert table.rstrip().endswith(rerank_note()) and rerank_note() in capsys.readouterr().out
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved[RERANKED] == {"k1": 20, "k2": 6, "lambda": 0.3}
+    assert list(results_from_json(saved)) == list(engine.test_results)  # --collect reads the targets alone
+    assert format_table(results_from_json(saved), SOURCES, ranks=(1, 5, 10, 20), reranked=True) == table
+    engine.test(save_dir=str(tmp_path))
+    assert rerank_note() not in (tmp_path / "results.md").read_text()
+    assert RERANKED not in json.loads((tmp_path / "results.json").read_text())
 
 
 def test_a_table_rebuilt_from_results_json_rounds_as_the_runs_did():

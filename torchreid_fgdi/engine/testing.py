@@ -38,6 +38,7 @@ class MultiTargetTestMixin:
     """
 
     test_results: dict
+    reranked = False  # the last test's distances were re-ranked (test.rerank): its tables say so
     run_log: RunLog | None = None  # the log of the tests' folder (`_run_log`); the FGDI engine's holds its epochs too
     test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
     records_rank1 = False  # a training `run` is under way: its checkpoints record what `test` returns
@@ -54,7 +55,7 @@ class MultiTargetTestMixin:
         rerank=False,
     ) -> float:
         self.set_model_mode("eval")
-        self.test_results = {}
+        self.test_results, self.reranked = {}, rerank
         run_log = self._run_log(save_dir)
         evaluate = functools.partial(
             self._evaluate_target,
@@ -134,14 +135,14 @@ class MultiTargetTestMixin:
     def _report(self, save_dir: str, ranks) -> float:
         """Prints and writes (``results.md``, ``results.json``, the CMC plot) the table of every target;
         the mean Rank-1 over the unseen targets (all targets when none is unseen)."""
-        table = format_table(self.test_results, self.datamanager.sources, ranks=ranks)
+        table = format_table(self.test_results, self.datamanager.sources, ranks=ranks, reranked=self.reranked)
         table += format_split_table(self.test_results)
         print(table)
         if save_dir:
             if self.test_settings.plots:
                 plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
             atomic.write_text(osp.join(save_dir, "results.md"), table)
-            saved = results_to_json(self.test_results, self.datamanager.sources)
+            saved = results_to_json(self.test_results, self.datamanager.sources, self.reranked)
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
         kind = domains(self.test_results, self.datamanager.sources)
         unseen = [n for n in self.test_results if kind[n] == UNSEEN] or list(self.test_results)

@@ -10,9 +10,22 @@ from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
 
+from .rerank import K1, K2, LAMBDA
+
 RANKS = (1, 5, 10)
 SOURCE, UNSEEN = "source", "unseen"
 AVERAGES = "averages"  # the results.json key of the per-domain means, beside the targets' names
+RERANKED = "reranked"  # the results.json key present when the distances were re-ranked (test.rerank)
+
+
+def rerank_note(models: Sequence[str] = ()) -> str:
+    """The line below a table of re-ranked numbers (of `models`, in a side-by-side table): a re-ranked
+    mAP is not comparable with a plain one."""
+    whose = f" of {', '.join(models)}" if models else ""
+    return (
+        f"Re-ranked distances{whose} (test.rerank: k-reciprocal, k1 {K1}, k2 {K2}, lambda {LAMBDA}): "
+        "not comparable with numbers that are not."
+    )
 
 
 def average_results(results: dict[str, dict], names: Iterable[str]) -> dict:
@@ -65,11 +78,15 @@ def domains(names: Iterable[str], sources: Collection[str]) -> dict[str, str]:
     return {name: SOURCE if name in sources else UNSEEN for name in names}
 
 
-def results_to_json(results: dict[str, dict], sources: Collection[str]) -> dict:
+def results_to_json(results: dict[str, dict], sources: Collection[str], reranked: bool = False) -> dict:
     """``results.json``: every target's result with its ``domain``, then ``averages``: for each domain
-    with targets, the mean over them (`average_results`) and their names (``targets``)."""
-    if AVERAGES in results:
-        raise ValueError(f"a target may not be named {AVERAGES!r}: results.json keeps the domain means under it")
+    with targets, the mean over them (`average_results`) and their names (``targets``); and, for
+    re-ranked distances, ``reranked`` with the re-ranking's settings."""
+    if AVERAGES in results or RERANKED in results:
+        raise ValueError(
+            f"a target may not be named {AVERAGES!r} or {RERANKED!r}: results.json keeps the domain means "
+            "and the re-ranking under them"
+        )
     kind = domains(results, sources)
     out = {name: {**result_to_json(res), "domain": kind[name]} for name, res in results.items()}
     groups = {group: [n for n in results if kind[n] == group] for group in (SOURCE, UNSEEN)}
@@ -78,12 +95,14 @@ def results_to_json(results: dict[str, dict], sources: Collection[str]) -> dict:
         for group, names in groups.items()
         if names
     }
+    if reranked:
+        out[RERANKED] = {"k1": K1, "k2": K2, "lambda": LAMBDA}
     return out
 
 
 def results_from_json(data: dict) -> dict[str, dict]:
     """The per-target results of a ``results.json`` (older files, without ``averages``, too)."""
-    return {name: result_from_json(res) for name, res in data.items() if name != AVERAGES}
+    return {name: result_from_json(res) for name, res in data.items() if name not in (AVERAGES, RERANKED)}
 
 
 def format_split_table(results: dict[str, dict]) -> str:
@@ -135,15 +154,20 @@ def _rows(results: dict[str, dict], sources) -> list[tuple[str, str, dict]]:
 
 
 def format_table(
-    results: dict[str, dict], sources: Sequence[str], title: str = "", ranks: Sequence[int] = RANKS
+    results: dict[str, dict],
+    sources: Sequence[str],
+    title: str = "",
+    ranks: Sequence[int] = RANKS,
+    reranked: bool = False,
 ) -> str:
     """A Markdown table of mAP / Rank-k (each of `ranks`, ``-`` past a short CMC) in percent, with the
-    averages over source and over unseen targets."""
+    averages over source and over unseen targets; re-ranked numbers say so below it."""
     head = "| target | domain | mAP | " + " | ".join(f"R{r}" for r in ranks) + " |"
     lines = [f"### {title}" if title else "", head, "|" + "---|" * (3 + len(ranks))]
     for name, kind, res in _rows(results, sources):
         lines.append(f"| {name} | {kind} | " + " | ".join(_percent(res, r) for r in (None, *ranks)) + " |")
-    return "\n".join(line for line in lines if line) + "\n"
+    table = "\n".join(line for line in lines if line) + "\n"
+    return table + (f"\n{rerank_note()}\n" if reranked else "")
 
 
 def compare_tables(
