@@ -117,7 +117,7 @@ def _refusals(tmp_path: Path) -> dict[str, tuple[list[str], int, str]]:
             "--query",
         ),
         "torchreid_fgdi.cli.export": (["--weights", missing, "--format", "torchscript"], 1, "missing.pth"),
-        "torchreid_fgdi.cli.weights": (["--download", "bad"], 1, "no released weights named 'bad'"),
+        "torchreid_fgdi.cli.weights": (["--download", "bad"], 2, "no released weights named 'bad'"),
         "torchreid_fgdi.cli.synthetic": (["--root", str(a_file / "data")], 1, "a-file"),
         "torchreid_fgdi.cli.pretrain": (["--cache", str(a_file / "cache")], 1, "a-file"),
     }
@@ -294,7 +294,7 @@ def test_another_rank_of_a_torchrun_job_prints_only_its_own_error_marked_with_it
 
 
 def test_weights_download_of_an_unknown_name_lists_the_known_ones(capsys):
-    assert weights.main(["--download", "bad"]) == 1
+    assert weights.main(["--download", "bad"]) == 2  # a bad name, as a bad config key
     err = capsys.readouterr().err
     assert err.startswith("error: no released weights named 'bad'; known: ") and err.count("\n") == 1
     assert all(name in err for name in hub.REGISTRY)

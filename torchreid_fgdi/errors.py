@@ -47,8 +47,8 @@ class ChecksumError(FGDIError, ValueError):
     """A file whose sha256 (or size) is not the one published for it."""
 
 
-class UnknownWeightsError(FGDIError, KeyError):
-    """A released-weights name the registry does not hold."""
+class UnknownWeightsError(ConfigError, KeyError):
+    """A released-weights name the registry does not hold: a usage error (exit 2), as a bad key is."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
