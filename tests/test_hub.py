@@ -111,6 +111,16 @@ def accept_as_published(name: str, path: Path, monkeypatch) -> None:
     monkeypatch.setitem(hub.REGISTRY, name, dataclasses.replace(hub.REGISTRY[name], sha256=hub.sha256sum(str(path))))
 
 
+def published_stand_in(name: str, arch: str, path: Path, monkeypatch):
+    """OpenAI's file put by hand, as a test can make it: a tiny CLIP of `arch`'s family
+    (`stand_in_backbone`) saved at `path` and accepted as the registry's `name`. The CLIP it holds."""
+    source, _ = create_clip(stand_in_backbone(arch, monkeypatch))
+    path.parent.mkdir(parents=True)
+    torch.save(source.state_dict(), path)
+    accept_as_published(name, path, monkeypatch)
+    return source
+
+
 PRETRAINED = [variant for variant, spec in VARIANTS.items() if spec["weights"] == "openai"]
 
 

@@ -1,16 +1,15 @@
 """The dataset readiness check: what is found, what is missing, and a run that does not start."""
 
 import pytest
-import torch
 
-from tests.test_hub import accept_as_published, offline, stand_in_backbone
+from tests.test_hub import offline, published_stand_in
 from torchreid_fgdi.cli import refusals
 from torchreid_fgdi.cli import train as train_command
 from torchreid_fgdi.cli.benchmark import benchmark
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.data import DomainImageDataManager
 from torchreid_fgdi.data.readiness import DatasetsNotReadyError, check_datasets, ensure_datasets
-from torchreid_fgdi.models import create_clip, hub
+from torchreid_fgdi.models import hub
 from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS
 
 
@@ -90,10 +89,7 @@ def test_a_protocols_readiness_report_checks_the_clip_weights_before_any_dataset
     assert f"by hand and put it at {path} (sha256 " in str(missing.value)
     assert "=> Datasets" not in capsys.readouterr().out  # refused before the datasets are looked at
 
-    source, _ = create_clip(stand_in_backbone("ViT-B-16", monkeypatch))
-    path.parent.mkdir(parents=True)
-    torch.save(source.state_dict(), path)
-    accept_as_published("clip-vit-b16-openai", path, monkeypatch)
+    published_stand_in("clip-vit-b16-openai", "ViT-B-16", path, monkeypatch)
     with pytest.raises(DatasetsNotReadyError, match="market1501"):
         benchmark(run)
     out = capsys.readouterr().out
@@ -111,10 +107,7 @@ def test_torchreid_fgdi_refuses_missing_clip_weights_before_any_dataset(tmp_path
         train(run)
     assert "=> Datasets" not in capsys.readouterr().out
 
-    source, _ = create_clip(stand_in_backbone("ViT-B-16", monkeypatch))
-    path.parent.mkdir(parents=True)
-    torch.save(source.state_dict(), path)
-    accept_as_published("clip-vit-b16-openai", path, monkeypatch)
+    published_stand_in("clip-vit-b16-openai", "ViT-B-16", path, monkeypatch)
     with pytest.raises(DatasetsNotReadyError, match="market1501"):
         train(run)
     assert f"=> CLIP weights: {path}\n=> Datasets under " in capsys.readouterr().out

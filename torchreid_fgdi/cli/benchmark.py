@@ -38,7 +38,6 @@ from ..data.readiness import ensure_datasets
 from ..errors import ConfigError, WeightsUnavailableError
 from ..evaluation import compare_tables, results_from_json
 from ..evaluation.report import rerank_note
-from ..models.variants import check_variant_weights
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
 from . import train as training
@@ -192,21 +191,20 @@ def check_backbones(runs: list[Run]) -> None:
     """Prints where each CLIP-FGDI model reads its CLIP weights from; refuses, naming the file and
     what to do, weights that are neither here nor downloadable from here (before any dataset is read:
     the runs would stop only after loading them)."""
-    checked: dict[tuple, str] = {}
+    checked: dict[str, str] = {}  # label -> where; a label's runs (its seeds, a protocol's targets) share a model
     for run in runs:
-        settings = RunSettings.from_config(run.cfg)
-        if not settings.fgdi_model:
+        if run.label in checked:
             continue
-        key = (run.label, settings.model_name, settings.model["pretrained"], settings.model["cache_dir"])
-        if key not in checked:
-            try:
-                checked[key] = check_variant_weights(*key[1:])
-            except (WeightsUnavailableError, FileNotFoundError) as err:
-                raise type(err)(f"CLIP weights of {run.label} not ready, nothing was started: {err}") from err
+        try:
+            where = training.clip_weights_source(RunSettings.from_config(run.cfg))
+        except (WeightsUnavailableError, FileNotFoundError) as err:
+            raise type(err)(f"CLIP weights of {run.label} not ready, nothing was started: {err}") from err
+        if where:
+            checked[run.label] = where
     if checked:
-        width = max(len(key[0]) for key in checked)
+        width = max(map(len, checked))
         print("=> CLIP weights")
-        for (label, *_), where in checked.items():
+        for label, where in checked.items():
             print(f"  {label:<{width}}  {where}")
 
 

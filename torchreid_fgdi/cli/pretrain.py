@@ -42,7 +42,7 @@ def pretrain(argv: list[str] | None = None) -> str:
     path = tiny_clip.pretrained_checkpoint(settings, args.cache)
     if cached:  # the probe recorded with the weights on disk; a new checkpoint's was printed as it was measured
         print(format_accuracy(tiny_clip.recorded_probe(path)))
-        log = osp.join(osp.dirname(path), tiny_clip.LOG)
+        log = tiny_clip.log_path(path)
         if osp.isfile(log):
             print(f"=> open_clip's log of the pretraining: {log}")
     print(f"=> {path}")

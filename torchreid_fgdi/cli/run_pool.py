@@ -284,8 +284,8 @@ def run_all(
 def _report(index: int, value: object, runs: _Runs, count: int, total: int, results: dict[int, dict]) -> None:
     """Prints how a finished job went and keeps a run's results."""
     if index == CLIP:
-        log = os.path.join(os.path.dirname(value), pretrain.LOG)  # its console went nowhere: say where its log is
-        print(f"=> pretrained CLIP ready: {value} (open_clip's log of the pretraining: {log})")
+        # its console went nowhere: say where its log is
+        print(f"=> pretrained CLIP ready: {value} (open_clip's log of the pretraining: {pretrain.log_path(value)})")
         print(format_accuracy(pretrain.recorded_probe(value)))  # the probe its quiet console did not show
         return
     outcome, seconds = value

@@ -215,9 +215,9 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     for line in unread_warnings(cfg):
         print(line)
 
-    if settings.fgdi_model:  # weights that cannot be had refused before the datasets are read, as benchmark does
-        spec = settings.model
-        print(f"=> CLIP weights: {check_variant_weights(settings.model_name, spec['pretrained'], spec['cache_dir'])}")
+    where = clip_weights_source(settings)
+    if where:
+        print(f"=> CLIP weights: {where}")
     data = settings.data
     ensure_datasets(data["root"], [*data["sources"], *data["targets"]], generated=SYNTHETIC_DATASETS)
     rank, world = distributed.rank(), distributed.world_size()
@@ -226,6 +226,15 @@ def _run(cfg: CN, settings: RunSettings, folder: RunFolder) -> dict:
     if isinstance(model, FGDI):
         return run_fgdi(cfg, settings, datamanager, model, folder)
     return run_torchreid(cfg, settings, datamanager, model, folder)
+
+
+def clip_weights_source(settings: RunSettings) -> str | None:
+    """Where the fgdi model of `settings` reads its CLIP weights (None for torchreid's models), checked
+    without downloading or making anything; refused, with what to do, when they cannot be had from
+    here. Called before any dataset is read: a run would stop only after loading them all."""
+    if not settings.fgdi_model:
+        return None
+    return check_variant_weights(settings.model_name, settings.model["pretrained"], settings.model["cache_dir"])
 
 
 def build_model(settings: RunSettings, datamanager: DomainImageDataManager) -> torch.nn.Module:

@@ -133,6 +133,11 @@ def is_cached(settings: PretrainSettings = PretrainSettings(), root: str = "") -
     return not cache_problem(settings, root)
 
 
+def log_path(checkpoint: str) -> str:
+    """open_clip's log of the pretraining that made `checkpoint`: beside it."""
+    return osp.join(osp.dirname(checkpoint), LOG)
+
+
 def recorded_probe(path: str) -> dict:
     """The zero-shot probe of the cached checkpoint at `path`, as measured before it was written
     (it belongs to the weights on disk when `untrusted(path)` is '')."""
@@ -197,14 +202,14 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     ]
     if torch.cuda.is_available():
         argv[argv.index("--device") + 1] = "cuda"
-    log = osp.join(work, LOG)
+    log, kept_log = osp.join(work, LOG), osp.join(folder, LOG)
     shown = _Progress(settings.epochs)
     try:
         with open(log, "w", buffering=1) as stream, _logging_to(stream, shown), _one_process():
             train_main(argv)
             trained = osp.join(work, "train", "checkpoints", f"epoch_{settings.epochs}.pt")
             if not osp.isfile(trained):
-                raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {osp.join(folder, LOG)}")
+                raise RuntimeError(f"open_clip_train wrote no {trained}; its log is {kept_log}")
             state = read_checkpoint(trained)["state_dict"]
             state = {k.removeprefix("module."): v for k, v in state.items()}
             check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
@@ -214,8 +219,8 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     finally:  # the bar ended with the block; the log goes beside the checkpoint, however it ended
         if osp.isfile(log):
             os.makedirs(folder, exist_ok=True)
-            os.replace(log, osp.join(folder, LOG))
-            print(f"=> open_clip's log of the pretraining: {osp.join(folder, LOG)}")
+            os.replace(log, kept_log)
+            print(f"=> open_clip's log of the pretraining: {kept_log}")
     print(format_accuracy(probe))
     keep(folder, state, probe)
     shutil.rmtree(work, ignore_errors=True)
