@@ -15,6 +15,7 @@ from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, w
 from ..utils.rng import get_rng_state, rng_preserved, set_rng_state
 from . import caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data, finished_run
+from .diagnostics import Diagnostics
 from .hooks import DomainFeatures, Hook, PeriodicCheckpoint, PeriodicTest, Plots, StepLog
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
@@ -329,6 +330,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "rerank": rerank,
         }
         if test_only or self.stage == DONE:
+            if not test_only:  # a finished run tested again: its results keep the diagnostics
+                Diagnostics(save_dir, dist_metric, normalize_feature).after_run(self)
             self.run_test(test_kwargs)
             self.run_log.check_complete()
             return
@@ -358,13 +361,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     def default_hooks(
         self, save_dir: str, test_kwargs: dict, print_freq: int, eval_freq: int, start_eval: int
     ) -> list[Hook]:
-        """The run's hooks, in the order they act: the console and logs, tests, checkpoints (after the
-        test, so they record its Rank-1), the domain features and the plots."""
+        """The run's hooks, in the order they act: the console and logs, the domain features and the
+        diagnostics that read them (before the final test, which writes them to the results), tests,
+        checkpoints (after the test, so they record its Rank-1) and the plots."""
         return [
             StepLog(self, print_freq),
+            DomainFeatures(save_dir),
+            Diagnostics(save_dir, test_kwargs["dist_metric"], test_kwargs["normalize_feature"]),
             PeriodicTest(test_kwargs, eval_freq, start_eval),
             PeriodicCheckpoint(save_dir, self.settings.checkpoint_every),
-            DomainFeatures(save_dir),
             Plots(save_dir),
         ]
 
