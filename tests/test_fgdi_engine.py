@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -210,6 +211,11 @@ def test_a_killed_run_resumes_to_the_same_weights(finished, tiny_root, tmp_path,
     _run(resumed, tmp_path)
     want, got = uninterrupted.model.state_dict(), resumed.model.state_dict()
     assert not _changed(want, got)
+    found = dict(resumed.diagnostics)  # read from metrics.jsonl and the saved features: as uninterrupted
+    if stage == "stage2a":  # the stage's start was in the killed process: how far it moved is not known
+        assert "moved" not in found["identity_prompts"]
+        found["identity_prompts"] = {**found["identity_prompts"], "moved": mock.ANY}
+    assert found == uninterrupted.diagnostics
 
 
 def test_resume_rejects_a_plain_weights_file(tiny_root, tmp_path):

@@ -126,6 +126,7 @@ def prompt_diagnostics(engine: Engine, text: tuple[torch.Tensor, torch.Tensor] |
     if "domain_prompts" in found and "identity_prompts" in found:
         cosine = F.cosine_similarity(invariant, relevant, dim=1)
         found["prompt_cosine"] = {"mean": float(cosine.mean()), "min": float(cosine.min())}
+        apart = math.sqrt(2 - 2 * min(found["prompt_cosine"]["mean"], 1.0))
         if found["prompt_cosine"]["mean"] > SAME_PROMPTS:
             found["prompt_cosine"]["verdict"] = "almost the same feature: the guiding term has nothing to push with"
             found["prompt_cosine"]["warnings"] = [
@@ -133,7 +134,9 @@ def prompt_diagnostics(engine: Engine, text: tuple[torch.Tensor, torch.Tensor] |
                 "the guiding term has nothing to push with"
             ]
         else:
-            found["prompt_cosine"]["verdict"] = "the prompts differ: the guiding term has something to push with"
+            found["prompt_cosine"]["verdict"] = (
+                f"they differ: the guiding term reads cosine differences of up to about {apart:.2f}"
+            )
     return found
 
 
@@ -234,18 +237,18 @@ def lines(found: dict) -> list[str]:
             parts = []
             if "domain_accuracy" in s:
                 parts.append(
-                    f"domain classifier accuracy {s['domain_accuracy']:.1%} (chance {s['chance']:.1%}: the largest "
-                    f"domain's share of its {s['identities']} identities): {s['verdict']}"
+                    f"its domain classifier is right for {s['domain_accuracy']:.1%} of {s['identities']} identities "
+                    f"(chance {s['chance']:.1%}, the largest domain's share): {s['verdict']}"
                 )
             if "moved" in s:
-                moved = " and ".join(f"{v:.2g} ({PARTS[k]})" for k, v in s["moved"].items())
-                parts.append(f"moved by {moved} of their norm")
+                moved = ", ".join(f"{PARTS[k]} {v:.2g}" for k, v in s["moved"].items())
+                parts.append(f"moved (relative to their norm): {moved}")
             else:
-                parts.append("how far it moved its prompts: not measured (the run resumed within the stage)")
+                parts.append(f"how far it moved: not measured (no {s['stage']}/moved in metrics.jsonl: resumed?)")
             out.append(f"{what} prompts ({s['stage']}): {'; '.join(parts)}")
     if "prompt_cosine" in found:
         s = found["prompt_cosine"]
-        out.append(f"identity vs domain prompt: mean cosine {s['mean']:.3f} (lowest {s['min']:.3f}): {s['verdict']}")
+        out.append(f"an identity's two prompts: mean cosine {s['mean']:.3f} (lowest {s['min']:.3f}): {s['verdict']}")
     if "guide" in found:
         s = found["guide"]
         g = s["per_epoch"]
