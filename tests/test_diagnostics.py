@@ -61,10 +61,7 @@ def test_a_stage_2_that_trains_nothing_is_flagged_in_the_log_and_the_results(bro
         section = found[f"{what}_prompts"]
         assert max(section["moved"].values()) < diagnostics.MOVED
         assert section["verdict"] == "says nothing: the classifier did not train"
-    assert (
-        "=> Diagnostics of the text stages" in console
-        and "## Diagnostics of the text stages" in (save_dir / "results.md").read_text()
-    )
+    assert diagnostics.TITLE in console and "## Diagnostics of the text stages" in (save_dir / "results.md").read_text()
 
 
 def test_the_verdicts_on_prompts_that_tell_no_domain_or_equal_each_other(broken):

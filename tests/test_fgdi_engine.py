@@ -120,9 +120,14 @@ def test_another_method_is_another_table(tiny_root, tmp_path):
     assert [(r["group"], r["step"]) for r in rows if not r["group"].startswith("test/")] == [
         ("prompts", 1),
         ("prompts", 2),
+        ("prompts/moved", 2),
         ("image", 1),
     ]
-    assert "i2t" in rows[2] and "guide" in rows[2]
+    assert "i2t" in rows[3] and "guide" in rows[3]
+    # the diagnostics this table's stages make: identity prompts only (no domain prompts, so no cosine)
+    assert set(engine.diagnostics) == {"identity_prompts", "guide", "test_features", "warnings"}
+    assert engine.diagnostics["identity_prompts"]["stage"] == "prompts"
+    assert engine.diagnostics["test_features"]["stage"] == "image"
     other = torch.load(tmp_path / "checkpoints" / "prompts.pth", weights_only=True)
     torch.save({**other, "stage": "stage2b"}, tmp_path / "fgdi.pth")
     with pytest.raises(CheckpointError, match="at stage 'stage2b', which this engine's stages \\(prompts, image\\)"):

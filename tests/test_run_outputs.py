@@ -124,7 +124,7 @@ def test_a_run_reports_its_diagnostics_in_the_log_and_the_results(run):
     features = found["test_features"]
     assert features["k"] == 10 and 0 < features["chance"] < min(features["before"], features["after"]) <= 1
     (log,) = save_dir.glob("train.log-*")
-    block = log.read_text().split("=> Diagnostics of the text stages (docs/method.md):\n")[1].split("#####")[0]
+    block = log.read_text().split(diagnostics.TITLE + "\n")[1].split("#####")[0]
     assert block.splitlines() == [f"   {line}" for line in diagnostics.lines(found)]
     assert block in (save_dir / "results.md").read_text().replace("- ", "   ")
 

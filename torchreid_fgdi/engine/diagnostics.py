@@ -27,6 +27,7 @@ from .hooks import Engine, Hook
 from .run_log import latest, read_metrics
 from .stages import PROMPT, Stage, trained_by
 
+TITLE = "=> Diagnostics of the text stages (docs/method.md#reading-the-diagnostics):"
 GUIDE_INERT = math.log(2)  # softplus(0): the guiding term when both prompts are equally near the image
 # The guiding term is inert when every epoch's mean stays this close to ln 2: softplus' slope at 0
 # is 1/2, so 0.01 is a mean cosine difference of 0.02 between the two prompts, nothing to guide by.
@@ -72,7 +73,7 @@ class Diagnostics(Hook):
     def after_run(self, engine):
         engine.diagnostics = measure(engine, self.save_dir, self.dist_metric, self.normalize_feature)
         if engine.diagnostics:
-            print(block(engine.diagnostics, "=> Diagnostics of the text stages (docs/method.md):"))
+            print(block(engine.diagnostics, TITLE))
 
 
 def measure(engine: Engine, save_dir: str, dist_metric: str, normalize_feature: bool) -> dict | None:
