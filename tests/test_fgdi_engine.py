@@ -3,7 +3,6 @@
 import dataclasses
 import json
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -216,11 +215,7 @@ def test_a_killed_run_resumes_to_the_same_weights(finished, tiny_root, tmp_path,
     _run(resumed, tmp_path)
     want, got = uninterrupted.model.state_dict(), resumed.model.state_dict()
     assert not _changed(want, got)
-    found = dict(resumed.diagnostics)  # read from metrics.jsonl and the saved features: as uninterrupted
-    if stage == "stage2a":  # the stage's start was in the killed process: how far it moved is not known
-        assert "moved" not in found["identity_prompts"]
-        found["identity_prompts"] = {**found["identity_prompts"], "moved": mock.ANY}
-    assert found == uninterrupted.diagnostics
+    assert resumed.diagnostics == uninterrupted.diagnostics  # from the checkpoint, metrics.jsonl and features/
 
 
 def test_resume_rejects_a_plain_weights_file(tiny_root, tmp_path):

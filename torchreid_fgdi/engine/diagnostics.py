@@ -50,11 +50,10 @@ class Diagnostics(Hook):
 
     def __init__(self, save_dir: str, dist_metric: str = "euclidean", normalize_feature: bool = False):
         self.save_dir, self.dist_metric, self.normalize_feature = save_dir, dist_metric, normalize_feature
-        self.started: dict[str, dict[str, torch.Tensor]] = {}  # each prompt stage's parameters when it started
 
     def before_stage(self, engine, stage):
         if stage.kind == PROMPT and engine.stage_epoch == 0 and distributed.is_main():
-            self.started[stage.name] = _parameters(engine, stage)
+            engine.stage_start = _parameters(engine, stage)  # kept in the stage's checkpoints, for a resume
         if not (stage.text_guided and engine.stage_epoch == 0 and stage.epochs and distributed.is_main()):
             return
         found = _warned(prompt_diagnostics(engine, engine._text_cache, read_metrics(self.save_dir)))
@@ -63,10 +62,12 @@ class Diagnostics(Hook):
 
     def after_stage(self, engine, stage):
         """How far the stage moved its prompt vectors and its domain classifier, each relative to
-        where it started, into ``metrics.jsonl`` (group ``<stage>/moved``), where a resumed run finds it."""
-        if stage.name not in self.started:  # not a prompt stage, or resumed within it
+        where it started (``engine.stage_start``, which a resume restores), into ``metrics.jsonl``
+        (group ``<stage>/moved``), where the diagnostics read it at the end."""
+        if stage.kind != PROMPT or not engine.stage_start:  # not a prompt stage, or another process
             return
-        before, after = self.started.pop(stage.name), _parameters(engine, stage)
+        before, after = engine.stage_start, _parameters(engine, stage)
+        engine.stage_start = {}
         moved = {k: float((after[k] - v).norm() / v.norm().clamp_min(1e-12)) for k, v in before.items()}
         engine.run_log.log(f"{stage.name}/moved", moved, stage.epochs)
 
@@ -245,7 +246,7 @@ def lines(found: dict) -> list[str]:
                 moved = ", ".join(f"{PARTS[k]} {v:.2g}" for k, v in s["moved"].items())
                 parts.append(f"moved (relative to their norm): {moved}")
             else:
-                parts.append(f"how far it moved: not measured (no {s['stage']}/moved in metrics.jsonl: resumed?)")
+                parts.append(f"how far it moved: not measured (no {s['stage']}/moved in metrics.jsonl)")
             out.append(f"{what} prompts ({s['stage']}): {'; '.join(parts)}")
     if "prompt_cosine" in found:
         s = found["prompt_cosine"]

@@ -141,6 +141,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = 0.0
         self.epoch_step = 0
         self.run_log = RunLog("")
+        self.stage_start: dict[str, torch.Tensor] = {}  # a prompt stage's parameters at its start (diagnostics)
         self.known_good = KnownGood()
         self.data_fingerprint = getattr(datamanager, "fingerprint", lambda: None)()
 
@@ -449,6 +450,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "confirmed": self.known_good.names(writing),
             "saved": time.time(),  # `newest_checkpoint` continues the file written last
             **({"prompt_order": self._prompt_order} if self._prompt_order is not None else {}),
+            **({"stage_start": self.stage_start} if self.stage_start else {}),
             **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
             **({"config": self.config_text} if self.config_text else {}),
         }
@@ -508,6 +510,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
         self._prompt_order = state.get("prompt_order")
+        self.stage_start = state.get("stage_start", {})
         self.known_good.restore(path, state.get("confirmed", []))
         total = run_epoch(self.stages, DONE, 0)
         if self.stage == DONE:
