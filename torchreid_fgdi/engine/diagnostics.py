@@ -9,8 +9,9 @@ the text-guided stage logged one, the test features before and after that stage.
 none of these (stage 1 only) gets no diagnostics, nor do the baselines.
 
 Everything is read from what the run already has: the prompt features the text-guided stage
-caches, the epochs' means in ``metrics.jsonl`` and the domain features `hooks.DomainFeatures`
-saved, so a resumed run (or a finished one tested again) reports the same numbers.
+caches, the epochs' means and the prompt stages' movement in ``metrics.jsonl``, and the domain
+features `hooks.DomainFeatures` saved; a prompt stage's starting point is kept in its checkpoints.
+So a resumed run (or a finished one tested again) reports what an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _parameters(engine: Engine, stage: Stage) -> dict[str, torch.Tensor]:
 
 def prompt_diagnostics(engine: Engine, text: tuple[torch.Tensor, torch.Tensor] | None, metrics: list[dict]) -> dict:
     """The identity and domain prompts' sections, and their cosine, from the prompt features
-    (`caches.prompt_features`) and the prompt stages' logged losses."""
+    (`caches.prompt_features`) and how far each prompt stage moved them (``metrics.jsonl``)."""
     ran = [stage for stage in engine.stages if stage.epochs > 0 and stage.kind == PROMPT]
     if text is None or not ran:
         return {}
@@ -215,6 +216,9 @@ def _test_features(stage: Stage, save_dir: str, dist_metric: str, normalize_feat
             section.setdefault("missing", []).append(osp.basename(path))
             continue
         saved = torch.load(path, weights_only=True)
+        if len(saved["domains"]) <= NEIGHBOURS:
+            section["too_few"] = f"{len(saved['domains'])} images, not enough for {NEIGHBOURS} neighbours each"
+            continue
         share, chance = neighbour_domain_share(
             saved["features"], saved["domains"], NEIGHBOURS, dist_metric, normalize_feature
         )
@@ -270,6 +274,8 @@ def lines(found: dict) -> list[str]:
             )
         if "missing" in s:
             out.append(f"test features: not measured without {', '.join(s['missing'])}")
+        if "too_few" in s:
+            out.append(f"test features: not measured, {s['too_few']}")
     return out + [f"WARNING: {warning}" for warning in found.get("warnings", [])]
 
 
