@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.test_fgdi_engine import _engine, _run
-from torchreid_fgdi.engine import diagnostics
+from torchreid_fgdi.engine import artifacts, diagnostics
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.engine.stages import FGDI_STAGES
 from torchreid_fgdi.evaluation.domains import majority_share, near_chance, neighbour_domain_share
@@ -110,3 +110,14 @@ def test_no_text_stage_no_diagnostics(tiny_root, tmp_path):
     ablation = ["fgdi.stage2a_epochs", "0", "fgdi.stage2b_epochs", "0", "fgdi.stage3_epochs", "0"]
     engine = _engine(tiny_root, *ablation)
     assert diagnostics.measure(engine, str(tmp_path), "euclidean", False) is None
+
+
+def test_test_features_too_few_or_missing_are_said(tmp_path):
+    stage = dataclasses.replace(FGDI_STAGES[-1], epochs=1)
+    few = {"features": torch.randn(6, 4), "domains": ["a", "b"] * 3, "unseen": []}
+    artifacts.save_domain_features(few, str(tmp_path), "before stage3")
+    found = diagnostics._test_features(stage, str(tmp_path), "euclidean", False)
+    assert diagnostics.lines(found) == [
+        "test features: not measured without domains_after_stage3.pt",
+        "test features: not measured, 6 images, not enough for 10 neighbours each",
+    ]
