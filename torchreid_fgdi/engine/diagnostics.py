@@ -53,7 +53,7 @@ class Diagnostics(Hook):
         self.save_dir, self.dist_metric, self.normalize_feature = save_dir, dist_metric, normalize_feature
 
     def before_stage(self, engine, stage):
-        if stage.kind == PROMPT and engine.stage_epoch == 0 and distributed.is_main():
+        if stage.kind == PROMPT and stage.epochs and engine.stage_epoch == 0 and distributed.is_main():
             engine.stage_start = _parameters(engine, stage)  # kept in the stage's checkpoints, for a resume
         if not (stage.text_guided and engine.stage_epoch == 0 and stage.epochs and distributed.is_main()):
             return
