@@ -21,8 +21,9 @@ import os.path as osp
 
 import torch
 import torch.nn.functional as F
+import torchreid
 
-from ..evaluation.domains import NEIGHBOURS, accuracy, majority_share, near_chance, neighbour_domain_share
+from ..evaluation.domains import NEIGHBOURS, majority_share, near_chance, neighbour_domain_share
 from . import artifacts, caches, distributed
 from .hooks import Engine, Hook
 from .run_log import latest, read_metrics
@@ -164,7 +165,8 @@ def _prompts(engine: Engine, stage: Stage, text: torch.Tensor, dsetids: torch.Te
     with torch.no_grad():
         logits = model.domain_logits(text, adversarial=not stage.domain_prompts)
     model.train(training)
-    found, chance = accuracy(logits, dsetids), majority_share(dsetids.tolist())
+    found = torchreid.metrics.accuracy(logits, dsetids)[0].item() / 100  # a fraction, as every share here
+    chance = majority_share(dsetids.tolist())
     section.update(domain_accuracy=found, chance=chance, identities=len(dsetids))
     close = near_chance(found, chance, len(dsetids))
     if section.get("moved", {}).get("classifier", 1.0) < MOVED:

@@ -26,11 +26,6 @@ def majority_share(labels: Sequence) -> float:
     return max(Counter(labels).values()) / len(labels)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """The fraction of rows whose highest logit is their label."""
-    return float((logits.argmax(dim=1) == labels).float().mean())
-
-
 def near_chance(value: float, chance: float, items: int) -> bool:
     """Whether an accuracy on `items` items is within two binomial standard errors of `chance`
     (at least `NEAR_CHANCE_FLOOR`): what a classifier that cannot tell the labels apart scores."""
