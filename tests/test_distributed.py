@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from torchreid_fgdi.cli.refusals import LOST_PEER
+from torchreid_fgdi.engine.diagnostics import TITLE
 
 # Each test runs torchrun's child processes (each torchrun is given at most 180 s).
 # Each test starts torchrun runs of minutes, several times that on a machine other jobs share.
@@ -75,7 +76,7 @@ def _check_one_voice(done: subprocess.CompletedProcess, save_dir: Path, probe_di
     """Each line once and whole, from rank 0, with every epoch's numbers those of both ranks' shares:
     per step the mean weighted by each rank's share of the batch, then the mean over the epoch's steps."""
     out = done.stdout
-    for line in ("Show configuration", "=> Trained all stages", "##### synth_d:", "| synth_d | unseen |"):
+    for line in ("Show configuration", "=> Trained all stages", "##### synth_d:", "| synth_d | unseen |", TITLE):
         assert out.count(line) == 1, line
     for marker in ("Show configuration", "=> stage", "#####", "=> Trained"):
         assert all(line.count(marker) <= 1 for line in out.splitlines()), f"lines run together at {marker!r}"
@@ -113,6 +114,7 @@ def test_two_processes_train_every_stage_and_resume(tiny_root, tmp_path):
         assert done.stdout.count(line) == 1, line
     assert len(list(cache.glob("synthetic-clip/*/open_clip_tiny.pt"))) == 1
     assert (first / "results.md").read_text().count("| synth_d | unseen |") == 1
+    assert json.loads((first / "results.json").read_text())["diagnostics"]["guide"]["per_epoch"]  # rank 0's
     assert {p.name for p in (first / "checkpoints").iterdir()} == {
         "latest.pth",
         "stage1.pth",

@@ -119,9 +119,14 @@ def test_another_method_is_another_table(tiny_root, tmp_path):
     assert [(r["group"], r["step"]) for r in rows if not r["group"].startswith("test/")] == [
         ("prompts", 1),
         ("prompts", 2),
+        ("prompts/moved", 2),
         ("image", 1),
     ]
-    assert "i2t" in rows[2] and "guide" in rows[2]
+    assert "i2t" in rows[3] and "guide" in rows[3]
+    # the diagnostics this table's stages make: identity prompts only (no domain prompts, so no cosine)
+    assert set(engine.diagnostics) == {"identity_prompts", "guide", "test_features", "warnings"}
+    assert engine.diagnostics["identity_prompts"]["stage"] == "prompts"
+    assert engine.diagnostics["test_features"]["stage"] == "image"
     other = torch.load(tmp_path / "checkpoints" / "prompts.pth", weights_only=True)
     torch.save({**other, "stage": "stage2b"}, tmp_path / "fgdi.pth")
     with pytest.raises(CheckpointError, match="at stage 'stage2b', which this engine's stages \\(prompts, image\\)"):
@@ -210,6 +215,7 @@ def test_a_killed_run_resumes_to_the_same_weights(finished, tiny_root, tmp_path,
     _run(resumed, tmp_path)
     want, got = uninterrupted.model.state_dict(), resumed.model.state_dict()
     assert not _changed(want, got)
+    assert resumed.diagnostics == uninterrupted.diagnostics  # from the checkpoint, metrics.jsonl and features/
 
 
 def test_resume_rejects_a_plain_weights_file(tiny_root, tmp_path):

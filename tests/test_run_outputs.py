@@ -19,7 +19,7 @@ from torchreid_fgdi.cli import search as search_cli
 from torchreid_fgdi.cli.train import train
 from torchreid_fgdi.config import RunSettings, load_config, load_config_text
 from torchreid_fgdi.data import DomainImageDataManager
-from torchreid_fgdi.engine import progress
+from torchreid_fgdi.engine import diagnostics, progress
 from torchreid_fgdi.engine.run_log import read_metrics
 from torchreid_fgdi.evaluation import rank_pictures
 from torchreid_fgdi.tools import export as export_module
@@ -108,6 +108,27 @@ def test_plots_are_written_at_the_end_of_the_run(run):
         assert rank_pictures.QUERY in colours and colours & {rank_pictures.TRUE_MATCH, rank_pictures.WRONG_MATCH}
 
 
+def test_a_run_reports_its_diagnostics_in_the_log_and_the_results(run):
+    """A healthy-ish run: every measure of the text stages, in range, keyed on the stages that ran."""
+    save_dir, _ = run
+    found = json.loads((save_dir / "results.json").read_text())["diagnostics"]
+    assert set(found) == {"identity_prompts", "domain_prompts", "prompt_cosine", "guide", "test_features", "warnings"}
+    for key, stage in (("identity_prompts", "stage2a"), ("domain_prompts", "stage2b")):
+        section = found[key]
+        assert section["stage"] == stage and section["identities"] == 36  # the tiny sources' 3 x 12
+        assert 0 <= section["domain_accuracy"] <= 1 and section["chance"] == pytest.approx(1 / 3)
+        assert min(section["moved"].values()) > 0.01  # prompt vectors and classifier trained
+    assert -1 <= found["prompt_cosine"]["min"] <= found["prompt_cosine"]["mean"] <= 1
+    guide = [r["guide"] for r in read_metrics(str(save_dir)) if r["group"] == "stage3"]
+    assert found["guide"]["per_epoch"] == guide and found["guide"]["inert"] == pytest.approx(np.log(2))
+    features = found["test_features"]
+    assert features["k"] == 10 and 0 < features["chance"] < min(features["before"], features["after"]) <= 1
+    (log,) = save_dir.glob("train.log-*")
+    block = log.read_text().split(diagnostics.TITLE + "\n")[1].split("#####")[0]
+    assert block.splitlines() == [f"   {line}" for line in diagnostics.lines(found)]
+    assert block in (save_dir / "results.md").read_text().replace("- ", "   ")
+
+
 def test_a_baseline_training_run_with_visrank_and_rerank_draws_and_re_ranks_its_tests(tiny_root, tmp_path):
     """torchreid's `Engine.run` raises a ValueError for visrank outside test_only and leaves rerank out
     of the tests it runs while training; the run draws the pictures and re-ranks its table."""
@@ -124,6 +145,7 @@ def test_a_baseline_training_run_with_visrank_and_rerank_draws_and_re_ranks_its_
     reranked = train([*evaluate, "test.rerank", "True"])["synth_d"]["mAP"]
     plain = train([*evaluate, "test.rerank", "False"])["synth_d"]["mAP"]
     assert trained["synth_d"]["mAP"] == pytest.approx(reranked) and reranked != pytest.approx(plain)
+    assert "diagnostics" not in json.loads((tmp_path / "results.json").read_text())  # no text stages
 
 
 def _query_batch(tiny_root, save_dir):

@@ -15,6 +15,7 @@ from ..utils.checkpoint import CheckpointError, check_finite, read_checkpoint, w
 from ..utils.rng import get_rng_state, rng_preserved, set_rng_state
 from . import caches, distributed, progress, schedules
 from .checkpointing import KnownGood, check_data, finished_run
+from .diagnostics import Diagnostics
 from .hooks import DomainFeatures, Hook, PeriodicCheckpoint, PeriodicTest, Plots, StepLog
 from .losses import domain_guidance, id_loss, supcon, triplet_loss
 from .precision import autocast, resolve_precision
@@ -140,6 +141,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = 0.0
         self.epoch_step = 0
         self.run_log = RunLog("")
+        self.stage_start: dict[str, torch.Tensor] = {}  # a prompt stage's parameters at its start (diagnostics)
         self.known_good = KnownGood()
         self.data_fingerprint = getattr(datamanager, "fingerprint", lambda: None)()
 
@@ -329,6 +331,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "rerank": rerank,
         }
         if test_only or self.stage == DONE:
+            if not test_only:  # a finished run tested again: its results keep the diagnostics
+                Diagnostics(save_dir, dist_metric, normalize_feature).after_run(self)
             self.run_test(test_kwargs)
             self.run_log.check_complete()
             return
@@ -358,13 +362,15 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     def default_hooks(
         self, save_dir: str, test_kwargs: dict, print_freq: int, eval_freq: int, start_eval: int
     ) -> list[Hook]:
-        """The run's hooks, in the order they act: the console and logs, tests, checkpoints (after the
-        test, so they record its Rank-1), the domain features and the plots."""
+        """The run's hooks, in the order they act: the console and logs, the domain features and the
+        diagnostics that read them (before the final test, which writes them to the results), tests,
+        checkpoints (after the test, so they record its Rank-1) and the plots."""
         return [
             StepLog(self, print_freq),
+            DomainFeatures(save_dir),
+            Diagnostics(save_dir, test_kwargs["dist_metric"], test_kwargs["normalize_feature"]),
             PeriodicTest(test_kwargs, eval_freq, start_eval),
             PeriodicCheckpoint(save_dir, self.settings.checkpoint_every),
-            DomainFeatures(save_dir),
             Plots(save_dir),
         ]
 
@@ -444,6 +450,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             "confirmed": self.known_good.names(writing),
             "saved": time.time(),  # `newest_checkpoint` continues the file written last
             **({"prompt_order": self._prompt_order} if self._prompt_order is not None else {}),
+            **({"stage_start": self.stage_start} if self.stage_start else {}),
             **({"data": self.data_fingerprint} if self.data_fingerprint else {}),
             **({"config": self.config_text} if self.config_text else {}),
         }
@@ -503,6 +510,7 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         self.last_rank1 = state["rank1"]
         self._resume_rng = state["rng"]
         self._prompt_order = state.get("prompt_order")
+        self.stage_start = state.get("stage_start", {})
         self.known_good.restore(path, state.get("confirmed", []))
         total = run_epoch(self.stages, DONE, 0)
         if self.stage == DONE:

@@ -163,7 +163,8 @@ class PeriodicCheckpoint(Hook):
 
 class DomainFeatures(Hook):
     """``save_dir/features``: the test images' features per domain before the text-guided stage and
-    after the run, for the domains plot (main process only, and only with ``test.plots``)."""
+    after the run, for the domains plot (``test.plots``) and the diagnostics (`diagnostics.py`,
+    whenever a text-guided stage trains); main process only."""
 
     def __init__(self, save_dir: str):
         self.save_dir = save_dir
@@ -176,7 +177,8 @@ class DomainFeatures(Hook):
         self.save(engine, f"after {guided_stage(engine)}")
 
     def save(self, engine: Engine, title: str) -> None:
-        if not (engine.test_settings.plots and distributed.is_main()):
+        guided = any(stage.text_guided and stage.epochs for stage in engine.stages)
+        if not ((engine.test_settings.plots or guided) and distributed.is_main()):
             return
         engine.model.eval()
         with rng_preserved():

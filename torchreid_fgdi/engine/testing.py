@@ -22,7 +22,7 @@ from ..evaluation import (
 )
 from ..evaluation.report import UNSEEN, domains
 from ..utils import atomic
-from . import progress
+from . import diagnostics, progress
 from .run_log import RunLog
 from .settings import DEFAULT_TEST
 
@@ -42,6 +42,7 @@ class MultiTargetTestMixin:
     run_log: RunLog | None = None  # the log of the tests' folder (`_run_log`); the FGDI engine's holds its epochs too
     test_settings = DEFAULT_TEST  # the engine's ``test`` keys (evaluator, re-ranking memory, plots)
     records_rank1 = False  # a training `run` is under way: its checkpoints record what `test` returns
+    diagnostics: dict | None = None  # what the text stages did (`diagnostics.measure`), set after a text method's run
 
     def test(
         self,
@@ -141,8 +142,9 @@ class MultiTargetTestMixin:
         if save_dir:
             if self.test_settings.plots:
                 plots.plot_cmc(self.test_results, osp.join(save_dir, "plots", "cmc.png"), self.datamanager.sources)
-            atomic.write_text(osp.join(save_dir, "results.md"), table)
-            saved = results_to_json(self.test_results, self.datamanager.sources, self.reranked)
+            found = self.diagnostics
+            atomic.write_text(osp.join(save_dir, "results.md"), table + (diagnostics.markdown(found) if found else ""))
+            saved = results_to_json(self.test_results, self.datamanager.sources, self.reranked, found)
             atomic.write_text(osp.join(save_dir, "results.json"), json.dumps(saved, indent=1))
         kind = domains(self.test_results, self.datamanager.sources)
         unseen = [n for n in self.test_results if kind[n] == UNSEEN] or list(self.test_results)

@@ -16,6 +16,8 @@ RANKS = (1, 5, 10)
 SOURCE, UNSEEN = "source", "unseen"
 AVERAGES = "averages"  # the results.json key of the per-domain means, beside the targets' names
 RERANKED = "reranked"  # the results.json key present when the distances were re-ranked (test.rerank)
+DIAGNOSTICS = "diagnostics"  # the results.json key of what a text-guided method's text stages did
+RESERVED = (AVERAGES, RERANKED, DIAGNOSTICS)  # results.json keys beside the targets' names
 
 
 def rerank_note(models: Sequence[str] = ()) -> str:
@@ -78,14 +80,18 @@ def domains(names: Iterable[str], sources: Collection[str]) -> dict[str, str]:
     return {name: SOURCE if name in sources else UNSEEN for name in names}
 
 
-def results_to_json(results: dict[str, dict], sources: Collection[str], reranked: bool = False) -> dict:
+def results_to_json(
+    results: dict[str, dict], sources: Collection[str], reranked: bool = False, diagnostics: dict | None = None
+) -> dict:
     """``results.json``: every target's result with its ``domain``, then ``averages``: for each domain
-    with targets, the mean over them (`average_results`) and their names (``targets``); and, for
-    re-ranked distances, ``reranked`` with the re-ranking's settings."""
-    if AVERAGES in results or RERANKED in results:
+    with targets, the mean over them (`average_results`) and their names (``targets``); for
+    re-ranked distances, ``reranked`` with the re-ranking's settings; and a text-guided method's
+    ``diagnostics`` as given (`engine.diagnostics.measure`)."""
+    taken = [name for name in RESERVED if name in results]
+    if taken:
         raise ValueError(
-            f"a target may not be named {AVERAGES!r} or {RERANKED!r}: results.json keeps the domain means "
-            "and the re-ranking under them"
+            f"a target may not be named {', '.join(map(repr, taken))}: results.json keeps the domain means, "
+            "the re-ranking and the diagnostics under these keys"
         )
     kind = domains(results, sources)
     out = {name: {**result_to_json(res), "domain": kind[name]} for name, res in results.items()}
@@ -97,12 +103,14 @@ def results_to_json(results: dict[str, dict], sources: Collection[str], reranked
     }
     if reranked:
         out[RERANKED] = {"k1": K1, "k2": K2, "lambda": LAMBDA}
+    if diagnostics:
+        out[DIAGNOSTICS] = diagnostics
     return out
 
 
 def results_from_json(data: dict) -> dict[str, dict]:
     """The per-target results of a ``results.json`` (older files, without ``averages``, too)."""
-    return {name: result_from_json(res) for name, res in data.items() if name not in (AVERAGES, RERANKED)}
+    return {name: result_from_json(res) for name, res in data.items() if name not in RESERVED}
 
 
 def format_split_table(results: dict[str, dict]) -> str:
