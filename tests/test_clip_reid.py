@@ -145,6 +145,8 @@ def test_a_prompt_stage_lists_its_domain_classifier_exactly_when_it_has_one():
     settings = FGDISettings.from_node(load_config(CONFIG).fgdi, ALL_STAGE_NAMES)
     model = build_fgdi("clip_reid_tiny", 5, num_domains=2, pretrained=False)
     without = (Stage("p", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="p"), *CLIP_REID_STAGES[1:])
-    with pytest.raises(ConfigError, match="prompt stage 'p' trains promptlearner.clsctx, dcgrl. with domain_classifier"):
+    with pytest.raises(
+        ConfigError, match="prompt stage 'p' trains promptlearner.clsctx, dcgrl. with domain_classifier"
+    ):
         build_optimizers(model, with_epochs(without, {"p": 1, "image": 1}), settings)
     assert FGDI_STAGES[1].domain_classifier and not CLIP_REID_STAGES[0].domain_classifier

@@ -22,9 +22,9 @@ from yacs.config import CfgNode as CN
 from ..data.random_splits import MIN_TEST_SPLITS
 from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
 from ..data.transforms import CLIP_FGDI, TRANSFORMS
+from ..engine import stages
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
-from ..engine import stages
 from ..engine.stages import ALL_EPOCH_KEYS, EPOCH_KEYS, TABLES, epoch_keys, model_table
 from ..errors import ConfigError
 from ..evaluation.ranking import EVALUATORS

@@ -52,9 +52,10 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
     """Trains CLIP-FGDI, or CLIP-ReID, stage by stage (docs/method.md) and tests with torchreid's evaluation.
 
     The stages are rows of a table: the one of the method the model's variant names
-    (`stages.model_table`: `stages.FGDI_STAGES` for ``fgdi*``, `stages.CLIP_REID_STAGES` for ``clip_reid*``). An epoch (`train`, torchreid's shape)
-    steps and then updates the stage's schedule: an image stage calls `forward_backward` per batch
-    (ID + triplet loss, plus the text terms in a text-guided stage); a prompt stage runs
+    (`stages.model_table`: `stages.FGDI_STAGES` for ``fgdi*``, `stages.CLIP_REID_STAGES` for
+    ``clip_reid*``). An epoch (`train`, torchreid's shape) steps and then updates the stage's
+    schedule: an image stage calls `forward_backward` per batch (ID + triplet loss, plus the text
+    terms in a text-guided stage); a prompt stage runs
     `train_prompts` over image features extracted once. Each stage trains exactly its parameters,
     with the optimizer and schedule its row names (each optimizer registered with torchreid's
     `register_model` under its name). Around the steps, hooks (`hooks.py`) print and log, test,

@@ -45,7 +45,7 @@ class Stage:
 FGDI_STAGES = (
     Stage("stage1", IMAGE, IMAGE_ENCODER, optimizer="image"),
     Stage("stage2a", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="stage2a", domain_classifier=True),
-    Stage("stage2b", PROMPT, ("promptlearner.dmctx", "dc."), optimizer="stage2b", domain_prompts=True, domain_classifier=True),
+    Stage("stage2b", PROMPT, ("promptlearner.dmctx", "dc."), "stage2b", domain_prompts=True, domain_classifier=True),
     Stage("stage3", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True, domain_guidance=True),
 )
 # CLIP-ReID (Li, Sun, Li, AAAI 2023): the identity prompts with both towers frozen, then the image
