@@ -1,6 +1,7 @@
 """CLIP-ReID as a built-in comparison: its two stages as a table, registered as ``clip_reid*`` models."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from torchreid_fgdi.engine.stages import (
     build_optimizers,
     with_epochs,
 )
-from torchreid_fgdi.errors import ConfigError
+from torchreid_fgdi.errors import ConfigError, RunFolderError
 from torchreid_fgdi.models import FGDI, build_fgdi, load_fgdi_checkpoint
+from torchreid_fgdi.tools.features import FeatureExtractor
 from torchreid_fgdi.utils.checkpoint import CheckpointError
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -150,3 +152,24 @@ def test_a_prompt_stage_lists_its_domain_classifier_exactly_when_it_has_one():
     ):
         build_optimizers(model, with_epochs(without, {"p": 1, "image": 1}), settings)
     assert FGDI_STAGES[1].domain_classifier and not CLIP_REID_STAGES[0].domain_classifier
+
+
+def test_its_run_resumes_as_itself_is_refused_as_fgdi_and_its_weights_give_features(run, tiny_root, tmp_path, capsys):
+    save_dir, results = run
+    copy = tmp_path / "run"  # the run's folder without latest.pth: auto must find the table's own stage files
+    shutil.copytree(save_dir, copy)
+    (copy / "checkpoints" / "latest.pth").unlink()
+    args = ["--config-file", CONFIG, "--root", tiny_root, "data.save_dir", str(copy), *TINY]
+    capsys.readouterr()
+    again = train([*args, "model.resume", "auto"])  # the finished run, tested again
+    out = capsys.readouterr().out
+    assert f"=> model.resume auto: {copy / 'checkpoints' / 'image.pth'}" in out
+    assert "image.pth is the checkpoint of a finished run (every stage trained, 4 epochs)" in out
+    assert again["synth_d"]["mAP"] == pytest.approx(results["synth_d"]["mAP"])
+    train([*args, "model.resume", str(copy / "checkpoints" / "prompt.pth")])  # mid-run: its image stage is left
+    assert "2 of the run's 4 epochs done, continuing with image epoch 1/2" in capsys.readouterr().out
+    with pytest.raises(RunFolderError, match="model.name: 'clip_reid_tiny' -> 'fgdi_tiny'"):
+        train([*args, "model.resume", "auto", "model.name", "fgdi_tiny"])
+    extractor = FeatureExtractor(str(save_dir / "checkpoints" / "image.pth"), device="cpu")
+    assert extractor.model.variant == "clip_reid_tiny"
+    assert extractor(torch.rand(2, 3, 64, 32)).shape == (2, 64 + 64)
