@@ -14,6 +14,7 @@ from torchreid_fgdi.evaluation.report import rerank_note
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "synthetic"
 FGDI, ABLATION = str(CONFIGS / "fgdi_tiny.yaml"), str(CONFIGS / "fgdi_tiny_stage1_only.yaml")
+CLIP_REID = str(CONFIGS / "clip_reid_tiny_clip.yaml")
 SHORT = ["fgdi.stage1_epochs", "1", "fgdi.stage2a_epochs", "1", "fgdi.stage2b_epochs", "1", "fgdi.stage3_epochs", "1"]
 
 
@@ -32,17 +33,22 @@ def test_derived_config_keeps_its_base_and_overrides_what_it_says(tmp_path):
 def test_models_side_by_side_and_collected_again(tiny_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the configs' save_dirs are relative
     out = tmp_path / "bench"
-    runs = benchmark(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), *SHORT])
-    assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only"]
+    clip_reid = tmp_path / "clip_reid_tiny.yaml"  # the shipped CLIP-ReID config, short and without pretraining
+    clip_reid.write_text(f"_BASE_: {CLIP_REID}\nfgdi:\n  clip_weights: ''\n  prompt_epochs: 1\n  image_epochs: 1\n")
+    configs = [FGDI, ABLATION, str(clip_reid)]
+    runs = benchmark(["--configs", *configs, "--root", tiny_root, "--out", str(out), *SHORT])
+    assert list(runs) == ["fgdi_tiny", "fgdi_tiny_stage1_only", "clip_reid_tiny"]
     table = (out / "benchmark.md").read_text()
-    saved = json.loads((tmp_path / "log/synthetic/fgdi_tiny/results.json").read_text())
     row = next(line for line in table.splitlines() if line.startswith("| synth_d | unseen |"))
-    assert row.split(" | ")[2] == f"{100 * saved['synth_d']['mAP']:.1f}"
+    for column, folder in ((2, "fgdi_tiny"), (6, "clip_reid_tiny_clip")):
+        saved = json.loads((tmp_path / "log/synthetic" / folder / "results.json").read_text())
+        assert row.split(" | ")[column] == f"{100 * saved['synth_d']['mAP']:.1f}"
+    assert (tmp_path / "log/synthetic/clip_reid_tiny_clip/checkpoints/image.pth").is_file()
     csv = (out / "benchmark.csv").read_text().splitlines()
-    assert csv[0] == "model,target,domain,mAP,R1,R5,R10" and len(csv) == 1 + 2 * (4 + 1)
+    assert csv[0] == "model,target,domain,mAP,R1,R5,R10" and len(csv) == 1 + 3 * (4 + 1)
     checkpoint = tmp_path / "log/synthetic/fgdi_tiny/checkpoints/stage3.pth"
     written = checkpoint.stat().st_mtime_ns
-    benchmark(["--configs", FGDI, ABLATION, "--root", tiny_root, "--out", str(out), "--collect", *SHORT])
+    benchmark(["--configs", *configs, "--root", tiny_root, "--out", str(out), "--collect", *SHORT])
     assert (out / "benchmark.md").read_text() == table and checkpoint.stat().st_mtime_ns == written
 
 

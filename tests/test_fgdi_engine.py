@@ -97,10 +97,10 @@ def test_each_stage_trains_exactly_its_parameters(finished):
 
 
 def test_another_method_is_another_table(tiny_root, tmp_path):
-    """CLIP-ReID's two stages as rows: the loop, optimizers, checkpoints and logs follow the table."""
+    """A method of two stages as rows: the loop, optimizers, checkpoints and logs follow the table."""
     table = (
-        Stage("prompts", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="prompts"),
-        Stage("image", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
+        Stage("prompts", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="prompts", domain_classifier=True),
+        Stage("image", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True, domain_guidance=True),
     )
     engine = _engine(tiny_root, table=table, epochs={"prompts": 2, "image": 1})
     assert set(engine.optimizers) == {"prompts", "image"} and engine.max_epoch == 1
@@ -140,7 +140,7 @@ def test_a_table_the_engine_cannot_run_is_refused_before_training(tiny_root):
     shared = (Stage("a", IMAGE, ("image_encoder.",), optimizer="x"), Stage("b", IMAGE, ("classifier",), optimizer="x"))
     with pytest.raises(ConfigError, match="optimizer 'x' is shared by stages \\(a, b\\) that train different"):
         _engine(tiny_root, table=shared, epochs={"a": 1, "b": 1})
-    prompts_only = (Stage("p", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="p"),)
+    prompts_only = (Stage("p", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="p", domain_classifier=True),)
     with pytest.raises(ConfigError, match="needs an image stage"):
         _engine(tiny_root, table=prompts_only, epochs={"p": 1})
     with pytest.raises(ConfigError, match="no epochs set for stage\\(s\\) b"):

@@ -48,7 +48,10 @@ def test_every_name_is_listed_and_builds_through_torchreid():
     listing = io.StringIO()
     with contextlib.redirect_stdout(listing):
         torchreid.models.show_avai_models()
-    assert set(FEATURE_DIMS) == set(VARIANTS)
+    # each backbone twice: fgdi* and clip_reid* build the same network (only their stage tables differ)
+    twins = {name.replace("fgdi", "clip_reid", 1): name for name in FEATURE_DIMS}
+    assert set(VARIANTS) == set(FEATURE_DIMS) | set(twins)
+    assert all(VARIANTS[twin]["clip"] == VARIANTS[name]["clip"] for twin, name in twins.items())
     for name, dim in FEATURE_DIMS.items():
         assert repr(name) in listing.getvalue()
         model = torchreid.models.build_model(name, num_classes=3, num_domains=2, pretrained=False).eval()

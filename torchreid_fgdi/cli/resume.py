@@ -12,7 +12,8 @@ from yacs.config import CfgNode as CN
 from ..engine import distributed
 from ..engine.checkpointing import Progress, check_data, checkpoint_progress, newest_checkpoint
 from ..engine.settings import FGDISettings
-from ..engine.stages import STAGE_NAMES
+from ..engine.stages import ALL_STAGE_NAMES, model_table
+from ..models import VARIANTS
 from ..utils.checkpoint import newest_intact, read_checkpoint
 from .run_folder import RunFolder, check_resume, recorded_config
 
@@ -27,11 +28,11 @@ def checked_resume(cfg: CN, fingerprint: str, folder: RunFolder, fgdi: bool) -> 
     if resume:
         state = read_checkpoint(resume, mmap=True)
         recorded = recorded_config(state, resume)
-        progress = (
-            checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi, STAGE_NAMES))
-            if fgdi
-            else _torchreid_progress(state, recorded)
-        )
+        if fgdi:  # the stages of the recorded model: another one's is then refused as a change of model.name
+            table = model_table(recorded.model.name if recorded.model.name in VARIANTS else None)
+            progress = checkpoint_progress(state, FGDISettings.from_node(recorded.fgdi, ALL_STAGE_NAMES), table)
+        else:
+            progress = _torchreid_progress(state, recorded)
         check_resume(recorded, cfg, progress, resume)
         check_data(state.get("data"), fingerprint, resume)
     if not cfg.test.evaluate and distributed.is_main():
@@ -45,7 +46,7 @@ def resume_path(cfg: CN, fgdi: bool) -> str:
     if cfg.model.resume != "auto":
         return cfg.model.resume
     if fgdi:
-        found = newest_checkpoint(osp.join(cfg.data.save_dir, "checkpoints"))
+        found = newest_checkpoint(osp.join(cfg.data.save_dir, "checkpoints"), model_table(cfg.model.name))
     else:
         found = _newest_torchreid_checkpoint(osp.join(cfg.data.save_dir, "model"))
     if not found:

@@ -22,7 +22,7 @@ from yacs.config import CfgNode as CN
 from ..config import load_config_text
 from ..config.checks import flat_items
 from ..engine.checkpointing import Progress
-from ..engine.stages import EPOCH_KEYS
+from ..engine.stages import ALL_EPOCH_KEYS
 from ..errors import ConfigError, RunFolderError
 from ..utils import atomic, config_yaml
 from ..utils.checkpoint import recorded_config_text
@@ -41,7 +41,7 @@ LOGISTICS = (
 )
 # Keys a resumed run may change; they apply to the rest of the run (and the log lists them). torchreid's
 # schedulers restore their own milestones from a checkpoint, so only a baseline's base rate may change.
-EPOCHS = (*EPOCH_KEYS, "train.max_epoch")
+EPOCHS = (*ALL_EPOCH_KEYS, "train.max_epoch")
 LEARNING_RATES = (
     *(f"fgdi.image.{k}" for k in ("lr", "bias_lr_factor", "milestones", "gamma")),
     *(f"fgdi.prompt.{k}" for k in ("lr", "classifier_lr", "min_lr")),

@@ -2,8 +2,9 @@
 
 The same steps as torchreid's `scripts/main.py`: config -> data manager -> model -> optimizer
 and scheduler -> engine -> `engine.run`, then a per-target table (also in `save_dir`). FGDI
-models run through the three-stage `ImageFGDIEngine`, which owns its optimizers; every other
-torchreid model through torchreid's softmax / triplet engine.
+models (``fgdi*``, and ``clip_reid*``: CLIP-ReID) run through the stage-table `ImageFGDIEngine`,
+which owns its optimizers and runs the stages of the model's method; every other torchreid
+model through torchreid's softmax / triplet engine.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def command_line(argv: list[str] | None = None) -> tuple[list[str], list[str]]:
     names and exits."""
     parser = command_parser(
         "torchreid-fgdi",
-        "Trains and tests a model as yacs configs say (torchreid's scripts/main.py, plus the three-stage\n"
-        "CLIP-FGDI engine for fgdi models), then writes a per-target table to data.save_dir.",
+        "Trains and tests a model as yacs configs say (torchreid's scripts/main.py, plus the stage-table\n"
+        "engine for fgdi models, and clip_reid ones: CLIP-ReID), then writes a per-target table to data.save_dir.",
         [
             "torchreid-fgdi --config-file synthetic/fgdi_tiny  # CLIP-FGDI on the synthetic domains (a config by name)",
             "torchreid-fgdi --config-file configs/synthetic/osnet_ain_x0_25.yaml train.max_epoch 5 "
@@ -288,7 +289,7 @@ def run_torchreid(
 def run_fgdi(
     cfg: CN, settings: RunSettings, datamanager: DomainImageDataManager, model: FGDI, folder: RunFolder
 ) -> dict:
-    """The three-stage engine's run of `model`, resumed or from ``model.load_weights``."""
+    """The stage-table engine's run of `model` (its method's stages), resumed or from ``model.load_weights``."""
     if settings.load_weights:
         kept = load_fgdi_checkpoint(model, settings.load_weights)
         print(f"=> Loaded {settings.load_weights}" + (f" (not in it, kept as initialised: {kept})" if kept else ""))

@@ -22,14 +22,16 @@ from yacs.config import CfgNode as CN
 from ..data.random_splits import MIN_TEST_SPLITS
 from ..data.samplers import IDENTITY_SAMPLERS, TRAIN_SAMPLERS, check_pk_batch
 from ..data.transforms import CLIP_FGDI, TRANSFORMS
+from ..engine import stages
 from ..engine.losses import GUIDE_DIRECTIONS
 from ..engine.precision import PRECISIONS, resolve_precision
-from ..engine.stages import EPOCH_KEYS
+from ..engine.stages import ALL_EPOCH_KEYS, EPOCH_KEYS, TABLES, epoch_keys, model_table
 from ..errors import ConfigError
 from ..evaluation.ranking import EVALUATORS
 from ..integration import registry
 from ..models import VARIANTS
 from ..models.fgdi import LOSSES, NECK_FEATS
+from ..models.variants import variant_method
 from .defaults import get_default_config
 
 # Each list belongs to the module that acts on the key; only the keys no module of ours reads are listed here.
@@ -131,7 +133,7 @@ RANGES = {
     "fgdi.grl_scale": Range(0.0, 10.0),
     "fgdi.num_cameras": AT_LEAST_0,
     "fgdi.num_classes": AT_LEAST_0,
-    **{key: AT_LEAST_0 for key in EPOCH_KEYS},
+    **{key: AT_LEAST_0 for key in ALL_EPOCH_KEYS},
     "fgdi.label_smooth": Range(0.0, 0.99),
     "fgdi.id_weight": WEIGHT,
     "fgdi.triplet_weight": WEIGHT,
@@ -454,7 +456,9 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
     "train.optim": _baselines_only(_ADAM),
     "train.lr": _baselines_only("fgdi.image.lr (stages 1 and 3) and fgdi.prompt.lr (stage 2) set the rates"),
     "train.weight_decay": _baselines_only("fgdi.image.weight_decay and fgdi.prompt.weight_decay set it"),
-    "train.max_epoch": _baselines_only(f"{', '.join(EPOCH_KEYS)} set the epochs"),
+    "train.max_epoch": _baselines_only(
+        f"{', '.join(EPOCH_KEYS)} set the epochs (clip_reid models: {', '.join(epoch_keys(TABLES[stages.CLIP_REID]))})"
+    ),
     "train.start_epoch": _baselines_only("model.resume continues a run where it stopped"),
     "train.batch_size": _READ,  # fgdi: stages 1 and 3 (stage 2: fgdi.prompt.batch_size)
     "train.fixbase_epoch": _baselines_only("the stage table decides what each stage trains"),
@@ -504,9 +508,12 @@ TORCHREID_KEYS: dict[str, KeyUse] = {
 }
 
 
+ENGINES = {stages.FGDI: "three-stage engine", stages.CLIP_REID: "two-stage engine (CLIP-ReID's stages)"}  # by method
+
+
 def _engine(cfg: CN) -> str:
     if cfg.model.name in VARIANTS:
-        return f"{cfg.model.name}'s three-stage engine"
+        return f"{cfg.model.name}'s {ENGINES[variant_method(cfg.model.name)]}"
     return f"torchreid's {cfg.loss.name} engine of {cfg.model.name}"
 
 
@@ -523,12 +530,26 @@ def _changed_uses(cfg: CN) -> dict[str, Use]:
 
 def unread_keys(cfg: CN) -> dict[str, str]:
     """{key: what governs it instead, or when it is read} for the torchreid keys `cfg` changes that its run
-    does not read."""
-    return {
+    does not read, and for the fgdi.* keys it changes that its model's stage table does not read."""
+    unread = {
         key: use.says if use.action == WARN else f"it is read only with {use.says}"
         for key, use in _changed_uses(cfg).items()
         if use.action == WARN or (use.action == READ_WITH and not use.when(cfg))
     }
+    return {**unread, **_unread_by_the_table(cfg)}
+
+
+def _unread_by_the_table(cfg: CN) -> dict[str, str]:
+    """The fgdi.* keys another method's stage table reads and this model's does not (`stages.unread_keys`)."""
+    if cfg.model.name not in VARIANTS:
+        return {}
+    defaults = get_default_config()
+    unread = {}
+    for key in stages.unread_keys(model_table(cfg.model.name)):
+        if get(cfg, key) != get(defaults, key):
+            readers = [f"{method}*" for method, table in TABLES.items() if key not in stages.unread_keys(table)]
+            unread[key] = f"only the {', '.join(readers)} models' stages read it"
+    return unread
 
 
 def refused_keys(cfg: CN) -> dict[str, str]:

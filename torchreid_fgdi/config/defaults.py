@@ -160,8 +160,8 @@ def _add_test(cfg: CN) -> None:
 
 
 def _add_fgdi(cfg: CN) -> None:
-    """fgdi: CLIP-FGDI (model.name fgdi, fgdi_vit_b32, ..., fgdi_tiny), the model and its stages;
-    input size is data.height/width."""
+    """fgdi: CLIP-FGDI (model.name fgdi, fgdi_vit_b32, ..., fgdi_tiny) and CLIP-ReID (clip_reid, ...,
+    clip_reid_tiny), the model and its stages; input size is data.height/width."""
     cfg.fgdi = CN()
     cfg.fgdi.clip_weights = ""  # open_clip tag or local file; "" = the model's default if model.pretrained
     cfg.fgdi.clip_cache_dir = ""  # download cache for tags ("" = open_clip's)
@@ -177,6 +177,9 @@ def _add_fgdi(cfg: CN) -> None:
     cfg.fgdi.stage2a_epochs = 120  # identity prompts
     cfg.fgdi.stage2b_epochs = 30  # domain prompts
     cfg.fgdi.stage3_epochs = 60  # image encoder with text guidance
+    # CLIP-ReID's two stages (model.name clip_reid*; defaults: its code's person configs)
+    cfg.fgdi.prompt_epochs = 120  # identity prompts, both towers frozen
+    cfg.fgdi.image_epochs = 60  # image encoder guided by the prompts (i2t)
     cfg.fgdi.label_smooth = 0.1
     cfg.fgdi.id_weight = 1.0
     cfg.fgdi.triplet_weight = 1.0

@@ -17,7 +17,7 @@ from typing import Any
 from yacs.config import CfgNode as CN
 
 from ..engine.settings import FGDISettings, LossSettings, TestSettings
-from ..engine.stages import STAGE_NAMES
+from ..engine.stages import ALL_STAGE_NAMES
 from ..errors import ConfigError
 from ..models import VARIANTS
 from .checks import get
@@ -126,7 +126,7 @@ class RunSettings:
     seed: int
     data: Mapping[str, Any]
     model: Mapping[str, Any]  # build_model arguments beyond num_classes and num_domains: see model_kwargs
-    fgdi_model: bool  # model.name is a CLIP-FGDI variant
+    fgdi_model: bool  # model.name is a variant of the stage-table engine (CLIP-FGDI or CLIP-ReID)
     class_rows: int  # fgdi.num_classes of an FGDI model; 0: one per training identity
     optimizer: Mapping[str, Any]
     scheduler: Mapping[str, Any]
@@ -150,7 +150,7 @@ class RunSettings:
             optimizer=_read_only(_values(cfg, OPTIMIZER)),
             scheduler=_read_only(_values(cfg, SCHEDULER)),
             run=_read_only({"save_dir": output_dir(cfg), **_values(cfg, RUN)}),
-            fgdi=FGDISettings.from_node(cfg.fgdi, STAGE_NAMES),
+            fgdi=FGDISettings.from_node(cfg.fgdi, ALL_STAGE_NAMES),
             test=TestSettings(**_values(cfg, TEST)),
             loss=LossSettings(**_values(cfg, LOSS)),
             config_text=cfg.dump(),

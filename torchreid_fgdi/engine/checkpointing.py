@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ..errors import RunFolderError
 from ..utils.checkpoint import CheckpointError, newest_intact, write_checkpoint
 from .settings import FGDISettings
-from .stages import DONE, FGDI_STAGES, Stage, with_epochs
+from .stages import DONE, FGDI_STAGES, Stage, epoch_key, with_epochs
 
 
 @dataclass
@@ -117,9 +117,9 @@ def checkpoint_progress(state: dict, settings: FGDISettings, table: tuple[Stage,
     epochs = {}
     for index, stage in enumerate(stages):
         if index < at:  # over: every epoch ran
-            epochs[f"fgdi.{stage.name}_epochs"] = (True, stage.epochs)
+            epochs[epoch_key(stage.name)] = (True, stage.epochs)
         else:  # under way (its epochs so far) or still to come
-            epochs[f"fgdi.{stage.name}_epochs"] = (False, state["stage_epoch"] if index == at else 0)
+            epochs[epoch_key(stage.name)] = (False, state["stage_epoch"] if index == at else 0)
     return Progress(finished=state["stage"] == DONE, epochs=epochs)
 
 

@@ -23,12 +23,12 @@ from .run_log import RunLog
 from .settings import DEFAULT_TEST, FGDISettings, TestSettings
 from .stages import (
     DONE,
-    FGDI_STAGES,
     IMAGE,
     LR_GROUPS,
     PROMPT,
     Stage,
     build_optimizers,
+    model_table,
     run_epoch,
     trained_by,
     with_epochs,
@@ -43,17 +43,20 @@ class _PromptStep(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pids: torch.Tensor, dsetids: torch.Tensor | None, adversarial: bool):
+    def forward(self, pids: torch.Tensor, dsetids: torch.Tensor | None, adversarial: bool | None):
+        """The prompts' text features, and the domain classifier's logits (None: `adversarial` None, no classifier)."""
         text = self.model.text_features(pids, dsetids)
-        return text, self.model.domain_logits(text, adversarial)
+        return text, None if adversarial is None else self.model.domain_logits(text, adversarial)
 
 
 class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
-    """Trains CLIP-FGDI stage by stage (docs/method.md) and tests with torchreid's evaluation.
+    """Trains CLIP-FGDI, or CLIP-ReID, stage by stage (docs/method.md) and tests with torchreid's evaluation.
 
-    The stages are rows of a table (`stages.FGDI_STAGES`). An epoch (`train`, torchreid's shape)
-    steps and then updates the stage's schedule: an image stage calls `forward_backward` per batch
-    (ID + triplet loss, plus the text terms in a text-guided stage); a prompt stage runs
+    The stages are rows of a table: the one of the method the model's variant names
+    (`stages.model_table`: `stages.FGDI_STAGES` for ``fgdi*``, `stages.CLIP_REID_STAGES` for
+    ``clip_reid*``). An epoch (`train`, torchreid's shape) steps and then updates the stage's
+    schedule: an image stage calls `forward_backward` per batch (ID + triplet loss, plus the text
+    terms in a text-guided stage); a prompt stage runs
     `train_prompts` over image features extracted once. Each stage trains exactly its parameters,
     with the optimizer and schedule its row names (each optimizer registered with torchreid's
     `register_model` under its name). Around the steps, hooks (`hooks.py`) print and log, test,
@@ -69,13 +72,13 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
 
     Args:
         datamanager: `torchreid_fgdi.data.DomainImageDataManager` (training items carry ``dsetid``).
-        model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``).
-        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi, STAGE_NAMES)`).
+        model: an FGDI model (``torchreid.models.build_model('fgdi', ...)``, or ``'clip_reid'``).
+        settings: the config's ``fgdi`` section, typed (`FGDISettings.from_node(cfg.fgdi, ALL_STAGE_NAMES)`).
         test: the config's ``test`` settings every engine's test reads (evaluator, plots...).
         use_gpu: use CUDA if available.
         config_text: the run's whole config (``cfg.dump()``), recorded in every checkpoint so that
             `inference.FeatureExtractor`, search and export can rebuild the model from it.
-        table: the stages to run.
+        table: the stages to run; None: those of the model's method (`stages.model_table` of its variant).
 
     Examples::
 
@@ -105,12 +108,12 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         test: TestSettings = DEFAULT_TEST,
         use_gpu: bool | None = None,
         config_text: str = "",
-        table: tuple[Stage, ...] = FGDI_STAGES,
+        table: tuple[Stage, ...] | None = None,
     ):
         # None: as the data manager was built (its use_gpu), so a config's use_gpu False holds in a recipe too
         super().__init__(datamanager, datamanager.use_gpu if use_gpu is None else use_gpu)
         self.settings = settings
-        self.stages = with_epochs(table, settings.epochs)
+        self.stages = with_epochs(table or model_table(getattr(model, "variant", None)), settings.epochs)
         self.test_settings = test
         self.config_text = config_text
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
@@ -213,8 +216,8 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
 
     # ---- the steps -----------------------------------------------------------------------
     def forward_backward(self, data: dict) -> dict:
-        """One batch of an image stage: ID + triplet loss, and in a text-guided stage
-        (1 - beta) x i2t cross-entropy against every identity's text feature + beta x domain guidance.
+        """One batch of an image stage: ID + triplet loss, and in a text-guided stage the i2t cross-entropy
+        against every identity's text feature: with domain guidance (1 - beta) x i2t + beta x guide, else i2t.
         Returns the loss terms and accuracy of the whole batch (under torchrun, over every rank's share)."""
         s, stage = self.settings, self.stage_row()
         imgs, pids = data["img"].to(self.device), data["pid"].to(self.device)
@@ -227,17 +230,20 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
             invariant, relevant = self._text_cache
             xproj = feats[2].float()
             terms["i2t"] = id_loss([xproj @ invariant.t()], pids, s.label_smooth)
-            terms["guide"] = domain_guidance(xproj, invariant[pids], relevant[pids], s.guide_direction)
-            loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
+            if stage.domain_guidance:
+                terms["guide"] = domain_guidance(xproj, invariant[pids], relevant[pids], s.guide_direction)
+                loss = loss + (1 - s.beta) * terms["i2t"] + s.beta * terms["guide"]
+            else:
+                loss = loss + terms["i2t"]
         self._step(self.optimizers[stage.optimizer], loss, terms)
         summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
         summary["acc"] = torchreid.metrics.accuracy(scores[0], pids)[0].item()  # percent, as the baselines
         return distributed.mean_over_ranks(summary, len(pids))
 
     def train_prompts(self, name: str) -> dict:
-        """One epoch of prompt stage `name` over the cached image features: SupCon both ways plus
-        omega x the domain classifier's cross-entropy (through the gradient reversal for identity
-        prompts). In a fresh random order per epoch, or (``fgdi.prompt.reshuffle`` False, the
+        """One epoch of prompt stage `name` over the cached image features: SupCon both ways plus, in a
+        stage with a domain classifier, omega x its cross-entropy (through the gradient reversal for
+        identity prompts). In a fresh random order per epoch, or (``fgdi.prompt.reshuffle`` False, the
         authors' way) in chunks of one order drawn when the stage starts. Returns the epoch's means.
         The epoch loop (`train`) puts the model in training mode before and steps the schedule after."""
         s, stage = self.settings.prompt, self.stage_row(name)
@@ -253,18 +259,22 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
         for start in range(0, len(pids) - batch + 1, batch):
             idx = order[start : start + batch][distributed.rank() :: distributed.world_size()]
             img, pid, dsetid = feats[idx], pids[idx], dsetids[idx]
+            adversarial = not stage.domain_prompts if stage.domain_classifier else None
             with autocast(self.precision, self.device):
-                text, logits = step(pid, dsetid if stage.domain_prompts else None, not stage.domain_prompts)
+                text, logits = step(pid, dsetid if stage.domain_prompts else None, adversarial)
             all_img, all_text, all_pid = distributed.gather_batch(img, text, pid)
             terms = {
                 "i2t": supcon(all_img, all_text, all_pid, all_pid, s.temperature),
                 "t2i": supcon(all_text, all_img, all_pid, all_pid, s.temperature),
-                "domain": F.cross_entropy(logits.float(), dsetid),
             }
-            loss = terms["i2t"] + terms["t2i"] + s.omega * terms["domain"]
+            loss = terms["i2t"] + terms["t2i"]
+            if stage.domain_classifier:
+                terms["domain"] = F.cross_entropy(logits.float(), dsetid)
+                loss = loss + s.omega * terms["domain"]
             self._step(self.optimizers[stage.optimizer], loss, terms)
             summary = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-            summary["domain_acc"] = torchreid.metrics.accuracy(logits, dsetid)[0].item()
+            if stage.domain_classifier:
+                summary["domain_acc"] = torchreid.metrics.accuracy(logits, dsetid)[0].item()
             meters.update(distributed.mean_over_ranks(summary, len(pid)))
         return {name: meter.avg for name, meter in meters.meters.items()}
 

@@ -1,8 +1,8 @@
-"""CLIP-FGDI as a table of stages, from which the engine derives its loop, parameters,
+"""CLIP-FGDI, and CLIP-ReID, as tables of stages, from which the engine derives its loop, parameters,
 optimizers, schedules, checkpoints and logs (docs/method.md).
 
-A stage is one row. Another method on the same model (CLIP-ReID's prompt stage then its image
-stage, say) is another table of these rows.
+A stage is one row; a method is a table (`TABLES`, by the method's name); a model trains with the
+table of the method its registered variant names (`model_table`, `models.variants.variant_method`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterable, Mapping
 import torch
 
 from ..errors import ConfigError
+from ..models.variants import variant_method
 from . import schedules
 from .settings import FGDISettings
 
@@ -30,19 +31,69 @@ class Stage:
     kind: str  # IMAGE or PROMPT
     trains: tuple[str, ...]  # prefixes of the parameter names it trains; every other one is frozen
     optimizer: str  # stages naming the same optimizer share it and its schedule (the authors' 1 and 3)
-    text_guided: bool = False  # IMAGE: adds the i2t and domain-guidance terms against the prompt features
+    text_guided: bool = False  # IMAGE: adds the i2t cross-entropy against every identity's prompt feature
+    # IMAGE, text-guided: adds CLIP-FGDI's domain guidance, beta x guide beside (1 - beta) x i2t; without it the
+    # i2t term weighs 1, as in CLIP-ReID's code
+    domain_guidance: bool = False
     domain_prompts: bool = False  # PROMPT: the domain prompts (plain classifier), else the identity prompts (GRL)
+    # PROMPT: adds omega x the domain classifier's cross-entropy (its parameters: the prefixes of `trains` after
+    # the prompt vectors'); without it the stage is SupCon alone, as CLIP-ReID's
+    domain_classifier: bool = False
     epochs: int = 0
 
 
 FGDI_STAGES = (
     Stage("stage1", IMAGE, IMAGE_ENCODER, optimizer="image"),
-    Stage("stage2a", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="stage2a"),
-    Stage("stage2b", PROMPT, ("promptlearner.dmctx", "dc."), optimizer="stage2b", domain_prompts=True),
-    Stage("stage3", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
+    Stage("stage2a", PROMPT, ("promptlearner.clsctx", "dcgrl."), optimizer="stage2a", domain_classifier=True),
+    Stage("stage2b", PROMPT, ("promptlearner.dmctx", "dc."), "stage2b", domain_prompts=True, domain_classifier=True),
+    Stage("stage3", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True, domain_guidance=True),
 )
+# CLIP-ReID (Li, Sun, Li, AAAI 2023): the identity prompts with both towers frozen, then the image
+# encoder guided by the prompts' text features; no domain prompts, classifier or guidance.
+CLIP_REID_STAGES = (
+    Stage("prompt", PROMPT, ("promptlearner.clsctx",), optimizer="prompt"),
+    Stage("image", IMAGE, IMAGE_ENCODER, optimizer="image", text_guided=True),
+)
+FGDI, CLIP_REID = "fgdi", "clip_reid"
+TABLES = {FGDI: FGDI_STAGES, CLIP_REID: CLIP_REID_STAGES}  # method name -> its stages
 STAGE_NAMES = tuple(stage.name for stage in FGDI_STAGES)
-EPOCH_KEYS = tuple(f"fgdi.{name}_epochs" for name in STAGE_NAMES)  # the config keys of the stages' epochs
+ALL_STAGE_NAMES = tuple(dict.fromkeys(stage.name for table in TABLES.values() for stage in table))
+# fgdi.* keys read only through a row that sets the field (every other fgdi.* key, every table reads)
+FIELD_KEYS = {
+    "domain_guidance": ("fgdi.beta", "fgdi.guide_direction"),
+    "domain_classifier": ("fgdi.grl_scale", "fgdi.prompt.omega", "fgdi.prompt.classifier_lr"),
+}
+
+
+def epoch_key(stage: str) -> str:
+    """The config key of stage `stage`'s epochs."""
+    return f"fgdi.{stage}_epochs"
+
+
+def epoch_keys(table: Iterable[Stage]) -> tuple[str, ...]:
+    return tuple(epoch_key(stage.name) for stage in table)
+
+
+EPOCH_KEYS = epoch_keys(FGDI_STAGES)  # CLIP-FGDI's stages' epoch keys
+ALL_EPOCH_KEYS = tuple(epoch_key(name) for name in ALL_STAGE_NAMES)
+
+
+def model_table(variant: str | None) -> tuple[Stage, ...]:
+    """The stages a model of registered variant `variant` trains with: its method's table (a model
+    built without a variant name, `FGDI(...)` directly, is CLIP-FGDI's)."""
+    return TABLES[variant_method(variant)] if variant else FGDI_STAGES
+
+
+def unread_keys(table: Iterable[Stage]) -> tuple[str, ...]:
+    """The fgdi.* keys that some table reads and `table` does not: other tables' epochs, and the keys of
+    `FIELD_KEYS` none of its rows sets the field of."""
+    table = tuple(table)
+    read = set(epoch_keys(table))
+    for field, keys in FIELD_KEYS.items():
+        if any(getattr(stage, field) for stage in table):
+            read.update(keys)
+    some = (*ALL_EPOCH_KEYS, *(key for keys in FIELD_KEYS.values() for key in keys))
+    return tuple(key for key in some if key not in read)
 
 
 def with_epochs(table: Iterable[Stage], epochs: Mapping[str, int]) -> tuple[Stage, ...]:
@@ -86,6 +137,13 @@ def build_optimizers(
                 f"optimizer {name!r} is shared by stages ({', '.join(s.name for s in sharing)}) that train different "
                 "parameters or are of different kinds: stages share an optimizer only to continue one another"
             )
+        for stage in sharing:
+            if stage.kind == PROMPT and bool(stage.trains[1:]) != stage.domain_classifier:
+                raise ConfigError(
+                    f"prompt stage {stage.name!r} trains {', '.join(stage.trains)} with domain_classifier "
+                    f"{stage.domain_classifier}: a prompt stage lists its domain classifier after its prompt vectors "
+                    "exactly when it has one"
+                )
         params = trained_by(model, sharing[0].trains, frozen)
         if kind == {IMAGE}:
             optimizers[name], schedulers[name] = _image_optimizer(params, settings)
@@ -123,12 +181,11 @@ def _image_optimizer(params: dict, settings: FGDISettings):
 
 
 def _prompt_optimizer(params: dict, trains: tuple[str, ...], settings: FGDISettings, epochs: int):
-    """The first prefix names the prompt vectors, the rest their domain classifier."""
+    """The first prefix names the prompt vectors, the rest (if any) their domain classifier."""
     s = settings.prompt
     vectors, classifier = trains[0], trains[1:]
-    groups = [
-        {"params": [p for n, p in params.items() if n.startswith(vectors)], "lr": s.lr},
-        {"params": [p for n, p in params.items() if n.startswith(classifier)], "lr": s.classifier_lr},
-    ]
+    groups = [{"params": [p for n, p in params.items() if n.startswith(vectors)], "lr": s.lr}]
+    if classifier:
+        groups.append({"params": [p for n, p in params.items() if n.startswith(classifier)], "lr": s.classifier_lr})
     optimizer = _adam(groups, s.weight_decay)
     return optimizer, schedules.prompt_scheduler(optimizer, epochs, s.warmup_epochs, s.warmup_lr, s.min_lr)

@@ -2,6 +2,9 @@
 
 Every name builds through `build_fgdi`, which torchreid reaches as
 ``torchreid.models.build_model(name, num_classes, num_domains=..., pretrained=..., ...)``.
+Each backbone is registered twice: ``fgdi*`` trains with CLIP-FGDI's stages, ``clip_reid*`` (the
+same network, its domain prompts and classifiers unused) with CLIP-ReID's; the variant's
+``method`` names the stage table (`engine.stages.TABLES`), and a model records its variant.
 """
 
 from __future__ import annotations
@@ -20,15 +23,25 @@ TINY_CLIP = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2},
 }
 
-VARIANTS: dict[str, dict] = {
-    "fgdi": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_vit_b16": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_vit_b32": {"clip": "ViT-B-32", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_vit_l14": {"clip": "ViT-L-14", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_rn50": {"clip": "RN50", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_rn101": {"clip": "RN101", "weights": "openai", "image_size": (224, 224)},
-    "fgdi_tiny": {"clip": TINY_CLIP, "weights": None, "image_size": (64, 32)},
+# Backbones by the name suffix of their variants ("": the method's default, ViT-B/16).
+_BACKBONES: dict[str, dict] = {
+    "": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
+    "_vit_b16": {"clip": "ViT-B-16", "weights": "openai", "image_size": (224, 224)},
+    "_vit_b32": {"clip": "ViT-B-32", "weights": "openai", "image_size": (224, 224)},
+    "_vit_l14": {"clip": "ViT-L-14", "weights": "openai", "image_size": (224, 224)},
+    "_rn50": {"clip": "RN50", "weights": "openai", "image_size": (224, 224)},
+    "_rn101": {"clip": "RN101", "weights": "openai", "image_size": (224, 224)},
+    "_tiny": {"clip": TINY_CLIP, "weights": None, "image_size": (64, 32)},
 }
+METHODS = ("fgdi", "clip_reid")  # the methods a variant trains with, each the prefix of its variants' names
+VARIANTS: dict[str, dict] = {
+    method + suffix: {**spec, "method": method} for method in METHODS for suffix, spec in _BACKBONES.items()
+}
+
+
+def variant_method(variant: str) -> str:
+    """The method `variant` trains with (its stage table's name: `engine.stages.TABLES`)."""
+    return VARIANTS[variant]["method"]
 
 
 def variant_weights(variant: str, pretrained: bool | str | None) -> str | None:
