@@ -158,7 +158,7 @@ def _prompts(engine: Engine, stage: Stage, text: torch.Tensor, dsetids: torch.Te
                 f"{stage.name} did not move its {' or its '.join(PARTS[k] for k in still)} (by less than {MOVED:g} of "
                 f"their norm): its {what} prompts were not trained (fgdi.prompt.lr / classifier_lr too low?)"
             )
-    if len(stage.trains) < 2:  # the prompt vectors alone: no domain classifier to ask
+    if not stage.domain_classifier:  # the prompt vectors alone: no domain classifier to ask
         return section
     model, training = engine.model, engine.model.training
     model.eval()  # the classifier's batch norm on its running statistics, which it must not update here
