@@ -8,7 +8,7 @@ import pytest
 
 from torchreid_fgdi.cli.benchmark import benchmark, main, write_tables
 from torchreid_fgdi.config import load_config
-from torchreid_fgdi.errors import ConfigError
+from torchreid_fgdi.errors import ConfigError, RunFolderError
 from torchreid_fgdi.evaluation import results_from_json
 from torchreid_fgdi.evaluation.report import paired_difference, rerank_note
 
@@ -103,9 +103,19 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
     )
     assert "first,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-,-,-,-,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
     assert "second,synth_c,unseen,3,54.0,5.3,64.0,5.3,-,-,-,-,first,+24.0,3.1,higher,+24.0,3.1,higher" in csv
-    benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3", "--reference", "second"])
+    benchmark(
+        ["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3", "--reference", "second"]
+    )
     assert "| synth_c | unseen | -24.0 ± 3.1 lower | -24.0 ± 3.1 lower |" in (out / "benchmark.md").read_text()
     assert main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "--reference", "x"]) == 2
+    seed3 = tmp_path / "log" / "second" / "seed3" / "results.json"
+    stale = json.loads(seed3.read_text())
+    seed3.write_text(json.dumps({**stale, "synth_d": {**stale["synth_d"], "images": [[80, 208]]}}))
+    with pytest.raises(RunFolderError, match=r"synth_d was tested on other query / gallery images in some runs") as err:
+        benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+    assert "second/seed2: not recorded (an older results.json); " in str(err.value)
+    assert "second/seed3: 80 query / 208 gallery images" in str(err.value)
+    seed3.write_text(json.dumps(stale))
     (tmp_path / "log" / "second" / "seed2" / "results.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"second/seed2/results.json does not exist"):
         benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from torchreid_fgdi.data.folders import parse_market_name
 from torchreid_fgdi.cli.synthetic import synthesize
+from torchreid_fgdi.data.folders import parse_market_name
 from torchreid_fgdi.synthetic import SYNTHETIC_DATASETS, render
 from torchreid_fgdi.synthetic.render import DOMAIN_STYLES, STAMP, SyntheticSize, generate, generate_domain
 

@@ -37,8 +37,8 @@ from yacs.config import CfgNode as CN
 from ..config import RunSettings, load_config
 from ..config.loading import PACKAGED_CONFIGS, packaged_note, resolve_config_file
 from ..data.readiness import ensure_datasets
-from ..errors import ConfigError, WeightsUnavailableError
-from ..evaluation import compare_tables, results_from_json
+from ..errors import ConfigError, RunFolderError, WeightsUnavailableError
+from ..evaluation import compare_tables, images_tested, results_from_json
 from ..evaluation.report import rerank_note
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
@@ -246,6 +246,26 @@ def _outcomes(runs: list[Run], collect: bool, jobs: int) -> list[dict]:
     return run_pool.run_all(argvs, names, folders, needs_clip, jobs)
 
 
+def check_test_images(runs: list[Run], outcomes: list[dict]) -> None:
+    """Refuses a target tested on other query / gallery images in some runs than in others (a
+    synthetic domain regenerated with a bigger test split between them, say): a mean or a difference
+    over them would mix two benchmarks."""
+    tested: dict[tuple, dict[str, str]] = {}
+    for run, results in zip(runs, outcomes):
+        for target, res in results.items():
+            images = images_tested(res["images"]) if "images" in res else "not recorded (an older results.json)"
+            tested.setdefault((run.prefix, target), {})[run.cfg.data.save_dir] = images
+    for (prefix, target), images in tested.items():
+        if len(set(images.values())) > 1:
+            shown = "; ".join(f"{folder}: {counts}" for folder, counts in images.items())
+            raise RunFolderError(
+                f"{target}{f' ({prefix})' if prefix else ''} was tested on other query / gallery images in some runs "
+                f"than in others ({shown}): repeat the test of the runs made on the old data, e.g. the same command "
+                "without --collect and with model.resume auto (a finished run then repeats its final test on the "
+                "data there now)"
+            )
+
+
 def _by_model(runs: list[Run], outcomes: list[dict]) -> tuple[dict[str, dict[int | None, dict]], set[str]]:
     """(model label -> seed -> table row -> result, the rows of source domains)."""
     per_seed: dict[str, dict[int | None, dict]] = {}
@@ -307,7 +327,9 @@ def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
     if args.reference is not None and args.reference not in labels:
         raise ConfigError(f"--reference {args.reference}: not one of the models, which are {', '.join(labels)}")
     _check_runs(runs, same_data=bool(args.configs), collect=args.collect)
-    per_seed, source_rows = _by_model(runs, _outcomes(runs, args.collect, args.jobs))
+    outcomes = _outcomes(runs, args.collect, args.jobs)
+    check_test_images(runs, outcomes)
+    per_seed, source_rows = _by_model(runs, outcomes)
     reranked = sorted({run.label for run in runs if run.cfg.test.rerank})
     write_tables(per_seed, source_rows, args.protocol, args.out, reranked, args.reference)
     return per_seed if args.seeds else {m: s[None] for m, s in per_seed.items()}

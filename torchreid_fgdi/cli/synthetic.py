@@ -9,7 +9,6 @@ from ..synthetic.render import DEFAULT_SIZES, DOMAIN_STYLES, SyntheticSize, gene
 from .parsers import command_parser
 from .refusals import console_script
 
-
 SIZE_HELP = {
     "train_ids": "training identities per domain",
     "test_ids": "test identities per domain",

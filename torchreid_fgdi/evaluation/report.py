@@ -50,8 +50,22 @@ def split_summary(per_split: list[dict]) -> dict:
     }
 
 
+def images_tested(sizes: Sequence[Sequence[int]]) -> str:
+    """'16 query / 41 gallery images', or over random splits 'mean of 10 splits of 50 query / 98-102 gallery images'."""
+
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+    counts = f"{span([q for q, _ in sizes])} query / {span([g for _, g in sizes])} gallery images"
+    return counts if len(sizes) == 1 else f"mean of {len(sizes)} splits of {counts}"
+
+
 def result_to_json(res: dict) -> dict:
+    """A result as ``results.json`` keeps it; ``images``: the (query, gallery) image counts it was
+    tested on, per split, so results of other test splits are never averaged or compared as one."""
     out = {"mAP": res["mAP"], "cmc": np.asarray(res["cmc"])[:50].tolist()}
+    if "images" in res:
+        out["images"] = [[int(q), int(g)] for q, g in res["images"]]
     if "splits" in res:
         out.update(mAP_std=res["mAP_std"], rank1_std=res["rank1_std"])
         out["splits"] = [result_to_json(r) for r in res["splits"]]
