@@ -119,6 +119,8 @@ def test_a_domain_made_by_old_defaults_is_regenerated_on_use_and_one_made_on_pur
     assert capsys.readouterr().out.count("=>") == 1  # torchreid's "=> Loaded synth_c" only
 
     (folder / STAMP).unlink()  # made before folders were stamped: regenerated, the same images again
+    assert generate(root, ["synth_c"], SyntheticSize(3, 2, 2, 3)) == []  # asked for other sizes: kept as it is
+    assert "exists: kept as it is" in capsys.readouterr().out and not (folder / STAMP).exists()
     SYNTHETIC_DATASETS["synth_c"](root=root)
     printed = capsys.readouterr().out
     assert f"=> {folder} is out of date: it has no readable generated.json (it was made before" in printed
@@ -126,6 +128,13 @@ def test_a_domain_made_by_old_defaults_is_regenerated_on_use_and_one_made_on_pur
     assert _digest(folder) == first and _stamp(folder)["default"] is True
 
     monkeypatch.setitem(render.DEFAULT_SIZES, "synth_c", new)  # the defaults grew: the old default is stale
+    assert generate(root, ["synth_c"]) == [str(folder)]  # the command with the defaults writes it anew too
+    assert "it was made with an older version's defaults (train_ids 3, test_ids 2," in capsys.readouterr().out
+    assert _stamp(folder)["size"] == vars(new)
+    generate(root, ["synth_c"], old, overwrite=True)
+    dataset = SYNTHETIC_DATASETS["synth_c"](root=root)  # still the old default, but made on purpose now: kept
+    assert "generated on purpose" in capsys.readouterr().out and len({item[1] for item in dataset.query}) == 2
+    (folder / STAMP).write_text(json.dumps({**_stamp(folder), "default": True}))  # as the old defaults made it
     dataset = SYNTHETIC_DATASETS["synth_c"](root=root)
     assert "it was made with an older version's defaults (train_ids 3, test_ids 2," in capsys.readouterr().out
     assert len({item[1] for item in dataset.query}) == 4 and _stamp(folder)["size"] == vars(new)

@@ -336,7 +336,8 @@ def generate(
 ) -> list[str]:
     """Generates the named domains under `root` (`size`: every one's, else each one's default); one
     already there is kept (and named) unless `overwrite`, which writes the new one aside and swaps it
-    in, so a crash keeps the old one."""
+    in, so a crash keeps the old one, or unless it is out of date and the defaults are asked for
+    (`ensure_domain`)."""
     written = []
     for name in names:
         folder = osp.join(root, name)
@@ -345,6 +346,8 @@ def generate(
             written.append(generate_domain(root, name, wanted, seed))
         elif overwrite:
             written.append(_replace_domain(root, name, wanted, seed))
+        elif (wanted, seed) == (DEFAULT_SIZES[name], 0) and _outdated(_made(folder), name):
+            written.append(ensure_domain(root, name))
         else:
             print(
                 f"=> {folder} exists: kept as it is, not regenerated with these sizes and seed "
