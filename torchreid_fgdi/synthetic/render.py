@@ -418,8 +418,10 @@ def ensure_domain(root: str, name: str) -> str:
         if made[-1]:
             print(f"=> {folder}: generated on purpose with {_settings(*made[2:4])}, not the default size")
         return folder
+    refuse_symlink_loops(root, [name])
     os.makedirs(root, exist_ok=True)
-    with open(osp.join(root, f".{name}.lock"), "a") as lock:  # one process (run, torchrun rank) writes it
+    lock = os.open(root, os.O_RDONLY)  # the data root itself: one process (run, torchrun rank) writes, no lock file
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not osp.isdir(folder):
             print(f'=> Generating synthetic domain "{name}" in "{folder}"')
@@ -429,6 +431,8 @@ def ensure_domain(root: str, name: str) -> str:
             why, size, seed = outdated
             print(f"=> {folder} is out of date: {why}; regenerating it with {_settings(size, seed)}")
             _replace_domain(root, name, size, seed)
+    finally:
+        os.close(lock)
     return folder
 
 
