@@ -108,6 +108,7 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
     )
     assert "| synth_c | unseen | -24.0 ± 3.1 lower | -24.0 ± 3.1 lower |" in (out / "benchmark.md").read_text()
     assert main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "--reference", "x"]) == 2
+    assert main(["--configs", *configs, "--out", str(out), "--collect", "--reference", "first"]) == 2
     seed3 = tmp_path / "log" / "second" / "seed3" / "results.json"
     stale = json.loads(seed3.read_text())
     seed3.write_text(json.dumps({**stale, "synth_d": {**stale["synth_d"], "images": [[80, 208]]}}))

@@ -324,6 +324,8 @@ def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
     run_pool.check_jobs(args.jobs)
     runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
     labels = list(dict.fromkeys(run.label for run in runs))
+    if args.reference is not None and not args.seeds:
+        raise ConfigError("--reference compares models paired by seed: give --seeds too (at least two)")
     if args.reference is not None and args.reference not in labels:
         raise ConfigError(f"--reference {args.reference}: not one of the models, which are {', '.join(labels)}")
     _check_runs(runs, same_data=bool(args.configs), collect=args.collect)
