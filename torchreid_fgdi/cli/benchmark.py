@@ -257,7 +257,13 @@ def check_test_images(runs: list[Run], outcomes: list[dict]) -> None:
             tested.setdefault((run.prefix, target), {})[run.cfg.data.save_dir] = images
     for (prefix, target), images in tested.items():
         if len(set(images.values())) > 1:
-            shown = "; ".join(f"{folder}: {counts}" for folder, counts in images.items())
+            by_counts: dict[str, list[str]] = {}
+            for folder, counts in images.items():
+                by_counts.setdefault(counts, []).append(folder)
+            shown = "; ".join(
+                f"{counts} in {', '.join(folders[:2])}{f' and {len(folders) - 2} more' if len(folders) > 2 else ''}"
+                for counts, folders in by_counts.items()
+            )
             raise RunFolderError(
                 f"{target}{f' ({prefix})' if prefix else ''} was tested on other query / gallery images in some runs "
                 f"than in others ({shown}): repeat the test of the runs made on the old data, e.g. the same command "
