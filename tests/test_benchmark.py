@@ -8,9 +8,9 @@ import pytest
 
 from torchreid_fgdi.cli.benchmark import benchmark, main, write_tables
 from torchreid_fgdi.config import load_config
-from torchreid_fgdi.errors import ConfigError
+from torchreid_fgdi.errors import ConfigError, RunFolderError
 from torchreid_fgdi.evaluation import results_from_json
-from torchreid_fgdi.evaluation.report import rerank_note
+from torchreid_fgdi.evaluation.report import paired_difference, rerank_note
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "synthetic"
 FGDI, ABLATION = str(CONFIGS / "fgdi_tiny.yaml"), str(CONFIGS / "fgdi_tiny_stage1_only.yaml")
@@ -93,10 +93,36 @@ def test_seeded_runs_are_collected_from_their_own_folders_as_mean_and_std(tmp_pa
     # the unseen average of each seed (0.3, 0.45, 0.6 for first), then mean ± std over seeds
     assert "| **average** | unseen | 22.5 ± 7.5 | 32.5 ± 7.5 | 40.5 ± 4.0 | 50.5 ± 4.0 |" in table
     assert "| **average** | source | 85.0 ± 0.0 | 95.0 ± 0.0 | 85.0 ± 0.0 | 95.0 ± 0.0 |" in table
-    assert table[-1] == "mAP and R1 in percent: mean ± sample std over 3 seeds."
+    assert "mAP and R1 in percent: mean ± sample std over 3 seeds." in table
+    # second - first per seed on synth_c: 30, 22, 20 -> mean 24.0, std sqrt(28), SE sqrt(28 / 3) = 3.06;
+    # 4.30 x 3.06 = 13.1 < 24.0: higher. On synth_d half of that; the unseen average: 22.5, 16.5, 15.
+    assert "| synth_c | unseen | +24.0 ± 3.1 higher | +24.0 ± 3.1 higher |" in table
+    assert "| synth_d | unseen | +12.0 ± 1.5 higher | +12.0 ± 1.5 higher |" in table
+    assert "| **average** | unseen | +18.0 ± 2.3 higher | +18.0 ± 2.3 higher |" in table
+    assert "| synth_a | source | +0.0 ± 0.0 tie | +0.0 ± 0.0 tie |" in table
+    text = "\n".join(table)
+    assert "Difference from first, paired by seed" in text and "(t = 4.30 for 3 seeds)" in text
     csv = (out / "benchmark.csv").read_text().splitlines()
-    assert csv[0] == "model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std"
-    assert "first,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
+    assert csv[0] == (
+        "model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std,"
+        "versus,mAP_diff,mAP_diff_se,mAP_verdict,R1_diff,R1_diff_se,R1_verdict"
+    )
+    assert "first,synth_c,unseen,3,30.0,10.0,40.0,10.0,-,-,-,-,-,-,-,-,-,-,-" in csv and len(csv) == 1 + 2 * (4 + 2)
+    assert "second,synth_c,unseen,3,54.0,5.3,64.0,5.3,-,-,-,-,first,+24.0,3.1,higher,+24.0,3.1,higher" in csv
+    benchmark(
+        ["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3", "--reference", "second"]
+    )
+    assert "| synth_c | unseen | -24.0 ± 3.1 lower | -24.0 ± 3.1 lower |" in (out / "benchmark.md").read_text()
+    assert main(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "--reference", "x"]) == 2
+    assert main(["--configs", *configs, "--out", str(out), "--collect", "--reference", "first"]) == 2
+    seed3 = tmp_path / "log" / "second" / "seed3" / "results.json"
+    stale = json.loads(seed3.read_text())
+    seed3.write_text(json.dumps({**stale, "synth_d": {**stale["synth_d"], "images": [[80, 208]]}}))
+    with pytest.raises(RunFolderError, match=r"synth_d was tested on other query / gallery images in some runs") as err:
+        benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
+    assert "(not recorded (an older results.json) in " in str(err.value) and " and 3 more; " in str(err.value)
+    assert str(err.value).split("80 query / 208 gallery images in ")[1].startswith(f"{seed3.parent}):")
+    seed3.write_text(json.dumps(stale))
     (tmp_path / "log" / "second" / "seed2" / "results.json").unlink()
     with pytest.raises(FileNotFoundError, match=r"second/seed2/results.json does not exist"):
         benchmark(["--configs", *configs, "--out", str(out), "--collect", "--seeds", "1", "2", "3"])
@@ -153,3 +179,12 @@ def test_the_side_by_side_table_names_the_models_tested_with_re_ranked_distances
     assert table.rstrip().endswith(rerank_note(["reranked"])) and "distances of reranked (" in table
     write_tables(per_seed, {"synth_a"}, None, str(tmp_path))
     assert "Re-ranked" not in (tmp_path / "benchmark.md").read_text()
+
+
+def test_a_difference_is_a_tie_unless_its_95_percent_t_interval_excludes_zero():
+    # differences 3, 1, 2: mean 2, std 1, SE 1 / sqrt(3) = 0.577; 3.5 SE, yet within t(2) = 4.30 SE: a tie
+    mean, se, verdict = paired_difference([13, 11, 12], [10, 10, 10])
+    assert (round(mean, 3), round(se, 3), verdict) == (2.0, 0.577, "tie")
+    # one more seed at 2: SE sqrt(2 / 3) / 2 = 0.408, t(3) = 3.18 -> 1.30 < 2: higher; the other way round, lower
+    assert paired_difference([13, 11, 12, 12], [10] * 4)[2] == "higher"
+    assert paired_difference([10] * 4, [13, 11, 12, 12])[2] == "lower"

@@ -140,6 +140,8 @@ def test_each_target_prints_its_real_query_and_gallery_sizes(run, tiny_root):
             f"| Rank-20 {line.split('Rank-20 ')[1].split()[0]} ({query} query / {gallery} gallery images)"
         )
     assert not any(line.startswith("# query") for line in lines)
+    saved = json.loads((run[0] / "results.json").read_text())  # what --collect compares across runs
+    assert saved["synth_d"]["images"] == [[query, gallery]]
 
 
 def test_results_files_have_every_configured_rank_the_domains_and_the_averages(run):

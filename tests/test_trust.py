@@ -158,8 +158,8 @@ def test_resuming_a_finished_run_says_so_and_only_tests_it_again(tiny_root, run_
     stage3 = checkpoints / "stage3.pth"
     assert (
         f"=> {stage3} is the checkpoint of a finished run (every stage trained, 4 epochs): nothing left to train, "
-        f"so its final test is repeated (same weights and settings, same results). To evaluate it with other test "
-        f"settings: test.evaluate True model.load_weights {stage3}"
+        "so its final test is repeated (same weights and settings, so the same results unless the test images "
+        f"changed). To evaluate it with other test settings: test.evaluate True model.load_weights {stage3}"
     ) in out
     assert "##### synth_d: mAP " in out and _results(run_copy) == before
     assert "Trained all stages" not in out and "Resumed from" not in out and "recorded in checkpoints" not in out

@@ -14,7 +14,9 @@ instead of training. ``benchmark.md`` and
 ``benchmark.csv`` go to ``--out``. KEY VALUE pairs and ``--root`` apply to every run.
 
 ``--seeds 1 2 3`` runs every job once per seed (``train.seed S``, ``data.save_dir <save_dir>/seed<S>``)
-and shows each cell as the mean ± sample std over the seeds; ``--collect`` reads the same folders.
+and shows each cell as the mean ± sample std over the seeds, then each model's difference from
+``--reference`` (the first model unless named) paired by seed, with its standard error and whether it
+is a tie; ``--collect`` reads the same folders.
 ``--jobs N`` trains N runs at once, each in its own process (run_pool). A stop signal, or a run
 refused or killed, stops every run; the same command with ``model.resume auto`` continues them.
 """
@@ -35,8 +37,8 @@ from yacs.config import CfgNode as CN
 from ..config import RunSettings, load_config
 from ..config.loading import PACKAGED_CONFIGS, packaged_note, resolve_config_file
 from ..data.readiness import ensure_datasets
-from ..errors import ConfigError, WeightsUnavailableError
-from ..evaluation import compare_tables, results_from_json
+from ..errors import ConfigError, RunFolderError, WeightsUnavailableError
+from ..evaluation import compare_tables, images_tested, results_from_json
 from ..evaluation.report import rerank_note
 from ..synthetic import SYNTHETIC_DATASETS, pretrain
 from . import run_pool
@@ -180,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="runs trained at once, each with its share of the CPU's cores; 2 halves a seeded synthetic "
         "benchmark's time on a 2-core CPU, with numbers that differ from --jobs 1 at float rounding",
     )
+    parser.add_argument(
+        "--reference",
+        metavar="NAME",
+        help="with --seeds: the model (config file name, or --models name) the others' differences are "
+        "taken from, paired by seed with their standard error; default: the first",
+    )
     parser.add_argument("--out", default="log/benchmark", help="folder for benchmark.md and benchmark.csv")
     parser.add_argument(
         "opts", nargs="*", default=[], metavar="KEY VALUE", help="config keys and values overriding every config"
@@ -238,6 +246,32 @@ def _outcomes(runs: list[Run], collect: bool, jobs: int) -> list[dict]:
     return run_pool.run_all(argvs, names, folders, needs_clip, jobs)
 
 
+def check_test_images(runs: list[Run], outcomes: list[dict]) -> None:
+    """Refuses a target tested on other query / gallery images in some runs than in others (a
+    synthetic domain regenerated with a bigger test split between them, say): a mean or a difference
+    over them would mix two benchmarks."""
+    tested: dict[tuple, dict[str, str]] = {}
+    for run, results in zip(runs, outcomes):
+        for target, res in results.items():
+            images = images_tested(res["images"]) if "images" in res else "not recorded (an older results.json)"
+            tested.setdefault((run.prefix, target), {})[run.cfg.data.save_dir] = images
+    for (prefix, target), images in tested.items():
+        if len(set(images.values())) > 1:
+            by_counts: dict[str, list[str]] = {}
+            for folder, counts in images.items():
+                by_counts.setdefault(counts, []).append(folder)
+            shown = "; ".join(
+                f"{counts} in {', '.join(folders[:2])}{f' and {len(folders) - 2} more' if len(folders) > 2 else ''}"
+                for counts, folders in by_counts.items()
+            )
+            raise RunFolderError(
+                f"{target}{f' ({prefix})' if prefix else ''} was tested on other query / gallery images in some runs "
+                f"than in others ({shown}): repeat the test of the runs made on the old data, e.g. the same command "
+                "without --collect and with model.resume auto (a finished run then repeats its final test on the "
+                "data there now)"
+            )
+
+
 def _by_model(runs: list[Run], outcomes: list[dict]) -> tuple[dict[str, dict[int | None, dict]], set[str]]:
     """(model label -> seed -> table row -> result, the rows of source domains)."""
     per_seed: dict[str, dict[int | None, dict]] = {}
@@ -258,13 +292,16 @@ def write_tables(
     protocol: str | None,
     out: str,
     reranked: Sequence[str] = (),
+    versus: str | None = None,
 ):
-    """``benchmark.md`` and ``benchmark.csv`` in `out`, with the paper's numbers for a protocol it reports;
-    the models in `reranked` tested with re-ranked distances, named below the table."""
+    """``benchmark.md`` and ``benchmark.csv`` in `out`, with the paper's numbers for a protocol it reports
+    and, over seeds, each model's difference from `versus` (default: the first); the models in
+    `reranked` tested with re-ranked distances, named below the table."""
     reference = None
     if protocol in PAPER:
         reference = {**PAPER[protocol], "**average**": PAPER_AVERAGE[protocol]}
-    markdown, csv = compare_tables({m: list(s.values()) for m, s in per_seed.items()}, source_rows, reference)
+    runs = {m: list(s.values()) for m, s in per_seed.items()}
+    markdown, csv = compare_tables(runs, source_rows, reference, versus)
     if reranked:
         markdown += f"\n{rerank_note(reranked)}\n"
     os.makedirs(out, exist_ok=True)
@@ -292,10 +329,17 @@ def benchmark(argv: list[str] | None = None) -> dict[str, dict]:
     _check_seeds(args.seeds, opts)
     run_pool.check_jobs(args.jobs)
     runs = _runs(_jobs(args), opts, args.seeds)  # every config checked before any run
+    labels = list(dict.fromkeys(run.label for run in runs))
+    if args.reference is not None and not args.seeds:
+        raise ConfigError("--reference compares models paired by seed: give --seeds too (at least two)")
+    if args.reference is not None and args.reference not in labels:
+        raise ConfigError(f"--reference {args.reference}: not one of the models, which are {', '.join(labels)}")
     _check_runs(runs, same_data=bool(args.configs), collect=args.collect)
-    per_seed, source_rows = _by_model(runs, _outcomes(runs, args.collect, args.jobs))
+    outcomes = _outcomes(runs, args.collect, args.jobs)
+    check_test_images(runs, outcomes)
+    per_seed, source_rows = _by_model(runs, outcomes)
     reranked = sorted({run.label for run in runs if run.cfg.test.rerank})
-    write_tables(per_seed, source_rows, args.protocol, args.out, reranked)
+    write_tables(per_seed, source_rows, args.protocol, args.out, reranked, args.reference)
     return per_seed if args.seeds else {m: s[None] for m, s in per_seed.items()}
 
 

@@ -88,8 +88,8 @@ def finished_run(path: str, done: str) -> str:
     what = f"{path} is the checkpoint of a finished run" if path else "The resumed run is finished"
     return (
         f"=> {what} ({done}): nothing left to train, so its final test is repeated (same weights and settings, "
-        f"same results). To evaluate it with other test settings: test.evaluate True model.load_weights "
-        f"{path or '<its checkpoint>'}"
+        "so the same results unless the test images changed). To evaluate it with other test settings: "
+        f"test.evaluate True model.load_weights {path or '<its checkpoint>'}"
     )
 
 

@@ -15,6 +15,7 @@ from ..evaluation import (
     extract_features,
     format_split_table,
     format_table,
+    images_tested,
     plots,
     rank_pictures,
     results_to_json,
@@ -71,11 +72,11 @@ class MultiTargetTestMixin:
         )
         for name, loaders in self.test_loader.items():
             res, distmat, sizes = self._test_target(name, loaders, evaluate, save_dir, visrank_topk)
-            res = self.test_results[name] = as_stored(res)
+            res = self.test_results[name] = as_stored({**res, "images": sizes})
             print(
                 f"##### {name}: mAP {res['mAP']:.1%} | "
                 + " | ".join(f"Rank-{r} {res['cmc'][r - 1]:.1%}" for r in ranks if r <= len(res["cmc"]))
-                + f" ({_sizes(sizes)})"
+                + f" ({images_tested(sizes)})"
             )
             if visrank and distmat is not None:
                 rank_pictures.save_ranked_queries(
@@ -160,13 +161,3 @@ class MultiTargetTestMixin:
         )
         res = evaluate_features(query, gallery, where=desc, **kwargs)
         return res, res.pop("distmat"), query, gallery
-
-
-def _sizes(sizes: list[tuple[int, int]]) -> str:
-    """'16 query / 41 gallery images', or over random splits 'mean of 10 splits of 50 query / 98-102 gallery images'."""
-
-    def span(values: list[int]) -> str:
-        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
-
-    counts = f"{span([q for q, _ in sizes])} query / {span([g for _, g in sizes])} gallery images"
-    return counts if len(sizes) == 1 else f"mean of {len(sizes)} splits of {counts}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 
 import numpy as np
+from scipy import stats
 
 from .rerank import K1, K2, LAMBDA
 
@@ -51,8 +52,22 @@ def split_summary(per_split: list[dict]) -> dict:
     }
 
 
+def images_tested(sizes: Sequence[Sequence[int]]) -> str:
+    """'16 query / 41 gallery images', or over random splits 'mean of 10 splits of 50 query / 98-102 gallery images'."""
+
+    def span(values: list[int]) -> str:
+        return f"{min(values)}" if min(values) == max(values) else f"{min(values)}-{max(values)}"
+
+    counts = f"{span([q for q, _ in sizes])} query / {span([g for _, g in sizes])} gallery images"
+    return counts if len(sizes) == 1 else f"mean of {len(sizes)} splits of {counts}"
+
+
 def result_to_json(res: dict) -> dict:
+    """A result as ``results.json`` keeps it; ``images``: the (query, gallery) image counts it was
+    tested on, per split, so results of other test splits are never averaged or compared as one."""
     out = {"mAP": res["mAP"], "cmc": np.asarray(res["cmc"])[:50].tolist()}
+    if "images" in res:
+        out["images"] = [[int(q), int(g)] for q, g in res["images"]]
     if "splits" in res:
         out.update(mAP_std=res["mAP_std"], rank1_std=res["rank1_std"])
         out["splits"] = [result_to_json(r) for r in res["splits"]]
@@ -178,23 +193,71 @@ def format_table(
     return table + (f"\n{rerank_note()}\n" if reranked else "")
 
 
+def paired_difference(values: Sequence[float], base: Sequence[float]) -> tuple[float, float, str]:
+    """The mean of the per-seed differences ``values[i] - base[i]`` (seed i of both), its standard
+    error (their sample std / sqrt(n)) and a verdict: ``higher`` or ``lower`` when the two-sided 95%
+    t-interval (n - 1 degrees of freedom) of the mean excludes 0, else ``tie``. Needs n >= 2."""
+    diffs = np.subtract(values, base, dtype=np.float64)
+    mean, se = float(np.mean(diffs)), float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
+    if abs(mean) <= stats.t.ppf(0.975, len(diffs) - 1) * se:
+        return mean, se, "tie"
+    return mean, se, "higher" if mean > 0 else "lower"
+
+
+def _difference(per_seed: list[dict], base: list[dict], rank: int | None) -> list[str]:
+    """`paired_difference` of mAP (rank None) or Rank-k in points: mean, standard error, verdict."""
+    values, reference = [_value(r, rank) for r in per_seed], [_value(r, rank) for r in base]
+    if None in values or None in reference:
+        return ["-", "-", "-"]
+    mean, se, verdict = paired_difference(values, reference)
+    return [f"{mean:+.1f}", f"{se:.1f}", verdict]
+
+
+def _difference_table(tables: dict[str, list[list]], versus: str, seeds: int) -> str:
+    """The Markdown of each other model's paired difference from `versus`, in mAP and R1."""
+    others = [m for m in tables if m != versus]
+    md = [
+        "",
+        f"Difference from {versus}, paired by seed: the mean of the per-seed differences ± its standard error "
+        f"(std of the differences / sqrt({seeds})), in points; higher or lower when the 95% t-interval "
+        f"(t = {stats.t.ppf(0.975, seeds - 1):.2f} for {seeds} seeds) excludes 0, else tie.",
+        "",
+        "| target | domain | " + " | ".join(f"{m} mAP | {m} R1" for m in others) + " |",
+        "|" + "---|" * (2 + 2 * len(others)),
+    ]
+    base = tables[versus]
+    for i, (name, kind, _) in enumerate(base[0]):
+        cells = []
+        for m in others:
+            for rank in (None, 1):
+                mean, se, verdict = _difference([r[i][2] for r in tables[m]], [r[i][2] for r in base], rank)
+                cells.append("-" if mean == "-" else f"{mean} ± {se} {verdict}")
+        md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
+    return "\n".join(md)
+
+
 def compare_tables(
     runs: dict[str, list[dict[str, dict]]],
     sources: Sequence[str],
     reference: dict[str, tuple[float, float]] | None = None,
+    versus: str | None = None,
 ) -> tuple[str, str]:
     """Several models' results side by side, as Markdown (mAP / R1) and CSV (mAP, R1, R5, R10).
 
     With several seeds a cell is the mean ± sample std over the seeds (an average row averages each
     seed's targets first, so its spread is the spread of that average), the Markdown ends with a
     line giving the number of seeds, and the CSV has the columns
-    ``model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std``.
+    ``model,target,domain,seeds,mAP,mAP_std,R1,R1_std,R5,R5_std,R10,R10_std``. With several seeds
+    and models, each model's difference from `versus` (default: the first model), paired by seed
+    (`paired_difference`), follows as a second table and as the CSV columns
+    ``versus,mAP_diff,mAP_diff_se,mAP_verdict,R1_diff,R1_diff_se,R1_verdict`` (``-`` on `versus`'s rows).
 
     Args:
         runs: model label -> that model's per-row results (the same rows for all), one dict per
-            seed; every model has the same number of seeds (one: plain numbers).
+            seed, in the same order of seeds for every model (one: plain numbers).
         sources: the rows that are training domains (the others are unseen).
         reference: optional row -> (mAP, R1) in percent, shown as a ``paper`` column.
+        versus: the model the others are compared with.
     """
     labels = list(runs)
     counts = {len(per_seed) for per_seed in runs.values()}
@@ -202,6 +265,10 @@ def compare_tables(
         got = ", ".join(f"{label}: {len(per_seed)}" for label, per_seed in runs.items())
         raise ValueError(f"every model needs results for the same number of seeds (at least one); got {got}")
     seeds = counts.pop()
+    versus = versus or labels[0]
+    if versus not in runs:
+        raise ValueError(f"the model to compare with, {versus!r}, is not one of the models: {', '.join(labels)}")
+    differences = seeds > 1 and len(labels) > 1
     tables = {label: [_rows(results, sources) for results in per_seed] for label, per_seed in runs.items()}
     head = [f"{m} mAP | {m} R1" for m in labels] + (["paper mAP | paper R1"] if reference is not None else [])
     md = ["| target | domain | " + " | ".join(head) + " |", "|" + "---|" * (2 + 2 * len(head))]
@@ -210,6 +277,8 @@ def compare_tables(
         csv = ["model,target,domain," + ",".join(metrics)]
     else:
         csv = ["model,target,domain,seeds," + ",".join(f"{k},{k}_std" for k in metrics)]
+        if differences:
+            csv[0] += ",versus," + ",".join(f"{k}_diff,{k}_diff_se,{k}_verdict" for k in ("mAP", "R1"))
     for i, (name, kind, _) in enumerate(tables[labels[0]][0]):
         cells = []
         for m in labels:
@@ -217,10 +286,17 @@ def compare_tables(
             values = [_cell(per_seed, r) for r in (None, *RANKS)]
             cells.append(" | ".join(" ± ".join(v) for v in values[:2]))
             counted = [str(seeds)] if seeds > 1 else []
-            csv.append(",".join([m, name.strip("*"), kind, *counted] + [x for v in values for x in v]))
+            compared = []
+            if differences:
+                base = [rows[i][2] for rows in tables[versus]]
+                compared = [versus] + [x for r in (None, 1) for x in _difference(per_seed, base, r)]
+                compared = compared if m != versus else ["-"] * len(compared)
+            csv.append(",".join([m, name.strip("*"), kind, *counted] + [x for v in values for x in v] + compared))
         if reference is not None:
             cells.append(" | ".join(f"{v:.1f}" for v in reference[name]) if name in reference else "- | -")
         md.append(f"| {name} | {kind} | " + " | ".join(cells) + " |")
     if seeds > 1:
         md.append(f"\nmAP and R1 in percent: mean ± sample std over {seeds} seeds.")
+    if differences:
+        md.append(_difference_table(tables, versus, seeds))
     return "\n".join(md) + "\n", "\n".join(csv) + "\n"

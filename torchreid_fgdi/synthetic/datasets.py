@@ -1,6 +1,7 @@
 """torchreid image datasets for the generated domains, read from `root` like any other.
 
-A missing domain is generated on first use, as torchreid downloads a missing public dataset.
+A missing domain is generated on first use, as torchreid downloads a missing public dataset, and
+one made with an older version's defaults is made anew (`render.ensure_domain`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os.path as osp
 import torchreid
 
 from ..data.folders import glob_with_literal_folders, parse_market_name
-from .render import DOMAIN_STYLES, generate_domain
+from .render import DOMAIN_STYLES, ensure_domain
 
 
 class SyntheticDomain(torchreid.data.ImageDataset):
@@ -32,9 +33,7 @@ class SyntheticDomain(torchreid.data.ImageDataset):
     def __init__(self, root: str = "", **kwargs):
         self.root = osp.abspath(osp.expanduser(root))
         self.dataset_dir = osp.join(self.root, self.domain)
-        if not osp.isdir(self.dataset_dir):
-            print(f'=> Generating synthetic domain "{self.domain}" in "{self.dataset_dir}"')
-            generate_domain(self.root, self.domain)
+        ensure_domain(self.root, self.domain)
         self.train_dir = osp.join(self.dataset_dir, "bounding_box_train")
         self.query_dir = osp.join(self.dataset_dir, "query")
         self.gallery_dir = osp.join(self.dataset_dir, "bounding_box_test")

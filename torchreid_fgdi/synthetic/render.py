@@ -15,6 +15,9 @@ Usage::
 from __future__ import annotations
 
 import colorsys
+import dataclasses
+import fcntl
+import json
 import os
 import os.path as osp
 import shutil
@@ -67,12 +70,30 @@ DOMAIN_STYLES = {
 
 @dataclass(frozen=True)
 class SyntheticSize:
-    """How much data each domain gets; the defaults generate all four domains in seconds."""
+    """How much data a domain gets; each domain's default is in `DEFAULT_SIZES`."""
 
     train_ids: int = 60
     test_ids: int = 40
     max_cams_per_id: int = 3
     max_images_per_cam: int = 4
+
+
+# Each domain's default size, the one place it is set. The unseen target and the tuning domain get
+# six times the sources' test identities (docs/synthetic.md: with 40, one query moved Rank-1 by 1.25
+# points and the seed spread hid a 3-point effect); their training sets are the sources' size.
+DEFAULT_SIZES = {
+    **{name: SyntheticSize() for name in DOMAIN_STYLES},
+    "synth_d": SyntheticSize(test_ids=240),
+    "synth_v": SyntheticSize(test_ids=240),
+}
+# Test identities drawn before the training images (every domain's test split until the split grew):
+# those past them are drawn after, so a bigger test split leaves the training set, and the first 40
+# test identities with their images, bit-identical.
+_TEST_IDS_DRAWN_FIRST = 40
+# Bumped when the same (domain, size, seed) would give other images: a folder stamped with another
+# version is regenerated.
+GENERATOR_VERSION = 1
+STAMP = "generated.json"  # in each domain's folder: what made it, written with it
 
 
 def _color(rng: np.random.Generator, dark_share: float) -> tuple[int, int, int]:
@@ -246,12 +267,12 @@ def render(
     return _apply_light_and_style(img, rng, cam, style)
 
 
-def _write_split(out_dir, rng, style, cams, pids, size: SyntheticSize, query_dir=None):
-    """Writes every image of `pids`; with `query_dir`, one image per camera (two cameras) goes there."""
+def _write_split(out_dir, rng, style, cams, pids, size: SyntheticSize, query_dir=None, frame: int = 0) -> int:
+    """Writes every image of `pids`; with `query_dir`, one image per camera (two cameras) goes there.
+    Frame numbers count on from `frame`; returns the last one."""
     os.makedirs(out_dir, exist_ok=True)
     if query_dir:
         os.makedirs(query_dir, exist_ok=True)
-    frame = 0
     for pid, ident in pids:
         n_cams = rng.integers(2, min(size.max_cams_per_id, style.num_cams) + 1)
         cam_ids = rng.choice(style.num_cams, size=n_cams, replace=False)
@@ -264,19 +285,23 @@ def _write_split(out_dir, rng, style, cams, pids, size: SyntheticSize, query_dir
                 target = query_dir if (k == 0 and c in query_cams) else out_dir
                 img = render(rng, ident, cams[c], style)
                 img.save(osp.join(target, name), quality=style.jpeg_quality)
+    return frame
 
 
-def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(), seed: int = 0) -> str:
-    """Writes domain `name` under `root/name`, atomically: a crash leaves no half-written domain.
+def generate_domain(root: str, name: str, size: SyntheticSize | None = None, seed: int = 0) -> str:
+    """Writes domain `name` under `root/name` (`size`: else its default), atomically: a crash leaves
+    no half-written domain.
 
-    Returns the domain's folder. The result depends only on (name, size, seed).
+    Returns the domain's folder. The result depends only on (name, size, seed), which the folder's
+    `STAMP` records.
     """
-    style = DOMAIN_STYLES[name]
+    style, size = DOMAIN_STYLES[name], size or DEFAULT_SIZES[name]
     rng = np.random.default_rng([seed, style.seed_offset])
     cams = [_camera(rng) for _ in range(style.num_cams)]
-    idents = [_identity(rng, style) for _ in range(size.train_ids + size.test_ids)]
+    first = min(size.test_ids, _TEST_IDS_DRAWN_FIRST)
+    idents = [_identity(rng, style) for _ in range(size.train_ids + first)]
     train = list(zip(range(1, size.train_ids + 1), idents[: size.train_ids]))
-    test = list(zip(range(size.train_ids + 1, size.train_ids + size.test_ids + 1), idents[size.train_ids :]))
+    test = list(zip(range(size.train_ids + 1, size.train_ids + first + 1), idents[size.train_ids :]))
 
     refuse_symlink_loops(root, [name])
     final = osp.join(root, name)
@@ -284,7 +309,12 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
     tmp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
     try:
         _write_split(osp.join(tmp, "bounding_box_train"), rng, style, cams, train, size)
-        _write_split(osp.join(tmp, "bounding_box_test"), rng, style, cams, test, size, osp.join(tmp, "query"))
+        query, gallery = osp.join(tmp, "query"), osp.join(tmp, "bounding_box_test")
+        frame = _write_split(gallery, rng, style, cams, test, size, query)
+        if size.test_ids > first:
+            more = [(size.train_ids + first + 1 + i, _identity(rng, style)) for i in range(size.test_ids - first)]
+            _write_split(gallery, rng, style, cams, more, size, query, frame)
+        _write_stamp(tmp, name, size, seed)
         try:
             os.replace(tmp, final)
         except OSError:
@@ -300,25 +330,110 @@ def generate_domain(root: str, name: str, size: SyntheticSize = SyntheticSize(),
 def generate(
     root: str,
     names: Sequence[str] = tuple(DOMAIN_STYLES),
-    size: SyntheticSize = SyntheticSize(),
+    size: SyntheticSize | None = None,
     seed: int = 0,
     overwrite: bool = False,
 ) -> list[str]:
-    """Generates the named domains under `root`; one already there is kept (and named) unless
-    `overwrite`, which writes the new one aside and swaps it in, so a crash keeps the old one."""
+    """Generates the named domains under `root` (`size`: every one's, else each one's default); one
+    already there is kept (and named) unless `overwrite`, which writes the new one aside and swaps it
+    in, so a crash keeps the old one, or unless it is out of date and the defaults are asked for
+    (`ensure_domain`)."""
     written = []
     for name in names:
         folder = osp.join(root, name)
+        wanted = size or DEFAULT_SIZES[name]
         if not osp.isdir(folder):
-            written.append(generate_domain(root, name, size, seed))
+            written.append(generate_domain(root, name, wanted, seed))
         elif overwrite:
-            written.append(_replace_domain(root, name, size, seed))
+            written.append(_replace_domain(root, name, wanted, seed))
+        elif (wanted, seed) == (DEFAULT_SIZES[name], 0) and _outdated(_made(folder), name):
+            written.append(ensure_domain(root, name))
         else:
             print(
                 f"=> {folder} exists: kept as it is, not regenerated with these sizes and seed "
                 "(--overwrite replaces it)"
             )
     return written
+
+
+def _stamp(name: str, size: SyntheticSize, seed: int) -> dict:
+    return {
+        "generator": GENERATOR_VERSION,
+        "domain": name,
+        "size": dataclasses.asdict(size),
+        "seed": seed,
+        # Made by this version's defaults: replaced once they change. Any other size or seed was asked
+        # for on purpose (torchreid-fgdi-synthetic's options) and is kept.
+        "default": size == DEFAULT_SIZES[name] and seed == 0,
+    }
+
+
+def _write_stamp(folder: str, name: str, size: SyntheticSize, seed: int) -> None:
+    with open(osp.join(folder, STAMP), "w") as f:
+        json.dump(_stamp(name, size, seed), f, indent=2)
+        f.write("\n")
+
+
+def _settings(size: SyntheticSize, seed: int) -> str:
+    return ", ".join(f"{key} {value}" for key, value in dataclasses.asdict(size).items()) + f", seed {seed}"
+
+
+def _made(folder: str) -> tuple[str, int, SyntheticSize, int, bool] | None:
+    """(domain, generator version, size, seed, custom) from the domain folder's stamp; None without
+    a readable one."""
+    try:
+        with open(osp.join(folder, STAMP)) as f:
+            stamp = json.load(f)
+        size, seed = SyntheticSize(**stamp["size"]), int(stamp["seed"])
+        return str(stamp["domain"]), stamp["generator"], size, seed, stamp["default"] is not True
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+def _outdated(made: tuple | None, name: str) -> tuple[str, SyntheticSize, int] | None:
+    """Why the domain `made` (`_made`) is not what the generator makes now, and the size and seed to
+    make it with; None if it is (a custom size or seed included: kept as made)."""
+    default = DEFAULT_SIZES[name]
+    if made is None:
+        return f"it has no readable {STAMP} (it was made before the generator recorded its settings)", default, 0
+    domain, version, size, seed, custom = made
+    if domain != name:
+        return f"its {STAMP} says it was generated as {domain}", default, 0
+    if version != GENERATOR_VERSION:
+        redo = (size, seed) if custom else (default, 0)
+        return f"it was made by generator version {version}, this is version {GENERATOR_VERSION}", *redo
+    if custom or (size, seed) == (default, 0):
+        return None
+    return f"it was made with an older version's defaults ({_settings(size, seed)})", default, 0
+
+
+def ensure_domain(root: str, name: str) -> str:
+    """`root/name` as the generator makes it now: generated when missing, and regenerated (written
+    aside, then swapped in) when made by an older version's defaults or before folders recorded
+    their settings, so stale data never gives a normal-looking number. A domain generated with
+    other sizes or another seed on purpose is used as it is, with a line saying so."""
+    folder = osp.join(root, name)
+    made = _made(folder) if osp.isdir(folder) else None
+    if made and _outdated(made, name) is None:
+        if made[-1]:
+            print(f"=> {folder}: generated on purpose with {_settings(*made[2:4])}, not the default size")
+        return folder
+    refuse_symlink_loops(root, [name])
+    os.makedirs(root, exist_ok=True)
+    lock = os.open(root, os.O_RDONLY)  # the data root itself: one process (run, torchrun rank) writes, no lock file
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not osp.isdir(folder):
+            print(f'=> Generating synthetic domain "{name}" in "{folder}"')
+            return generate_domain(root, name, DEFAULT_SIZES[name])
+        outdated = _outdated(_made(folder), name)
+        if outdated:
+            why, size, seed = outdated
+            print(f"=> {folder} is out of date: {why}; regenerating it with {_settings(size, seed)}")
+            _replace_domain(root, name, size, seed)
+    finally:
+        os.close(lock)
+    return folder
 
 
 def _replace_domain(root: str, name: str, size: SyntheticSize, seed: int) -> str:
