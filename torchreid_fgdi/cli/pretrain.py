@@ -30,7 +30,12 @@ def pretrain(argv: list[str] | None = None) -> str:
             "torchreid-fgdi-pretrain --cache /tmp/clip-trial --epochs 2 --people 500  # a separate quick trial",
         ],
     )
-    parser.add_argument("--cache", default="", help=f"cache folder (default: {tiny_clip.cache_root()})")
+    parser.add_argument(
+        "--cache",
+        default="",
+        help=f"cache folder (default: {tiny_clip.cache_root()}, where the weights shipped in the package stand "
+        "in for the default settings' checkpoint); a folder given here is pretrained into, e.g. to reproduce them",
+    )
     other = f"; other values make a separate checkpoint, which fgdi.clip_weights {tiny_clip.TAG} does not use"
     epochs = tiny_clip.PretrainSettings.epochs
     parser.add_argument("--epochs", type=int, default=epochs, help="open_clip_train epochs" + other)

@@ -34,27 +34,21 @@ HUES = (
     (1.01, "red"),
 )
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
-PATTERN_WORDS = {
-    "solid": ("plain", "solid"),
-    "hstripes": ("striped", "horizontally striped"),
-    "vstripes": ("striped", "vertically striped"),
-    "checks": ("checked", "plaid"),
-    "logo": ("logo", "printed"),
-}
+PATTERN_WORDS = {"solid": "plain", "hstripes": "striped", "vstripes": "striped", "checks": "checked", "logo": "logo"}
 ACCESSORY_PHRASES = {
-    "backpack": ("carrying a {c} backpack", "with a {c} backpack"),
-    "shoulder_bag": ("with a {c} shoulder bag", "carrying a {c} bag"),
-    "hat": ("wearing a {c} hat", "in a {c} cap"),
+    "backpack": ("with a {c} backpack", "carrying a {c} backpack"),
+    "shoulder_bag": ("with a {c} shoulder bag", "carrying a {c} shoulder bag"),
+    "hat": ("with a {c} hat", "wearing a {c} hat"),
 }
 TEMPLATES = (
     "a photo of a person wearing {top} and {bottom}{extra}.",
     "{top}, {bottom}{extra}",
     "pedestrian in {top} and {bottom}{extra}, seen from the {view}.",
-    "a {build} person in {top}{extra}.",
+    "a {build} person in {top} and {bottom}{extra}.",
     "street photo: someone wearing {bottom} and {top}{extra}",
-    "cctv image of a person in {top}{extra}",
-    "a person walking, {top}, {bottom}.",
-    "{top}{extra}",
+    "cctv image of a person in {top} and {bottom}{extra}",
+    "a person walking{extra}, {top}, {bottom}.",
+    "a person in {top}{extra}, {bottom}",
 )
 
 
@@ -70,18 +64,18 @@ def colour_name(rgb: tuple[int, int, int]) -> str:
 
 
 def caption(ident: dict, view: str, rng: np.random.Generator) -> str:
-    """One caption of a drawn person: a random template naming a random subset of the attributes."""
-    pattern = PATTERN_WORDS[ident["pattern"]][rng.integers(2)]
-    sleeves = "long-sleeved" if ident["long_sleeves"] else "short-sleeved"
-    top_words = [colour_name(ident["shirt"])]
-    if rng.random() < 0.6 and ident["pattern"] != "solid":
-        top_words.append(pattern)
+    """One caption of a drawn person in a random template, naming every attribute the probe asks
+    about in the probe's words (`attributes`), the colours beside them, in varied order."""
+    named = attributes(ident)
+    words = [colour_name(ident["shirt"]), named["pattern"]]
+    if rng.random() < 0.5:
+        words.reverse()
     if rng.random() < 0.4:
-        top_words.append(sleeves)
-    top = f"a {' '.join(top_words)} {('shirt', 'top', 't-shirt')[rng.integers(3)]}"
-    bottom = f"{colour_name(ident['pants'])} {'shorts' if ident['shorts'] else ('trousers', 'pants')[rng.integers(2)]}"
+        words.insert(0, "long-sleeved" if ident["long_sleeves"] else "short-sleeved")
+    top = f"a {' '.join(words)} shirt"
+    bottom = f"{colour_name(ident['pants'])} {named['bottom']}"
     extra = ""
-    if ident["accessory"] != "none" and rng.random() < 0.7:
+    if ident["accessory"] != "none":
         phrase = ACCESSORY_PHRASES[ident["accessory"]][rng.integers(2)]
         extra = ", " + phrase.format(c=colour_name(ident["accessory_color"]))
     build = "slim" if ident["width"] < 0.95 else ("broad" if ident["width"] > 1.1 else "medium-built")
@@ -96,7 +90,7 @@ def attributes(ident: dict) -> dict[str, str]:
     """What a zero-shot probe asks about a drawn person, in caption words."""
     return {
         "shirt": colour_name(ident["shirt"]),
-        "pattern": "plain" if ident["pattern"] == "solid" else PATTERN_WORDS[ident["pattern"]][0],
+        "pattern": PATTERN_WORDS[ident["pattern"]],
         "bottom": "shorts" if ident["shorts"] else "trousers",
         "accessory": ident["accessory"].replace("_", " "),
     }
