@@ -67,10 +67,11 @@ def test_captions_name_what_is_drawn_in_varied_words():
     captions = [caption(ident, "front", rng) for ident in idents]
     assert len(set(captions)) > 150  # varied templates and subsets, as alt-text varies
     for ident, text in zip(idents, captions):
-        assert colour_name(ident["shirt"]) in text  # the shirt colour is always named
-        assert ("shorts" in text) == ident["shorts"]
-        # and every attribute the probe asks about, in the probe's words ("none" is not asked about)
-        assert all(value in text for value in attributes(ident).values() if value != "none")
+        assert ("shorts" in text) <= ident["shorts"] and ("trousers" in text) <= (not ident["shorts"])
+        assert not re.search(r"\b(pants|plaid|cap|solid|printed)\b|(?<!shoulder) bag", text)  # only the probe's words
+    for attribute in ATTRIBUTES:  # each attribute the probe asks about is named often, in its words
+        named = [attributes(i)[attribute] in t for i, t in zip(idents, captions) if attributes(i)[attribute] != "none"]
+        assert 0.5 < np.mean(named) < 1, attribute  # a subset, as alt-text names
     assert set(attributes(idents[0])) == set(ATTRIBUTES)
 
 

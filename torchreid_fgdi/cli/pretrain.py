@@ -26,7 +26,8 @@ def pretrain(argv: list[str] | None = None) -> str:
         "Pretrains fgdi_tiny's CLIP on captioned synthetic people with open_clip_train (once; cached)\n"
         f"and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {tiny_clip.TAG}.",
         [
-            "torchreid-fgdi-pretrain  # about 4 minutes on 2 CPU cores, then cached",
+            "torchreid-fgdi-pretrain  # the weights shipped in the package: their probe and path",
+            "OMP_NUM_THREADS=1 torchreid-fgdi-pretrain --cache /tmp/clip-again  # makes them again (minutes)",
             "torchreid-fgdi-pretrain --cache /tmp/clip-trial --epochs 2 --people 500  # a separate quick trial",
         ],
     )

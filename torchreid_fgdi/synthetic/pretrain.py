@@ -5,8 +5,10 @@ downloaded everywhere, so the synthetic benchmark gets its own: `fgdi_tiny`'s CL
 variants.TINY_CLIP), trained by ``open_clip_train`` on a corpus of drawn people with captions
 (data.synthetic.captions) whose identities and styles are not the benchmark's. The checkpoint
 is an ordinary open_clip one; the model loads it through the same ``pretrained=<file>`` path as
-OpenAI's weights. It is made on first use, cached under a key of everything it depends on, and
-the zero-shot attribute probe (evaluation.zero_shot) says whether it linked words to images.
+OpenAI's weights. The default settings' checkpoint ships in the package (``weights/``, fp16, with
+its record) so that no run waits for the pretraining; other settings' is made on first use, cached
+under a key of everything it depends on. The zero-shot attribute probe (`probe`) says whether it
+linked words to images.
 
 In a config, ``fgdi.clip_weights: synthetic-captions`` names it; ``torchreid-fgdi-pretrain``
 (`cli.pretrain`) makes it ahead of time. Pretraining needs the ``pretrain`` extra
