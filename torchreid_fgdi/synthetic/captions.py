@@ -50,7 +50,7 @@ TEMPLATES = (
 )
 # How often a caption names each attribute (and a colour beside a bottom or an accessory): a subset,
 # as alt-text names one, so that a prompt naming one attribute alone reads like a caption.
-NAMED = {"shirt": 0.8, "pattern": 0.6, "sleeves": 0.3, "bottom": 0.6, "accessory": 0.7, "colour": 0.5}
+NAMED = {"shirt": 0.8, "pattern": 0.8, "sleeves": 0.3, "bottom": 0.8, "accessory": 0.8, "colour": 0.7}
 
 
 def colour_name(rgb: tuple[int, int, int]) -> str:

@@ -73,8 +73,8 @@ class PretrainSettings:
     heldout: CorpusSize = CorpusSize(people=300, styles=16, images_per_person=1)
     seed: int = 0
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 64
+    lr: float = 3e-3
     wd: float = 0.1
     warmup: int = 20
 
