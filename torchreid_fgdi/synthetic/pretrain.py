@@ -172,6 +172,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
     process makes it, others wait); what killed pretrainings left (temporary files, a work folder)
     is removed."""
     path = checkpoint_path(settings, root)
+    if path == PACKAGED:  # shipped, made by these settings and as recorded: nothing to make or lock
+        return path
     folder = osp.dirname(path)
     os.makedirs(osp.dirname(folder), exist_ok=True)
     with open(folder + ".lock", "w") as lock:
