@@ -26,11 +26,17 @@ def pretrain(argv: list[str] | None = None) -> str:
         "Pretrains fgdi_tiny's CLIP on captioned synthetic people with open_clip_train (once; cached)\n"
         f"and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {tiny_clip.TAG}.",
         [
-            "torchreid-fgdi-pretrain  # about 4 minutes on 2 CPU cores, then cached",
+            "torchreid-fgdi-pretrain  # the weights shipped in the package: their probe and path",
+            "OMP_NUM_THREADS=1 torchreid-fgdi-pretrain --cache /tmp/clip-again  # makes them again (minutes)",
             "torchreid-fgdi-pretrain --cache /tmp/clip-trial --epochs 2 --people 500  # a separate quick trial",
         ],
     )
-    parser.add_argument("--cache", default="", help=f"cache folder (default: {tiny_clip.cache_root()})")
+    parser.add_argument(
+        "--cache",
+        default="",
+        help=f"cache folder (default: {tiny_clip.cache_root()}, where the weights shipped in the package stand "
+        "in for the default settings' checkpoint); a folder given here is pretrained into, e.g. to reproduce them",
+    )
     other = f"; other values make a separate checkpoint, which fgdi.clip_weights {tiny_clip.TAG} does not use"
     epochs = tiny_clip.PretrainSettings.epochs
     parser.add_argument("--epochs", type=int, default=epochs, help="open_clip_train epochs" + other)

@@ -1,7 +1,9 @@
 """A captioned corpus of drawn people, for pretraining a tiny CLIP the way CLIP was pretrained.
 
-The generator knows every attribute it draws, so each image gets a caption, worded in varied
-templates and naming a random subset of what is visible, as web alt-text does. The people are
+The generator knows every attribute it draws, so each image gets a caption in varied templates
+and word orders. Every caption names each attribute the zero-shot probe asks about (`attributes`),
+in the probe's words: a caption that names a pattern only sometimes, never names a plain shirt or
+calls trousers "pants" half the time teaches a tiny text tower little about those words. The people are
 new identities (never in the benchmark's domains), drawn in a mixture of random global styles
 that covers none of ``synth_a`` ... ``synth_d`` exactly, as web images cover no re-ID camera.
 Everything follows from the seed.
@@ -34,28 +36,21 @@ HUES = (
     (1.01, "red"),
 )
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey")
-PATTERN_WORDS = {
-    "solid": ("plain", "solid"),
-    "hstripes": ("striped", "horizontally striped"),
-    "vstripes": ("striped", "vertically striped"),
-    "checks": ("checked", "plaid"),
-    "logo": ("logo", "printed"),
-}
-ACCESSORY_PHRASES = {
-    "backpack": ("carrying a {c} backpack", "with a {c} backpack"),
-    "shoulder_bag": ("with a {c} shoulder bag", "carrying a {c} bag"),
-    "hat": ("wearing a {c} hat", "in a {c} cap"),
-}
+PATTERN_WORDS = {"solid": "plain", "hstripes": "striped", "vstripes": "striped", "checks": "checked", "logo": "logo"}
+ACCESSORY_VERBS = {"backpack": "carrying", "shoulder_bag": "carrying", "hat": "wearing"}
 TEMPLATES = (
-    "a photo of a person wearing {top} and {bottom}{extra}.",
-    "{top}, {bottom}{extra}",
-    "pedestrian in {top} and {bottom}{extra}, seen from the {view}.",
-    "a {build} person in {top}{extra}.",
-    "street photo: someone wearing {bottom} and {top}{extra}",
-    "cctv image of a person in {top}{extra}",
-    "a person walking, {top}, {bottom}.",
-    "{top}{extra}",
+    "a photo of a person wearing {top}{more}.",
+    "{top}{more}",
+    "pedestrian in {top}{more}, seen from the {view}.",
+    "a {build} person in {top}{more}.",
+    "street photo: someone in {top}{more}",
+    "cctv image of a person in {top}{more}",
+    "a person walking in {top}{more}.",
+    "a person in {top}{more}",
 )
+# How often a caption names each attribute (and a colour beside a bottom or an accessory): a subset,
+# as alt-text names one, so that a prompt naming one attribute alone reads like a caption.
+NAMED = {"shirt": 0.8, "pattern": 0.8, "sleeves": 0.3, "bottom": 0.8, "accessory": 0.8, "colour": 0.7}
 
 
 def colour_name(rgb: tuple[int, int, int]) -> str:
@@ -70,23 +65,29 @@ def colour_name(rgb: tuple[int, int, int]) -> str:
 
 
 def caption(ident: dict, view: str, rng: np.random.Generator) -> str:
-    """One caption of a drawn person: a random template naming a random subset of the attributes."""
-    pattern = PATTERN_WORDS[ident["pattern"]][rng.integers(2)]
-    sleeves = "long-sleeved" if ident["long_sleeves"] else "short-sleeved"
-    top_words = [colour_name(ident["shirt"])]
-    if rng.random() < 0.6 and ident["pattern"] != "solid":
-        top_words.append(pattern)
-    if rng.random() < 0.4:
-        top_words.append(sleeves)
-    top = f"a {' '.join(top_words)} {('shirt', 'top', 't-shirt')[rng.integers(3)]}"
-    bottom = f"{colour_name(ident['pants'])} {'shorts' if ident['shorts'] else ('trousers', 'pants')[rng.integers(2)]}"
-    extra = ""
-    if ident["accessory"] != "none" and rng.random() < 0.7:
-        phrase = ACCESSORY_PHRASES[ident["accessory"]][rng.integers(2)]
-        extra = ", " + phrase.format(c=colour_name(ident["accessory_color"]))
+    """One caption of a drawn person in a random template: a random subset of its attributes (`NAMED`),
+    each in the zero-shot probe's words (`attributes`), in varied order."""
+    named = attributes(ident)
+    shirt = ((colour_name(ident["shirt"]), "shirt"), (named["pattern"], "pattern"))
+    words = [word for word, key in shirt if rng.random() < NAMED[key]]
+    if rng.random() < 0.5:
+        words.reverse()
+    if rng.random() < NAMED["sleeves"]:
+        words.insert(0, "long-sleeved" if ident["long_sleeves"] else "short-sleeved")
+    top = " ".join(["a", *words, "shirt"])
+    more = []
+    if rng.random() < NAMED["bottom"]:
+        colour = f"{colour_name(ident['pants'])} " if rng.random() < NAMED["colour"] else ""
+        more.append(f"{('wearing', 'in')[rng.integers(2)]} {colour}{named['bottom']}")
+    if ident["accessory"] != "none" and rng.random() < NAMED["accessory"]:
+        colour = f"{colour_name(ident['accessory_color'])} " if rng.random() < NAMED["colour"] else ""
+        verb = ("with", ACCESSORY_VERBS[ident["accessory"]])[rng.integers(2)]
+        more.append(f"{verb} a {colour}{named['accessory']}")
+    if rng.random() < 0.5:
+        more.reverse()
     build = "slim" if ident["width"] < 0.95 else ("broad" if ident["width"] > 1.1 else "medium-built")
     template = TEMPLATES[rng.integers(len(TEMPLATES))]
-    return template.format(top=top, bottom=bottom, extra=extra, view=view, build=build)
+    return template.format(top=top, more="".join(f", {m}" for m in more), view=view, build=build)
 
 
 ATTRIBUTES = ("shirt", "pattern", "bottom", "accessory")  # the labelled columns beside each caption
@@ -96,7 +97,7 @@ def attributes(ident: dict) -> dict[str, str]:
     """What a zero-shot probe asks about a drawn person, in caption words."""
     return {
         "shirt": colour_name(ident["shirt"]),
-        "pattern": "plain" if ident["pattern"] == "solid" else PATTERN_WORDS[ident["pattern"]][0],
+        "pattern": PATTERN_WORDS[ident["pattern"]],
         "bottom": "shorts" if ident["shorts"] else "trousers",
         "accessory": ident["accessory"].replace("_", " "),
     }

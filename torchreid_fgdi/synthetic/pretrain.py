@@ -5,8 +5,10 @@ downloaded everywhere, so the synthetic benchmark gets its own: `fgdi_tiny`'s CL
 variants.TINY_CLIP), trained by ``open_clip_train`` on a corpus of drawn people with captions
 (data.synthetic.captions) whose identities and styles are not the benchmark's. The checkpoint
 is an ordinary open_clip one; the model loads it through the same ``pretrained=<file>`` path as
-OpenAI's weights. It is made on first use, cached under a key of everything it depends on, and
-the zero-shot attribute probe (evaluation.zero_shot) says whether it linked words to images.
+OpenAI's weights. The default settings' checkpoint ships in the package (``weights/``, fp16, with
+its record) so that no run waits for the pretraining; other settings' is made on first use, cached
+under a key of everything it depends on. The zero-shot attribute probe (`probe`) says whether it
+linked words to images.
 
 In a config, ``fgdi.clip_weights: synthetic-captions`` names it; ``torchreid-fgdi-pretrain``
 (`cli.pretrain`) makes it ahead of time. Pretraining needs the ``pretrain`` extra
@@ -56,6 +58,11 @@ LOG_EVERY = 5  # steps between open_clip_train's log lines, each a step of the p
 LAUNCHER_SIZES = ("WORLD_SIZE", "SLURM_NTASKS")
 # open_clip_train ships in open_clip's wheel; what it imports comes with open_clip_torch[training].
 TRAINER_MODULES = ("pandas", "webdataset", "braceexpand", "open_clip_train.main")
+# Raised when what the settings do not show changes the weights: the captions' wording, the stored format.
+RECIPE = 2
+# The checkpoint of the default settings, shipped in the package so that no run waits for its minutes of
+# pretraining; its record says which settings made it (`packaged`).
+PACKAGED = osp.join(osp.dirname(osp.abspath(__file__)), "weights", CHECKPOINT)
 
 
 @dataclass(frozen=True)
@@ -66,28 +73,44 @@ class PretrainSettings:
     heldout: CorpusSize = CorpusSize(people=300, styles=16, images_per_person=1)
     seed: int = 0
     epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
+    batch_size: int = 64
+    lr: float = 3e-3
     wd: float = 0.1
     warmup: int = 20
 
 
+def made_by(settings: PretrainSettings) -> dict:
+    """What decides the weights the pretraining of `settings` makes, as its record keeps it (JSON)."""
+    return json.loads(json.dumps({"settings": dataclasses.asdict(settings), "model": TINY_CLIP, "recipe": RECIPE}))
+
+
 def cache_key(settings: PretrainSettings) -> str:
-    """Changes with the settings, the model config, and the open_clip and torch versions."""
+    """Changes with `made_by` (the settings, the model config, the recipe) and the open_clip and torch versions."""
     blob = json.dumps(
-        {
-            "settings": dataclasses.asdict(settings),
-            "model": TINY_CLIP,
-            "open_clip": open_clip.__version__,
-            "torch": torch.__version__.split("+")[0],
-        },
+        {**made_by(settings), "open_clip": open_clip.__version__, "torch": torch.__version__.split("+")[0]},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def packaged(settings: PretrainSettings) -> tuple[str, str]:
+    """(`PACKAGED` if the pretraining of `settings` made it, else ''; why it cannot be trusted, '' if it can).
+    Weights made by other open_clip or torch versions are the same model: only `made_by` must match."""
+    try:
+        if _record(PACKAGED)["made_by"] != made_by(settings):
+            return "", ""
+    except (OSError, ValueError, KeyError, TypeError):
+        return "", ""
+    return PACKAGED, untrusted(PACKAGED)
+
+
 def checkpoint_path(settings: PretrainSettings, root: str = "") -> str:
-    """Where the checkpoint for `settings` is cached (`root`: the cache folder, default `cache_root()`)."""
+    """Where the checkpoint for `settings` is: in the package if it was made by them and is as its record
+    says and `root` is not given (`packaged`), else cached in `root` (default `cache_root()`)."""
+    if not root:
+        shipped, problem = packaged(settings)
+        if shipped and not problem:
+            return shipped
     return osp.join(root or cache_root(), "synthetic-clip", cache_key(settings), CHECKPOINT)
 
 
@@ -149,6 +172,8 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
     process makes it, others wait); what killed pretrainings left (temporary files, a work folder)
     is removed."""
     path = checkpoint_path(settings, root)
+    if path == PACKAGED:  # shipped, made by these settings and as recorded: nothing to make or lock
+        return path
     folder = osp.dirname(path)
     os.makedirs(osp.dirname(folder), exist_ok=True)
     with open(folder + ".lock", "w") as lock:
@@ -158,6 +183,9 @@ def pretrained_checkpoint(settings: PretrainSettings = PretrainSettings(), root:
         problem = untrusted(path)
         if problem:
             print(f"=> Pretraining the tiny CLIP again: the cached {path} cannot be trusted: {problem}")
+        shipped, refused = packaged(settings) if not root else ("", "")
+        if refused and not osp.isfile(path):
+            print(f"=> Pretraining the tiny CLIP: the packaged {shipped} cannot be trusted: {refused}")
         if problem or not osp.isfile(path):
             with rng.rng_preserved():  # open_clip_train seeds torch: the run that asked draws as if it were cached
                 pretrain(folder, settings, problem)
@@ -186,7 +214,7 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
     work = folder + ".work"
     print(f"=> Pretraining the tiny CLIP on captioned synthetic people into {folder} (once; minutes on a CPU)")
     corpus = write_corpus(osp.join(work, "corpus"), settings.corpus, settings.seed)
-    heldout = write_corpus(osp.join(work, "heldout"), settings.heldout, settings.seed + 1)
+    heldout = heldout_corpus(osp.join(work, "heldout"), settings)
     config = osp.join(work, f"{MODEL_NAME}.json")
     atomic.write_text(config, json.dumps({**TINY_CLIP, "quick_gelu": True}))
     open_clip.add_model_config(config)
@@ -213,16 +241,15 @@ def pretrain(folder: str, settings: PretrainSettings, replacing: str = "") -> di
             state = read_checkpoint(trained)["state_dict"]
             state = {k.removeprefix("module."): v for k, v in state.items()}
             check_finite(state, trained)  # a diverged pretraining is not cached as the benchmark's CLIP
-            model, _, preprocess = open_clip.create_model_and_transforms(MODEL_NAME)  # random, until:
-            model.load_state_dict(state)
-            probe = attribute_accuracy(model, open_clip.get_tokenizer(MODEL_NAME), preprocess, heldout)
+            state = compact(state)
+            probe = measure_probe(state, heldout)
     finally:  # the bar ended with the block; the log goes beside the checkpoint, however it ended
         if osp.isfile(log):
             os.makedirs(folder, exist_ok=True)
             os.replace(log, kept_log)
             print(f"=> open_clip's log of the pretraining: {kept_log}")
     print(format_accuracy(probe))
-    keep(folder, state, probe)
+    keep(folder, state, probe, settings)
     shutil.rmtree(work, ignore_errors=True)
     return probe
 
@@ -291,10 +318,37 @@ class _Progress(logging.Handler):
         super().close()
 
 
-def keep(folder: str, state: dict, probe: dict) -> str:
+def compact(state: dict) -> dict:
+    """`state` with its floating tensors in fp16, as OpenAI ships CLIP: half the bytes (the token
+    embedding, 49408x64, is most of them); the probe is measured on these values."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def heldout_corpus(folder: str, settings: PretrainSettings) -> str:
+    """Writes the held-out people the probe of `settings`' checkpoint is measured on; their CSV's path."""
+    return write_corpus(folder, settings.heldout, settings.seed + 1)
+
+
+def measure_probe(state: dict, heldout_csv: str) -> dict:
+    """The zero-shot probe (`probe.attribute_accuracy`) of the tiny CLIP holding `state`, in fp32."""
+    model = open_clip.CLIP(**TINY_CLIP, quick_gelu=True)  # as open_clip_train built it (`pretrain`)
+    model.load_state_dict(state)
+    preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+    return attribute_accuracy(model, open_clip.SimpleTokenizer(), preprocess, heldout_csv)
+
+
+def keep(folder: str, state: dict, probe: dict, settings: PretrainSettings) -> str:
     """Writes `state` as ``folder/open_clip_tiny.pt``, then its record: its size and sha256 (what a later
-    use checks it against) and `probe`, its zero-shot probe. Returns the checkpoint's path."""
+    use checks it against), `probe`, its zero-shot probe, and what made it (`made_by`, the versions).
+    Returns the checkpoint's path."""
     path = write_checkpoint(state, osp.join(folder, CHECKPOINT))
-    record = {"bytes": osp.getsize(path), "sha256": sha256sum(path), "zero_shot": probe}
+    record = {
+        "bytes": osp.getsize(path),
+        "sha256": sha256sum(path),
+        "zero_shot": probe,
+        "made_by": made_by(settings),
+        "open_clip": open_clip.__version__,
+        "torch": torch.__version__.split("+")[0],
+    }
     atomic.write_text(osp.join(folder, RECORD), json.dumps(record, indent=1))
     return path

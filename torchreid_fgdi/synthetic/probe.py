@@ -64,9 +64,18 @@ def _encode(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return feats / feats.norm(dim=-1, keepdim=True)
 
 
+def above_majority(result: dict[str, float]) -> bool:
+    """Whether an attribute's zero-shot accuracy beats answering its majority value for every image."""
+    return result["accuracy"] > result["majority"]
+
+
 def format_accuracy(results: dict[str, dict[str, float]]) -> str:
-    """A Markdown table of the probe."""
-    lines = ["| attribute | values | zero-shot accuracy | majority value |", "|---|---|---|---|"]
+    """A Markdown table of the probe, with its verdict per attribute."""
+    lines = [
+        "| attribute | values | zero-shot accuracy | majority value | above majority |",
+        "|---|---|---|---|---|",
+    ]
     for attribute, r in results.items():
-        lines.append(f"| {attribute} | {r['values']} | {r['accuracy']:.1%} | {r['majority']:.1%} |")
+        verdict = "yes" if above_majority(r) else "no"
+        lines.append(f"| {attribute} | {r['values']} | {r['accuracy']:.1%} | {r['majority']:.1%} | {verdict} |")
     return "\n".join(lines)
