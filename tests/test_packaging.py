@@ -87,12 +87,18 @@ def _wheel(tmp_path: Path) -> Path:
 
 
 @pytest.mark.subprocess
-def test_the_wheel_ships_configs_py_typed_licence_and_entry_points(tmp_path):
+def test_the_wheel_ships_configs_the_tiny_clip_py_typed_licence_and_entry_points(tmp_path):
     wheel = _wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "configs").rglob("*.yaml")}
     assert {"torchreid_fgdi/configs/protocols/p1.yaml", "torchreid_fgdi/configs/models/fgdi.yaml"} <= configs
     assert configs <= names and "torchreid_fgdi/py.typed" in names
+    shipped = {p.relative_to(REPO).as_posix() for p in (PACKAGE / "synthetic" / "weights").iterdir()}
+    assert {
+        "torchreid_fgdi/synthetic/weights/open_clip_tiny.pt",
+        "torchreid_fgdi/synthetic/weights/open_clip_tiny.json",
+    } <= shipped
+    assert shipped <= names  # the synthetic benchmark's tiny CLIP and its record: a plain install needs no pretraining
     dist_info = f"torchreid_fgdi-{torchreid_fgdi.__version__}.dist-info"
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "License-Expression: MIT" in metadata and "Requires-Python: >=3.10" in metadata
