@@ -80,4 +80,4 @@ def register_all() -> None:
         register_sampler(name, sampler)
     for name, builder in PIPELINES.items():
         register_transforms(name, builder)
-    register_made_weights(pretrain.TAG, pretrain.pretrained_checkpoint)
+    register_made_weights(pretrain.TAG, pretrain.pretrained_checkpoint, pretrain.ready_checkpoint)

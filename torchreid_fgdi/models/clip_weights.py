@@ -33,11 +33,19 @@ from .hub import (
 # name -> maker of weights this package makes rather than fetches (the synthetic benchmark's tiny CLIP,
 # registered by `integration.registry`), so every path that builds a model reads the name alike.
 _MADE_WEIGHTS: dict[str, Callable[[], str]] = {}
+_READY_WEIGHTS: dict[str, Callable[[], str | None]] = {}
 
 
-def register_made_weights(name: str, make: Callable[[], str]) -> None:
-    """`pretrained=name` then means the file `make()` returns (made, or found cached, on first use)."""
+def register_made_weights(name: str, make: Callable[[], str], ready: Callable[[], str | None] = lambda: None) -> None:
+    """`pretrained=name` then means the file `make()` returns (made, or found cached, on first use);
+    `ready()` is that file when it is already there (shipped or cached), else None, without making it."""
     _MADE_WEIGHTS[name] = make
+    _READY_WEIGHTS[name] = ready
+
+
+def ready_made_weights(weights: str) -> str | None:
+    """The file behind made weights `weights` if it is already there (`register_made_weights`), else None."""
+    return _READY_WEIGHTS[weights]()
 
 
 def made_weights(weights: object) -> bool:

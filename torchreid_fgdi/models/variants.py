@@ -13,7 +13,7 @@ import functools
 
 from torch import nn
 
-from .clip_weights import create_clip, find_weights, made_weights, tag_uses_quick_gelu
+from .clip_weights import create_clip, find_weights, made_weights, ready_made_weights, tag_uses_quick_gelu
 from .fgdi import FGDI
 
 # A random CLIP small enough to train on a CPU: for tests and the synthetic demo.
@@ -57,8 +57,9 @@ def check_variant_weights(variant: str, pretrained: bool | str | None, cache_dir
     weights = variant_weights(variant, pretrained)
     if not weights:
         return "none (random init)"
-    how = "made" if made_weights(weights) else "downloaded"
-    return find_weights(VARIANTS[variant]["clip"], weights, cache_dir) or f"{weights!r}, {how} on first use"
+    if made_weights(weights):
+        return ready_made_weights(weights) or f"{weights!r}, made on first use"
+    return find_weights(VARIANTS[variant]["clip"], weights, cache_dir) or f"{weights!r}, downloaded on first use"
 
 
 def variant_quick_gelu(variant: str, pretrained: bool | str | None, quick_gelu: bool | None = None) -> bool:

@@ -73,8 +73,8 @@ class PretrainSettings:
     heldout: CorpusSize = CorpusSize(people=300, styles=16, images_per_person=1)
     seed: int = 0
     epochs: int = 10
-    batch_size: int = 64
-    lr: float = 3e-3
+    batch_size: int = 128
+    lr: float = 1e-3
     wd: float = 0.1
     warmup: int = 20
 
@@ -154,6 +154,11 @@ def cache_problem(settings: PretrainSettings = PretrainSettings(), root: str = "
 def is_cached(settings: PretrainSettings = PretrainSettings(), root: str = "") -> bool:
     """Whether the checkpoint for `settings` is cached as its pretraining wrote it."""
     return not cache_problem(settings, root)
+
+
+def ready_checkpoint(settings: PretrainSettings = PretrainSettings(), root: str = "") -> str | None:
+    """The checkpoint for `settings` if it is there as its pretraining wrote it (shipped or cached), else None."""
+    return None if cache_problem(settings, root) else checkpoint_path(settings, root)
 
 
 def log_path(checkpoint: str) -> str:
