@@ -27,7 +27,7 @@ def pretrain(argv: list[str] | None = None) -> str:
         f"and prints its zero-shot attribute probe. Configs name it fgdi.clip_weights {tiny_clip.TAG}.",
         [
             "torchreid-fgdi-pretrain  # the weights shipped in the package: their probe and path",
-            "OMP_NUM_THREADS=1 torchreid-fgdi-pretrain --cache /tmp/clip-again  # makes them again (minutes)",
+            "torchreid-fgdi-pretrain --cache /tmp/clip-again  # makes them again (OMP_NUM_THREADS=1: bit for bit)",
             "torchreid-fgdi-pretrain --cache /tmp/clip-trial --epochs 2 --people 500  # a separate quick trial",
         ],
     )
