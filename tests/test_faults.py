@@ -83,6 +83,8 @@ def test_resume_auto_takes_the_newest_whole_checkpoint(tmp_path):
     (folder / "model.pth.tar-12.tmp4321").write_bytes(b"")  # a killed save's temporary file
     cfg = load_config([], ["model.name", "osnet_x0_25", "data.save_dir", str(tmp_path), "model.resume", "auto"])
     assert resume_path(cfg, fgdi=False) == str(folder / "model.pth.tar-10")
+    cfg.defrost()
+    cfg.model.name = "fgdi_tiny"
     assert resume_path(cfg, fgdi=True) == ""  # no FGDI checkpoint there: a fresh start
 
 
