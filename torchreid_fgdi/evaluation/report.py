@@ -193,13 +193,19 @@ def format_table(
     return table + (f"\n{rerank_note()}\n" if reranked else "")
 
 
+def t_critical(n: int) -> float:
+    """The two-sided 95% t value for the mean of `n` paired differences (n - 1 degrees of freedom):
+    the verdict's bound and the table's note read the same one."""
+    return float(stats.t.ppf(0.975, n - 1))
+
+
 def paired_difference(values: Sequence[float], base: Sequence[float]) -> tuple[float, float, str]:
     """The mean of the per-seed differences ``values[i] - base[i]`` (seed i of both), its standard
     error (their sample std / sqrt(n)) and a verdict: ``higher`` or ``lower`` when the two-sided 95%
     t-interval (n - 1 degrees of freedom) of the mean excludes 0, else ``tie``. Needs n >= 2."""
     diffs = np.subtract(values, base, dtype=np.float64)
     mean, se = float(np.mean(diffs)), float(np.std(diffs, ddof=1) / np.sqrt(len(diffs)))
-    if abs(mean) <= stats.t.ppf(0.975, len(diffs) - 1) * se:
+    if abs(mean) <= t_critical(len(diffs)) * se:
         return mean, se, "tie"
     return mean, se, "higher" if mean > 0 else "lower"
 
@@ -220,7 +226,7 @@ def _difference_table(tables: dict[str, list[list]], versus: str, seeds: int) ->
         "",
         f"Difference from {versus}, paired by seed: the mean of the per-seed differences ± its standard error "
         f"(std of the differences / sqrt({seeds})), in points; higher or lower when the 95% t-interval "
-        f"(t = {stats.t.ppf(0.975, seeds - 1):.2f} for {seeds} seeds) excludes 0, else tie.",
+        f"(t = {t_critical(seeds):.2f} for {seeds} seeds) excludes 0, else tie.",
         "",
         "| target | domain | " + " | ".join(f"{m} mAP | {m} R1" for m in others) + " |",
         "|" + "---|" * (2 + 2 * len(others)),
