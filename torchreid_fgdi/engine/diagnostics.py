@@ -87,8 +87,7 @@ def measure(engine: Engine, save_dir: str, dist_metric: str, normalize_feature: 
         return None
     text = engine._text_cache
     if text is None and any(stage.kind == PROMPT for stage in ran):
-        rows = caches.row_dsetids(engine.train_loader.dataset.train, engine.model.classifier.out_features)
-        text = caches.prompt_features(engine.model, rows, engine.device)
+        text = engine.prompt_features()
     if not distributed.is_main():
         return None
     metrics = read_metrics(save_dir)

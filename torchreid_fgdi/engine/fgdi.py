@@ -184,13 +184,18 @@ class ImageFGDIEngine(MultiTargetTestMixin, torchreid.engine.Engine):
                     raise TypeError("prompt stages read every training image once: use DomainImageDataManager")
                 self._image_cache = caches.image_features(self.model, loader, self.device, self.precision)
             if stage.text_guided:
-                rows = caches.row_dsetids(self.train_loader.dataset.train, self.model.classifier.out_features)
-                self._text_cache = caches.prompt_features(self.model, rows, self.device)
+                self._text_cache = self.prompt_features()
         self._ddp = None
         if distributed.world_size() > 1:
             module = self.model if stage.kind == IMAGE else _PromptStep(self.model)
             device_ids = [self.device.index or 0] if self.device.type == "cuda" else None
             self._ddp = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+    def prompt_features(self) -> tuple[torch.Tensor, ...]:
+        """Every identity's identity-prompt and domain-prompt text features, as the model stands
+        (what a text-guided stage reads, and what the diagnostics measure)."""
+        rows = caches.row_dsetids(self.train_loader.dataset.train, self.model.classifier.out_features)
+        return caches.prompt_features(self.model, rows, self.device)
 
     def _set_trainable(self, stage: Stage) -> None:
         """``requires_grad`` on `stage`'s parameters alone, so frozen ones do not even get a gradient."""
